@@ -1,0 +1,299 @@
+//! The lake as a DataFusion catalog: every Delta table at `<lake>/<schema>/<table>/` is
+//! `schema.table`, with no registration, including tables other tools wrote.
+//!
+//! DataFusion asks for names synchronously (`SHOW TABLES`, `information_schema`), so names are
+//! cached and refreshed by [`LakeCatalog::refresh`] before each statement; table lookups are
+//! async and always see the newest commit. Opened tables are kept and updated incrementally, so
+//! the Delta log is not replayed from scratch on every query.
+//!
+//! Special names inside a schema (quote them in SQL):
+//! - `"orders@v3"`: the table as of version 3;
+//! - `"orders@2026-11-24T08:00:00Z"`: the table as of an instant (RFC 3339);
+//! - `"orders$history"`: the table's commits, newest first.
+
+mod names;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::datasource::MemTable;
+use datafusion::error::{DataFusionError, Result as DFResult};
+use deltalake::DeltaTable;
+
+pub use names::{TableName, suggest_tables};
+
+use crate::error::{Error, Result};
+use crate::lake::history::{history_batch, read_history};
+use crate::lake::{Lake, TableRef, TableVersion};
+
+/// The catalog over a lake. Registered as the session's default catalog.
+#[derive(Debug)]
+pub struct LakeCatalog {
+    lake: Arc<Lake>,
+    schemas: RwLock<BTreeMap<String, Arc<LakeSchema>>>,
+}
+
+impl LakeCatalog {
+    /// A catalog over a lake; call [`LakeCatalog::refresh`] to load the names.
+    pub fn new(lake: Arc<Lake>) -> Self {
+        Self {
+            lake,
+            schemas: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// The lake this catalog shows.
+    pub fn lake(&self) -> &Arc<Lake> {
+        &self.lake
+    }
+
+    /// Lists the lake again and updates the cached schema and table names.
+    pub async fn refresh(&self) -> Result<()> {
+        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for schema in self.lake.schemas().await? {
+            let tables = self.lake.tables(&schema).await?;
+            found.insert(schema, tables.into_iter().collect());
+        }
+        let mut schemas = self.schemas.write().unwrap_or_else(|p| p.into_inner());
+        for (name, tables) in &found {
+            schemas
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(LakeSchema::new(self.lake.clone(), name)))
+                .set_lake_tables(tables.clone());
+        }
+        for (name, schema) in schemas.iter() {
+            if !found.contains_key(name) {
+                schema.set_lake_tables(BTreeSet::new());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every table name currently known, as `schema.table`.
+    pub fn known_tables(&self) -> Vec<String> {
+        let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
+        schemas
+            .iter()
+            .flat_map(|(s, schema)| schema.table_names().into_iter().map(move |t| format!("{s}.{t}")))
+            .collect()
+    }
+
+    /// Tells the catalog a table was created or dropped by this session (no listing needed).
+    pub fn note_table(&self, table: &TableRef, exists: bool) {
+        let schema = self.schema_entry(&table.schema);
+        let mut names = schema.lake_tables.write().unwrap_or_else(|p| p.into_inner());
+        if exists {
+            names.insert(table.table.clone());
+        } else {
+            names.remove(&table.table);
+        }
+        schema.forget(&table.table);
+    }
+
+    fn schema_entry(&self, name: &str) -> Arc<LakeSchema> {
+        let mut schemas = self.schemas.write().unwrap_or_else(|p| p.into_inner());
+        schemas
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(LakeSchema::new(self.lake.clone(), name)))
+            .clone()
+    }
+}
+
+impl CatalogProvider for LakeCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
+        schemas
+            .iter()
+            .filter(|(_, s)| !s.table_names().is_empty())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if !crate::lake::is_visible_folder(name) || name.contains(['/', '.']) {
+            return None;
+        }
+        Some(self.schema_entry(name))
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        _schema: Arc<dyn SchemaProvider>,
+    ) -> DFResult<Option<Arc<dyn SchemaProvider>>> {
+        // A schema is a folder; it appears with its first table.
+        Ok(Some(self.schema_entry(name)))
+    }
+}
+
+/// One schema (folder) of the lake, plus tables registered in this session only (views,
+/// external tables) which live in memory.
+#[derive(Debug)]
+pub struct LakeSchema {
+    lake: Arc<Lake>,
+    name: String,
+    lake_tables: RwLock<BTreeSet<String>>,
+    session_tables: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    open: RwLock<HashMap<String, DeltaTable>>,
+}
+
+impl LakeSchema {
+    fn new(lake: Arc<Lake>, name: &str) -> Self {
+        Self {
+            lake,
+            name: name.to_string(),
+            lake_tables: RwLock::default(),
+            session_tables: RwLock::default(),
+            open: RwLock::default(),
+        }
+    }
+
+    fn set_lake_tables(&self, names: BTreeSet<String>) {
+        *self.lake_tables.write().unwrap_or_else(|p| p.into_inner()) = names;
+    }
+
+    fn forget(&self, table: &str) {
+        self.open
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(table);
+    }
+
+    /// Opens (or updates the cached copy of) the newest version of a table.
+    async fn latest(&self, table: &TableRef) -> Result<DeltaTable> {
+        let cached = self
+            .open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&table.table)
+            .cloned();
+        let fresh = match cached {
+            Some(mut dt) => match dt.update_incremental(None).await {
+                Ok(()) => dt,
+                // The table may have been dropped and re-created: open it anew.
+                Err(_) => self.lake.open_table(table, &TableVersion::Latest).await?,
+            },
+            None => self.lake.open_table(table, &TableVersion::Latest).await?,
+        };
+        self.open
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(table.table.clone(), fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn resolve(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        // Names that cannot be folders (file paths, URLs) are not lake tables; DataFusion's
+        // file-path tables get their turn.
+        if name.contains(['/', '.', '\\']) {
+            return Ok(None);
+        }
+        let parsed = TableName::parse(name)?;
+        let table = TableRef::new(&self.name, &parsed.table)?;
+        let result = match &parsed.version {
+            None if parsed.history => {
+                let dt = self.latest(&table).await?;
+                let commits = read_history(&dt, &table.to_string(), None).await?;
+                let batch = history_batch(&commits)?;
+                let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+                return Ok(Some(Arc::new(mem)));
+            }
+            None => self.latest(&table).await,
+            Some(version) => self.lake.open_table(&table, version).await,
+        };
+        let dt = match result {
+            Ok(dt) => dt,
+            Err(Error::TableNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let provider = dt
+            .table_provider()
+            .await
+            .map_err(Error::from_datafusion)?;
+        Ok(Some(provider))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for LakeSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names: BTreeSet<String> = self
+            .lake_tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        names.extend(
+            self.session_tables
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned(),
+        );
+        names.into_iter().collect()
+    }
+
+    async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        let local = self
+            .session_tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        if local.is_some() {
+            return Ok(local);
+        }
+        self.resolve(name).await.map_err(Error::into_datafusion)
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        if self.table_exist(&name) {
+            return Err(DataFusionError::Plan(format!(
+                "table {}.{name} already exists",
+                self.name
+            )));
+        }
+        Ok(self
+            .session_tables
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, table))
+    }
+
+    fn deregister_table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        Ok(self
+            .session_tables
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.lake_tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+            || self
+                .session_tables
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(name)
+    }
+}
+
+/// Whether a provider is one registered only in this session (a view or external table).
+pub fn is_session_table(schema: &dyn SchemaProvider, name: &str) -> bool {
+    schema
+        .downcast_ref::<LakeSchema>()
+        .is_some_and(|s| {
+            s.session_tables
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(name)
+        })
+}

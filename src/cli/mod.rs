@@ -1,0 +1,91 @@
+//! The command line: flags, and one file per subcommand that calls the library and prints.
+
+mod lake;
+mod repl;
+mod sql;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::lake::Lake;
+use crate::query::{QuerySettings, Session};
+
+/// gamelake: a lakehouse for game data. Delta Lake tables on a folder or S3, queried with SQL.
+///
+/// Tables live at <lake>/<schema>/<table>/ and are addressed as schema.table.
+#[derive(Debug, Parser)]
+#[command(name = "gamelake", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Examples:
+  gamelake sql                                   interactive SQL over ./lake
+  gamelake --lake /tmp/l sql -c \"SELECT 1\"       one statement
+  gamelake --lake s3://bucket/lake sql -f q.sql  a script on S3 (AWS_* variables for the endpoint and keys)
+  gamelake lake history shop.orders              commits of a table")]
+pub struct Cli {
+    /// Where the lake lives: a local folder or s3://bucket/prefix (S3 settings from AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP).
+    #[arg(long, global = true, env = "GAMELAKE_LAKE", value_name = "URL")]
+    pub lake: Option<String>,
+
+    /// Configuration file (gamelake.toml); see the README for its keys.
+    #[arg(long, global = true, env = "GAMELAKE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run SQL: a REPL when neither -c nor -f is given.
+    Sql(sql::SqlArgs),
+    /// Inspect and maintain lake tables.
+    #[command(subcommand)]
+    Lake(lake::LakeCommand),
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let location = cli
+        .lake
+        .clone()
+        .or_else(|| config.lake.clone())
+        .unwrap_or_else(|| "./lake".to_string());
+    let context = Context {
+        location,
+        settings: config.query_settings(),
+    };
+    match cli.command {
+        Command::Sql(args) => sql::run(&context, args).await,
+        Command::Lake(cmd) => lake::run(&context, cmd).await,
+    }
+}
+
+/// What every subcommand needs: where the lake is and how to query it.
+pub struct Context {
+    /// The lake location.
+    pub location: String,
+    /// Engine settings.
+    pub settings: QuerySettings,
+}
+
+impl Context {
+    /// Opens the lake.
+    pub fn lake(&self) -> Result<Arc<Lake>> {
+        Ok(Arc::new(Lake::open(&self.location)?))
+    }
+
+    /// Opens a SQL session over the lake.
+    pub async fn session(&self) -> Result<Session> {
+        Session::new(self.lake()?, &self.settings).await
+    }
+}

@@ -1,0 +1,200 @@
+//! The one error type of gamelake. Every message says what went wrong, where, and what to do.
+
+use std::path::PathBuf;
+
+use datafusion::error::DataFusionError;
+use deltalake::DeltaTableError;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in gamelake.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The `--lake` value (or `GAMELAKE_LAKE`) is not a usable location.
+    #[error("invalid lake location '{url}': {reason}")]
+    LakeUrl {
+        /// The location as the user gave it.
+        url: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+
+    /// The lake's storage could not be reached or listed.
+    #[error("cannot reach the lake at {url}: {message}\n  hint: {hint}")]
+    LakeUnreachable {
+        /// The lake URL (no secrets).
+        url: String,
+        /// The storage error, in one line.
+        message: String,
+        /// What the user should check.
+        hint: String,
+    },
+
+    /// A table name is not of the form `schema.table` or holds characters a folder cannot.
+    #[error("invalid table name '{name}': {reason}")]
+    TableName {
+        /// The name as written.
+        name: String,
+        /// Why it is not valid.
+        reason: String,
+    },
+
+    /// A table that does not exist was referenced.
+    #[error("table {name} does not exist{suggestion}")]
+    TableNotFound {
+        /// The name as written.
+        name: String,
+        /// ", did you mean ...?" or a list of existing tables, or empty.
+        suggestion: String,
+    },
+
+    /// A table that already exists was created again.
+    #[error("table {name} already exists (use CREATE OR REPLACE TABLE, or IF NOT EXISTS)")]
+    TableExists {
+        /// The table name.
+        name: String,
+    },
+
+    /// A folder under the lake is there but holds no Delta log.
+    #[error(
+        "{name} at {url} is a folder but not a Delta table (it has no _delta_log/); remove it or write a Delta table there"
+    )]
+    NotADeltaTable {
+        /// The table name.
+        name: String,
+        /// The folder's URL.
+        url: String,
+    },
+
+    /// A Delta table could not be read or written.
+    #[error("Delta table {name}: {source}")]
+    Delta {
+        /// The table name (or URL) the operation was about.
+        name: String,
+        /// The underlying delta-rs error.
+        #[source]
+        source: Box<DeltaTableError>,
+    },
+
+    /// The object store refuses conditional writes, so concurrent commits could overwrite each other.
+    #[error(
+        "refusing to write to {url}: the store does not enforce conditional writes (If-None-Match), so two writers could overwrite each other's commit. Use a store that supports it (AWS S3, MinIO, moto, R2), or set GAMELAKE_ALLOW_UNSAFE_WRITES=true if exactly one process ever writes to this lake"
+    )]
+    UnsafeCommits {
+        /// The lake URL.
+        url: String,
+    },
+
+    /// SQL planning or execution failed.
+    #[error("{}", strip_datafusion_prefixes(.0))]
+    Query(#[from] DataFusionError),
+
+    /// A SQL feature gamelake does not support (yet), with what to do instead.
+    #[error("{0}")]
+    Unsupported(String),
+
+    /// The configuration file is malformed.
+    #[error("{file}:{line}:{column}: {message}")]
+    Config {
+        /// The config file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Arrow failed to encode or decode data.
+    #[error("arrow: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+
+    /// Parquet failed to encode or decode data.
+    #[error("parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+
+    /// An object-store operation failed.
+    #[error("storage: {0}")]
+    Storage(#[from] object_store::Error),
+}
+
+impl Error {
+    /// Wraps a delta-rs error with the table it concerns.
+    pub fn delta(name: impl Into<String>, source: DeltaTableError) -> Self {
+        Error::Delta {
+            name: name.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Converts into a DataFusion error, for code that runs inside DataFusion (catalogs, providers).
+    pub fn into_datafusion(self) -> DataFusionError {
+        match self {
+            Error::Query(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+
+    /// Unwraps a DataFusion error that carries a gamelake error back into it.
+    pub fn from_datafusion(err: DataFusionError) -> Self {
+        match err {
+            DataFusionError::External(inner) => match inner.downcast::<Error>() {
+                Ok(ours) => *ours,
+                Err(other) => Error::Query(DataFusionError::External(other)),
+            },
+            DataFusionError::Context(ctx, inner) => match Error::from_datafusion(*inner) {
+                Error::Query(e) => Error::Query(DataFusionError::Context(ctx, Box::new(e))),
+                ours => ours,
+            },
+            DataFusionError::Shared(shared) => match std::sync::Arc::try_unwrap(shared) {
+                Ok(inner) => Error::from_datafusion(inner),
+                Err(shared) => Error::Query(DataFusionError::Shared(shared)),
+            },
+            other => Error::Query(other),
+        }
+    }
+}
+
+/// DataFusion nests prefixes such as "External error: " and "Error during planning: "; users
+/// need the message, not the layers.
+fn strip_datafusion_prefixes(err: &DataFusionError) -> String {
+    let text = err.to_string();
+    let mut rest = text.as_str();
+    loop {
+        let before = rest;
+        for prefix in [
+            "External error: ",
+            "Execution error: ",
+            "Arrow error: ",
+            "ObjectStore error: ",
+        ] {
+            if let Some(stripped) = rest.strip_prefix(prefix) {
+                rest = stripped;
+            }
+        }
+        if before == rest {
+            break;
+        }
+    }
+    rest.trim_end().to_string()
+}

@@ -1,0 +1,265 @@
+//! The lake: a storage URL holding Delta tables at `<lake>/<schema>/<table>/`.
+//!
+//! This module knows storage and Delta; it knows nothing of SQL sessions or pipelines.
+
+pub mod history;
+mod location;
+mod table_ref;
+pub mod write;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+use tokio::sync::OnceCell;
+
+pub use location::LakeLocation;
+pub use table_ref::{TableRef, is_visible_folder};
+
+use crate::error::{Error, Result};
+
+/// Which state of a table to open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableVersion {
+    /// The newest committed version.
+    Latest,
+    /// A specific version number.
+    Version(u64),
+    /// The version that was current at this instant.
+    AsOf(DateTime<Utc>),
+}
+
+/// A handle on the lake: its location and an object store rooted at it.
+#[derive(Debug)]
+pub struct Lake {
+    location: LakeLocation,
+    store: Arc<dyn ObjectStore>,
+    commits_checked: OnceCell<()>,
+}
+
+impl Lake {
+    /// Opens the lake at a location (`./lake`, `/abs/path`, `s3://bucket/prefix`). Does no I/O
+    /// against remote stores; call [`Lake::check_reachable`] to find out early.
+    pub fn open(location: &str) -> Result<Self> {
+        Self::at(LakeLocation::parse(location)?)
+    }
+
+    /// Opens the lake at a parsed location (e.g. with explicit storage options).
+    pub fn at(location: LakeLocation) -> Result<Self> {
+        let store = location.object_store()?;
+        Ok(Self {
+            location,
+            store,
+            commits_checked: OnceCell::new(),
+        })
+    }
+
+    /// The lake's location.
+    pub fn location(&self) -> &LakeLocation {
+        &self.location
+    }
+
+    /// The object store rooted at the lake root.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The URL of a table's folder.
+    pub fn table_url(&self, table: &TableRef) -> Result<url::Url> {
+        self.location.join(&table.folder())
+    }
+
+    /// Lists the lake root once, turning any failure into an error that names the URL and the
+    /// settings to check.
+    pub async fn check_reachable(&self) -> Result<()> {
+        self.store
+            .list_with_delimiter(None)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.location.unreachable(&e))
+    }
+
+    /// Schemas: visible folders directly under the root.
+    pub async fn schemas(&self) -> Result<Vec<String>> {
+        self.child_folders(None).await
+    }
+
+    /// Tables of a schema: its visible sub-folders that hold a `_delta_log/`.
+    pub async fn tables(&self, schema: &str) -> Result<Vec<String>> {
+        let candidates = self.child_folders(Some(&Path::from(schema))).await?;
+        let checks = futures::stream::iter(candidates)
+            .map(|name| async move {
+                let table = TableRef::new(schema, name.as_str())?;
+                Ok::<_, Error>(self.is_table(&table).await?.then_some(name))
+            })
+            .buffered(16);
+        let mut tables: Vec<String> = checks.try_filter_map(|t| async move { Ok(t) }).try_collect().await?;
+        tables.sort();
+        Ok(tables)
+    }
+
+    /// All tables of all schemas.
+    pub async fn all_tables(&self) -> Result<Vec<TableRef>> {
+        let mut all = Vec::new();
+        for schema in self.schemas().await? {
+            for table in self.tables(&schema).await? {
+                all.push(TableRef::new(schema.clone(), table)?);
+            }
+        }
+        Ok(all)
+    }
+
+    /// Visible folder names directly under `parent` (the root when `None`), sorted.
+    async fn child_folders(&self, parent: Option<&Path>) -> Result<Vec<String>> {
+        let listing = self
+            .store
+            .list_with_delimiter(parent)
+            .await
+            .map_err(|e| self.location.unreachable(&e))?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .filter(|n| is_visible_folder(n))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Whether a table's folder holds a Delta log.
+    pub async fn is_table(&self, table: &TableRef) -> Result<bool> {
+        let log = Path::from(format!("{}_delta_log", table.folder()));
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&log))
+            .await
+            .map_err(|e| self.location.unreachable(&e))?;
+        Ok(!listing.objects.is_empty() || !listing.common_prefixes.is_empty())
+    }
+
+    /// Whether anything at all is stored under a table's folder.
+    pub async fn folder_exists(&self, table: &TableRef) -> Result<bool> {
+        let prefix = Path::from(table.folder());
+        let mut listing = self.store.list(Some(&prefix));
+        Ok(listing.next().await.transpose()?.is_some())
+    }
+
+    /// Opens a Delta table at a version. A missing table is [`Error::TableNotFound`]; a folder
+    /// without a Delta log is [`Error::NotADeltaTable`].
+    pub async fn open_table(&self, table: &TableRef, version: &TableVersion) -> Result<DeltaTable> {
+        let url = self.table_url(table)?;
+        let mut builder = DeltaTableBuilder::from_url(url.clone())
+            .map_err(|e| Error::delta(table.to_string(), e))?
+            .with_storage_options(self.location.storage_options().clone());
+        builder = match version {
+            TableVersion::Latest => builder,
+            TableVersion::Version(v) => builder.with_version(*v),
+            TableVersion::AsOf(ts) => builder.with_timestamp(*ts),
+        };
+        if !self.is_table(table).await? {
+            return Err(if self.folder_exists(table).await? {
+                Error::NotADeltaTable {
+                    name: table.to_string(),
+                    url: url.to_string(),
+                }
+            } else {
+                Error::TableNotFound {
+                    name: table.to_string(),
+                    suggestion: String::new(),
+                }
+            });
+        }
+        builder
+            .load()
+            .await
+            .map_err(|e| Error::delta(table.to_string(), e))
+    }
+
+    /// A handle on a table location that may not hold a table yet (for creating one).
+    pub async fn table_for_write(&self, table: &TableRef) -> Result<DeltaTable> {
+        let url = self.table_url(table)?;
+        if let Ok(path) = url.to_file_path() {
+            // delta-rs wants a local table folder to exist before the first commit.
+            std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        let mut dt = DeltaTableBuilder::from_url(url)
+            .and_then(|b| {
+                b.with_storage_options(self.location.storage_options().clone())
+                    .build()
+            })
+            .map_err(|e| Error::delta(table.to_string(), e))?;
+        if self.is_table(table).await? {
+            dt.load()
+                .await
+                .map_err(|e| Error::delta(table.to_string(), e))?;
+        }
+        Ok(dt)
+    }
+
+    /// Deletes a table: first its log (so readers stop seeing it at once), then its files.
+    pub async fn drop_table(&self, table: &TableRef) -> Result<()> {
+        let log = Path::from(format!("{}_delta_log", table.folder()));
+        self.delete_prefix(&log).await?;
+        self.delete_prefix(&Path::from(table.folder())).await?;
+        self.remove_local_folder(table)
+    }
+
+    /// On a local lake, removes a table's (now empty) folder tree; object stores have no folders.
+    pub fn remove_local_folder(&self, table: &TableRef) -> Result<()> {
+        if let Ok(path) = self.table_url(table)?.to_file_path()
+            && path.exists()
+        {
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every object under a prefix.
+    pub async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
+        let locations = self.store.list(Some(prefix)).map_ok(|m| m.location).boxed();
+        self.store
+            .delete_stream(locations)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Before the first write: makes sure the store rejects a second create of the same object
+    /// (conditional put), which Delta commits rely on to never overwrite each other. Local
+    /// folders always do; S3-compatible servers are probed once per process.
+    pub async fn ensure_safe_commits(&self) -> Result<()> {
+        if self.location.is_local() || env_flag("GAMELAKE_ALLOW_UNSAFE_WRITES") {
+            return Ok(());
+        }
+        self.commits_checked
+            .get_or_try_init(|| async {
+                let probe = Path::from(format!(
+                    "_gamelake/commit-probe/{}",
+                    uuid::Uuid::new_v4()
+                ));
+                let create = PutOptions::from(PutMode::Create);
+                self.store
+                    .put_opts(&probe, "probe".into(), create.clone())
+                    .await
+                    .map_err(|e| self.location.unreachable(&e))?;
+                let second = self.store.put_opts(&probe, "probe".into(), create).await;
+                let _ = self.store.delete(&probe).await;
+                match second {
+                    Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+                    Ok(_) => Err(Error::UnsafeCommits {
+                        url: self.location.url().to_string(),
+                    }),
+                    Err(e) => Err(self.location.unreachable(&e)),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}

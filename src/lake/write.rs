@@ -1,0 +1,413 @@
+//! The one write path: a DataFusion logical plan (or Arrow batches) becomes one Delta commit,
+//! laid out for the queries that will read it.
+//!
+//! Layout (sort order, bloom filters, file size, compression) is stored in the table's Delta
+//! properties under `gamelake.*`, so every later writer — SQL, pipelines, compaction — keeps it.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col};
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::StructType;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::operations::create::CreateBuilder;
+use deltalake::operations::write::{SchemaMode, WriteBuilder};
+use deltalake::protocol::SaveMode;
+
+use super::{Lake, TableRef};
+use crate::error::{Error, Result};
+
+/// Table property: comma-separated columns each file is sorted by (after partition columns).
+pub const PROP_SORT_BY: &str = "gamelake.sortBy";
+/// Table property: comma-separated columns that get parquet bloom filters.
+pub const PROP_BLOOM_FILTER_COLUMNS: &str = "gamelake.bloomFilterColumns";
+/// Table property: target data file size in bytes.
+pub const PROP_TARGET_FILE_SIZE: &str = "gamelake.targetFileSize";
+/// Table property: zstd compression level (1-22).
+pub const PROP_ZSTD_LEVEL: &str = "gamelake.zstdLevel";
+
+/// How a table's files are laid out. New tables take it from the writer; existing tables
+/// keep what their properties say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableLayout {
+    /// Partition columns (one folder level each), e.g. `["event_date", "region"]`.
+    pub partition_by: Vec<String>,
+    /// Sort order within files, e.g. `["player_id", "event_time"]`.
+    pub sort_by: Vec<String>,
+    /// Columns with parquet bloom filters (point lookups, e.g. player ids).
+    pub bloom_filter_columns: Vec<String>,
+    /// Target size of a data file in bytes.
+    pub target_file_size: u64,
+    /// zstd level.
+    pub zstd_level: i32,
+}
+
+impl Default for TableLayout {
+    fn default() -> Self {
+        Self {
+            partition_by: Vec::new(),
+            sort_by: Vec::new(),
+            bloom_filter_columns: Vec::new(),
+            target_file_size: 128 * 1024 * 1024,
+            zstd_level: 3,
+        }
+    }
+}
+
+impl TableLayout {
+    /// The layout recorded in an existing table (its partition columns and `gamelake.*` properties).
+    pub fn of_table(table: &DeltaTable) -> Result<Self> {
+        let name = table.table_url().to_string();
+        let snapshot = table.snapshot().map_err(|e| Error::delta(&name, e))?;
+        let metadata = snapshot.metadata();
+        let mut layout = Self::from_properties(metadata.configuration());
+        layout.partition_by = metadata.partition_columns().to_vec();
+        Ok(layout)
+    }
+
+    /// Reads the `gamelake.*` properties (unknown or malformed values fall back to defaults).
+    pub fn from_properties(props: &HashMap<String, String>) -> Self {
+        let list = |key: &str| -> Vec<String> {
+            props
+                .get(key)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let default = Self::default();
+        Self {
+            partition_by: Vec::new(),
+            sort_by: list(PROP_SORT_BY),
+            bloom_filter_columns: list(PROP_BLOOM_FILTER_COLUMNS),
+            target_file_size: props
+                .get(PROP_TARGET_FILE_SIZE)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default.target_file_size),
+            zstd_level: props
+                .get(PROP_ZSTD_LEVEL)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default.zstd_level),
+        }
+    }
+
+    /// The `gamelake.*` properties that record this layout in the table (empty lists are left
+    /// out: Delta readers reject empty property values).
+    pub fn to_properties(&self) -> HashMap<String, Option<String>> {
+        let mut props = HashMap::from([
+            (
+                PROP_TARGET_FILE_SIZE.to_string(),
+                Some(self.target_file_size.to_string()),
+            ),
+            (PROP_ZSTD_LEVEL.to_string(), Some(self.zstd_level.to_string())),
+        ]);
+        for (key, list) in [
+            (PROP_SORT_BY, &self.sort_by),
+            (PROP_BLOOM_FILTER_COLUMNS, &self.bloom_filter_columns),
+        ] {
+            if !list.is_empty() {
+                props.insert(key.to_string(), Some(list.join(",")));
+            }
+        }
+        props
+    }
+
+    /// Parquet settings: zstd, page-level statistics (column and offset indexes), bloom filters.
+    pub fn writer_properties(&self) -> Result<WriterProperties> {
+        let level = ZstdLevel::try_new(self.zstd_level)?;
+        let mut builder = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(1024 * 1024));
+        for column in &self.bloom_filter_columns {
+            let path = ColumnPath::from(column.as_str());
+            builder = builder
+                .set_column_bloom_filter_enabled(path.clone(), true)
+                .set_column_bloom_filter_fpp(path, 0.01);
+        }
+        Ok(builder.build())
+    }
+}
+
+/// What to do with the rows already in the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Create the table; fail if it exists.
+    Create,
+    /// Add rows (creating the table if it does not exist).
+    Append,
+    /// Replace all rows (and the schema, if it changed).
+    Overwrite,
+}
+
+/// Options of one write.
+#[derive(Clone, Debug)]
+pub struct WriteOptions {
+    /// Create, append or overwrite.
+    pub mode: WriteMode,
+    /// Layout for a table this write creates (ignored for an existing table, which keeps its own).
+    pub layout: TableLayout,
+    /// A pipeline position committed atomically with the rows: `(app_id, version)`. If the table
+    /// already records this app at this version or later, nothing is written.
+    pub transaction: Option<(String, i64)>,
+}
+
+impl WriteOptions {
+    /// Options for a mode with the default layout and no transaction marker.
+    pub fn new(mode: WriteMode) -> Self {
+        Self {
+            mode,
+            layout: TableLayout::default(),
+            transaction: None,
+        }
+    }
+}
+
+/// The result of a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// A new table version was committed.
+    Committed {
+        /// The version that holds the rows.
+        version: u64,
+        /// Rows written.
+        rows: u64,
+    },
+    /// The transaction marker shows this write was already committed; nothing was written.
+    AlreadyCommitted {
+        /// The version the table records for the app.
+        recorded: i64,
+    },
+}
+
+/// The version a table records for a pipeline (`app_id`), if any.
+pub async fn transaction_version(lake: &Lake, table: &TableRef, app_id: &str) -> Result<Option<i64>> {
+    let dt = lake.table_for_write(table).await?;
+    recorded_version(&dt, table, app_id).await
+}
+
+async fn recorded_version(dt: &DeltaTable, table: &TableRef, app_id: &str) -> Result<Option<i64>> {
+    match dt.snapshot() {
+        Ok(state) => state
+            .transaction_version(dt.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| Error::delta(table.to_string(), e)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Writes Arrow batches (all with the same schema) to a table in one commit.
+pub async fn write_batches(
+    lake: &Lake,
+    table: &TableRef,
+    session: &SessionState,
+    batches: Vec<RecordBatch>,
+    options: WriteOptions,
+) -> Result<WriteOutcome> {
+    let Some(schema) = batches.first().map(RecordBatch::schema) else {
+        return Err(Error::Unsupported(format!(
+            "write to {table}: no batches given (an empty write needs a schema; use write_plan)"
+        )));
+    };
+    let mem = MemTable::try_new(schema, vec![batches])?;
+    let plan = LogicalPlanBuilder::scan(
+        "input",
+        datafusion::datasource::provider_as_source(Arc::new(mem)),
+        None,
+    )?
+    .build()?;
+    write_plan(lake, table, session, plan, options).await
+}
+
+/// Runs a logical plan and commits its rows to a table: partitioned, sorted within files by the
+/// layout's sort columns, zstd with page statistics and bloom filters, in one atomic commit.
+/// A failed run commits nothing, so the table stays as it was.
+pub async fn write_plan(
+    lake: &Lake,
+    table: &TableRef,
+    session: &SessionState,
+    plan: LogicalPlan,
+    options: WriteOptions,
+) -> Result<WriteOutcome> {
+    lake.ensure_safe_commits().await?;
+    let dt = lake.table_for_write(table).await?;
+    let exists = dt.version().is_some();
+    if exists && options.mode == WriteMode::Create {
+        return Err(Error::TableExists {
+            name: table.to_string(),
+        });
+    }
+    if let Some((app_id, version)) = &options.transaction
+        && let Some(recorded) = recorded_version(&dt, table, app_id).await?
+        && recorded >= *version
+    {
+        return Ok(WriteOutcome::AlreadyCommitted { recorded });
+    }
+    let layout = if exists && options.mode != WriteMode::Overwrite {
+        TableLayout::of_table(&dt)?
+    } else {
+        options.layout.clone()
+    };
+    check_columns(table, &plan, &layout)?;
+    let sorted = sort_for_layout(plan, &layout)?;
+
+    // New tables are created first (their own commit, with the layout in their properties: the
+    // write operation would reject non-`delta.*` properties); if the write then fails, the new
+    // table is removed again, so a failed CREATE TABLE AS leaves nothing behind.
+    let created_new = !exists;
+    let dt = if created_new {
+        create_empty(&dt, table, sorted.schema().as_arrow(), &layout).await?
+    } else {
+        dt
+    };
+    let result = run_write(&dt, table, session, sorted, &layout, &options).await;
+    let written = match result {
+        Ok(t) => t,
+        Err(e) => {
+            if created_new {
+                let _ = lake.drop_table(table).await;
+            }
+            return Err(e);
+        }
+    };
+    if exists && options.mode == WriteMode::Overwrite && TableLayout::of_table(&written)? != layout {
+        record_layout(&written, table, &layout).await?;
+    }
+    let version = written.version().unwrap_or_default();
+    let commits = super::history::read_history(&written, &table.to_string(), Some(1)).await?;
+    let rows = commits
+        .first()
+        .and_then(|c| c.rows_added)
+        .unwrap_or_default()
+        .max(0) as u64;
+    Ok(WriteOutcome::Committed { version, rows })
+}
+
+/// Creates an empty table with the input's columns (all nullable, as CREATE TABLE AS makes
+/// them in Spark and Trino) and the layout in its properties.
+async fn create_empty(
+    dt: &DeltaTable,
+    table: &TableRef,
+    schema: &datafusion::arrow::datatypes::Schema,
+    layout: &TableLayout,
+) -> Result<DeltaTable> {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    let nullable = datafusion::arrow::datatypes::Schema::new(fields);
+    let delta_schema: StructType = (&nullable)
+        .try_into_kernel()
+        .map_err(|e| Error::Unsupported(format!("{table}: a column type has no Delta equivalent: {e}")))?;
+    CreateBuilder::new()
+        .with_log_store(dt.log_store())
+        .with_columns(delta_schema.fields().cloned())
+        .with_partition_columns(layout.partition_by.clone())
+        .with_configuration(layout.to_properties())
+        .with_raise_if_key_not_exists(false)
+        .with_table_name(table.to_string())
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .await
+        .map_err(|e| Error::delta(table.to_string(), e))
+}
+
+/// The write itself: one commit with the rows (and the transaction marker, if any).
+async fn run_write(
+    dt: &DeltaTable,
+    table: &TableRef,
+    session: &SessionState,
+    input: LogicalPlan,
+    layout: &TableLayout,
+    options: &WriteOptions,
+) -> Result<DeltaTable> {
+    let mut commit = CommitProperties::default();
+    if let Some((app_id, version)) = &options.transaction {
+        commit = commit.with_application_transaction(Transaction::new(app_id, *version));
+    }
+    let snapshot = dt
+        .snapshot()
+        .map_err(|e| Error::delta(table.to_string(), e))?
+        .snapshot()
+        .clone();
+    let mut builder = WriteBuilder::new(dt.log_store(), Some(snapshot))
+        .with_input_plan(input)
+        .with_session_state(Arc::new(session.clone()))
+        .with_save_mode(match options.mode {
+            WriteMode::Overwrite => SaveMode::Overwrite,
+            WriteMode::Create | WriteMode::Append => SaveMode::Append,
+        })
+        .with_writer_properties(layout.writer_properties()?)
+        .with_target_file_size(NonZeroU64::new(layout.target_file_size))
+        .with_commit_properties(commit);
+    if options.mode == WriteMode::Overwrite {
+        builder = builder
+            .with_schema_mode(SchemaMode::Overwrite)
+            .with_partition_columns(layout.partition_by.clone());
+    }
+    builder.await.map_err(|e| Error::delta(table.to_string(), e))
+}
+
+/// Records a layout in an existing table's properties (after CREATE OR REPLACE).
+async fn record_layout(dt: &DeltaTable, table: &TableRef, layout: &TableLayout) -> Result<()> {
+    let props = layout
+        .to_properties()
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    dt.clone()
+        .set_tbl_properties()
+        .with_properties(props)
+        .with_raise_if_not_exists(false)
+        .await
+        .map_err(|e| Error::delta(table.to_string(), e))?;
+    Ok(())
+}
+
+/// Every layout column must be a column of the input.
+fn check_columns(table: &TableRef, plan: &LogicalPlan, layout: &TableLayout) -> Result<()> {
+    let schema = plan.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    for (what, cols) in [
+        ("partition", &layout.partition_by),
+        ("sort", &layout.sort_by),
+        ("bloom filter", &layout.bloom_filter_columns),
+    ] {
+        if let Some(missing) = cols.iter().find(|c| !names.contains(&c.as_str())) {
+            return Err(Error::Unsupported(format!(
+                "{table}: {what} column '{missing}' is not among the columns written ({})",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Sorts by partition columns then sort columns, so each file holds runs ordered by the keys
+/// queries filter on (better min/max statistics and page pruning).
+fn sort_for_layout(plan: LogicalPlan, layout: &TableLayout) -> Result<LogicalPlan> {
+    let keys: Vec<_> = layout
+        .partition_by
+        .iter()
+        .chain(layout.sort_by.iter())
+        .map(|c| col(datafusion::common::Column::new_unqualified(c)).sort(true, false))
+        .collect();
+    if keys.is_empty() {
+        return Ok(plan);
+    }
+    Ok(LogicalPlanBuilder::from(plan).sort(keys)?.build()?)
+}

@@ -1,0 +1,19 @@
+//! gamelake: a lakehouse for game data — Delta Lake tables on a local folder or S3, queried
+//! with DataFusion.
+//!
+//! Layers, lowest first: [`lake`] (storage, Delta tables, the write path) → [`catalog`] (the lake
+//! as `schema.table`) → [`query`] (the SQL session) → [`cli`].
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod lake;
+pub mod output;
+pub mod query;
+
+pub use error::{Error, Result};
+pub use lake::Lake;
+pub use query::{Output, QuerySettings, Session};

@@ -1,0 +1,138 @@
+//! Printing query results in the formats `--format` offers, with arrow's own writers.
+
+use std::io::Write;
+
+use clap::ValueEnum;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::StreamExt;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// Output formats of `gamelake sql`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned text table (collects the result to size the columns).
+    #[default]
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+    /// Parquet (needs `-o FILE`).
+    Parquet,
+}
+
+/// Streams a result to `out` in a format; returns the number of rows written.
+pub async fn write_stream(
+    format: Format,
+    mut stream: SendableRecordBatchStream,
+    out: &mut (dyn Write + Send),
+) -> Result<u64> {
+    let schema = plain_schema(&stream.schema());
+    let mut rows = 0u64;
+    match format {
+        Format::Table => {
+            let mut batches = Vec::new();
+            while let Some(batch) = stream.next().await {
+                let batch = plain_batch(&schema, batch?)?;
+                rows += batch.num_rows() as u64;
+                batches.push(batch);
+            }
+            if batches.is_empty() {
+                batches.push(RecordBatch::new_empty(schema));
+            }
+            writeln!(out, "{}", pretty_format_batches(&batches)?).map_err(stdout_err)?;
+        }
+        Format::Csv => {
+            let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut *out);
+            let mut wrote_any = false;
+            while let Some(batch) = stream.next().await {
+                let batch = plain_batch(&schema, batch?)?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch)?;
+                wrote_any = true;
+            }
+            if !wrote_any {
+                writer.write(&RecordBatch::new_empty(schema))?;
+            }
+        }
+        Format::Json => {
+            let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut *out);
+            while let Some(batch) = stream.next().await {
+                let batch = plain_batch(&schema, batch?)?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch)?;
+            }
+            writer.finish()?;
+            if rows == 0 {
+                write!(out, "[]").map_err(stdout_err)?;
+            }
+            writeln!(out).map_err(stdout_err)?;
+        }
+        Format::Ndjson => {
+            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
+            while let Some(batch) = stream.next().await {
+                let batch = plain_batch(&schema, batch?)?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch)?;
+            }
+            writer.finish()?;
+        }
+        Format::Parquet => {
+            let mut writer = ArrowWriter::try_new(&mut *out, schema.clone(), None)?;
+            while let Some(batch) = stream.next().await {
+                let batch = plain_batch(&schema, batch?)?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch)?;
+            }
+            writer.close()?;
+        }
+    }
+    out.flush().map_err(stdout_err)?;
+    Ok(rows)
+}
+
+/// View types (Utf8View, BinaryView) become plain Utf8/Binary: every writer and reader handles those.
+fn plain_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_data_type(plain_type(f.data_type())))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn plain_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        other => other.clone(),
+    }
+}
+
+fn plain_batch(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| cast(c, f.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+fn stdout_err(e: std::io::Error) -> Error {
+    Error::io("<output>", e)
+}

@@ -1,0 +1,187 @@
+//! The SQL session over the lake: DataFusion with the lake catalog as default, and the
+//! statements that write (CREATE TABLE [AS], INSERT, DELETE, DROP) routed to the Delta write path.
+//!
+//! Everything in gamelake that runs SQL gets its session here.
+
+mod statements;
+mod table_options;
+
+use std::sync::Arc;
+
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use deltalake::delta_datafusion::planner::DeltaPlanner;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+
+use crate::catalog::{LakeCatalog, suggest_tables};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+
+/// Name of the catalog the lake is registered as (the session default).
+pub const CATALOG: &str = "gamelake";
+/// Schema used when a statement names a table without one.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// Engine settings of a session.
+#[derive(Clone, Debug, Default)]
+pub struct QuerySettings {
+    /// Parallelism of plans; defaults to the number of cores.
+    pub target_partitions: Option<usize>,
+    /// Memory a query may use before it spills or fails, in bytes; unbounded when `None`.
+    pub memory_limit: Option<usize>,
+}
+
+/// What one statement produced.
+pub enum Output {
+    /// A query's rows, not yet computed: stream or collect them.
+    Rows(DataFrame),
+    /// A statement that changed something, with a one-line summary (`CREATE TABLE shop.orders: 2 rows`).
+    Done(String),
+}
+
+/// A SQL session over a lake.
+#[derive(Clone)]
+pub struct Session {
+    ctx: SessionContext,
+    catalog: Arc<LakeCatalog>,
+}
+
+impl Session {
+    /// Builds a session over a lake and checks that the lake can be listed.
+    pub async fn new(lake: Arc<Lake>, settings: &QuerySettings) -> Result<Self> {
+        lake.check_reachable().await?;
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA)
+            .with_create_default_catalog_and_schema(false);
+        if let Some(n) = settings.target_partitions {
+            config = config.with_target_partitions(n.max(1));
+        }
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = settings.memory_limit {
+            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+        }
+        // Settings delta-rs relies on: its planner (writes, deletes and merges use extension
+        // nodes), and no IN-list pushdown of hash joins, which can panic on dictionary keys.
+        config = config
+            .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_size", 0)
+            .set_usize(
+                "datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values",
+                0,
+            );
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_runtime_env(runtime.build_arc()?)
+            .with_query_planner(DeltaPlanner::new())
+            .build();
+        let ctx = SessionContext::new_with_state(state).enable_url_table();
+        let catalog = Arc::new(LakeCatalog::new(lake));
+        catalog.refresh().await?;
+        ctx.register_catalog(CATALOG, catalog.clone());
+        Ok(Self { ctx, catalog })
+    }
+
+    /// The DataFusion context (for registering functions or running DataFrames).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The lake catalog.
+    pub fn catalog(&self) -> &Arc<LakeCatalog> {
+        &self.catalog
+    }
+
+    /// The lake.
+    pub fn lake(&self) -> &Arc<Lake> {
+        self.catalog.lake()
+    }
+
+    /// Parses SQL text into statements (all of them, before any runs).
+    pub fn parse(&self, sql: &str) -> Result<Vec<DFStatement>> {
+        let statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
+            .map_err(|e| Error::Query(e.into()))?;
+        Ok(statements.into_iter().collect())
+    }
+
+    /// Runs every statement of the text in order, stopping at the first error.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<Output>> {
+        let mut outputs = Vec::new();
+        for statement in self.parse(sql)? {
+            outputs.push(self.execute(statement).await?);
+        }
+        Ok(outputs)
+    }
+
+    /// Runs SQL text that holds one query and collects its rows.
+    pub async fn query(&self, sql: &str) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+        match self.sql(sql).await?.pop() {
+            Some(Output::Rows(df)) => df.collect().await.map_err(Error::from_datafusion),
+            _ => Err(Error::Unsupported(format!("not a query: {sql}"))),
+        }
+    }
+
+    /// Runs one parsed statement.
+    pub async fn execute(&self, statement: DFStatement) -> Result<Output> {
+        self.catalog.refresh().await?;
+        statements::execute(self, statement)
+            .await
+            .map_err(|e| self.explain(e))
+    }
+
+    /// Adds what the user can do to errors DataFusion phrases tersely.
+    fn explain(&self, err: Error) -> Error {
+        let Error::Query(df) = &err else {
+            return err;
+        };
+        let text = df.to_string();
+        if let Some(name) = missing_table(&text) {
+            return self.table_not_found(&name);
+        }
+        err
+    }
+
+    /// A "table does not exist" error listing close names that do.
+    pub fn table_not_found(&self, name: &str) -> Error {
+        let name = name
+            .strip_prefix(&format!("{CATALOG}."))
+            .unwrap_or(name)
+            .to_string();
+        let known = self.catalog.known_tables();
+        let close = suggest_tables(&name, &known);
+        let suggestion = if !close.is_empty() {
+            format!("; did you mean {}?", close.join(", "))
+        } else if known.is_empty() {
+            format!("; the lake at {} holds no tables yet", self.lake().location().url())
+        } else if known.len() <= 10 {
+            format!("; tables in the lake: {}", known.join(", "))
+        } else {
+            "; run SHOW TABLES to list them".to_string()
+        };
+        Error::TableNotFound { name, suggestion }
+    }
+}
+
+/// Extracts `x` from DataFusion's "table 'x' not found".
+fn missing_table(message: &str) -> Option<String> {
+    let start = message.find("table '")? + "table '".len();
+    let rest = &message[start..];
+    let end = rest.find("' not found")?;
+    Some(rest[..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_missing_table_name() {
+        assert_eq!(
+            super::missing_table("Error during planning: table 'gamelake.shop.ordrs' not found"),
+            Some("gamelake.shop.ordrs".to_string())
+        );
+        assert_eq!(super::missing_table("something else"), None);
+    }
+}

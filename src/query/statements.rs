@@ -1,0 +1,197 @@
+//! Routes planned statements: writes to lake tables go through the Delta write path; everything
+//! else runs in DataFusion as usual.
+
+use datafusion::common::{ResolvedTableReference, TableReference};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::{
+    CreateMemoryTable, DdlStatement, DmlStatement, DropTable, LogicalPlan, WriteOp,
+};
+use datafusion::sql::parser::Statement as DFStatement;
+
+use super::table_options::take_layout;
+use super::{CATALOG, DEFAULT_SCHEMA, Output, Session};
+use crate::catalog::is_session_table;
+use crate::error::{Error, Result};
+use crate::lake::TableRef;
+use crate::lake::write::{WriteMode, WriteOptions, WriteOutcome, write_plan};
+
+/// Plans and runs one statement.
+pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Result<Output> {
+    let layout = take_layout(&mut statement)?;
+    let state = session.ctx.state();
+    let plan = state.statement_to_plan(statement).await?;
+    match plan {
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
+            create_table(session, create, layout.unwrap_or_default()).await
+        }
+        LogicalPlan::Ddl(DdlStatement::DropTable(drop)) if !is_session(session, &drop.name) => {
+            drop_table(session, drop).await
+        }
+        LogicalPlan::Ddl(DdlStatement::CreateCatalogSchema(create)) => Ok(Output::Done(format!(
+            "schema {} needs no creation: a schema is a folder of the lake, made by its first table",
+            create.schema_name
+        ))),
+        LogicalPlan::Dml(dml) if !is_session(session, &dml.table_name) => {
+            write_dml(session, dml).await
+        }
+        plan @ (LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) => {
+            session.ctx.execute_logical_plan(plan).await?;
+            Ok(Output::Done("OK".to_string()))
+        }
+        plan => Ok(Output::Rows(session.ctx.execute_logical_plan(plan).await?)),
+    }
+}
+
+/// The lake table a name refers to (`schema.table`, or `table` in the default schema).
+fn lake_table(name: &TableReference) -> Result<TableRef> {
+    let ResolvedTableReference {
+        catalog,
+        schema,
+        table,
+    } = name.clone().resolve(CATALOG, DEFAULT_SCHEMA);
+    if catalog.as_ref() != CATALOG {
+        return Err(Error::Unsupported(format!(
+            "{name}: only the lake catalog '{CATALOG}' can hold tables; write schema.table"
+        )));
+    }
+    TableRef::new(schema.as_ref(), table.as_ref())
+}
+
+/// Whether a name is a view or external table registered in this session (not a lake table).
+fn is_session(session: &Session, name: &TableReference) -> bool {
+    let Ok(table) = lake_table(name) else {
+        return true;
+    };
+    datafusion::catalog::CatalogProvider::schema(session.catalog.as_ref(), &table.schema)
+        .is_some_and(|s| is_session_table(s.as_ref(), &table.table))
+}
+
+async fn create_table(
+    session: &Session,
+    create: CreateMemoryTable,
+    layout: crate::lake::write::TableLayout,
+) -> Result<Output> {
+    if create.temporary {
+        return Err(Error::Unsupported(
+            "CREATE TEMPORARY TABLE is not supported; use CREATE VIEW for a session-only name".into(),
+        ));
+    }
+    let table = lake_table(&create.name)?;
+    let lake = session.lake();
+    let exists = lake.is_table(&table).await?;
+    if exists && create.if_not_exists {
+        return Ok(Output::Done(format!("table {table} exists; nothing done")));
+    }
+    let mode = if create.or_replace {
+        WriteMode::Overwrite
+    } else {
+        WriteMode::Create
+    };
+    if exists && mode == WriteMode::Create {
+        return Err(Error::TableExists {
+            name: table.to_string(),
+        });
+    }
+    let options = WriteOptions {
+        layout,
+        ..WriteOptions::new(mode)
+    };
+    let outcome = write_plan(lake, &table, &session.ctx.state(), (*create.input).clone(), options).await;
+    session.catalog.note_table(&table, lake.is_table(&table).await.unwrap_or(false));
+    Ok(Output::Done(summary("CREATE TABLE", &table, outcome?)))
+}
+
+async fn drop_table(session: &Session, drop: DropTable) -> Result<Output> {
+    let table = lake_table(&drop.name)?;
+    let lake = session.lake();
+    if !lake.is_table(&table).await? {
+        if drop.if_exists {
+            return Ok(Output::Done(format!("table {table} does not exist; nothing done")));
+        }
+        return Err(session.table_not_found(&table.to_string()));
+    }
+    lake.drop_table(&table).await?;
+    session.catalog.note_table(&table, false);
+    Ok(Output::Done(format!("DROP TABLE {table}")))
+}
+
+async fn write_dml(session: &Session, dml: DmlStatement) -> Result<Output> {
+    let table = lake_table(&dml.table_name)?;
+    let lake = session.lake();
+    match dml.op {
+        WriteOp::Insert(op) => {
+            let mode = match op {
+                InsertOp::Append => WriteMode::Append,
+                InsertOp::Overwrite | InsertOp::Replace => WriteMode::Overwrite,
+            };
+            let options = WriteOptions {
+                // Overwrite keeps the table's layout.
+                layout: existing_layout(session, &table).await?,
+                ..WriteOptions::new(mode)
+            };
+            let outcome = write_plan(lake, &table, &session.ctx.state(), (*dml.input).clone(), options).await?;
+            session.catalog.note_table(&table, true);
+            Ok(Output::Done(summary("INSERT INTO", &table, outcome)))
+        }
+        WriteOp::Delete => {
+            lake.ensure_safe_commits().await?;
+            let predicate = delete_predicate(&dml.input)?;
+            let dt = lake.open_table(&table, &crate::lake::TableVersion::Latest).await?;
+            let mut builder = dt
+                .delete()
+                .with_session_state(std::sync::Arc::new(session.ctx.state()));
+            if let Some(p) = predicate {
+                builder = builder.with_predicate(p);
+            }
+            let (_, metrics) = builder
+                .await
+                .map_err(|e| Error::delta(table.to_string(), e))?;
+            session.catalog.note_table(&table, true);
+            let deleted = metrics
+                .num_deleted_rows
+                .map_or_else(|| "some".to_string(), |n| n.to_string());
+            Ok(Output::Done(format!("DELETE FROM {table}: {deleted} rows")))
+        }
+        other => Err(Error::Unsupported(format!(
+            "{other} on lake tables is not supported yet; rewrite the table with CREATE OR REPLACE TABLE {table} AS SELECT ..."
+        ))),
+    }
+}
+
+/// The layout an existing table records (an overwrite keeps it), or the default.
+async fn existing_layout(session: &Session, table: &TableRef) -> Result<crate::lake::write::TableLayout> {
+    let lake = session.lake();
+    if !lake.is_table(table).await? {
+        return Ok(Default::default());
+    }
+    let dt = lake.open_table(table, &crate::lake::TableVersion::Latest).await?;
+    crate::lake::write::TableLayout::of_table(&dt)
+}
+
+/// DELETE's plan is `Filter(predicate, TableScan)` or a bare scan (delete everything).
+fn delete_predicate(input: &LogicalPlan) -> Result<Option<datafusion::prelude::Expr>> {
+    match input {
+        LogicalPlan::Filter(filter) => Ok(Some(unnormalize_col(filter.predicate.clone()))),
+        LogicalPlan::TableScan(scan) if scan.filters.is_empty() => Ok(None),
+        LogicalPlan::TableScan(scan) => Ok(Some(unnormalize_col(
+            datafusion::logical_expr::utils::conjunction(scan.filters.clone())
+                .unwrap_or_else(|| datafusion::prelude::lit(true)),
+        ))),
+        other => Err(Error::Unsupported(format!(
+            "DELETE with this condition is not supported (plan: {})",
+            other.display()
+        ))),
+    }
+}
+
+fn summary(verb: &str, table: &TableRef, outcome: WriteOutcome) -> String {
+    match outcome {
+        WriteOutcome::Committed { version, rows } => {
+            format!("{verb} {table}: {rows} rows (version {version})")
+        }
+        WriteOutcome::AlreadyCommitted { recorded } => {
+            format!("{verb} {table}: already committed at position {recorded}; nothing written")
+        }
+    }
+}

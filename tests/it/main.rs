@@ -1,0 +1,9 @@
+//! The one integration-test binary: modules by subject.
+
+mod cli;
+mod errors;
+mod interop;
+mod s3;
+mod slt;
+mod support;
+mod write_path;

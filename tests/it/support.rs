@@ -1,0 +1,218 @@
+//! Shared test helpers: temporary lakes, the gamelake binary, the Python peers and a loopback S3
+//! server (moto). A helper whose tool is missing panics with what to install: tests never skip.
+
+use std::collections::HashMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gamelake::lake::LakeLocation;
+use gamelake::{Lake, QuerySettings, Session};
+
+/// The Python interpreter that has pyarrow, duckdb, deltalake and moto (`GAMELAKE_PYTHON`, set by
+/// `.ci/run`; `python3` otherwise).
+pub fn python() -> String {
+    std::env::var("GAMELAKE_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// Runs a Python script and returns its standard output; panics with stderr on failure.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run `bash .ci/run` once to create the venv, or set GAMELAKE_PYTHON", python()));
+    assert!(
+        out.status.success(),
+        "python failed (is the venv from .ci/run active? set GAMELAKE_PYTHON):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The path of DuckDB's delta extension shipped by the `duckdb-extension-delta` pip package.
+pub const DUCKDB_DELTA: &str = r#"
+import duckdb, importlib, pathlib
+def duck():
+    con = duckdb.connect()
+    pkg = importlib.import_module("duckdb_extension_delta")
+    ext = next(pathlib.Path(pkg.__file__).parent.rglob("delta.duckdb_extension"))
+    con.execute(f"LOAD '{ext}'")
+    return con
+"#;
+
+/// A lake in a fresh temporary folder.
+pub struct TempLake {
+    /// Keeps the folder alive.
+    pub dir: tempfile::TempDir,
+}
+
+impl TempLake {
+    /// A new empty lake folder.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// The lake's folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The lake's location as `--lake` takes it.
+    pub fn location(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    /// A session over this lake.
+    pub async fn session(&self) -> Session {
+        session_at(&self.location(), HashMap::new()).await
+    }
+}
+
+/// A session over a location with explicit storage options.
+pub async fn session_at(location: &str, options: HashMap<String, String>) -> Session {
+    let location = LakeLocation::parse_with_options(location, options).expect("location");
+    let lake = Arc::new(Lake::at(location).expect("lake"));
+    Session::new(lake, &QuerySettings::default())
+        .await
+        .expect("session")
+}
+
+/// Runs the gamelake binary with arguments and extra environment.
+pub fn gamelake(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gamelake"));
+    cmd.args(args).env_remove("GAMELAKE_LAKE").env_remove("GAMELAKE_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run gamelake")
+}
+
+/// Stdout of a successful run; panics with stderr otherwise.
+pub fn gamelake_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = gamelake(args, env);
+    assert!(
+        out.status.success(),
+        "gamelake {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stderr of a failed run; panics if it succeeded, crashed, or printed a panic.
+pub fn gamelake_err(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = gamelake(args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "expected exit code 1 for {args:?}; stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "panic for {args:?}:\n{stderr}");
+    assert!(stderr.starts_with("error: "), "error line expected for {args:?}:\n{stderr}");
+    stderr
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// moto's S3 server on a loopback port, with one bucket; stopped on drop.
+pub struct S3Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The bucket created for the test.
+    pub bucket: String,
+}
+
+impl S3Server {
+    /// Starts moto and creates a bucket. Panics (never skips) if moto is not installed.
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(python())
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto with {} ({e}); run .ci/run to create the venv", python()));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "moto did not start on {endpoint}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let bucket = "gamelake-test".to_string();
+        run_python(
+            "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1').create_bucket(Bucket=sys.argv[2])",
+            &[&endpoint, &bucket],
+        );
+        Self { child, endpoint, bucket }
+    }
+
+    /// Storage options for gamelake, as `AWS_*` names.
+    pub fn options(&self) -> HashMap<String, String> {
+        self.env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    /// The environment a gamelake process needs to reach this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ACCESS_KEY_ID", "test".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+        ]
+    }
+
+    /// A lake URL under a fresh prefix of the bucket.
+    pub fn lake_url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The repository root (for testdata).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Collects a query's rows as lines of `|`-separated values (NULL for nulls), in result order.
+pub async fn rows(session: &Session, sql: &str) -> Vec<String> {
+    let batches = session.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    render(&batches)
+}
+
+/// Renders batches as lines of `|`-separated values.
+pub fn render(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let mut lines = Vec::new();
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+            .collect();
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
+            lines.push(cells.join("|"));
+        }
+    }
+    lines
+}
