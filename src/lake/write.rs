@@ -9,7 +9,16 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::datasource::MemTable;
+use std::sync::Mutex;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::datasource::{MemTable, provider_as_source};
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
@@ -224,12 +233,7 @@ pub async fn write_batches(
         )));
     };
     let mem = MemTable::try_new(schema, vec![batches])?;
-    let plan = LogicalPlanBuilder::scan(
-        "input",
-        datafusion::datasource::provider_as_source(Arc::new(mem)),
-        None,
-    )?
-    .build()?;
+    let plan = LogicalPlanBuilder::scan("input", provider_as_source(Arc::new(mem)), None)?.build()?;
     write_plan(lake, table, session, plan, options).await
 }
 
@@ -263,7 +267,7 @@ pub async fn write_plan(
         options.layout.clone()
     };
     check_columns(table, &plan, &layout)?;
-    let sorted = sort_for_layout(plan, &layout)?;
+    let sorted = sort_for_layout(session, plan, &layout).await?;
 
     // New tables are created first (their own commit, with the layout in their properties: the
     // write operation would reject non-`delta.*` properties); if the write then fails, the new
@@ -344,9 +348,15 @@ async fn run_write(
         .map_err(|e| Error::delta(table.to_string(), e))?
         .snapshot()
         .clone();
+    // One output stream keeps the sort: delta-rs hash-splits several streams across writers,
+    // which would interleave runs within a file.
+    let mut state = session.clone();
+    if !layout.sort_by.is_empty() {
+        state.config_mut().options_mut().execution.target_partitions = 1;
+    }
     let mut builder = WriteBuilder::new(dt.log_store(), Some(snapshot))
         .with_input_plan(input)
-        .with_session_state(Arc::new(session.clone()))
+        .with_session_state(Arc::new(state))
         .with_save_mode(match options.mode {
             WriteMode::Overwrite => SaveMode::Overwrite,
             WriteMode::Create | WriteMode::Append => SaveMode::Append,
@@ -399,15 +409,64 @@ fn check_columns(table: &TableRef, plan: &LogicalPlan, layout: &TableLayout) -> 
 
 /// Sorts by partition columns then sort columns, so each file holds runs ordered by the keys
 /// queries filter on (better min/max statistics and page pruning).
-fn sort_for_layout(plan: LogicalPlan, layout: &TableLayout) -> Result<LogicalPlan> {
+///
+/// DataFusion drops an ORDER BY below other operators (the writer wraps its input), so the
+/// sort runs here, as the top of its own plan, and the writer reads its single sorted stream.
+async fn sort_for_layout(
+    session: &SessionState,
+    plan: LogicalPlan,
+    layout: &TableLayout,
+) -> Result<LogicalPlan> {
+    if layout.sort_by.is_empty() {
+        return Ok(plan);
+    }
     let keys: Vec<_> = layout
         .partition_by
         .iter()
         .chain(layout.sort_by.iter())
         .map(|c| col(datafusion::common::Column::new_unqualified(c)).sort(true, false))
         .collect();
-    if keys.is_empty() {
-        return Ok(plan);
+    let sorted = LogicalPlanBuilder::from(plan).sort(keys)?.build()?;
+    let physical = session.create_physical_plan(&sorted).await?;
+    let stream = execute_stream(physical, session.task_ctx())?;
+    let table = StreamingTable::try_new(stream.schema(), vec![Arc::new(OneShot::new(stream))])?;
+    Ok(LogicalPlanBuilder::scan("sorted_input", provider_as_source(Arc::new(table)), None)?.build()?)
+}
+
+/// A stream that can be read once, as a table the writer scans.
+struct OneShot {
+    schema: SchemaRef,
+    stream: Mutex<Option<SendableRecordBatchStream>>,
+}
+
+impl OneShot {
+    fn new(stream: SendableRecordBatchStream) -> Self {
+        Self {
+            schema: stream.schema(),
+            stream: Mutex::new(Some(stream)),
+        }
     }
-    Ok(LogicalPlanBuilder::from(plan).sort(keys)?.build()?)
+}
+
+impl std::fmt::Debug for OneShot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneShot").finish_non_exhaustive()
+    }
+}
+
+impl PartitionStream for OneShot {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let taken = self.stream.lock().unwrap_or_else(|p| p.into_inner()).take();
+        taken.unwrap_or_else(|| {
+            let error = DataFusionError::Internal("sorted write input was read twice".into());
+            Box::pin(RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                futures::stream::once(async move { Err(error) }),
+            ))
+        })
+    }
 }

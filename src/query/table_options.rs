@@ -4,8 +4,8 @@
 //! ```sql
 //! CREATE TABLE logs.events
 //!   PARTITIONED BY (event_date, region)        -- or PARTITION BY (event_date, region)
-//!   CLUSTER BY player_id, event_time            -- sort order within files
 //!   WITH (bloom_filter_columns = 'player_id', target_file_size = 134217728, zstd_level = 3)
+//!   CLUSTER BY player_id, event_time            -- sort order within files
 //! AS SELECT ...
 //! ```
 

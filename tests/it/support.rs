@@ -21,7 +21,10 @@ pub fn python() -> String {
 pub fn run_python(script: &str, args: &[&str]) -> String {
     let out = Command::new(python())
         .arg("-c")
-        .arg(script)
+        // Leave without interpreter teardown: pyarrow's and duckdb's thread pools can abort
+        // at exit on a busy machine ("terminate called without an active exception") after
+        // all output is written.
+        .arg(format!("{script}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)\n"))
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} ({e}); run `bash .ci/run` once to create the venv, or set GAMELAKE_PYTHON", python()));

@@ -89,7 +89,8 @@ async fn layout_reaches_files_and_is_kept_by_later_writers() {
     let options = WriteOptions { layout: layout(), ..WriteOptions::new(WriteMode::Create) };
     let batches = vec![events(&[5, 3, 9, 1], "2026-11-01"), events(&[4, 2], "2026-11-02")];
     let outcome = write_batches(session.lake(), &table, &session.context().state(), batches, options).await.unwrap();
-    assert_eq!(outcome, WriteOutcome::Committed { version: 0, rows: 6 });
+    // Version 0 creates the table with its layout, version 1 holds the rows.
+    assert_eq!(outcome, WriteOutcome::Committed { version: 1, rows: 6 });
 
     // A later SQL writer (which knows nothing of the layout) keeps it: it is in the table.
     session.sql("INSERT INTO logs.events VALUES (8, '2026-11-01', 'buy'), (6, '2026-11-01', 'buy')").await.unwrap();
@@ -123,16 +124,16 @@ async fn transaction_marker_makes_a_rerun_write_nothing() {
         let (lake, table, state) = (session.lake().clone(), table.clone(), state.clone());
         async move { write_batches(&lake, &table, &state, vec![batch], options).await.unwrap() }
     };
-    assert_eq!(write(vec![1, 2], 1).await, WriteOutcome::Committed { version: 0, rows: 2 });
+    assert_eq!(write(vec![1, 2], 1).await, WriteOutcome::Committed { version: 1, rows: 2 });
     // A crash after the commit, then a rerun of the same batch: nothing is written twice.
     assert_eq!(write(vec![1, 2], 1).await, WriteOutcome::AlreadyCommitted { recorded: 1 });
-    assert_eq!(write(vec![3], 2).await, WriteOutcome::Committed { version: 1, rows: 1 });
+    assert_eq!(write(vec![3], 2).await, WriteOutcome::Committed { version: 2, rows: 1 });
     assert_eq!(transaction_version(session.lake(), &table, "pipeline-a").await.unwrap(), Some(2));
     assert_eq!(transaction_version(session.lake(), &table, "other").await.unwrap(), None);
     assert_eq!(rows(&session, "SELECT count(*) FROM game.logins").await, vec!["3"]);
     assert_eq!(
         rows(&session, "SELECT version, txn FROM game.\"logins$history\" ORDER BY version").await,
-        vec!["0|pipeline-a=1", "1|pipeline-a=2"]
+        vec!["0|NULL", "1|pipeline-a=1", "2|pipeline-a=2"]
     );
 }
 
@@ -147,7 +148,7 @@ async fn failed_statements_leave_tables_as_they_were() {
         .await;
     assert!(err.is_err());
     assert_eq!(rows(&session, "SELECT count(*) FROM shop.t").await, vec!["2"]);
-    assert_eq!(rows(&session, "SELECT max(version) FROM shop.\"t$history\"").await, vec!["0"]);
+    assert_eq!(rows(&session, "SELECT max(version) FROM shop.\"t$history\"").await, vec!["1"]);
     // A CREATE TABLE AS that fails leaves no table and no folder behind.
     let err = session.sql("CREATE TABLE shop.u AS SELECT CAST(x AS INT) AS y FROM (VALUES ('1'), ('x')) v(x)").await;
     assert!(err.is_err());
