@@ -93,19 +93,28 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let err = Config::parse("lake = \"x\"\n[query]\ntarget_partitons = 2\n", Path::new("g.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(
+            "lake = \"x\"\n[query]\ntarget_partitons = 2\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("g.toml:3:1:"), "{err}");
         assert!(err.contains("target_partitons"), "{err}");
-        assert!(err.contains("target_partitions"), "expected keys listed: {err}");
+        assert!(
+            err.contains("target_partitions"),
+            "expected keys listed: {err}"
+        );
     }
 
     #[test]
     fn wrong_type_says_what_is_expected() {
-        let err = Config::parse("[query]\ntarget_partitions = \"many\"\n", Path::new("g.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(
+            "[query]\ntarget_partitions = \"many\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("g.toml:2:"), "{err}");
     }
 }

@@ -76,14 +76,22 @@ impl LakeCatalog {
         let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
         schemas
             .iter()
-            .flat_map(|(s, schema)| schema.table_names().into_iter().map(move |t| format!("{s}.{t}")))
+            .flat_map(|(s, schema)| {
+                schema
+                    .table_names()
+                    .into_iter()
+                    .map(move |t| format!("{s}.{t}"))
+            })
             .collect()
     }
 
     /// Tells the catalog a table was created or dropped by this session (no listing needed).
     pub fn note_table(&self, table: &TableRef, exists: bool) {
         let schema = self.schema_entry(&table.schema);
-        let mut names = schema.lake_tables.write().unwrap_or_else(|p| p.into_inner());
+        let mut names = schema
+            .lake_tables
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if exists {
             names.insert(table.table.clone());
         } else {
@@ -208,10 +216,7 @@ impl LakeSchema {
             Err(Error::TableNotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let provider = dt
-            .table_provider()
-            .await
-            .map_err(Error::from_datafusion)?;
+        let provider = dt.table_provider().await.map_err(Error::from_datafusion)?;
         Ok(Some(provider))
     }
 }
@@ -288,12 +293,10 @@ impl SchemaProvider for LakeSchema {
 
 /// Whether a provider is one registered only in this session (a view or external table).
 pub fn is_session_table(schema: &dyn SchemaProvider, name: &str) -> bool {
-    schema
-        .downcast_ref::<LakeSchema>()
-        .is_some_and(|s| {
-            s.session_tables
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(name)
-        })
+    schema.downcast_ref::<LakeSchema>().is_some_and(|s| {
+        s.session_tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+    })
 }

@@ -88,7 +88,9 @@ mod tests {
             Some(TableVersion::Version(3))
         );
         assert!(matches!(
-            TableName::parse("orders@2026-11-24T08:00:00Z").unwrap().version,
+            TableName::parse("orders@2026-11-24T08:00:00Z")
+                .unwrap()
+                .version,
             Some(TableVersion::AsOf(_))
         ));
         assert!(TableName::parse("orders$history").unwrap().history);
@@ -99,7 +101,10 @@ mod tests {
     fn suggests_close_names() {
         let existing = vec!["shop.orders".to_string(), "game.players".to_string()];
         assert_eq!(suggest_tables("shop.ordrs", &existing), vec!["shop.orders"]);
-        assert_eq!(suggest_tables("game.player", &existing), vec!["game.players"]);
+        assert_eq!(
+            suggest_tables("game.player", &existing),
+            vec!["game.players"]
+        );
         assert!(suggest_tables("zzz.qqq", &existing).is_empty());
     }
 }

@@ -21,7 +21,8 @@ SQL statements end with ';' and may span lines. Time travel: SELECT * FROM shop.
 
 /// Runs the REPL until `\q` or end of input.
 pub async fn run(session: &Session) -> Result<()> {
-    let mut editor = DefaultEditor::new().map_err(|e| Error::Unsupported(format!("terminal: {e}")))?;
+    let mut editor =
+        DefaultEditor::new().map_err(|e| Error::Unsupported(format!("terminal: {e}")))?;
     let history = dirs::home_dir().map(|h| h.join(".gamelake_history"));
     if let Some(path) = &history {
         let _ = editor.load_history(path);
@@ -34,7 +35,11 @@ pub async fn run(session: &Session) -> Result<()> {
     let mut printer = Printer::new(Format::Table, None, false)?;
     let mut buffer = String::new();
     loop {
-        let prompt = if buffer.is_empty() { "gamelake> " } else { "      ... " };
+        let prompt = if buffer.is_empty() {
+            "gamelake> "
+        } else {
+            "      ... "
+        };
         let line = match editor.readline(prompt) {
             Ok(line) => line,
             Err(ReadlineError::Interrupted) => {
@@ -106,8 +111,15 @@ mod tests {
 
     #[test]
     fn backslash_commands_become_sql() {
-        assert!(backslash("\\d").unwrap().contains("information_schema.tables"));
-        assert_eq!(backslash("\\d shop.orders").unwrap(), "DESCRIBE shop.orders");
+        assert!(
+            backslash("\\d")
+                .unwrap()
+                .contains("information_schema.tables")
+        );
+        assert_eq!(
+            backslash("\\d shop.orders").unwrap(),
+            "DESCRIBE shop.orders"
+        );
         assert_eq!(
             backslash("\\h shop.orders").unwrap(),
             "SELECT * FROM shop.\"orders$history\""

@@ -44,7 +44,8 @@ pub struct SqlArgs {
 pub async fn run(context: &Context, args: SqlArgs) -> Result<()> {
     if args.format == Format::Parquet && args.output.is_none() {
         return Err(Error::Unsupported(
-            "--format parquet needs -o FILE (parquet is binary; it does not go to a terminal)".into(),
+            "--format parquet needs -o FILE (parquet is binary; it does not go to a terminal)"
+                .into(),
         ));
     }
     let session = context.session().await?;

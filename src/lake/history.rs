@@ -58,7 +58,11 @@ pub fn history_schema() -> SchemaRef {
 }
 
 /// Reads up to `limit` commits, newest first, stopping at the oldest log file still kept.
-pub async fn read_history(table: &DeltaTable, name: &str, limit: Option<usize>) -> Result<Vec<Commit>> {
+pub async fn read_history(
+    table: &DeltaTable,
+    name: &str,
+    limit: Option<usize>,
+) -> Result<Vec<Commit>> {
     let Some(latest) = table.version() else {
         return Ok(Vec::new());
     };
@@ -96,7 +100,10 @@ fn parse_commit(version: u64, bytes: &[u8]) -> Commit {
                 .get("inCommitTimestamp")
                 .or_else(|| info.get("timestamp"))
                 .and_then(Value::as_i64);
-            commit.operation = info.get("operation").and_then(Value::as_str).map(String::from);
+            commit.operation = info
+                .get("operation")
+                .and_then(Value::as_str)
+                .map(String::from);
             commit.parameters = info.get("operationParameters").map(Value::to_string);
             commit.engine = info
                 .get("engineInfo")

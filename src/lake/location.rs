@@ -47,7 +47,9 @@ impl LakeLocation {
             reason: reason.to_string(),
         };
         if location.trim().is_empty() {
-            return Err(bad("it is empty; give a folder such as ./lake or a URL such as s3://bucket/lake"));
+            return Err(bad(
+                "it is empty; give a folder such as ./lake or a URL such as s3://bucket/lake",
+            ));
         }
         let mut url = if location.contains("://") {
             Url::parse(location).map_err(|e| bad(&e.to_string()))?
@@ -59,7 +61,9 @@ impl LakeLocation {
             "file" => {}
             "s3" | "s3a" => {
                 if url.host_str().is_none_or(|h| h.len() < 3) {
-                    return Err(bad("an S3 URL needs a bucket name of 3 or more characters: s3://bucket/prefix"));
+                    return Err(bad(
+                        "an S3 URL needs a bucket name of 3 or more characters: s3://bucket/prefix",
+                    ));
                 }
             }
             other => {
@@ -194,12 +198,17 @@ mod tests {
     fn s3_urls_keep_bucket_and_prefix() {
         let loc = LakeLocation::parse("s3://bucket/lake").unwrap();
         assert_eq!(loc.url().as_str(), "s3://bucket/lake/");
-        assert_eq!(loc.join("shop/orders/").unwrap().as_str(), "s3://bucket/lake/shop/orders/");
+        assert_eq!(
+            loc.join("shop/orders/").unwrap().as_str(),
+            "s3://bucket/lake/shop/orders/"
+        );
     }
 
     #[test]
     fn bad_locations_say_why() {
-        let err = LakeLocation::parse("gs://bucket/x").unwrap_err().to_string();
+        let err = LakeLocation::parse("gs://bucket/x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unsupported scheme"), "{err}");
         let err = LakeLocation::parse("s3://ab").unwrap_err().to_string();
         assert!(err.contains("3 or more"), "{err}");

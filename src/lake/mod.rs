@@ -96,7 +96,10 @@ impl Lake {
                 Ok::<_, Error>(self.is_table(&table).await?.then_some(name))
             })
             .buffered(16);
-        let mut tables: Vec<String> = checks.try_filter_map(|t| async move { Ok(t) }).try_collect().await?;
+        let mut tables: Vec<String> = checks
+            .try_filter_map(|t| async move { Ok(t) })
+            .try_collect()
+            .await?;
         tables.sort();
         Ok(tables)
     }
@@ -236,10 +239,7 @@ impl Lake {
         }
         self.commits_checked
             .get_or_try_init(|| async {
-                let probe = Path::from(format!(
-                    "_gamelake/commit-probe/{}",
-                    uuid::Uuid::new_v4()
-                ));
+                let probe = Path::from(format!("_gamelake/commit-probe/{}", uuid::Uuid::new_v4()));
                 let create = PutOptions::from(PutMode::Create);
                 self.store
                     .put_opts(&probe, "probe".into(), create.clone())
@@ -261,5 +261,6 @@ impl Lake {
 }
 
 fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    std::env::var(name)
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }

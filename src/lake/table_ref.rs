@@ -61,7 +61,9 @@ fn check_part(name: &str, part: &str) -> Result<()> {
         return Err(bad("schema and table names cannot be empty"));
     }
     if !is_visible_folder(part) {
-        return Err(bad("names cannot start with '_' or '.' (reserved for gamelake's own folders)"));
+        return Err(bad(
+            "names cannot start with '_' or '.' (reserved for gamelake's own folders)",
+        ));
     }
     if let Some(c) = part
         .chars()

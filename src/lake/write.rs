@@ -15,20 +15,20 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::error::DataFusionError;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::execute_stream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::execution::context::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
+use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use deltalake::DeltaTable;
-use deltalake::kernel::Transaction;
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::StructType;
+use deltalake::kernel::Transaction;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::create::CreateBuilder;
 use deltalake::operations::write::{SchemaMode, WriteBuilder};
 use deltalake::protocol::SaveMode;
@@ -122,7 +122,10 @@ impl TableLayout {
                 PROP_TARGET_FILE_SIZE.to_string(),
                 Some(self.target_file_size.to_string()),
             ),
-            (PROP_ZSTD_LEVEL.to_string(), Some(self.zstd_level.to_string())),
+            (
+                PROP_ZSTD_LEVEL.to_string(),
+                Some(self.zstd_level.to_string()),
+            ),
         ]);
         for (key, list) in [
             (PROP_SORT_BY, &self.sort_by),
@@ -204,7 +207,11 @@ pub enum WriteOutcome {
 }
 
 /// The version a table records for a pipeline (`app_id`), if any.
-pub async fn transaction_version(lake: &Lake, table: &TableRef, app_id: &str) -> Result<Option<i64>> {
+pub async fn transaction_version(
+    lake: &Lake,
+    table: &TableRef,
+    app_id: &str,
+) -> Result<Option<i64>> {
     let dt = lake.table_for_write(table).await?;
     recorded_version(&dt, table, app_id).await
 }
@@ -233,7 +240,8 @@ pub async fn write_batches(
         )));
     };
     let mem = MemTable::try_new(schema, vec![batches])?;
-    let plan = LogicalPlanBuilder::scan("input", provider_as_source(Arc::new(mem)), None)?.build()?;
+    let plan =
+        LogicalPlanBuilder::scan("input", provider_as_source(Arc::new(mem)), None)?.build()?;
     write_plan(lake, table, session, plan, options).await
 }
 
@@ -288,7 +296,8 @@ pub async fn write_plan(
             return Err(e);
         }
     };
-    if exists && options.mode == WriteMode::Overwrite && TableLayout::of_table(&written)? != layout {
+    if exists && options.mode == WriteMode::Overwrite && TableLayout::of_table(&written)? != layout
+    {
         record_layout(&written, table, &layout).await?;
     }
     let version = written.version().unwrap_or_default();
@@ -315,9 +324,11 @@ async fn create_empty(
         .map(|f| f.as_ref().clone().with_nullable(true))
         .collect();
     let nullable = datafusion::arrow::datatypes::Schema::new(fields);
-    let delta_schema: StructType = (&nullable)
-        .try_into_kernel()
-        .map_err(|e| Error::Unsupported(format!("{table}: a column type has no Delta equivalent: {e}")))?;
+    let delta_schema: StructType = (&nullable).try_into_kernel().map_err(|e| {
+        Error::Unsupported(format!(
+            "{table}: a column type has no Delta equivalent: {e}"
+        ))
+    })?;
     CreateBuilder::new()
         .with_log_store(dt.log_store())
         .with_columns(delta_schema.fields().cloned())
@@ -369,7 +380,9 @@ async fn run_write(
             .with_schema_mode(SchemaMode::Overwrite)
             .with_partition_columns(layout.partition_by.clone());
     }
-    builder.await.map_err(|e| Error::delta(table.to_string(), e))
+    builder
+        .await
+        .map_err(|e| Error::delta(table.to_string(), e))
 }
 
 /// Records a layout in an existing table's properties (after CREATE OR REPLACE).
@@ -430,7 +443,10 @@ async fn sort_for_layout(
     let physical = session.create_physical_plan(&sorted).await?;
     let stream = execute_stream(physical, session.task_ctx())?;
     let table = StreamingTable::try_new(stream.schema(), vec![Arc::new(OneShot::new(stream))])?;
-    Ok(LogicalPlanBuilder::scan("sorted_input", provider_as_source(Arc::new(table)), None)?.build()?)
+    Ok(
+        LogicalPlanBuilder::scan("sorted_input", provider_as_source(Arc::new(table)), None)?
+            .build()?,
+    )
 }
 
 /// A stream that can be read once, as a table the writer scans.

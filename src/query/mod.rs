@@ -12,10 +12,10 @@ use datafusion::dataframe::DataFrame;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
-use deltalake::delta_datafusion::planner::DeltaPlanner;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use deltalake::delta_datafusion::planner::DeltaPlanner;
 
 use crate::catalog::{LakeCatalog, suggest_tables};
 use crate::error::{Error, Result};
@@ -103,8 +103,8 @@ impl Session {
 
     /// Parses SQL text into statements (all of them, before any runs).
     pub fn parse(&self, sql: &str) -> Result<Vec<DFStatement>> {
-        let statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
-            .map_err(|e| Error::Query(e.into()))?;
+        let statements =
+            DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(Error::Query)?;
         Ok(statements.into_iter().collect())
     }
 
@@ -156,7 +156,10 @@ impl Session {
         let suggestion = if !close.is_empty() {
             format!("; did you mean {}?", close.join(", "))
         } else if known.is_empty() {
-            format!("; the lake at {} holds no tables yet", self.lake().location().url())
+            format!(
+                "; the lake at {} holds no tables yet",
+                self.lake().location().url()
+            )
         } else if known.len() <= 10 {
             format!("; tables in the lake: {}", known.join(", "))
         } else {

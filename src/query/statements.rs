@@ -74,7 +74,8 @@ async fn create_table(
 ) -> Result<Output> {
     if create.temporary {
         return Err(Error::Unsupported(
-            "CREATE TEMPORARY TABLE is not supported; use CREATE VIEW for a session-only name".into(),
+            "CREATE TEMPORARY TABLE is not supported; use CREATE VIEW for a session-only name"
+                .into(),
         ));
     }
     let table = lake_table(&create.name)?;
@@ -97,8 +98,17 @@ async fn create_table(
         layout,
         ..WriteOptions::new(mode)
     };
-    let outcome = write_plan(lake, &table, &session.ctx.state(), (*create.input).clone(), options).await;
-    session.catalog.note_table(&table, lake.is_table(&table).await.unwrap_or(false));
+    let outcome = write_plan(
+        lake,
+        &table,
+        &session.ctx.state(),
+        (*create.input).clone(),
+        options,
+    )
+    .await;
+    session
+        .catalog
+        .note_table(&table, lake.is_table(&table).await.unwrap_or(false));
     Ok(Output::Done(summary("CREATE TABLE", &table, outcome?)))
 }
 
@@ -107,7 +117,9 @@ async fn drop_table(session: &Session, drop: DropTable) -> Result<Output> {
     let lake = session.lake();
     if !lake.is_table(&table).await? {
         if drop.if_exists {
-            return Ok(Output::Done(format!("table {table} does not exist; nothing done")));
+            return Ok(Output::Done(format!(
+                "table {table} does not exist; nothing done"
+            )));
         }
         return Err(session.table_not_found(&table.to_string()));
     }
@@ -130,14 +142,23 @@ async fn write_dml(session: &Session, dml: DmlStatement) -> Result<Output> {
                 layout: existing_layout(session, &table).await?,
                 ..WriteOptions::new(mode)
             };
-            let outcome = write_plan(lake, &table, &session.ctx.state(), (*dml.input).clone(), options).await?;
+            let outcome = write_plan(
+                lake,
+                &table,
+                &session.ctx.state(),
+                (*dml.input).clone(),
+                options,
+            )
+            .await?;
             session.catalog.note_table(&table, true);
             Ok(Output::Done(summary("INSERT INTO", &table, outcome)))
         }
         WriteOp::Delete => {
             lake.ensure_safe_commits().await?;
             let predicate = delete_predicate(&dml.input)?;
-            let dt = lake.open_table(&table, &crate::lake::TableVersion::Latest).await?;
+            let dt = lake
+                .open_table(&table, &crate::lake::TableVersion::Latest)
+                .await?;
             let mut builder = dt
                 .delete()
                 .with_session_state(std::sync::Arc::new(session.ctx.state()));
@@ -160,12 +181,17 @@ async fn write_dml(session: &Session, dml: DmlStatement) -> Result<Output> {
 }
 
 /// The layout an existing table records (an overwrite keeps it), or the default.
-async fn existing_layout(session: &Session, table: &TableRef) -> Result<crate::lake::write::TableLayout> {
+async fn existing_layout(
+    session: &Session,
+    table: &TableRef,
+) -> Result<crate::lake::write::TableLayout> {
     let lake = session.lake();
     if !lake.is_table(table).await? {
         return Ok(Default::default());
     }
-    let dt = lake.open_table(table, &crate::lake::TableVersion::Latest).await?;
+    let dt = lake
+        .open_table(table, &crate::lake::TableVersion::Latest)
+        .await?;
     crate::lake::write::TableLayout::of_table(&dt)
 }
 

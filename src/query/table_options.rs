@@ -33,7 +33,9 @@ pub fn take_layout(stmt: &mut DFStatement) -> Result<Option<TableLayout>> {
         layout.partition_by = columns.into_iter().map(|c| c.name.value).collect();
     }
     if let Some(expr) = ct.partition_by.take() {
-        layout.partition_by.extend(column_names(&expr, "PARTITION BY")?);
+        layout
+            .partition_by
+            .extend(column_names(&expr, "PARTITION BY")?);
     }
     if let Some(cluster) = ct.cluster_by.take() {
         let exprs = match cluster {
@@ -93,7 +95,9 @@ fn apply_option(layout: &mut TableLayout, option: SqlOption) -> Result<()> {
     };
     let number = |what: &str| {
         text.parse::<u64>().map_err(|_| {
-            Error::Unsupported(format!("table option {what} = '{text}': expected a whole number"))
+            Error::Unsupported(format!(
+                "table option {what} = '{text}': expected a whole number"
+            ))
         })
     };
     match key.value.to_ascii_lowercase().as_str() {

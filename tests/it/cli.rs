@@ -2,7 +2,8 @@
 
 use crate::support::{TempLake, gamelake, gamelake_ok};
 
-const CREATE: &str = "CREATE TABLE shop.orders AS SELECT * FROM (VALUES (1,'a',10.5),(2,'b',3.0)) v(id,name,amount)";
+const CREATE: &str =
+    "CREATE TABLE shop.orders AS SELECT * FROM (VALUES (1,'a',10.5),(2,'b',3.0)) v(id,name,amount)";
 
 #[test]
 fn readme_first_session_prints_the_rows_as_csv() {
@@ -34,15 +35,31 @@ fn formats_json_ndjson_table_and_parquet() {
     let json = gamelake_ok(&["--lake", &loc, "sql", "-c", q, "--format", "json"], &[]);
     assert_eq!(json.trim(), r#"[{"id":1,"name":"a"},{"id":2,"name":"b"}]"#);
     let ndjson = gamelake_ok(&["--lake", &loc, "sql", "-c", q, "--format", "ndjson"], &[]);
-    assert_eq!(ndjson, "{\"id\":1,\"name\":\"a\"}\n{\"id\":2,\"name\":\"b\"}\n");
+    assert_eq!(
+        ndjson,
+        "{\"id\":1,\"name\":\"a\"}\n{\"id\":2,\"name\":\"b\"}\n"
+    );
     let table = gamelake_ok(&["--lake", &loc, "sql", "-c", q], &[]);
     assert!(table.contains("| id | name |"), "{table}");
     assert!(table.contains("| 2  | b    |"), "{table}");
     let file = lake.path().join("out.parquet");
     let file_s = file.display().to_string();
-    gamelake_ok(&["--lake", &loc, "sql", "-c", q, "--format", "parquet", "-o", &file_s], &[]);
+    gamelake_ok(
+        &[
+            "--lake", &loc, "sql", "-c", q, "--format", "parquet", "-o", &file_s,
+        ],
+        &[],
+    );
     let back = gamelake_ok(
-        &["--lake", &loc, "sql", "-c", &format!("SELECT count(*) AS n FROM '{file_s}'"), "--format", "csv"],
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "-c",
+            &format!("SELECT count(*) AS n FROM '{file_s}'"),
+            "--format",
+            "csv",
+        ],
         &[],
     );
     assert_eq!(back, "n\n2\n");
@@ -58,7 +75,13 @@ fn script_file_and_environment_lake() {
     )
     .unwrap();
     let out = gamelake_ok(
-        &["sql", "-f", &script.display().to_string(), "--format", "csv"],
+        &[
+            "sql",
+            "-f",
+            &script.display().to_string(),
+            "--format",
+            "csv",
+        ],
         &[("GAMELAKE_LAKE", &lake.location())],
     );
     assert_eq!(out, "n\n3\n");
@@ -68,8 +91,30 @@ fn script_file_and_environment_lake() {
 fn lake_history_lists_commits_newest_first() {
     let lake = TempLake::new();
     let loc = lake.location();
-    gamelake_ok(&["--lake", &loc, "sql", "-c", CREATE, "-c", "INSERT INTO shop.orders VALUES (3,'c',1.0)"], &[]);
-    let out = gamelake_ok(&["--lake", &loc, "lake", "history", "shop.orders", "--format", "csv"], &[]);
+    gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "-c",
+            CREATE,
+            "-c",
+            "INSERT INTO shop.orders VALUES (3,'c',1.0)",
+        ],
+        &[],
+    );
+    let out = gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "lake",
+            "history",
+            "shop.orders",
+            "--format",
+            "csv",
+        ],
+        &[],
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("version,timestamp,operation"), "{out}");
     // CREATE TABLE AS is two commits (0: the table and its layout, 1: the rows), then the INSERT.
@@ -87,7 +132,10 @@ fn help_and_version_teach() {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
     }
     let version = gamelake_ok(&["--version"], &[]);
-    assert_eq!(version.trim(), format!("gamelake {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        version.trim(),
+        format!("gamelake {}", env!("CARGO_PKG_VERSION"))
+    );
     let sql_help = gamelake_ok(&["sql", "--help"], &[]);
     assert!(sql_help.contains("--format"), "{sql_help}");
 }
@@ -108,23 +156,46 @@ fn repl_runs_multiline_statements_and_backslash_commands() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"CREATE TABLE t.a AS\n  SELECT 42 AS answer;\n\\d\nSELECT answer\nFROM t.a;\n\\q\n")
+        .write_all(
+            b"CREATE TABLE t.a AS\n  SELECT 42 AS answer;\n\\d\nSELECT answer\nFROM t.a;\n\\q\n",
+        )
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("| t      | a    |"), "\\d should list t.a:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| t      | a    |"),
+        "\\d should list t.a:\n{stdout}"
+    );
     assert!(stdout.contains("| 42     |"), "{stdout}");
-    assert!(stdout.contains("1 rows in "), "timing line expected:\n{stdout}");
+    assert!(
+        stdout.contains("1 rows in "),
+        "timing line expected:\n{stdout}"
+    );
 }
 
 #[test]
 fn failing_statement_stops_the_script_with_exit_code_1() {
     let lake = TempLake::new();
     let out = gamelake(
-        &["--lake", &lake.location(), "sql", "-c", "SELEC 1", "-c", CREATE],
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            "SELEC 1",
+            "-c",
+            CREATE,
+        ],
         &[],
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(!lake.path().join("shop").exists(), "statements after the failure must not run");
+    assert!(
+        !lake.path().join("shop").exists(),
+        "statements after the failure must not run"
+    );
 }

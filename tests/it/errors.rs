@@ -24,7 +24,15 @@ fn lake_with_two_tables() -> TempLake {
 
 fn items_still_readable(lake: &TempLake) {
     let out = gamelake_ok(
-        &["--lake", &lake.location(), "sql", "-c", "SELECT item_id FROM shop.items", "--format", "csv"],
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            "SELECT item_id FROM shop.items",
+            "--format",
+            "csv",
+        ],
         &[],
     );
     assert_eq!(out, "item_id\n7\n");
@@ -43,16 +51,49 @@ fn data_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn unknown_table_lists_close_names() {
     let lake = lake_with_two_tables();
-    let err = gamelake_err(&["--lake", &lake.location(), "sql", "-c", "SELECT * FROM shop.order"], &[]);
-    assert!(err.contains("table shop.order does not exist; did you mean shop.orders"), "{err}");
-    let err = gamelake_err(&["--lake", &lake.location(), "sql", "-c", "SELECT * FROM nothing.here"], &[]);
-    assert!(err.contains("tables in the lake: shop.items, shop.orders"), "{err}");
+    let err = gamelake_err(
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            "SELECT * FROM shop.order",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("table shop.order does not exist; did you mean shop.orders"),
+        "{err}"
+    );
+    let err = gamelake_err(
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            "SELECT * FROM nothing.here",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("tables in the lake: shop.items, shop.orders"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_sql_is_one_clear_line() {
     let lake = lake_with_two_tables();
-    let err = gamelake_err(&["--lake", &lake.location(), "sql", "-c", "SELEC * FROM shop.orders"], &[]);
+    let err = gamelake_err(
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            "SELEC * FROM shop.orders",
+        ],
+        &[],
+    );
     assert!(err.contains("SELEC"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
@@ -70,9 +111,18 @@ fn unreachable_s3_endpoint_names_url_and_variable() {
             ("AWS_SECRET_ACCESS_KEY", "s"),
         ],
     );
-    assert!(err.contains("cannot reach the lake at s3://nobucket/lake/"), "{err}");
-    assert!(err.contains(&format!("AWS_ENDPOINT_URL={endpoint}")), "{err}");
-    assert!(!err.contains("AWS_SECRET_ACCESS_KEY=s"), "secrets must not be printed: {err}");
+    assert!(
+        err.contains("cannot reach the lake at s3://nobucket/lake/"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("AWS_ENDPOINT_URL={endpoint}")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("AWS_SECRET_ACCESS_KEY=s"),
+        "secrets must not be printed: {err}"
+    );
 }
 
 #[test]
@@ -80,7 +130,16 @@ fn unusable_lake_locations() {
     let err = gamelake_err(&["--lake", "ftp://host/lake", "sql", "-c", "SELECT 1"], &[]);
     assert!(err.contains("unsupported scheme 'ftp://'"), "{err}");
     let file = tempfile::NamedTempFile::new().unwrap();
-    let err = gamelake_err(&["--lake", &file.path().display().to_string(), "sql", "-c", "SELECT 1"], &[]);
+    let err = gamelake_err(
+        &[
+            "--lake",
+            &file.path().display().to_string(),
+            "sql",
+            "-c",
+            "SELECT 1",
+        ],
+        &[],
+    );
     assert!(err.contains(&file.path().display().to_string()), "{err}");
 }
 
@@ -89,7 +148,16 @@ fn folder_that_is_not_a_delta_table() {
     let lake = lake_with_two_tables();
     std::fs::create_dir_all(lake.path().join("shop/junk")).unwrap();
     std::fs::write(lake.path().join("shop/junk/notes.txt"), "hello").unwrap();
-    let err = gamelake_err(&["--lake", &lake.location(), "sql", "-c", "SELECT * FROM shop.junk"], &[]);
+    let err = gamelake_err(
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            "SELECT * FROM shop.junk",
+        ],
+        &[],
+    );
     assert!(err.contains("shop.junk"), "{err}");
     assert!(err.contains("not a Delta table"), "{err}");
     items_still_readable(&lake);
@@ -102,7 +170,16 @@ fn truncated_parquet_file_fails_that_table_only() {
     assert!(!files.is_empty());
     let bytes = std::fs::read(&files[0]).unwrap();
     std::fs::write(&files[0], &bytes[..bytes.len() / 2]).unwrap();
-    let err = gamelake_err(&["--lake", &lake.location(), "sql", "-c", "SELECT * FROM shop.orders"], &[]);
+    let err = gamelake_err(
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            "SELECT * FROM shop.orders",
+        ],
+        &[],
+    );
     assert!(err.to_lowercase().contains("parquet"), "{err}");
     items_still_readable(&lake);
 }
@@ -112,9 +189,22 @@ fn corrupt_checkpoint_fails_that_table_only() {
     let lake = lake_with_two_tables();
     let log = lake.path().join("shop/orders/_delta_log");
     // A checkpoint that is not parquet, announced by _last_checkpoint.
-    std::fs::write(log.join("00000000000000000000.checkpoint.parquet"), b"not parquet at all").unwrap();
+    std::fs::write(
+        log.join("00000000000000000000.checkpoint.parquet"),
+        b"not parquet at all",
+    )
+    .unwrap();
     std::fs::write(log.join("_last_checkpoint"), br#"{"version":0,"size":3}"#).unwrap();
-    let err = gamelake_err(&["--lake", &lake.location(), "sql", "-c", "SELECT * FROM shop.orders"], &[]);
+    let err = gamelake_err(
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            "SELECT * FROM shop.orders",
+        ],
+        &[],
+    );
     assert!(err.contains("shop.orders"), "{err}");
     items_still_readable(&lake);
 }
@@ -133,6 +223,17 @@ fn malformed_config_names_file_line_and_key() {
 #[test]
 fn parquet_format_without_output_file() {
     let lake = TempLake::new();
-    let err = gamelake_err(&["--lake", &lake.location(), "sql", "-c", "SELECT 1", "--format", "parquet"], &[]);
+    let err = gamelake_err(
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            "SELECT 1",
+            "--format",
+            "parquet",
+        ],
+        &[],
+    );
     assert!(err.contains("-o FILE"), "{err}");
 }

@@ -14,12 +14,24 @@ const EXPECTED: &str = r#"[[1, "ann", 10.5, "2026-11-01", true], [2, null, 3.0, 
 fn duckdb_and_python_deltalake_read_what_gamelake_wrote() {
     let lake = TempLake::new();
     gamelake_ok(
-        &["--lake", &lake.location(), "sql", "-c", &format!("CREATE TABLE shop.pay PARTITIONED BY (day) AS {ROWS}")],
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            &format!("CREATE TABLE shop.pay PARTITIONED BY (day) AS {ROWS}"),
+        ],
         &[],
     );
     // A second commit, so readers must replay the log.
     gamelake_ok(
-        &["--lake", &lake.location(), "sql", "-c", "INSERT INTO shop.pay VALUES (4, 'dee', 1.0, DATE '2026-11-03', true)"],
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            "INSERT INTO shop.pay VALUES (4, 'dee', 1.0, DATE '2026-11-03', true)",
+        ],
         &[],
     );
     let table = lake.path().join("shop/pay").display().to_string();
@@ -69,7 +81,13 @@ write_deltalake(sys.argv[1], pa.table({'player_id': pa.array([4], pa.int64()), '
     );
     // gamelake can append to it, and Python sees the new rows.
     gamelake_ok(
-        &["--lake", &lake.location(), "sql", "-c", "INSERT INTO py.scores VALUES (5, 'beijing', 5.0)"],
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            "INSERT INTO py.scores VALUES (5, 'beijing', 5.0)",
+        ],
         &[],
     );
     let count = run_python(

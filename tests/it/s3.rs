@@ -29,39 +29,73 @@ fn readme_session_on_s3() {
         &env,
     );
     assert_eq!(out, "name,amount\na,10.5\nb,3.0\n");
-    let history = gamelake_ok(&["--lake", &lake, "lake", "history", "shop.orders", "--format", "csv"], &env);
-    assert_eq!(history.lines().count(), 3, "header, rows commit, create commit: {history}");
+    let history = gamelake_ok(
+        &[
+            "--lake",
+            &lake,
+            "lake",
+            "history",
+            "shop.orders",
+            "--format",
+            "csv",
+        ],
+        &env,
+    );
+    assert_eq!(
+        history.lines().count(),
+        3,
+        "header, rows commit, create commit: {history}"
+    );
 }
 
 async fn session(s3: &S3Server, prefix: &str) -> Session {
     let location = LakeLocation::parse_with_options(&s3.lake_url(prefix), s3.options()).unwrap();
-    Session::new(Arc::new(Lake::at(location).unwrap()), &QuerySettings::default())
-        .await
-        .unwrap()
+    Session::new(
+        Arc::new(Lake::at(location).unwrap()),
+        &QuerySettings::default(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_on_s3_lose_nothing() {
     let s3 = S3Server::start();
     let first = session(&s3, "concurrent").await;
-    first.sql("CREATE TABLE game.hits AS SELECT 0 AS writer, 0 AS n").await.unwrap();
+    first
+        .sql("CREATE TABLE game.hits AS SELECT 0 AS writer, 0 AS n")
+        .await
+        .unwrap();
     // Separate sessions and lakes, as separate processes would have.
     let mut tasks = Vec::new();
     for writer in 1..=3 {
         let s = session(&s3, "concurrent").await;
         tasks.push(tokio::spawn(async move {
             for n in 1..=4 {
-                s.sql(&format!("INSERT INTO game.hits VALUES ({writer}, {n})")).await.unwrap();
+                s.sql(&format!("INSERT INTO game.hits VALUES ({writer}, {n})"))
+                    .await
+                    .unwrap();
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(rows(&first, "SELECT count(*), count(DISTINCT writer * 10 + n) FROM game.hits").await, vec!["13|13"]);
+    assert_eq!(
+        rows(
+            &first,
+            "SELECT count(*), count(DISTINCT writer * 10 + n) FROM game.hits"
+        )
+        .await,
+        vec!["13|13"]
+    );
     // Every commit is its own version: 0 (create), 1 (first rows) + 12 inserts, none twice.
     assert_eq!(
-        rows(&first, "SELECT count(*), min(version), max(version) FROM game.\"hits$history\"").await,
+        rows(
+            &first,
+            "SELECT count(*), min(version), max(version) FROM game.\"hits$history\""
+        )
+        .await,
         vec!["14|0|13"]
     );
 }
@@ -71,5 +105,7 @@ async fn s3_store_enforces_conditional_put() {
     let s3 = S3Server::start();
     let location = LakeLocation::parse_with_options(&s3.lake_url("probe"), s3.options()).unwrap();
     let lake = Lake::at(location).unwrap();
-    lake.ensure_safe_commits().await.expect("moto enforces If-None-Match");
+    lake.ensure_safe_commits()
+        .await
+        .expect("moto enforces If-None-Match");
 }

@@ -27,13 +27,26 @@ impl sqllogictest::AsyncDB for LakeDb {
                 Output::Done(_) => DBOutput::StatementComplete(0),
                 Output::Rows(df) => {
                     let schema = df.schema().as_arrow().clone();
-                    let batches = df.collect().await.map_err(gamelake::Error::from_datafusion)?;
-                    let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+                    let batches = df
+                        .collect()
+                        .await
+                        .map_err(gamelake::Error::from_datafusion)?;
+                    let types = schema
+                        .fields()
+                        .iter()
+                        .map(|f| column_type(f.data_type()))
+                        .collect();
                     let rows = render(&batches)
                         .into_iter()
                         .map(|line| {
                             line.split('|')
-                                .map(|v| if v.is_empty() { "(empty)".to_string() } else { v.to_string() })
+                                .map(|v| {
+                                    if v.is_empty() {
+                                        "(empty)".to_string()
+                                    } else {
+                                        v.to_string()
+                                    }
+                                })
                                 .collect()
                         })
                         .collect();
@@ -76,7 +89,11 @@ fn slt_files() -> Vec<PathBuf> {
 async fn run_all(make_location: impl Fn(&str) -> (String, HashMap<String, String>)) {
     let mut failures = Vec::new();
     for file in slt_files() {
-        let name = file.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        let name = file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         let (location, options) = make_location(&name);
         let session = session_at(&location, options).await;
         let mut runner = sqllogictest::Runner::new(move || {
@@ -87,7 +104,12 @@ async fn run_all(make_location: impl Fn(&str) -> (String, HashMap<String, String
             failures.push(format!("{}: {e}", file.display()));
         }
     }
-    assert!(failures.is_empty(), "{} slt file(s) failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} slt file(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

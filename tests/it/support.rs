@@ -89,7 +89,9 @@ pub async fn session_at(location: &str, options: HashMap<String, String>) -> Ses
 /// Runs the gamelake binary with arguments and extra environment.
 pub fn gamelake(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gamelake"));
-    cmd.args(args).env_remove("GAMELAKE_LAKE").env_remove("GAMELAKE_CONFIG");
+    cmd.args(args)
+        .env_remove("GAMELAKE_LAKE")
+        .env_remove("GAMELAKE_CONFIG");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -111,9 +113,19 @@ pub fn gamelake_ok(args: &[&str], env: &[(&str, &str)]) -> String {
 pub fn gamelake_err(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = gamelake(args, env);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "expected exit code 1 for {args:?}; stderr:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "panic for {args:?}:\n{stderr}");
-    assert!(stderr.starts_with("error: "), "error line expected for {args:?}:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit code 1 for {args:?}; stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "panic for {args:?}:\n{stderr}"
+    );
+    assert!(
+        stderr.starts_with("error: "),
+        "error line expected for {args:?}:\n{stderr}"
+    );
     stderr
 }
 
@@ -139,15 +151,30 @@ impl S3Server {
     pub fn start() -> Self {
         let port = free_port();
         let child = Command::new(python())
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start moto with {} ({e}); run .ci/run to create the venv", python()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start moto with {} ({e}); run .ci/run to create the venv",
+                    python()
+                )
+            });
         let endpoint = format!("http://127.0.0.1:{port}");
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto did not start on {endpoint}");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto did not start on {endpoint}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let bucket = "gamelake-test".to_string();
@@ -155,7 +182,11 @@ impl S3Server {
             "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1').create_bucket(Bucket=sys.argv[2])",
             &[&endpoint, &bucket],
         );
-        Self { child, endpoint, bucket }
+        Self {
+            child,
+            endpoint,
+            bucket,
+        }
     }
 
     /// Storage options for gamelake, as `AWS_*` names.
@@ -197,7 +228,10 @@ pub fn repo_root() -> PathBuf {
 
 /// Collects a query's rows as lines of `|`-separated values (NULL for nulls), in result order.
 pub async fn rows(session: &Session, sql: &str) -> Vec<String> {
-    let batches = session.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = session
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     render(&batches)
 }
 
@@ -213,7 +247,10 @@ pub fn render(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String> 
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
             .collect();
         for row in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
             lines.push(cells.join("|"));
         }
     }

@@ -9,7 +9,9 @@ use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-use gamelake::lake::write::{TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches};
+use gamelake::lake::write::{
+    TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
+};
 use gamelake::lake::{TableRef, TableVersion};
 
 use crate::support::{TempLake, rows};
@@ -61,19 +63,52 @@ fn assert_laid_out(file: &Path) {
     let mut last = i64::MIN;
     for rg in meta.row_groups() {
         for col in rg.columns() {
-            assert!(matches!(col.compression(), Compression::ZSTD(_)), "{file:?}: {:?}", col.compression());
-            assert!(col.column_index_offset().is_some(), "{file:?}: no column index (page statistics)");
-            assert!(col.offset_index_offset().is_some(), "{file:?}: no offset index");
+            assert!(
+                matches!(col.compression(), Compression::ZSTD(_)),
+                "{file:?}: {:?}",
+                col.compression()
+            );
+            assert!(
+                col.column_index_offset().is_some(),
+                "{file:?}: no column index (page statistics)"
+            );
+            assert!(
+                col.offset_index_offset().is_some(),
+                "{file:?}: no offset index"
+            );
         }
-        let player = rg.columns().iter().find(|c| c.column_path().string() == "player_id").unwrap();
-        assert!(player.bloom_filter_offset().is_some(), "{file:?}: no bloom filter on player_id");
-        let other = rg.columns().iter().find(|c| c.column_path().string() == "event_type").unwrap();
-        assert!(other.bloom_filter_offset().is_none(), "{file:?}: unexpected bloom filter on event_type");
+        let player = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == "player_id")
+            .unwrap();
+        assert!(
+            player.bloom_filter_offset().is_some(),
+            "{file:?}: no bloom filter on player_id"
+        );
+        let other = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == "event_type")
+            .unwrap();
+        assert!(
+            other.bloom_filter_offset().is_none(),
+            "{file:?}: unexpected bloom filter on event_type"
+        );
     }
-    let batches = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(File::open(file).unwrap(), 1024).unwrap();
+    let batches = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+        File::open(file).unwrap(),
+        1024,
+    )
+    .unwrap();
     for batch in batches {
         let batch = batch.unwrap();
-        let ids = batch.column_by_name("player_id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+        let ids = batch
+            .column_by_name("player_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         for id in ids.values() {
             assert!(*id >= last, "{file:?} not sorted by player_id");
             last = *id;
@@ -86,25 +121,61 @@ async fn layout_reaches_files_and_is_kept_by_later_writers() {
     let lake = TempLake::new();
     let session = lake.session().await;
     let table = TableRef::parse("logs.events").unwrap();
-    let options = WriteOptions { layout: layout(), ..WriteOptions::new(WriteMode::Create) };
-    let batches = vec![events(&[5, 3, 9, 1], "2026-11-01"), events(&[4, 2], "2026-11-02")];
-    let outcome = write_batches(session.lake(), &table, &session.context().state(), batches, options).await.unwrap();
+    let options = WriteOptions {
+        layout: layout(),
+        ..WriteOptions::new(WriteMode::Create)
+    };
+    let batches = vec![
+        events(&[5, 3, 9, 1], "2026-11-01"),
+        events(&[4, 2], "2026-11-02"),
+    ];
+    let outcome = write_batches(
+        session.lake(),
+        &table,
+        &session.context().state(),
+        batches,
+        options,
+    )
+    .await
+    .unwrap();
     // Version 0 creates the table with its layout, version 1 holds the rows.
-    assert_eq!(outcome, WriteOutcome::Committed { version: 1, rows: 6 });
+    assert_eq!(
+        outcome,
+        WriteOutcome::Committed {
+            version: 1,
+            rows: 6
+        }
+    );
 
     // A later SQL writer (which knows nothing of the layout) keeps it: it is in the table.
-    session.sql("INSERT INTO logs.events VALUES (8, '2026-11-01', 'buy'), (6, '2026-11-01', 'buy')").await.unwrap();
-    let dt = session.lake().open_table(&table, &TableVersion::Latest).await.unwrap();
+    session
+        .sql("INSERT INTO logs.events VALUES (8, '2026-11-01', 'buy'), (6, '2026-11-01', 'buy')")
+        .await
+        .unwrap();
+    let dt = session
+        .lake()
+        .open_table(&table, &TableVersion::Latest)
+        .await
+        .unwrap();
     assert_eq!(TableLayout::of_table(&dt).unwrap(), layout());
 
     let files = parquet_files(&lake.path().join("logs/events"));
     assert!(files.len() >= 3, "{files:?}");
-    assert!(files.iter().all(|f| f.to_string_lossy().contains("event_date=")), "{files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|f| f.to_string_lossy().contains("event_date=")),
+        "{files:?}"
+    );
     for f in &files {
         assert_laid_out(f);
     }
     assert_eq!(
-        rows(&session, "SELECT event_date, count(*) FROM logs.events GROUP BY 1 ORDER BY 1").await,
+        rows(
+            &session,
+            "SELECT event_date, count(*) FROM logs.events GROUP BY 1 ORDER BY 1"
+        )
+        .await,
         vec!["2026-11-01|6", "2026-11-02|2"]
     );
 }
@@ -122,17 +193,53 @@ async fn transaction_marker_makes_a_rerun_write_nothing() {
         };
         let batch = events(&players, "2026-11-01");
         let (lake, table, state) = (session.lake().clone(), table.clone(), state.clone());
-        async move { write_batches(&lake, &table, &state, vec![batch], options).await.unwrap() }
+        async move {
+            write_batches(&lake, &table, &state, vec![batch], options)
+                .await
+                .unwrap()
+        }
     };
-    assert_eq!(write(vec![1, 2], 1).await, WriteOutcome::Committed { version: 1, rows: 2 });
-    // A crash after the commit, then a rerun of the same batch: nothing is written twice.
-    assert_eq!(write(vec![1, 2], 1).await, WriteOutcome::AlreadyCommitted { recorded: 1 });
-    assert_eq!(write(vec![3], 2).await, WriteOutcome::Committed { version: 2, rows: 1 });
-    assert_eq!(transaction_version(session.lake(), &table, "pipeline-a").await.unwrap(), Some(2));
-    assert_eq!(transaction_version(session.lake(), &table, "other").await.unwrap(), None);
-    assert_eq!(rows(&session, "SELECT count(*) FROM game.logins").await, vec!["3"]);
     assert_eq!(
-        rows(&session, "SELECT version, txn FROM game.\"logins$history\" ORDER BY version").await,
+        write(vec![1, 2], 1).await,
+        WriteOutcome::Committed {
+            version: 1,
+            rows: 2
+        }
+    );
+    // A crash after the commit, then a rerun of the same batch: nothing is written twice.
+    assert_eq!(
+        write(vec![1, 2], 1).await,
+        WriteOutcome::AlreadyCommitted { recorded: 1 }
+    );
+    assert_eq!(
+        write(vec![3], 2).await,
+        WriteOutcome::Committed {
+            version: 2,
+            rows: 1
+        }
+    );
+    assert_eq!(
+        transaction_version(session.lake(), &table, "pipeline-a")
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        transaction_version(session.lake(), &table, "other")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        rows(&session, "SELECT count(*) FROM game.logins").await,
+        vec!["3"]
+    );
+    assert_eq!(
+        rows(
+            &session,
+            "SELECT version, txn FROM game.\"logins$history\" ORDER BY version"
+        )
+        .await,
         vec!["0|NULL", "1|pipeline-a=1", "2|pipeline-a=2"]
     );
 }
@@ -141,17 +248,35 @@ async fn transaction_marker_makes_a_rerun_write_nothing() {
 async fn failed_statements_leave_tables_as_they_were() {
     let lake = TempLake::new();
     let session = lake.session().await;
-    session.sql("CREATE TABLE shop.t AS SELECT * FROM (VALUES ('1'), ('2')) v(x)").await.unwrap();
+    session
+        .sql("CREATE TABLE shop.t AS SELECT * FROM (VALUES ('1'), ('2')) v(x)")
+        .await
+        .unwrap();
     // Fails at run time, after the plan started: casting 'oops' to an integer.
     let err = session
         .sql("INSERT INTO shop.t SELECT x FROM (VALUES ('3'), ('oops')) v(x) WHERE CAST(x AS INT) > 0")
         .await;
     assert!(err.is_err());
-    assert_eq!(rows(&session, "SELECT count(*) FROM shop.t").await, vec!["2"]);
-    assert_eq!(rows(&session, "SELECT max(version) FROM shop.\"t$history\"").await, vec!["1"]);
+    assert_eq!(
+        rows(&session, "SELECT count(*) FROM shop.t").await,
+        vec!["2"]
+    );
+    assert_eq!(
+        rows(&session, "SELECT max(version) FROM shop.\"t$history\"").await,
+        vec!["1"]
+    );
     // A CREATE TABLE AS that fails leaves no table and no folder behind.
-    let err = session.sql("CREATE TABLE shop.u AS SELECT CAST(x AS INT) AS y FROM (VALUES ('1'), ('x')) v(x)").await;
+    let err = session
+        .sql("CREATE TABLE shop.u AS SELECT CAST(x AS INT) AS y FROM (VALUES ('1'), ('x')) v(x)")
+        .await;
     assert!(err.is_err());
     assert!(!lake.path().join("shop/u").exists());
-    assert_eq!(rows(&session, "SELECT table_name FROM information_schema.tables WHERE table_schema='shop'").await, vec!["t"]);
+    assert_eq!(
+        rows(
+            &session,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema='shop'"
+        )
+        .await,
+        vec!["t"]
+    );
 }
