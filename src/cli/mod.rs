@@ -1,5 +1,6 @@
 //! The command line: flags, and one file per subcommand that calls the library and prints.
 
+mod demo;
 mod lake;
 mod repl;
 mod sql;
@@ -42,6 +43,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Generate a year of synthetic game data into the lake, then run showcase queries.
+    Demo(demo::DemoArgs),
     /// Run SQL: a REPL when neither -c nor -f is given.
     Sql(sql::SqlArgs),
     /// Inspect and maintain lake tables.
@@ -65,6 +68,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         settings: config.query_settings(),
     };
     match cli.command {
+        Command::Demo(args) => demo::run(&context, args).await,
         Command::Sql(args) => sql::run(&context, args).await,
         Command::Lake(cmd) => lake::run(&context, cmd).await,
     }

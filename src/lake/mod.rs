@@ -230,6 +230,21 @@ impl Lake {
         Ok(())
     }
 
+    /// Writes and deletes a probe object, so a read-only lake is reported before any work.
+    pub async fn check_writable(&self) -> Result<()> {
+        let probe = Path::from(format!("_gamelake/write-probe-{}", uuid::Uuid::new_v4()));
+        self.store
+            .put(&probe, "probe".into())
+            .await
+            .map_err(|e| Error::LakeUnreachable {
+                url: self.location.url().to_string(),
+                message: format!("not writable: {e}"),
+                hint: "check the folder's permissions (or the S3 credentials' write access), or choose another --lake".into(),
+            })?;
+        let _ = self.store.delete(&probe).await;
+        Ok(())
+    }
+
     /// Before the first write: makes sure the store rejects a second create of the same object
     /// (conditional put), which Delta commits rely on to never overwrite each other. Local
     /// folders always do; S3-compatible servers are probed once per process.

@@ -1,6 +1,7 @@
 //! The one integration-test binary: modules by subject.
 
 mod cli;
+mod demo;
 mod errors;
 mod interop;
 mod s3;

@@ -1,0 +1,202 @@
+//! `gamelake demo`: a deterministic, realistic game dataset written to the lake through the
+//! shared write path, then a few of the saved queries run over it.
+
+mod activity;
+mod rng;
+mod tables;
+mod world;
+
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+
+use crate::error::{Error, Result};
+use crate::lake::TableRef;
+use crate::lake::write::{TableLayout, WriteMode, WriteOptions, write_batches};
+use crate::query::Session;
+use activity::{Activity, Calendar};
+
+/// The last day of demo data (server time). Fixed, so the same seed gives the same rows on any day.
+pub const LAST_DATE: (i32, u32, u32) = (2026, 10, 31);
+/// Players per unit of `--scale`.
+pub const PLAYERS_PER_SCALE: f64 = 100_000.0;
+/// The largest scale accepted (about 20 million players).
+pub const MAX_SCALE: f64 = 200.0;
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// 1.0 is about 100,000 players; 0.01 is a quick test lake.
+    pub scale: f64,
+    /// Random seed: the same seed and scale give byte-identical rows.
+    pub seed: u64,
+    /// Years of history, ending on [`LAST_DATE`].
+    pub years: u32,
+    /// Replace demo tables that already exist (otherwise refuse).
+    pub replace: bool,
+}
+
+/// The demo tables, in the order they are written.
+pub const TABLES: [&str; 6] = [
+    "game.players",
+    "game.items",
+    "game.friendships",
+    "game.purchases",
+    "game.sessions",
+    "logs.events",
+];
+
+/// Rows written per table.
+#[derive(Clone, Debug)]
+pub struct DemoReport {
+    /// `(table, rows, seconds)` per table.
+    pub tables: Vec<(String, usize, f64)>,
+}
+
+impl DemoOptions {
+    /// Checks the options, with errors that say what is accepted.
+    pub fn validate(&self) -> Result<()> {
+        if !self.scale.is_finite() || self.scale <= 0.0 {
+            return Err(Error::Unsupported(format!(
+                "--scale {} is not a positive number; use e.g. 0.01 (1,000 players) or 1 (100,000 players)",
+                self.scale
+            )));
+        }
+        if self.scale > MAX_SCALE {
+            return Err(Error::Unsupported(format!(
+                "--scale {} is too large (at most {MAX_SCALE}, about {} million players)",
+                self.scale,
+                (MAX_SCALE * PLAYERS_PER_SCALE / 1e6) as u64
+            )));
+        }
+        if (self.scale * PLAYERS_PER_SCALE) < 10.0 {
+            return Err(Error::Unsupported(format!(
+                "--scale {} gives fewer than 10 players; use 0.0001 or more",
+                self.scale
+            )));
+        }
+        if !(1..=20).contains(&self.years) {
+            return Err(Error::Unsupported(format!(
+                "--years {} is out of range; use 1 to 20",
+                self.years
+            )));
+        }
+        Ok(())
+    }
+
+    fn calendar(&self) -> Result<Calendar> {
+        let (y, m, d) = LAST_DATE;
+        let last = chrono::NaiveDate::from_ymd_opt(y, m, d)
+            .ok_or_else(|| Error::Unsupported("bad LAST_DATE".into()))?;
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+        let days = i64::from(self.years) * 365;
+        Ok(Calendar {
+            first_epoch_day: (last - epoch).num_days() - days + 1,
+            days,
+        })
+    }
+}
+
+/// The layout of each demo table: daily partitions for events in time, sorted by player and
+/// time, bloom filters on player ids.
+fn layout(table: &str) -> TableLayout {
+    let (partition, sort): (&[&str], &[&str]) = match table {
+        "game.players" => (&[], &["player_id"]),
+        "game.items" => (&[], &["item_id"]),
+        "game.friendships" => (&[], &["player_id", "friend_id"]),
+        "game.purchases" => (&["purchase_date"], &["player_id", "purchased_at"]),
+        "game.sessions" => (&["session_date"], &["player_id", "login_at"]),
+        _ => (&["event_date"], &["player_id", "event_time"]),
+    };
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    TableLayout {
+        partition_by: strings(partition),
+        sort_by: strings(sort),
+        bloom_filter_columns: if table == "game.items" {
+            vec![]
+        } else {
+            vec!["player_id".into()]
+        },
+        ..Default::default()
+    }
+}
+
+/// Generates the data and writes the six tables. Refuses to touch existing demo tables unless
+/// `replace` is set; checks that the lake is writable before generating anything.
+pub async fn generate(session: &Session, options: &DemoOptions) -> Result<DemoReport> {
+    options.validate()?;
+    let lake = session.lake();
+    let mut existing = Vec::new();
+    for name in TABLES {
+        if lake.is_table(&TableRef::parse(name)?).await? {
+            existing.push(name);
+        }
+    }
+    if !existing.is_empty() && !options.replace {
+        return Err(Error::Unsupported(format!(
+            "the lake at {} already holds demo tables ({}); run with --replace to overwrite them, or use another --lake",
+            lake.location().url(),
+            existing.join(", ")
+        )));
+    }
+    lake.check_writable().await?;
+
+    let cal = options.calendar()?;
+    let n = (options.scale * PLAYERS_PER_SCALE).round() as i64;
+    let started = Instant::now();
+    let players = world::players(options.seed, n, cal.days);
+    let items = world::items(options.seed);
+    let pairs = world::friendships(options.seed, &players);
+    let (sessions, purchases, events) =
+        Activity::simulate(options.seed, cal, &players, &items).finish()?;
+    eprintln!(
+        "generated {} players, {} sessions, {} purchases, {} events in {:.1}s",
+        players.len(),
+        sessions.num_rows(),
+        purchases.num_rows(),
+        events.num_rows(),
+        started.elapsed().as_secs_f64()
+    );
+    let batches: Vec<(&str, RecordBatch)> = vec![
+        ("game.players", tables::players(&cal, &players)?),
+        ("game.items", tables::items(&items)?),
+        ("game.friendships", tables::friendships(&cal, &pairs)?),
+        ("game.purchases", purchases),
+        ("game.sessions", sessions),
+        ("logs.events", events),
+    ];
+    let mut report = DemoReport { tables: Vec::new() };
+    let state = session.context().state();
+    for (name, batch) in batches {
+        let table = TableRef::parse(name)?;
+        let rows = batch.num_rows();
+        let started = Instant::now();
+        let mode = if lake.is_table(&table).await? {
+            WriteMode::Overwrite
+        } else {
+            WriteMode::Create
+        };
+        let options = WriteOptions {
+            layout: layout(name),
+            ..WriteOptions::new(mode)
+        };
+        write_batches(lake, &table, &state, slices(batch), options).await?;
+        session.catalog().note_table(&table, true);
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "  {name:<18} {rows:>11} rows  {secs:>6.1}s  {:>10.0} rows/s",
+            rows as f64 / secs.max(1e-9)
+        );
+        report.tables.push((name.to_string(), rows, secs));
+    }
+    Ok(report)
+}
+
+/// Splits a large batch into pieces of a size the writer handles well.
+fn slices(batch: RecordBatch) -> Vec<RecordBatch> {
+    const ROWS: usize = 64 * 1024;
+    (0..batch.num_rows().max(1))
+        .step_by(ROWS)
+        .map(|start| batch.slice(start, ROWS.min(batch.num_rows() - start)))
+        .collect()
+}
