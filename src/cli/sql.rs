@@ -17,6 +17,7 @@ use crate::query::{Output, Session};
   gamelake sql -c \"SELECT * FROM shop.orders\" --format csv
   gamelake sql -c \"SELECT * FROM shop.\\\"orders@v0\\\"\"        time travel to version 0
   gamelake sql -c \"SELECT * FROM shop.\\\"orders\\$history\\\"\"     the table's commits
+  gamelake sql -f queries/player_activity.sql --param player_id=42
   gamelake sql -f report.sql --format parquet -o out.parquet")]
 pub struct SqlArgs {
     /// A SQL command to run (repeatable; run in order, each may hold several statements).
@@ -35,6 +36,11 @@ pub struct SqlArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// A value for a `$name` placeholder in the SQL (repeatable): --param player_id=42.
+    /// Numbers, dates (YYYY-MM-DD) and true/false are typed; anything else is text.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+
     /// Print no timing or status lines, only results.
     #[arg(short, long)]
     pub quiet: bool,
@@ -48,7 +54,12 @@ pub async fn run(context: &Context, args: SqlArgs) -> Result<()> {
                 .into(),
         ));
     }
-    let session = context.session().await?;
+    let params = args
+        .params
+        .iter()
+        .map(|p| crate::query::parse_param(p))
+        .collect::<Result<_>>()?;
+    let session = context.session().await?.with_params(params);
     if args.commands.is_empty() && args.files.is_empty() {
         return super::repl::run(&session).await;
     }

@@ -3,6 +3,7 @@
 //!
 //! Everything in gamelake that runs SQL gets its session here.
 
+mod params;
 mod statements;
 mod table_options;
 
@@ -43,11 +44,14 @@ pub enum Output {
     Done(String),
 }
 
+pub use params::{Params, parse_param};
+
 /// A SQL session over a lake.
 #[derive(Clone)]
 pub struct Session {
     ctx: SessionContext,
     catalog: Arc<LakeCatalog>,
+    params: Arc<Params>,
 }
 
 impl Session {
@@ -83,7 +87,17 @@ impl Session {
         let catalog = Arc::new(LakeCatalog::new(lake));
         catalog.refresh().await?;
         ctx.register_catalog(CATALOG, catalog.clone());
-        Ok(Self { ctx, catalog })
+        Ok(Self {
+            ctx,
+            catalog,
+            params: Arc::default(),
+        })
+    }
+
+    /// The same session with values for `$name` placeholders in later statements.
+    pub fn with_params(mut self, params: Params) -> Self {
+        self.params = Arc::new(params);
+        self
     }
 
     /// The DataFusion context (for registering functions or running DataFrames).
@@ -141,6 +155,15 @@ impl Session {
         let text = df.to_string();
         if let Some(name) = missing_table(&text) {
             return self.table_not_found(&name);
+        }
+        if let Some(start) = text.find("No value found for placeholder with name $") {
+            let name: String = text[start + "No value found for placeholder with name $".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            return Error::Unsupported(format!(
+                "the query needs a value for ${name}: pass --param {name}=VALUE"
+            ));
         }
         err
     }

@@ -20,7 +20,10 @@ use crate::lake::write::{WriteMode, WriteOptions, WriteOutcome, write_plan};
 pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Result<Output> {
     let layout = take_layout(&mut statement)?;
     let state = session.ctx.state();
-    let plan = state.statement_to_plan(statement).await?;
+    let mut plan = state.statement_to_plan(statement).await?;
+    if !session.params.is_empty() {
+        plan = plan.with_param_values((*session.params).clone())?;
+    }
     match plan {
         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
             create_table(session, create, layout.unwrap_or_default()).await

@@ -199,3 +199,32 @@ fn failing_statement_stops_the_script_with_exit_code_1() {
         "statements after the failure must not run"
     );
 }
+
+#[test]
+fn params_bind_typed_values_and_missing_ones_are_named() {
+    let lake = TempLake::new();
+    let loc = lake.location();
+    gamelake_ok(&["--lake", &loc, "sql", "-c", CREATE], &[]);
+    let q = "SELECT name FROM shop.orders WHERE id = $id OR name = $name ORDER BY name";
+    let out = gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "-c",
+            q,
+            "--param",
+            "id=1",
+            "--param",
+            "name=b' OR '1'='1",
+            "--format",
+            "csv",
+        ],
+        &[],
+    );
+    // The text value is one literal, not SQL: it matches no name.
+    assert_eq!(out, "name\na\n");
+    let err =
+        crate::support::gamelake_err(&["--lake", &loc, "sql", "-c", q, "--param", "id=1"], &[]);
+    assert!(err.contains("--param name=VALUE"), "{err}");
+}

@@ -125,7 +125,13 @@ async fn every_saved_query_agrees_with_duckdb() {
     )
     .await
     .unwrap();
-    let session = lake.session().await;
+    // Parameters for queries that take them ($player_id: the player with most purchases).
+    let player = rows(&lake.session().await, "SELECT player_id FROM game.purchases GROUP BY player_id ORDER BY COUNT(*) DESC, player_id LIMIT 1").await[0].clone();
+    let params = gamelake::query::Params::from([(
+        "player_id".to_string(),
+        datafusion::common::ScalarValue::Int64(Some(player.parse().unwrap())),
+    )]);
+    let session = lake.session().await.with_params(params);
     let mut queries = BTreeMap::new();
     for entry in std::fs::read_dir(repo_root().join("queries")).unwrap() {
         let path = entry.unwrap().path();
@@ -134,22 +140,22 @@ async fn every_saved_query_agrees_with_duckdb() {
             queries.insert(name, std::fs::read_to_string(&path).unwrap());
         }
     }
-    assert!(queries.len() >= 6, "{queries:?}");
+    assert!(queries.len() >= 13, "{queries:?}");
     let script = format!(
         "{DUCKDB_DELTA}
 import json, re, sys
-lake, queries = sys.argv[1], json.loads(sys.argv[2])
+lake, queries, params = sys.argv[1], json.loads(sys.argv[2]), {{'player_id': int(sys.argv[3])}}
 con = duck()
 out = {{}}
 for name, sql in queries.items():
     sql = re.sub(r'\\b(game|logs)\\.([a-z_]+)\\b', lambda m: f\"delta_scan('{{lake}}/{{m.group(1)}}/{{m.group(2)}}')\", sql)
-    rows = con.execute(sql).fetchall()
+    rows = (con.execute(sql, params) if '$' in sql else con.execute(sql)).fetchall()
     out[name] = ['|'.join('NULL' if v is None else str(v) for v in r) for r in rows]
 print(json.dumps(out))"
     );
     let json = serde_json::to_string(&queries).unwrap();
     let duck: BTreeMap<String, Vec<String>> =
-        serde_json::from_str(&run_python(&script, &[&lake.location(), &json])).unwrap();
+        serde_json::from_str(&run_python(&script, &[&lake.location(), &json, &player])).unwrap();
     for (name, sql) in &queries {
         let ours = rows(&session, sql).await;
         let theirs = &duck[name];
