@@ -52,7 +52,13 @@ pub struct Activity {
 
 impl Activity {
     /// Simulates every player's life.
-    pub fn simulate(seed: u64, cal: Calendar, players: &[Player], items: &[Item]) -> Self {
+    pub fn simulate(
+        seed: u64,
+        cal: Calendar,
+        players: &[Player],
+        items: &[Item],
+        progress: &indicatif::ProgressBar,
+    ) -> Self {
         let base = Rng::new(seed, "activity");
         let mut by_category: Vec<Vec<&Item>> = vec![Vec::new(); CATEGORIES.len()];
         for item in items {
@@ -65,6 +71,9 @@ impl Activity {
         };
         let mut purchase_id = 0i64;
         for p in players {
+            if p.id % 1024 == 0 {
+                progress.set_position(p.id as u64);
+            }
             let mut r = base.fork(p.id as u64);
             let server = format!("{}-{:02}", REGIONS[p.region], 1 + p.id % 4);
             for day in p.signup_day..=p.last_day {
