@@ -140,7 +140,7 @@ async fn every_saved_query_agrees_with_duckdb() {
             queries.insert(name, std::fs::read_to_string(&path).unwrap());
         }
     }
-    assert!(queries.len() >= 13, "{queries:?}");
+    assert!(queries.len() >= 14, "{queries:?}");
     let script = format!(
         "{DUCKDB_DELTA}
 import json, re, sys
