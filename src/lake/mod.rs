@@ -175,10 +175,29 @@ impl Lake {
                 }
             });
         }
-        builder
+        let loaded = builder
             .load()
             .await
-            .map_err(|e| Error::delta(table.to_string(), e))
+            .map_err(|e| Error::delta(table.to_string(), e))?;
+        if let TableVersion::AsOf(instant) = version {
+            // delta-rs answers an instant before the first commit with version 0; a reader
+            // asking for the table as it was then must hear that it did not exist.
+            let commits = history::read_history(&loaded, &table.to_string(), Some(1)).await?;
+            if let Some(first) = commits.first().and_then(|c| c.timestamp_ms)
+                && first > instant.timestamp_millis()
+                && loaded.version() == Some(0)
+            {
+                let created = chrono::DateTime::from_timestamp_millis(first).unwrap_or_default();
+                return Err(Error::TableName {
+                    name: format!("{table}@{}", instant.to_rfc3339()),
+                    reason: format!(
+                        "the table did not exist yet; its first version was committed at {}",
+                        created.to_rfc3339()
+                    ),
+                });
+            }
+        }
+        Ok(loaded)
     }
 
     /// A handle on a table location that may not hold a table yet (for creating one).
