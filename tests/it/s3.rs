@@ -109,3 +109,32 @@ async fn s3_store_enforces_conditional_put() {
         .await
         .expect("moto enforces If-None-Match");
 }
+
+#[test]
+fn store_without_conditional_put_is_refused_unless_allowed() {
+    let s3 = S3Server::start_without_conditional_put();
+    let env: Vec<(&str, String)> = s3.env();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let lake = s3.lake_url("unsafe");
+    let create = "CREATE TABLE shop.t AS SELECT 1 AS x";
+    let err = crate::support::gamelake_err(&["--lake", &lake, "sql", "-c", create], &env);
+    assert!(err.contains("does not enforce conditional writes"), "{err}");
+    assert!(err.contains("GAMELAKE_ALLOW_UNSAFE_WRITES"), "{err}");
+    // Reading still works, and nothing was written.
+    let out = gamelake_ok(
+        &[
+            "--lake",
+            &lake,
+            "sql",
+            "-c",
+            "SHOW TABLES",
+            "--format",
+            "csv",
+        ],
+        &env,
+    );
+    assert!(!out.contains("shop"), "{out}");
+    // A single writer may opt in.
+    env.push(("GAMELAKE_ALLOW_UNSAFE_WRITES", "true"));
+    gamelake_ok(&["--lake", &lake, "sql", "-c", create], &env);
+}

@@ -149,16 +149,30 @@ pub struct S3Server {
 impl S3Server {
     /// Starts moto and creates a bucket. Panics (never skips) if moto is not installed.
     pub fn start() -> Self {
+        Self::launch(&["-m", "moto.server"])
+    }
+
+    /// moto patched to ignore `If-None-Match` on PUT, like S3-compatible stores without
+    /// conditional writes (a deliberately broken real server: no such store installs here).
+    pub fn start_without_conditional_put() -> Self {
+        const PATCHED: &str = r#"
+import sys, moto.s3.responses as r
+orig = r.S3Response.put_object
+def put_object(self):
+    self.headers = {k: v for k, v in self.headers.items() if k.lower() != 'if-none-match'}
+    return orig(self)
+r.S3Response.put_object = put_object
+from moto.server import main
+main(sys.argv[1:])
+"#;
+        Self::launch(&["-c", PATCHED])
+    }
+
+    fn launch(program: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new(python())
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+            .args(program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
