@@ -14,6 +14,7 @@ pub mod error;
 pub mod lake;
 pub mod output;
 pub mod query;
+pub mod sources;
 
 pub use error::{Error, Result};
 pub use lake::Lake;

@@ -1,0 +1,459 @@
+//! PostgreSQL binary wire values, decoded straight into Arrow builders.
+//!
+//! The binary formats are PostgreSQL's `*send` functions; written here because no crate decodes
+//! them into Arrow (tokio-postgres's `FromSql` targets Rust values, and misses numeric,
+//! interval, inet and ±infinity).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
+    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
+    IntervalMonthDayNanoBuilder, ListArray, StringBuilder, Time64MicrosecondBuilder,
+    TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+use datafusion::arrow::datatypes::{Field, IntervalMonthDayNano};
+
+use super::columns::PgKind;
+use crate::error::{Error, Result};
+
+/// Days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH_DAYS: i32 = 10_957;
+/// Microseconds from 1970-01-01 to 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// A builder for one column.
+pub enum ColumnBuilder {
+    /// bool
+    Bool(BooleanBuilder),
+    /// int2
+    I16(Int16Builder),
+    /// int4
+    I32(Int32Builder),
+    /// int8
+    I64(Int64Builder),
+    /// float4
+    F32(Float32Builder),
+    /// float8
+    F64(Float64Builder),
+    /// numeric(p, s)
+    Decimal(Decimal128Builder, u8, i8),
+    /// text-valued kinds, with how their bytes become text
+    Text(StringBuilder, PgKind),
+    /// bytea
+    Bytes(BinaryBuilder),
+    /// date
+    Date(Date32Builder),
+    /// time
+    Time(Time64MicrosecondBuilder),
+    /// timestamp / timestamptz
+    Timestamp(TimestampMicrosecondBuilder, bool),
+    /// interval
+    Interval(IntervalMonthDayNanoBuilder),
+    /// one-dimensional arrays
+    List {
+        /// The element field.
+        field: Arc<Field>,
+        /// Element builder.
+        child: Box<ColumnBuilder>,
+        /// List offsets.
+        offsets: Vec<i32>,
+        /// Which lists are present.
+        valid: Vec<bool>,
+    },
+}
+
+impl ColumnBuilder {
+    /// A builder for a kind.
+    pub fn new(kind: &PgKind) -> Self {
+        match kind {
+            PgKind::Bool => Self::Bool(BooleanBuilder::new()),
+            PgKind::Int2 => Self::I16(Int16Builder::new()),
+            PgKind::Int4 => Self::I32(Int32Builder::new()),
+            PgKind::Int8 => Self::I64(Int64Builder::new()),
+            PgKind::Float4 => Self::F32(Float32Builder::new()),
+            PgKind::Float8 => Self::F64(Float64Builder::new()),
+            PgKind::Decimal(p, s) => Self::Decimal(Decimal128Builder::new(), *p, *s),
+            PgKind::Bytes => Self::Bytes(BinaryBuilder::new()),
+            PgKind::Date => Self::Date(Date32Builder::new()),
+            PgKind::Time => Self::Time(Time64MicrosecondBuilder::new()),
+            PgKind::Timestamp => Self::Timestamp(TimestampMicrosecondBuilder::new(), false),
+            PgKind::TimestampTz => Self::Timestamp(TimestampMicrosecondBuilder::new(), true),
+            PgKind::Interval => Self::Interval(IntervalMonthDayNanoBuilder::new()),
+            PgKind::Array(element) => Self::List {
+                field: Arc::new(Field::new("item", element.arrow_type(), true)),
+                child: Box::new(Self::new(element)),
+                offsets: vec![0],
+                valid: Vec::new(),
+            },
+            other => Self::Text(StringBuilder::new(), other.clone()),
+        }
+    }
+
+    /// Appends one value (`None` is SQL NULL).
+    pub fn append(&mut self, raw: Option<&[u8]>) -> Result<()> {
+        let Some(b) = raw else {
+            self.append_null();
+            return Ok(());
+        };
+        match self {
+            Self::Bool(x) => x.append_value(b.first().is_some_and(|v| *v != 0)),
+            Self::I16(x) => x.append_value(i16::from_be_bytes(fixed(b)?)),
+            Self::I32(x) => x.append_value(i32::from_be_bytes(fixed(b)?)),
+            Self::I64(x) => x.append_value(i64::from_be_bytes(fixed(b)?)),
+            Self::F32(x) => x.append_value(f32::from_be_bytes(fixed(b)?)),
+            Self::F64(x) => x.append_value(f64::from_be_bytes(fixed(b)?)),
+            Self::Decimal(x, _, s) => x.append_value(numeric_to_i128(b, *s)?),
+            Self::Text(x, kind) => match kind {
+                PgKind::NumericText => x.append_value(numeric_to_text(b)?),
+                PgKind::Jsonb => x.append_value(utf8(b.get(1..).unwrap_or_default())?),
+                PgKind::Uuid => x.append_value(uuid_text(b)?),
+                PgKind::Inet => x.append_value(inet_text(b)?),
+                _ => x.append_value(utf8(b)?),
+            },
+            Self::Bytes(x) => x.append_value(b),
+            Self::Date(x) => x.append_value(match i32::from_be_bytes(fixed(b)?) {
+                i32::MAX => i32::MAX,
+                i32::MIN => i32::MIN,
+                d => d.saturating_add(PG_EPOCH_DAYS),
+            }),
+            Self::Time(x) => x.append_value(i64::from_be_bytes(fixed(b)?)),
+            Self::Timestamp(x, _) => x.append_value(match i64::from_be_bytes(fixed(b)?) {
+                i64::MAX => i64::MAX,
+                i64::MIN => i64::MIN,
+                t => t.saturating_add(PG_EPOCH_MICROS),
+            }),
+            Self::Interval(x) => {
+                let micros = i64::from_be_bytes(fixed(b.get(0..8).unwrap_or_default())?);
+                let days = i32::from_be_bytes(fixed(b.get(8..12).unwrap_or_default())?);
+                let months = i32::from_be_bytes(fixed(b.get(12..16).unwrap_or_default())?);
+                x.append_value(IntervalMonthDayNano::new(
+                    months,
+                    days,
+                    micros.saturating_mul(1000),
+                ));
+            }
+            Self::List {
+                child,
+                offsets,
+                valid,
+                ..
+            } => {
+                let count = append_array(child, b)?;
+                let last = offsets.last().copied().unwrap_or(0);
+                offsets.push(last + count);
+                valid.push(true);
+            }
+        }
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Self::Bool(x) => x.append_null(),
+            Self::I16(x) => x.append_null(),
+            Self::I32(x) => x.append_null(),
+            Self::I64(x) => x.append_null(),
+            Self::F32(x) => x.append_null(),
+            Self::F64(x) => x.append_null(),
+            Self::Decimal(x, _, _) => x.append_null(),
+            Self::Text(x, _) => x.append_null(),
+            Self::Bytes(x) => x.append_null(),
+            Self::Date(x) => x.append_null(),
+            Self::Time(x) => x.append_null(),
+            Self::Timestamp(x, _) => x.append_null(),
+            Self::Interval(x) => x.append_null(),
+            Self::List { offsets, valid, .. } => {
+                let last = offsets.last().copied().unwrap_or(0);
+                offsets.push(last);
+                valid.push(false);
+            }
+        }
+    }
+
+    /// Rows appended so far.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Bool(x) => x.len(),
+            Self::I16(x) => x.len(),
+            Self::I32(x) => x.len(),
+            Self::I64(x) => x.len(),
+            Self::F32(x) => x.len(),
+            Self::F64(x) => x.len(),
+            Self::Decimal(x, _, _) => x.len(),
+            Self::Text(x, _) => x.len(),
+            Self::Bytes(x) => x.len(),
+            Self::Date(x) => x.len(),
+            Self::Time(x) => x.len(),
+            Self::Timestamp(x, _) => x.len(),
+            Self::Interval(x) => x.len(),
+            Self::List { valid, .. } => valid.len(),
+        }
+    }
+
+    /// Whether no rows were appended.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The column so far as an Arrow array; the builder starts over.
+    pub fn finish(&mut self) -> Result<ArrayRef> {
+        Ok(match self {
+            Self::Bool(x) => Arc::new(x.finish()),
+            Self::I16(x) => Arc::new(x.finish()),
+            Self::I32(x) => Arc::new(x.finish()),
+            Self::I64(x) => Arc::new(x.finish()),
+            Self::F32(x) => Arc::new(x.finish()),
+            Self::F64(x) => Arc::new(x.finish()),
+            Self::Decimal(x, p, s) => Arc::new(x.finish().with_precision_and_scale(*p, *s)?),
+            Self::Text(x, _) => Arc::new(x.finish()),
+            Self::Bytes(x) => Arc::new(x.finish()),
+            Self::Date(x) => Arc::new(x.finish()),
+            Self::Time(x) => Arc::new(x.finish()),
+            Self::Timestamp(x, tz) => {
+                let array = x.finish();
+                if *tz {
+                    Arc::new(array.with_timezone("UTC"))
+                } else {
+                    Arc::new(array)
+                }
+            }
+            Self::Interval(x) => Arc::new(x.finish()),
+            Self::List {
+                field,
+                child,
+                offsets,
+                valid,
+            } => {
+                let values = child.finish()?;
+                let offsets = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
+                let nulls = NullBuffer::from(std::mem::take(valid));
+                Arc::new(ListArray::try_new(
+                    field.clone(),
+                    offsets,
+                    values,
+                    Some(nulls),
+                )?)
+            }
+        })
+    }
+}
+
+fn bad(what: &str) -> Error {
+    Error::Unsupported(format!("malformed PostgreSQL binary value: {what}"))
+}
+
+fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N]> {
+    b.try_into()
+        .map_err(|_| bad(&format!("expected {N} bytes, got {}", b.len())))
+}
+
+fn utf8(b: &[u8]) -> Result<&str> {
+    std::str::from_utf8(b).map_err(|_| bad("text is not UTF-8"))
+}
+
+fn be_i16(b: &[u8], at: usize) -> Result<i16> {
+    Ok(i16::from_be_bytes(fixed(
+        b.get(at..at + 2).ok_or_else(|| bad("short numeric"))?,
+    )?))
+}
+
+/// Appends the elements of a one-dimensional array; returns how many.
+fn append_array(child: &mut ColumnBuilder, b: &[u8]) -> Result<i32> {
+    let int = |at: usize| -> Result<i32> {
+        Ok(i32::from_be_bytes(fixed(
+            b.get(at..at + 4).ok_or_else(|| bad("short array"))?,
+        )?))
+    };
+    let ndim = int(0)?;
+    if ndim == 0 {
+        return Ok(0);
+    }
+    if ndim != 1 {
+        return Err(Error::Unsupported(format!(
+            "arrays of {ndim} dimensions are not supported; unnest them or cast to text in the source query"
+        )));
+    }
+    let count = int(12)?;
+    let mut at = 20;
+    for _ in 0..count {
+        let len = int(at)?;
+        at += 4;
+        if len < 0 {
+            child.append(None)?;
+        } else {
+            let end = at + len as usize;
+            child.append(Some(
+                b.get(at..end).ok_or_else(|| bad("short array element"))?,
+            ))?;
+            at = end;
+        }
+    }
+    Ok(count)
+}
+
+/// numeric header: (digit count, weight, sign, display scale).
+fn numeric_header(b: &[u8]) -> Result<(usize, i16, u16, u16)> {
+    Ok((
+        be_i16(b, 0)?.max(0) as usize,
+        be_i16(b, 2)?,
+        be_i16(b, 4)? as u16,
+        be_i16(b, 6)? as u16,
+    ))
+}
+
+/// numeric as an integer scaled by 10^scale (for Decimal128).
+fn numeric_to_i128(b: &[u8], scale: i8) -> Result<i128> {
+    let (n, weight, sign, _) = numeric_header(b)?;
+    if sign & 0xC000 == 0xC000 {
+        return Err(Error::Unsupported(
+            "NaN or infinite numeric cannot be stored in a decimal column; filter it or cast the column to text in the source query".into(),
+        ));
+    }
+    let mut acc: i128 = 0;
+    for i in 0..n {
+        let digit = i128::from(be_i16(b, 8 + 2 * i)?);
+        acc = acc
+            .checked_mul(10_000)
+            .and_then(|a| a.checked_add(digit))
+            .ok_or_else(|| bad("numeric does not fit its declared precision"))?;
+    }
+    // acc holds the digits; its last group has weight (weight - n + 1).
+    let exponent = 4 * (i32::from(weight) - n as i32 + 1) + i32::from(scale);
+    let scaled = if exponent >= 0 {
+        acc.checked_mul(10i128.pow(exponent as u32))
+    } else {
+        Some(acc / 10i128.pow((-exponent) as u32))
+    }
+    .ok_or_else(|| bad("numeric does not fit its declared precision"))?;
+    Ok(if sign == 0x4000 { -scaled } else { scaled })
+}
+
+/// numeric as its exact decimal text, as PostgreSQL prints it.
+fn numeric_to_text(b: &[u8]) -> Result<String> {
+    let (n, weight, sign, dscale) = numeric_header(b)?;
+    match sign {
+        0xC000 => return Ok("NaN".into()),
+        0xD000 => return Ok("Infinity".into()),
+        0xF000 => return Ok("-Infinity".into()),
+        _ => {}
+    }
+    let digit = |i: i32| -> Result<i16> {
+        if i >= 0 && (i as usize) < n {
+            be_i16(b, 8 + 2 * i as usize)
+        } else {
+            Ok(0)
+        }
+    };
+    let mut text = String::new();
+    if sign == 0x4000 {
+        text.push('-');
+    }
+    if weight < 0 {
+        text.push('0');
+    } else {
+        for w in 0..=i32::from(weight) {
+            let d = digit(w)?;
+            if w == 0 {
+                text.push_str(&d.to_string());
+            } else {
+                text.push_str(&format!("{d:04}"));
+            }
+        }
+    }
+    if dscale > 0 {
+        text.push('.');
+        let mut fraction = String::new();
+        let mut i = i32::from(weight) + 1;
+        while fraction.len() < dscale as usize {
+            fraction.push_str(&format!("{:04}", digit(i)?));
+            i += 1;
+        }
+        fraction.truncate(dscale as usize);
+        text.push_str(&fraction);
+    }
+    Ok(text)
+}
+
+fn uuid_text(b: &[u8]) -> Result<String> {
+    let bytes: [u8; 16] = fixed(b)?;
+    let hex: String = bytes.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
+}
+
+fn inet_text(b: &[u8]) -> Result<String> {
+    let (family, bits, is_cidr) = (
+        *b.first().ok_or_else(|| bad("short inet"))?,
+        *b.get(1).ok_or_else(|| bad("short inet"))?,
+        b.get(2).is_some_and(|c| *c != 0),
+    );
+    let addr = b.get(4..).unwrap_or_default();
+    let (text, full) = if family == 2 {
+        let a: [u8; 4] = fixed(addr)?;
+        (std::net::Ipv4Addr::from(a).to_string(), 32)
+    } else {
+        let a: [u8; 16] = fixed(addr)?;
+        (std::net::Ipv6Addr::from(a).to_string(), 128)
+    };
+    Ok(if is_cidr || bits != full {
+        format!("{text}/{bits}")
+    } else {
+        text
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric(weight: i16, sign: u16, dscale: u16, digits: &[i16]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [digits.len() as i16, weight, sign as i16, dscale as i16] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        for d in digits {
+            b.extend_from_slice(&d.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn numeric_values() {
+        // 12345.678 = [1, 2345, 6780] with weight 1
+        let v = numeric(1, 0, 3, &[1, 2345, 6780]);
+        assert_eq!(numeric_to_text(&v).unwrap(), "12345.678");
+        assert_eq!(numeric_to_i128(&v, 3).unwrap(), 12_345_678);
+        // -0.05 = [500] with weight -1
+        let v = numeric(-1, 0x4000, 2, &[500]);
+        assert_eq!(numeric_to_text(&v).unwrap(), "-0.05");
+        assert_eq!(numeric_to_i128(&v, 2).unwrap(), -5);
+        // 20000 = [2] with weight 1, no fraction
+        let v = numeric(1, 0, 0, &[2]);
+        assert_eq!(numeric_to_text(&v).unwrap(), "20000");
+        assert_eq!(numeric_to_i128(&v, 2).unwrap(), 2_000_000);
+        assert_eq!(numeric_to_text(&numeric(0, 0xC000, 0, &[])).unwrap(), "NaN");
+        assert!(numeric_to_i128(&numeric(0, 0xC000, 0, &[]), 2).is_err());
+    }
+
+    #[test]
+    fn uuid_and_inet_text() {
+        let u: Vec<u8> = (0u8..16).collect();
+        assert_eq!(
+            uuid_text(&u).unwrap(),
+            "00010203-0405-0607-0809-0a0b0c0d0e0f"
+        );
+        assert_eq!(inet_text(&[2, 32, 0, 4, 10, 0, 0, 1]).unwrap(), "10.0.0.1");
+        assert_eq!(
+            inet_text(&[2, 24, 1, 4, 10, 0, 0, 0]).unwrap(),
+            "10.0.0.0/24"
+        );
+    }
+}

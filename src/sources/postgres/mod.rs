@@ -1,0 +1,168 @@
+//! Reading PostgreSQL with `COPY (query) TO STDOUT (FORMAT binary)`, decoded into Arrow batches.
+
+mod columns;
+mod decode;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use futures::{StreamExt, pin_mut};
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{Client, NoTls};
+
+pub use columns::{PgColumn, PgKind};
+use decode::ColumnBuilder;
+
+use crate::error::{Error, Result};
+
+/// Rows per Arrow batch.
+pub const BATCH_ROWS: usize = 64 * 1024;
+
+/// Connects to PostgreSQL. The connection task runs until the client is dropped. Errors never
+/// show the password.
+pub async fn connect(url: &str) -> Result<Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| pg_error(&redact(url), &e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("postgres connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// The columns a query returns, mapped to Arrow (errors name unsupported columns).
+pub async fn describe(client: &Client, query: &str) -> Result<Vec<PgColumn>> {
+    let statement = client
+        .prepare(query)
+        .await
+        .map_err(|e| pg_error(query, &e))?;
+    statement
+        .columns()
+        .iter()
+        .map(|c| PgColumn::new(c.name(), c.type_(), c.type_modifier()))
+        .collect()
+}
+
+/// Runs a query through binary COPY and returns its rows as Arrow batches of up to
+/// [`BATCH_ROWS`] rows.
+pub async fn read(client: &Client, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let columns = describe(client, query).await?;
+    let schema: SchemaRef = Arc::new(Schema::new(
+        columns.iter().map(PgColumn::field).collect::<Vec<_>>(),
+    ));
+    let types: Vec<Type> = columns.iter().map(|c| c.pg_type.clone()).collect();
+    let copy = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
+    let stream = client
+        .copy_out(copy.as_str())
+        .await
+        .map_err(|e| pg_error(query, &e))?;
+    let rows = BinaryCopyOutStream::new(stream, &types);
+    pin_mut!(rows);
+    let mut builders: Vec<ColumnBuilder> = columns
+        .iter()
+        .map(|c| ColumnBuilder::new(&c.kind))
+        .collect();
+    let mut batches = Vec::new();
+    let mut count = 0usize;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(|e| pg_error(query, &e))?;
+        for (i, builder) in builders.iter_mut().enumerate() {
+            let raw: Option<Raw> = row.try_get(i).map_err(|e| pg_error(query, &e))?;
+            builder.append(raw.map(|r| r.0)).map_err(|e| {
+                Error::Unsupported(format!(
+                    "column \"{}\", row {}: {e}",
+                    columns[i].name,
+                    count + 1
+                ))
+            })?;
+        }
+        count += 1;
+        if count.is_multiple_of(BATCH_ROWS) {
+            batches.push(finish(&schema, &mut builders)?);
+        }
+    }
+    if builders.first().is_some_and(|b| !b.is_empty()) || batches.is_empty() {
+        batches.push(finish(&schema, &mut builders)?);
+    }
+    Ok((schema, batches))
+}
+
+fn finish(schema: &SchemaRef, builders: &mut [ColumnBuilder]) -> Result<RecordBatch> {
+    let arrays = builders
+        .iter_mut()
+        .map(ColumnBuilder::finish)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
+}
+
+/// A value's bytes as PostgreSQL sent them, for every type.
+struct Raw<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// A PostgreSQL error with what it concerned, in one line.
+fn pg_error(context: &str, err: &tokio_postgres::Error) -> Error {
+    let detail = err
+        .as_db_error()
+        .map(|db| db.message().to_string())
+        .unwrap_or_else(|| {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        });
+    Error::Unsupported(format!("PostgreSQL ({context}): {detail}"))
+}
+
+/// A connection string without its password.
+pub fn redact(url: &str) -> String {
+    if let Ok(mut parsed) = url::Url::parse(url) {
+        if parsed.password().is_some() {
+            let _ = parsed.set_password(Some("***"));
+        }
+        return parsed.to_string();
+    }
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            super::redact("host=h user=u password=secret"),
+            "host=h user=u password=***"
+        );
+    }
+}
