@@ -13,6 +13,7 @@ pub mod demo;
 pub mod error;
 pub mod lake;
 pub mod output;
+pub mod pipeline;
 pub mod query;
 pub mod sources;
 

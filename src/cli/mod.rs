@@ -1,6 +1,7 @@
 //! The command line: flags, and one file per subcommand that calls the library and prints.
 
 mod demo;
+mod ingest;
 mod lake;
 mod repl;
 mod sql;
@@ -45,6 +46,11 @@ pub struct Cli {
 pub enum Command {
     /// Generate a year of synthetic game data into the lake, then run showcase queries.
     Demo(demo::DemoArgs),
+    /// Run a pipeline file once (PostgreSQL snapshot into lake tables).
+    Ingest(ingest::IngestArgs),
+    /// Work with pipeline files.
+    #[command(subcommand)]
+    Pipeline(ingest::PipelineCommand),
     /// Run SQL: a REPL when neither -c nor -f is given.
     Sql(sql::SqlArgs),
     /// Inspect and maintain lake tables.
@@ -69,6 +75,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Demo(args) => demo::run(&context, args).await,
+        Command::Ingest(args) => ingest::ingest(&context, args).await,
+        Command::Pipeline(cmd) => ingest::pipeline(cmd),
         Command::Sql(args) => sql::run(&context, args).await,
         Command::Lake(cmd) => lake::run(&context, cmd).await,
     }

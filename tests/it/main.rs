@@ -4,6 +4,7 @@ mod cli;
 mod demo;
 mod errors;
 mod interop;
+mod pipelines;
 mod postgres;
 mod s3;
 mod slt;

@@ -6,14 +6,14 @@ use gamelake::sources::postgres::{connect, read};
 use crate::support::render;
 
 /// A fresh database, dropped on drop.
-struct TestDb {
+pub(crate) struct TestDb {
     name: String,
 }
 
 const ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 
 impl TestDb {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let name = format!("gamelake_{}", uuid::Uuid::new_v4().simple());
         let admin = connect(ADMIN_URL)
             .await
@@ -25,7 +25,7 @@ impl TestDb {
         Self { name }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!(
             "host=127.0.0.1 port=5432 user=postgres dbname={}",
             self.name

@@ -1,0 +1,74 @@
+//! `gamelake ingest PIPELINE.toml` and `gamelake pipeline validate FILE`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::Context;
+use crate::error::Result;
+use crate::pipeline::{PipelineConfig, dry_run, run as run_pipeline};
+
+/// Flags of `gamelake ingest`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:
+  PG_URL=postgres://app@127.0.0.1/game gamelake ingest pipelines/oltp_snapshot.toml")]
+pub struct IngestArgs {
+    /// The pipeline file (see pipelines/ for examples).
+    pub file: PathBuf,
+    /// Check the file and the source (connection, tables, column types) without writing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Start over. Snapshot tables are always copied in full, so this changes nothing for them.
+    #[arg(long)]
+    pub full_refresh: bool,
+}
+
+/// Pipeline subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Check a pipeline file (keys, values, environment variables) without connecting.
+    Validate {
+        /// The pipeline file.
+        file: PathBuf,
+    },
+}
+
+/// Runs `gamelake ingest`.
+pub async fn ingest(context: &Context, args: IngestArgs) -> Result<()> {
+    let pipeline = PipelineConfig::load(&args.file)?;
+    if args.dry_run {
+        for (table, columns) in dry_run(&pipeline).await? {
+            eprintln!("{table}: {columns} columns readable");
+        }
+        eprintln!("dry run: nothing written");
+        return Ok(());
+    }
+    let session = context.session().await?;
+    for report in run_pipeline(&session, &pipeline).await? {
+        eprintln!(
+            "{}: {} rows in {:.1}s ({:.0} rows/s), {:?}",
+            report.table,
+            report.rows,
+            report.seconds,
+            report.rows as f64 / report.seconds.max(1e-9),
+            report.outcome
+        );
+    }
+    Ok(())
+}
+
+/// Runs `gamelake pipeline ...`.
+pub fn pipeline(command: PipelineCommand) -> Result<()> {
+    match command {
+        PipelineCommand::Validate { file } => {
+            let p = PipelineConfig::load(&file)?;
+            println!(
+                "{}: pipeline {} with {} table(s) is valid",
+                file.display(),
+                p.name,
+                p.tables.len()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Pipeline files: `pipelines/NAME.toml`. Unknown keys and bad values are errors naming the
+//! file, line and key; `${VAR}` takes a value from the environment.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::line_column;
+use crate::error::{Error, Result};
+
+/// One pipeline: a source and the tables it fills.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Name, used in the lake's transaction markers (`gamelake:NAME:schema.table`).
+    pub name: String,
+    /// Where rows come from.
+    pub source: SourceConfig,
+    /// The tables to fill.
+    #[serde(rename = "table")]
+    pub tables: Vec<TableConfig>,
+}
+
+/// `[source]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A PostgreSQL database.
+    Postgres {
+        /// Connection URL (`postgres://user:pass@host:5432/db`) or key=value string; use
+        /// `${PG_URL}` to keep the password out of the file.
+        url: String,
+        /// Connections that read one table's snapshot in parallel (default 4).
+        #[serde(default = "default_parallelism")]
+        parallelism: usize,
+    },
+}
+
+fn default_parallelism() -> usize {
+    4
+}
+
+/// How a table is kept in sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A consistent full copy, replacing the lake table in one commit.
+    Snapshot,
+    /// New and changed rows by a cursor column, merged by key (not implemented yet).
+    Incremental,
+    /// Rows older than a cutoff, moved out of PostgreSQL (not implemented yet).
+    Archive,
+}
+
+/// `[[table]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Source table, `schema.table` (or use `query`).
+    pub from: Option<String>,
+    /// Source query, for a transform or a cast of unsupported types (or use `from`).
+    pub query: Option<String>,
+    /// Lake table, `schema.table`.
+    pub to: String,
+    /// Sync mode.
+    pub mode: Mode,
+    /// Key columns (required for incremental).
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Cursor column for incremental mode.
+    pub cursor: Option<String>,
+    /// Time column for archive mode.
+    pub time_column: Option<String>,
+    /// Age after which rows are archived, e.g. "365d".
+    pub archive_after: Option<String>,
+    /// Partition columns of the lake table.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Sort order within files.
+    #[serde(default)]
+    pub sort_by: Vec<String>,
+    /// Columns with bloom filters.
+    #[serde(default)]
+    pub bloom_filter_columns: Vec<String>,
+}
+
+impl TableConfig {
+    /// The query that reads the source rows.
+    pub fn source_query(&self) -> String {
+        match (&self.query, &self.from) {
+            (Some(q), _) => q.trim().trim_end_matches(';').to_string(),
+            (None, Some(from)) => format!("SELECT * FROM {from}"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Reads a pipeline file: env substitution, then strict parsing and checks.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses pipeline text; `path` names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let substituted = substitute_env(text, path)?;
+        let config: Self = toml::from_str(&substituted).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|s| line_column(&substituted, s.start))
+                .unwrap_or((1, 1));
+            config_error(path, line, column, e.message())
+        })?;
+        config.check(text, path)?;
+        Ok(config)
+    }
+
+    fn check(&self, text: &str, path: &Path) -> Result<()> {
+        let at = |needle: &str| {
+            text.find(needle)
+                .map(|o| line_column(text, o))
+                .unwrap_or((1, 1))
+        };
+        if self.tables.is_empty() {
+            return Err(config_error(path, 1, 1, "no [[table]]: add at least one"));
+        }
+        for t in &self.tables {
+            let (line, column) = at(&format!("\"{}\"", t.to));
+            let fail = |message: String| Err(config_error(path, line, column, &message));
+            crate::lake::TableRef::parse(&t.to)
+                .map_err(|e| config_error(path, line, column, &e.to_string()))?;
+            if t.from.is_some() == t.query.is_some() {
+                return fail(format!(
+                    "table {}: give exactly one of `from` (a table) or `query`",
+                    t.to
+                ));
+            }
+            match t.mode {
+                Mode::Snapshot => {}
+                Mode::Incremental | Mode::Archive => {
+                    return fail(format!(
+                        "table {}: mode {:?} is not implemented yet; use mode = \"snapshot\"",
+                        t.to, t.mode
+                    ));
+                }
+            }
+        }
+        if let SourceConfig::Postgres { parallelism, .. } = &self.source
+            && !(1..=64).contains(parallelism)
+        {
+            let (line, column) = at("parallelism");
+            return Err(config_error(
+                path,
+                line,
+                column,
+                "parallelism must be 1 to 64",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn config_error(path: &Path, line: usize, column: usize, message: &str) -> Error {
+    Error::Config {
+        file: PathBuf::from(path),
+        line,
+        column,
+        message: message.to_string(),
+    }
+}
+
+/// Replaces `${NAME}` with the environment variable's value; a missing one is an error at its line.
+fn substitute_env(text: &str, path: &Path) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            let (line, column) = line_column(text, text.len() - rest.len() + start);
+            return Err(config_error(path, line, column, "unclosed ${"));
+        };
+        let name = &after[..end];
+        match std::env::var(name) {
+            Ok(value) => out.push_str(&value),
+            Err(_) => {
+                let (line, column) = line_column(text, text.len() - rest.len() + start);
+                return Err(config_error(
+                    path,
+                    line,
+                    column,
+                    &format!("environment variable {name} is not set (the file uses ${{{name}}})"),
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"name = "oltp"
+[source]
+kind = "postgres"
+url = "host=localhost"
+[[table]]
+from = "public.players"
+to = "game.players"
+mode = "snapshot"
+"#;
+
+    #[test]
+    fn parses_a_pipeline() {
+        let p = PipelineConfig::parse(GOOD, Path::new("p.toml")).unwrap();
+        assert_eq!(p.tables[0].source_query(), "SELECT * FROM public.players");
+        assert!(matches!(
+            p.source,
+            SourceConfig::Postgres { parallelism: 4, .. }
+        ));
+    }
+
+    #[test]
+    fn typo_names_file_line_and_key() {
+        let bad = GOOD.replace("mode = ", "mdoe = ");
+        let err = PipelineConfig::parse(&bad, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("p.toml:8:1:") && err.contains("mdoe"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_environment_variable_is_named() {
+        let bad = GOOD.replace("host=localhost", "${GAMELAKE_TEST_SURELY_UNSET}");
+        let err = PipelineConfig::parse(&bad, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("p.toml:4:") && err.contains("GAMELAKE_TEST_SURELY_UNSET"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unimplemented_modes_and_bad_tables_are_refused() {
+        let err = PipelineConfig::parse(
+            &GOOD.replace("\"snapshot\"", "\"incremental\""),
+            Path::new("p.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not implemented yet"), "{err}");
+        let err = PipelineConfig::parse(
+            &GOOD.replace("game.players", "players"),
+            Path::new("p.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("schema.table"), "{err}");
+    }
+}

@@ -1,0 +1,151 @@
+//! Snapshot mode: a consistent point-in-time copy of a PostgreSQL table, read by several
+//! connections that share one exported snapshot, committed to the lake in one Delta commit.
+
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+use futures::future::try_join_all;
+use tokio_postgres::Client;
+
+use super::config::TableConfig;
+use crate::error::{Error, Result};
+use crate::lake::TableRef;
+use crate::lake::write::{
+    TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
+};
+use crate::query::Session;
+use crate::sources::postgres::{connect, read};
+
+/// What a snapshot did.
+#[derive(Clone, Debug)]
+pub struct SnapshotReport {
+    /// The lake table.
+    pub table: String,
+    /// Rows copied.
+    pub rows: usize,
+    /// Seconds taken.
+    pub seconds: f64,
+    /// The commit's outcome.
+    pub outcome: WriteOutcome,
+}
+
+/// Copies one table. `from` tables are split by physical page ranges (ctid) across
+/// `parallelism` connections, all inside the snapshot the first connection exported, so the
+/// copy is consistent even while the table changes; `query` sources use one connection.
+pub async fn snapshot_table(
+    session: &Session,
+    url: &str,
+    pipeline: &str,
+    table: &TableConfig,
+    parallelism: usize,
+) -> Result<SnapshotReport> {
+    let started = Instant::now();
+    let target = TableRef::parse(&table.to)?;
+    let coordinator = connect(url).await?;
+    coordinator
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| pg(&table.to, &e))?;
+    let snapshot: String = coordinator
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(|e| pg(&table.to, &e))?
+        .get(0);
+    let queries = match &table.from {
+        Some(from) if parallelism > 1 => page_ranges(&coordinator, from, parallelism).await?,
+        _ => vec![table.source_query()],
+    };
+    let readers = queries.iter().map(|query| {
+        let snapshot = snapshot.clone();
+        async move {
+            let client = connect(url).await?;
+            client
+                .batch_execute(&format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
+                ))
+                .await
+                .map_err(|e| pg(query, &e))?;
+            let (_, batches) = read(&client, query).await?;
+            Ok::<_, Error>(batches)
+        }
+    });
+    let parts = try_join_all(readers).await?;
+    let _ = coordinator.batch_execute("COMMIT").await;
+    let batches: Vec<RecordBatch> = parts.into_iter().flatten().collect();
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+
+    let app_id = format!("gamelake:{pipeline}:{target}");
+    let position = transaction_version(session.lake(), &target, &app_id)
+        .await?
+        .unwrap_or(0)
+        + 1;
+    let options = WriteOptions {
+        mode: if session.lake().is_table(&target).await? {
+            WriteMode::Overwrite
+        } else {
+            WriteMode::Create
+        },
+        layout: TableLayout {
+            partition_by: table.partition_by.clone(),
+            sort_by: table.sort_by.clone(),
+            bloom_filter_columns: table.bloom_filter_columns.clone(),
+            ..Default::default()
+        },
+        transaction: Some((app_id, position)),
+    };
+    let outcome = write_batches(
+        session.lake(),
+        &target,
+        &session.context().state(),
+        batches,
+        options,
+    )
+    .await?;
+    session.catalog().note_table(&target, true);
+    Ok(SnapshotReport {
+        table: target.to_string(),
+        rows,
+        seconds: started.elapsed().as_secs_f64(),
+        outcome,
+    })
+}
+
+/// Queries that together read every page of `from` once: `[start, end)` page ranges by ctid,
+/// the last one open-ended.
+async fn page_ranges(client: &Client, from: &str, parts: usize) -> Result<Vec<String>> {
+    let pages: i64 = client
+        .query_one(
+            "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::int)::bigint",
+            &[&from],
+        )
+        .await
+        .map_err(|e| pg(from, &e))?
+        .get(0);
+    let step = (pages / parts as i64).max(1);
+    let mut queries = Vec::new();
+    let mut start = 0;
+    for i in 0..parts {
+        let last = i + 1 == parts || start + step >= pages;
+        queries.push(if last {
+            format!("SELECT * FROM {from} WHERE ctid >= '({start},0)'::tid")
+        } else {
+            format!(
+                "SELECT * FROM {from} WHERE ctid >= '({start},0)'::tid AND ctid < '({},0)'::tid",
+                start + step
+            )
+        });
+        if last {
+            break;
+        }
+        start += step;
+    }
+    Ok(queries)
+}
+
+fn pg(context: &str, err: &tokio_postgres::Error) -> Error {
+    let detail = err
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| err.to_string());
+    Error::Unsupported(format!("PostgreSQL ({context}): {detail}"))
+}

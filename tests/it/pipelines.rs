@@ -1,0 +1,169 @@
+//! Pipelines against the real PostgreSQL: parallel snapshots that equal the source, committed
+//! with the pipeline's position, and pipeline files with typos refused at the right line.
+
+use crate::postgres::TestDb;
+use crate::support::{TempLake, gamelake_err, gamelake_ok, repo_root};
+use gamelake::sources::postgres::connect;
+
+const PIPELINE: &str = r#"name = "test"
+[source]
+kind = "postgres"
+url = "${PG_URL}"
+parallelism = 4
+[[table]]
+from = "public.players"
+to = "game.players"
+mode = "snapshot"
+sort_by = ["player_id"]
+bloom_filter_columns = ["player_id"]
+[[table]]
+query = "SELECT id, label::text AS label FROM public.shapes"
+to = "game.shapes"
+mode = "snapshot"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_snapshot_equals_the_source_and_records_its_position() {
+    let db = TestDb::new().await;
+    let client = connect(&db.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE players (player_id bigint PRIMARY KEY, region text, balance numeric(12,2), signup_at timestamptz);
+             INSERT INTO players SELECT g, (ARRAY['beijing','shanghai','guangzhou'])[g % 3 + 1], g * 0.01, '2026-01-01'::timestamptz + g * interval '1 minute'
+               FROM generate_series(1, 200000) g;
+             DELETE FROM players WHERE player_id % 7 = 0;
+             CREATE TABLE shapes (id int, label text);
+             INSERT INTO shapes VALUES (1, 'circle'), (2, NULL);
+             ANALYZE;",
+        )
+        .await
+        .unwrap();
+    let expected = client
+        .query_one("SELECT count(*)::text || '|' || sum(player_id)::text || '|' || sum(balance)::text FROM players", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+
+    let lake = TempLake::new();
+    let file = lake.path().join("test.toml");
+    std::fs::write(&file, PIPELINE).unwrap();
+    let (loc, file_s, url) = (lake.location(), file.display().to_string(), db.url());
+    let env = [("PG_URL", url.as_str())];
+    gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
+    let q =
+        "SELECT count(*) || '|' || sum(player_id) || '|' || sum(balance) AS v FROM game.players";
+    let got = gamelake_ok(&["--lake", &loc, "sql", "-c", q, "--format", "csv"], &[]);
+    assert_eq!(got, format!("v\n{expected}\n"));
+    let shapes = gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "-c",
+            "SELECT * FROM game.shapes ORDER BY id",
+            "--format",
+            "csv",
+        ],
+        &[],
+    );
+    assert_eq!(shapes, "id,label\n1,circle\n2,\n");
+
+    // A second run replaces the copy and advances the pipeline's position by one.
+    client
+        .batch_execute("INSERT INTO players VALUES (7, 'tokyo', 1, now())")
+        .await
+        .unwrap();
+    gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
+    let got = gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "-c",
+            "SELECT count(*) AS n FROM game.players WHERE player_id = 7",
+            "--format",
+            "csv",
+        ],
+        &[],
+    );
+    assert_eq!(got, "n\n1\n");
+    let history = gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "-c",
+            "SELECT txn FROM game.\"players$history\" WHERE txn IS NOT NULL ORDER BY version",
+            "--format",
+            "csv",
+        ],
+        &[],
+    );
+    assert_eq!(
+        history,
+        "txn\ngamelake:test:game.players=1\ngamelake:test:game.players=2\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_pipelines_are_refused_before_anything_is_written() {
+    let db = TestDb::new().await;
+    let client = connect(&db.url()).await.unwrap();
+    client.batch_execute("CREATE TABLE players (player_id bigint, spot point); CREATE TABLE shapes (id int, label text);").await.unwrap();
+    let lake = TempLake::new();
+    let loc = lake.location();
+    let file = lake.path().join("p.toml");
+    let file_s = file.display().to_string();
+    let url = db.url();
+    let env = [("PG_URL", url.as_str())];
+
+    // A typo: the file, the line and the key.
+    std::fs::write(
+        &file,
+        PIPELINE.replace(
+            "mode = \"snapshot\"\nsort_by",
+            "mdoe = \"snapshot\"\nsort_by",
+        ),
+    )
+    .unwrap();
+    let err = gamelake_err(&["pipeline", "validate", &file_s], &env);
+    assert!(
+        err.contains(&format!("{file_s}:9:1")) && err.contains("mdoe"),
+        "{err}"
+    );
+
+    // A missing environment variable is named.
+    std::fs::write(&file, PIPELINE).unwrap();
+    let err = gamelake_err(&["pipeline", "validate", &file_s], &[]);
+    assert!(err.contains("PG_URL is not set"), "{err}");
+
+    // An unsupported column type: the dry run names it and the cast that fixes it.
+    let err = gamelake_err(&["--lake", &loc, "ingest", &file_s, "--dry-run"], &env);
+    assert!(err.contains("\"spot\"") && err.contains("::text"), "{err}");
+    let err = gamelake_err(&["--lake", &loc, "ingest", &file_s], &env);
+    assert!(err.contains("\"spot\""), "{err}");
+    assert!(
+        !lake.path().join("game/players").exists(),
+        "nothing may be written"
+    );
+
+    // A wrong password never shows the password.
+    std::fs::write(
+        &file,
+        PIPELINE.replace("${PG_URL}", "postgres://nobody:hunter2@127.0.0.1:5432/nodb"),
+    )
+    .unwrap();
+    let err = gamelake_err(&["--lake", &loc, "ingest", &file_s], &[]);
+    assert!(!err.contains("hunter2") && err.contains("***"), "{err}");
+}
+
+#[test]
+fn shipped_pipelines_are_valid() {
+    for entry in std::fs::read_dir(repo_root().join("pipelines")).unwrap() {
+        let path = entry.unwrap().path().display().to_string();
+        gamelake_ok(
+            &["pipeline", "validate", &path],
+            &[("PG_URL", "host=127.0.0.1")],
+        );
+    }
+}
