@@ -138,7 +138,14 @@ impl PipelineConfig {
             }
             match t.mode {
                 Mode::Snapshot => {}
-                Mode::Incremental | Mode::Archive => {
+                Mode::Incremental if t.key.is_empty() || t.cursor.is_none() => {
+                    return fail(format!(
+                        "table {}: incremental mode needs key = [...] and cursor = \"column\"",
+                        t.to
+                    ));
+                }
+                Mode::Incremental => {}
+                Mode::Archive => {
                     return fail(format!(
                         "table {}: mode {:?} is not implemented yet; use mode = \"snapshot\"",
                         t.to, t.mode
@@ -251,7 +258,7 @@ mode = "snapshot"
     #[test]
     fn unimplemented_modes_and_bad_tables_are_refused() {
         let err = PipelineConfig::parse(
-            &GOOD.replace("\"snapshot\"", "\"incremental\""),
+            &GOOD.replace("\"snapshot\"", "\"archive\""),
             Path::new("p.toml"),
         )
         .unwrap_err()

@@ -2,9 +2,11 @@
 //! (each commit carries the pipeline's position as a Delta transaction marker).
 
 pub mod config;
+mod incremental;
 mod snapshot;
 
 pub use config::{Mode, PipelineConfig, SourceConfig, TableConfig};
+pub use incremental::incremental_table;
 pub use snapshot::{SnapshotReport, snapshot_table};
 
 use crate::error::Result;
@@ -16,7 +18,10 @@ pub async fn run(session: &Session, pipeline: &PipelineConfig) -> Result<Vec<Sna
     let SourceConfig::Postgres { url, parallelism } = &pipeline.source;
     let mut reports = Vec::new();
     for table in &pipeline.tables {
-        reports.push(snapshot_table(session, url, &pipeline.name, table, *parallelism).await?);
+        reports.push(match table.mode {
+            Mode::Incremental => incremental_table(session, url, &pipeline.name, table).await?,
+            _ => snapshot_table(session, url, &pipeline.name, table, *parallelism).await?,
+        });
     }
     Ok(reports)
 }

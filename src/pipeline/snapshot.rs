@@ -14,7 +14,7 @@ use crate::lake::write::{
     TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
 };
 use crate::query::Session;
-use crate::sources::postgres::{connect, read};
+use crate::sources::postgres::{connect, pg_error, read};
 
 /// What a snapshot did.
 #[derive(Clone, Debug)]
@@ -45,11 +45,11 @@ pub async fn snapshot_table(
     coordinator
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
-        .map_err(|e| pg(&table.to, &e))?;
+        .map_err(|e| pg_error(&table.to, &e))?;
     let snapshot: String = coordinator
         .query_one("SELECT pg_export_snapshot()", &[])
         .await
-        .map_err(|e| pg(&table.to, &e))?
+        .map_err(|e| pg_error(&table.to, &e))?
         .get(0);
     let queries = match &table.from {
         Some(from) if parallelism > 1 => page_ranges(&coordinator, from, parallelism).await?,
@@ -64,7 +64,7 @@ pub async fn snapshot_table(
                     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
                 ))
                 .await
-                .map_err(|e| pg(query, &e))?;
+                .map_err(|e| pg_error(query, &e))?;
             let (_, batches) = read(&client, query).await?;
             Ok::<_, Error>(batches)
         }
@@ -119,7 +119,7 @@ async fn page_ranges(client: &Client, from: &str, parts: usize) -> Result<Vec<St
             &[&from],
         )
         .await
-        .map_err(|e| pg(from, &e))?
+        .map_err(|e| pg_error(from, &e))?
         .get(0);
     let step = (pages / parts as i64).max(1);
     let mut queries = Vec::new();
@@ -140,12 +140,4 @@ async fn page_ranges(client: &Client, from: &str, parts: usize) -> Result<Vec<St
         start += step;
     }
     Ok(queries)
-}
-
-fn pg(context: &str, err: &tokio_postgres::Error) -> Error {
-    let detail = err
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_else(|| err.to_string());
-    Error::Unsupported(format!("PostgreSQL ({context}): {detail}"))
 }

@@ -246,3 +246,82 @@ async fn killed_snapshots_leave_all_or_nothing_and_a_rerun_finishes() {
         full
     );
 }
+
+const INCREMENTAL: &str = r#"name = "inc"
+[source]
+kind = "postgres"
+url = "${PG_URL}"
+[[table]]
+from = "public.orders"
+to = "game.orders"
+mode = "incremental"
+key = ["order_id"]
+cursor = "updated_at"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_merges_changes_and_misses_no_late_commit() {
+    let db = TestDb::new().await;
+    let client = connect(&db.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE orders (order_id bigint PRIMARY KEY, amount numeric(12,2), updated_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO orders (order_id, amount) SELECT g, g FROM generate_series(1, 1000) g;",
+        )
+        .await
+        .unwrap();
+    let lake = TempLake::new();
+    let file = lake.path().join("inc.toml");
+    std::fs::write(&file, INCREMENTAL).unwrap();
+    let (loc, file_s, url) = (lake.location(), file.display().to_string(), db.url());
+    let env = [("PG_URL", url.as_str())];
+    let state = "SELECT count(*) || '|' || count(DISTINCT order_id) || '|' || sum(amount) AS v FROM game.orders";
+    gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
+    assert_eq!(
+        gamelake_ok(
+            &["--lake", &loc, "sql", "-c", state, "--format", "csv"],
+            &[]
+        ),
+        "v\n1000|1000|500500.00\n"
+    );
+
+    // A transaction starts and writes (its rows carry its start time), but commits late...
+    let late = connect(&db.url()).await.unwrap();
+    late.batch_execute("BEGIN; INSERT INTO orders (order_id, amount) VALUES (5001, 1)")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // ...while later transactions commit first.
+    client
+        .batch_execute("INSERT INTO orders (order_id, amount) VALUES (5002, 2); UPDATE orders SET amount = 0, updated_at = now() WHERE order_id = 1;")
+        .await
+        .unwrap();
+    gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
+    // The open transaction bounds this run: nothing at or after its start was taken yet.
+    assert_eq!(
+        gamelake_ok(
+            &["--lake", &loc, "sql", "-c", state, "--format", "csv"],
+            &[]
+        ),
+        "v\n1000|1000|500500.00\n"
+    );
+    late.batch_execute("COMMIT").await.unwrap();
+    gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
+    // Every row once: the late insert, the later insert, the update merged by key.
+    assert_eq!(
+        gamelake_ok(
+            &["--lake", &loc, "sql", "-c", state, "--format", "csv"],
+            &[]
+        ),
+        "v\n1002|1002|500502.00\n"
+    );
+    // A run with nothing new changes nothing.
+    gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
+    assert_eq!(
+        gamelake_ok(
+            &["--lake", &loc, "sql", "-c", state, "--format", "csv"],
+            &[]
+        ),
+        "v\n1002|1002|500502.00\n"
+    );
+}

@@ -116,7 +116,7 @@ impl<'a> FromSql<'a> for Raw<'a> {
 }
 
 /// A PostgreSQL error with what it concerned, in one line.
-fn pg_error(context: &str, err: &tokio_postgres::Error) -> Error {
+pub fn pg_error(context: &str, err: &tokio_postgres::Error) -> Error {
     let detail = err
         .as_db_error()
         .map(|db| db.message().to_string())

@@ -1,0 +1,177 @@
+//! Incremental mode: rows whose timestamp cursor moved since the last run, merged into the lake
+//! table by key, with the new watermark committed in the same Delta commit.
+//!
+//! Late commits: a transaction that started at T and commits later writes cursor values ≥ T
+//! (`now()` is the transaction's start). So each run reads `[watermark, upper)` where `upper`
+//! is the start of the oldest transaction still open in the database (or now, if none), and the
+//! next run starts at `upper`: a row committed late is read by the run after its commit.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::datasource::MemTable;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+
+use super::config::TableConfig;
+use super::snapshot::SnapshotReport;
+use crate::error::{Error, Result};
+use crate::lake::write::{
+    TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
+};
+use crate::lake::{TableRef, TableVersion};
+use crate::query::Session;
+use crate::sources::postgres::{PgKind, connect, describe, pg_error, read};
+
+/// Runs one incremental step for a table.
+pub async fn incremental_table(
+    session: &Session,
+    url: &str,
+    pipeline: &str,
+    table: &TableConfig,
+) -> Result<SnapshotReport> {
+    let started = Instant::now();
+    let target = TableRef::parse(&table.to)?;
+    let cursor = table.cursor.clone().unwrap_or_default();
+    let client = connect(url).await?;
+    let base = table.source_query();
+    let columns = describe(&client, &base).await?;
+    match columns.iter().find(|c| c.name == cursor).map(|c| &c.kind) {
+        Some(PgKind::Timestamp | PgKind::TimestampTz) => {}
+        Some(other) => {
+            return Err(Error::Unsupported(format!(
+                "{}: cursor column \"{cursor}\" is {other:?}; incremental mode needs a timestamp or timestamptz cursor (e.g. updated_at set by now())",
+                table.to
+            )));
+        }
+        None => {
+            return Err(Error::Unsupported(format!(
+                "{}: cursor column \"{cursor}\" is not among the source's columns",
+                table.to
+            )));
+        }
+    }
+    let app_id = format!("gamelake:{pipeline}:{target}");
+    let watermark = transaction_version(session.lake(), &target, &app_id).await?;
+
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| pg_error(&table.to, &e))?;
+    // Microseconds since the epoch of the upper bound: our start, or an older open transaction's.
+    let upper: i64 = client
+        .query_one(
+            "SELECT (extract(epoch FROM least(now(), coalesce(
+                 (SELECT min(xact_start) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL),
+                 now()))) * 1000000)::bigint",
+            &[],
+        )
+        .await
+        .map_err(|e| pg_error(&table.to, &e))?
+        .get(0);
+    let bound =
+        |micros: i64| format!("(timestamptz 'epoch' + {micros} * interval '1 microsecond')");
+    let lower = watermark
+        .map(|w| format!("\"{cursor}\" >= {} AND ", bound(w)))
+        .unwrap_or_default();
+    let query = format!(
+        "SELECT * FROM ({base}) AS src WHERE {lower}\"{cursor}\" < {}",
+        bound(upper)
+    );
+    let (schema, batches) = read(&client, &query).await?;
+    let _ = client.batch_execute("COMMIT").await;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+
+    let outcome = if !session.lake().is_table(&target).await? {
+        let options = WriteOptions {
+            mode: WriteMode::Create,
+            layout: TableLayout {
+                partition_by: table.partition_by.clone(),
+                sort_by: table.sort_by.clone(),
+                bloom_filter_columns: table.bloom_filter_columns.clone(),
+                ..Default::default()
+            },
+            transaction: Some((app_id, upper)),
+        };
+        let batches = if batches.is_empty() {
+            vec![RecordBatch::new_empty(schema)]
+        } else {
+            batches
+        };
+        write_batches(
+            session.lake(),
+            &target,
+            &session.context().state(),
+            batches,
+            options,
+        )
+        .await?
+    } else {
+        merge(
+            session, &target, schema, batches, &table.key, &app_id, upper,
+        )
+        .await?
+    };
+    session.catalog().note_table(&target, true);
+    Ok(SnapshotReport {
+        table: target.to_string(),
+        rows,
+        seconds: started.elapsed().as_secs_f64(),
+        outcome,
+    })
+}
+
+/// Upserts rows by key, recording the watermark in the same commit.
+async fn merge(
+    session: &Session,
+    target: &TableRef,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    batches: Vec<RecordBatch>,
+    key: &[String],
+    app_id: &str,
+    upper: i64,
+) -> Result<WriteOutcome> {
+    let dt = session
+        .lake()
+        .open_table(target, &TableVersion::Latest)
+        .await?;
+    let source = session
+        .context()
+        .read_table(Arc::new(MemTable::try_new(schema.clone(), vec![batches])?))?;
+    let predicate = key
+        .iter()
+        .map(|k| format!("target.\"{k}\" = source.\"{k}\""))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let (written, _) = dt
+        .merge(source, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_session_state(Arc::new(session.context().state()))
+        .with_commit_properties(
+            CommitProperties::default()
+                .with_application_transaction(Transaction::new(app_id, upper)),
+        )
+        .when_matched_update(|u| {
+            names.iter().fold(u, |u, n| {
+                u.update(format!("\"{n}\""), format!("source.\"{n}\""))
+            })
+        })
+        .and_then(|m| {
+            m.when_not_matched_insert(|i| {
+                names.iter().fold(i, |i, n| {
+                    i.set(format!("\"{n}\""), format!("source.\"{n}\""))
+                })
+            })
+        })
+        .map_err(|e| Error::delta(target.to_string(), e))?
+        .await
+        .map_err(|e| Error::delta(target.to_string(), e))?;
+    Ok(WriteOutcome::Committed {
+        version: written.version().unwrap_or_default(),
+        rows: 0,
+    })
+}
