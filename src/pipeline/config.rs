@@ -85,6 +85,16 @@ pub struct TableConfig {
 }
 
 impl TableConfig {
+    /// The lake table's layout this table asks for.
+    pub fn layout(&self) -> crate::lake::write::TableLayout {
+        crate::lake::write::TableLayout {
+            partition_by: self.partition_by.clone(),
+            sort_by: self.sort_by.clone(),
+            bloom_filter_columns: self.bloom_filter_columns.clone(),
+            ..Default::default()
+        }
+    }
+
     /// The query that reads the source rows.
     pub fn source_query(&self) -> String {
         match (&self.query, &self.from) {

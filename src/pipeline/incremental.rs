@@ -18,7 +18,7 @@ use super::config::TableConfig;
 use super::snapshot::SnapshotReport;
 use crate::error::{Error, Result};
 use crate::lake::write::{
-    TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
+    WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
 };
 use crate::lake::{TableRef, TableVersion};
 use crate::query::Session;
@@ -87,12 +87,7 @@ pub async fn incremental_table(
     let outcome = if !session.lake().is_table(&target).await? {
         let options = WriteOptions {
             mode: WriteMode::Create,
-            layout: TableLayout {
-                partition_by: table.partition_by.clone(),
-                sort_by: table.sort_by.clone(),
-                bloom_filter_columns: table.bloom_filter_columns.clone(),
-                ..Default::default()
-            },
+            layout: table.layout(),
             transaction: Some((app_id, upper)),
         };
         let batches = if batches.is_empty() {

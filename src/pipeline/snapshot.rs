@@ -11,7 +11,7 @@ use super::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
 use crate::lake::write::{
-    TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
+    WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
 };
 use crate::query::Session;
 use crate::sources::postgres::{connect, pg_error, read};
@@ -85,12 +85,7 @@ pub async fn snapshot_table(
         } else {
             WriteMode::Create
         },
-        layout: TableLayout {
-            partition_by: table.partition_by.clone(),
-            sort_by: table.sort_by.clone(),
-            bloom_filter_columns: table.bloom_filter_columns.clone(),
-            ..Default::default()
-        },
+        layout: table.layout(),
         transaction: Some((app_id, position)),
     };
     let outcome = write_batches(
