@@ -245,6 +245,27 @@ pub async fn write_batches(
     write_plan(lake, table, session, plan, options).await
 }
 
+/// Commits the rows of record batch streams (all with one schema, e.g. one per source
+/// connection) to a table in one commit, without holding them all in memory (unless the layout
+/// sorts them, which DataFusion does with its memory pool).
+pub async fn write_streams(
+    lake: &Lake,
+    table: &TableRef,
+    session: &SessionState,
+    schema: SchemaRef,
+    streams: Vec<SendableRecordBatchStream>,
+    options: WriteOptions,
+) -> Result<WriteOutcome> {
+    let partitions: Vec<Arc<dyn PartitionStream>> = streams
+        .into_iter()
+        .map(|s| Arc::new(OneShot::new(s)) as Arc<dyn PartitionStream>)
+        .collect();
+    let source = StreamingTable::try_new(schema, partitions)?;
+    let plan =
+        LogicalPlanBuilder::scan("input", provider_as_source(Arc::new(source)), None)?.build()?;
+    write_plan(lake, table, session, plan, options).await
+}
+
 /// Runs a logical plan and commits its rows to a table: partitioned, sorted within files by the
 /// layout's sort columns, zstd with page statistics and bloom filters, in one atomic commit.
 /// A failed run commits nothing, so the table stays as it was.

@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use datafusion::arrow::array::RecordBatch;
 use futures::future::try_join_all;
 use tokio_postgres::Client;
 
@@ -11,10 +10,10 @@ use super::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
 use crate::lake::write::{
-    WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
+    WriteMode, WriteOptions, WriteOutcome, transaction_version, write_streams,
 };
 use crate::query::Session;
-use crate::sources::postgres::{connect, pg_error, read};
+use crate::sources::postgres::{connect, pg_error, read_stream};
 
 /// What a snapshot did.
 #[derive(Clone, Debug)]
@@ -55,7 +54,8 @@ pub async fn snapshot_table(
         Some(from) if parallelism > 1 => page_ranges(&coordinator, from, parallelism).await?,
         _ => vec![table.source_query()],
     };
-    let readers = queries.iter().map(|query| {
+    // Every reader joins the exported snapshot before the coordinator lets it go.
+    let readers = queries.into_iter().map(|query| {
         let snapshot = snapshot.clone();
         async move {
             let client = connect(url).await?;
@@ -64,15 +64,16 @@ pub async fn snapshot_table(
                     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
                 ))
                 .await
-                .map_err(|e| pg_error(query, &e))?;
-            let (_, batches) = read(&client, query).await?;
-            Ok::<_, Error>(batches)
+                .map_err(|e| pg_error(&query, &e))?;
+            read_stream(client, query).await
         }
     });
-    let parts = try_join_all(readers).await?;
+    let streams = try_join_all(readers).await?;
     let _ = coordinator.batch_execute("COMMIT").await;
-    let batches: Vec<RecordBatch> = parts.into_iter().flatten().collect();
-    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    let schema = streams
+        .first()
+        .map(|s| s.schema())
+        .ok_or_else(|| Error::Unsupported(format!("{}: nothing to read", table.to)))?;
 
     let app_id = format!("gamelake:{pipeline}:{target}");
     let position = transaction_version(session.lake(), &target, &app_id)
@@ -88,14 +89,12 @@ pub async fn snapshot_table(
         layout: table.layout(),
         transaction: Some((app_id, position)),
     };
-    let outcome = write_batches(
-        session.lake(),
-        &target,
-        &session.context().state(),
-        batches,
-        options,
-    )
-    .await?;
+    let state = session.context().state();
+    let outcome = write_streams(session.lake(), &target, &state, schema, streams, options).await?;
+    let rows = match &outcome {
+        WriteOutcome::Committed { rows, .. } => *rows as usize,
+        WriteOutcome::AlreadyCommitted { .. } => 0,
+    };
     session.catalog().note_table(&target, true);
     Ok(SnapshotReport {
         table: target.to_string(),

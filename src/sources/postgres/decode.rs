@@ -7,10 +7,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
-    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
-    IntervalMonthDayNanoBuilder, ListArray, StringBuilder, Time64MicrosecondBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder,
+    ListArray, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{Field, IntervalMonthDayNano};
@@ -170,31 +169,6 @@ impl ColumnBuilder {
                 valid.push(false);
             }
         }
-    }
-
-    /// Rows appended so far.
-    pub fn len(&self) -> usize {
-        match self {
-            Self::Bool(x) => x.len(),
-            Self::I16(x) => x.len(),
-            Self::I32(x) => x.len(),
-            Self::I64(x) => x.len(),
-            Self::F32(x) => x.len(),
-            Self::F64(x) => x.len(),
-            Self::Decimal(x, _, _) => x.len(),
-            Self::Text(x, _) => x.len(),
-            Self::Bytes(x) => x.len(),
-            Self::Date(x) => x.len(),
-            Self::Time(x) => x.len(),
-            Self::Timestamp(x, _) => x.len(),
-            Self::Interval(x) => x.len(),
-            Self::List { valid, .. } => valid.len(),
-        }
-    }
-
-    /// Whether no rows were appended.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The column so far as an Arrow array; the builder starts over.

@@ -7,7 +7,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use futures::{StreamExt, pin_mut};
+use std::pin::Pin;
+
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, NoTls};
@@ -50,45 +54,99 @@ pub async fn describe(client: &Client, query: &str) -> Result<Vec<PgColumn>> {
 /// Runs a query through binary COPY and returns its rows as Arrow batches of up to
 /// [`BATCH_ROWS`] rows.
 pub async fn read(client: &Client, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let columns = describe(client, query).await?;
-    let schema: SchemaRef = Arc::new(Schema::new(
-        columns.iter().map(PgColumn::field).collect::<Vec<_>>(),
-    ));
-    let types: Vec<Type> = columns.iter().map(|c| c.pg_type.clone()).collect();
-    let copy = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
-    let stream = client
-        .copy_out(copy.as_str())
-        .await
-        .map_err(|e| pg_error(query, &e))?;
-    let rows = BinaryCopyOutStream::new(stream, &types);
-    pin_mut!(rows);
-    let mut builders: Vec<ColumnBuilder> = columns
-        .iter()
-        .map(|c| ColumnBuilder::new(&c.kind))
-        .collect();
+    let mut reader = CopyReader::start(client, query).await?;
     let mut batches = Vec::new();
-    let mut count = 0usize;
-    while let Some(row) = rows.next().await {
-        let row = row.map_err(|e| pg_error(query, &e))?;
-        for (i, builder) in builders.iter_mut().enumerate() {
-            let raw: Option<Raw> = row.try_get(i).map_err(|e| pg_error(query, &e))?;
-            builder.append(raw.map(|r| r.0)).map_err(|e| {
-                Error::Unsupported(format!(
-                    "column \"{}\", row {}: {e}",
-                    columns[i].name,
-                    count + 1
-                ))
-            })?;
-        }
-        count += 1;
-        if count.is_multiple_of(BATCH_ROWS) {
-            batches.push(finish(&schema, &mut builders)?);
-        }
+    while let Some(batch) = reader.next_batch().await? {
+        batches.push(batch);
     }
-    if builders.first().is_some_and(|b| !b.is_empty()) || batches.is_empty() {
-        batches.push(finish(&schema, &mut builders)?);
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(reader.schema.clone()));
     }
-    Ok((schema, batches))
+    Ok((reader.schema, batches))
+}
+
+/// Like [`read`], as a stream of batches that owns its connection: rows flow to the consumer
+/// (e.g. the lake writer) without the whole result in memory.
+pub async fn read_stream(client: Client, query: String) -> Result<SendableRecordBatchStream> {
+    let reader = CopyReader::start(&client, &query).await?;
+    let schema = reader.schema.clone();
+    let batches = futures::stream::unfold(Some((client, reader)), |state| async move {
+        let (client, mut reader) = state?;
+        match reader.next_batch().await {
+            Ok(Some(batch)) => Some((Ok(batch), Some((client, reader)))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e.into_datafusion()), None)),
+        }
+    });
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+}
+
+/// A running binary COPY, decoded batch by batch.
+struct CopyReader {
+    query: String,
+    columns: Vec<PgColumn>,
+    schema: SchemaRef,
+    rows: Pin<Box<BinaryCopyOutStream>>,
+    builders: Vec<ColumnBuilder>,
+    count: usize,
+    /// The COPY stream ended (it must not be polled again).
+    done: bool,
+}
+
+impl CopyReader {
+    async fn start(client: &Client, query: &str) -> Result<Self> {
+        let columns = describe(client, query).await?;
+        let schema: SchemaRef = Arc::new(Schema::new(
+            columns.iter().map(PgColumn::field).collect::<Vec<_>>(),
+        ));
+        let types: Vec<Type> = columns.iter().map(|c| c.pg_type.clone()).collect();
+        let copy = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
+        let stream = client
+            .copy_out(copy.as_str())
+            .await
+            .map_err(|e| pg_error(query, &e))?;
+        let builders = columns
+            .iter()
+            .map(|c| ColumnBuilder::new(&c.kind))
+            .collect();
+        Ok(Self {
+            query: query.to_string(),
+            columns,
+            schema,
+            rows: Box::pin(BinaryCopyOutStream::new(stream, &types)),
+            builders,
+            count: 0,
+            done: false,
+        })
+    }
+
+    /// The next batch of up to [`BATCH_ROWS`] rows, or `None` at the end.
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let mut in_batch = 0;
+        while in_batch < BATCH_ROWS && !self.done {
+            let Some(row) = self.rows.next().await else {
+                self.done = true;
+                break;
+            };
+            let row = row.map_err(|e| pg_error(&self.query, &e))?;
+            for (i, builder) in self.builders.iter_mut().enumerate() {
+                let raw: Option<Raw> = row.try_get(i).map_err(|e| pg_error(&self.query, &e))?;
+                builder.append(raw.map(|r| r.0)).map_err(|e| {
+                    Error::Unsupported(format!(
+                        "column \"{}\", row {}: {e}",
+                        self.columns[i].name,
+                        self.count + 1
+                    ))
+                })?;
+            }
+            self.count += 1;
+            in_batch += 1;
+        }
+        if in_batch == 0 {
+            return Ok(None);
+        }
+        finish(&self.schema, &mut self.builders).map(Some)
+    }
 }
 
 fn finish(schema: &SchemaRef, builders: &mut [ColumnBuilder]) -> Result<RecordBatch> {
