@@ -154,7 +154,12 @@ async fn write_dml(session: &Session, dml: DmlStatement) -> Result<Output> {
             )
             .await?;
             session.catalog.note_table(&table, true);
-            Ok(Output::Done(summary("INSERT INTO", &table, outcome)))
+            let verb = if mode == WriteMode::Overwrite {
+                "INSERT OVERWRITE"
+            } else {
+                "INSERT INTO"
+            };
+            Ok(Output::Done(summary(verb, &table, outcome)))
         }
         WriteOp::Delete => {
             lake.ensure_safe_commits().await?;
