@@ -1,0 +1,137 @@
+"""Snapshot throughput: PostgreSQL table -> lake, against the limit and a peer, in one run.
+
+Compares, on the same table of the local PostgreSQL server:
+  1. raw `COPY (SELECT * FROM t) TO STDOUT (FORMAT binary)` into /dev/null (the limit),
+  2. `gamelake ingest` of a snapshot pipeline (binary COPY -> Arrow -> Delta/Parquet, zstd),
+  3. DuckDB's postgres extension copying the same table to a Parquet file.
+Writes the table to benches/RESULTS.md (section "PostgreSQL snapshot").
+
+Usage (from the repository root, after `cargo build --release` and `bash .ci/run` made the venv):
+  ~/.cache/gamelake/venv/bin/pip install -r benches/requirements.txt
+  ~/.cache/gamelake/venv/bin/python benches/pg_snapshot.py --rows 10000000
+"""
+
+import argparse
+import importlib
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PG = "host=127.0.0.1 port=5432 user=postgres"
+
+
+def psql(db, sql, out=None):
+    subprocess.run(["psql", "-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-c", sql],
+                   check=True, stdout=out or subprocess.DEVNULL)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def extension(package, name):
+    pkg = importlib.import_module(package)
+    return next(pathlib.Path(pkg.__file__).parent.rglob(f"{name}.duckdb_extension"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--parallelism", type=int, default=2, help="gamelake snapshot connections")
+    ap.add_argument("--gamelake", default=None, help="binary (default: the release build)")
+    ap.add_argument("--results", default=str(ROOT / "benches" / "RESULTS.md"))
+    args = ap.parse_args()
+    binary = args.gamelake or shutil.which("gamelake") or str(
+        pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "gamelake")
+
+    db = "gamelake_bench"
+    psql("test", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    psql("test", f"CREATE DATABASE {db}")
+    try:
+        print(f"creating {args.rows:,} rows ...", flush=True)
+        psql(db, f"""CREATE TABLE purchases AS
+            SELECT g AS purchase_id, (g % 100000) AS player_id, (g % 180) + 1 AS item_id,
+                   round((g % 64800) / 100.0, 2)::numeric(12,2) AS amount,
+                   CASE WHEN g % 10 = 0 THEN 'USD' ELSE 'CNY' END AS currency,
+                   timestamptz '2026-01-01' + (g % 31536000) * interval '1 second' AS purchased_at,
+                   (ARRAY['beijing','shanghai','guangzhou','tokyo'])[g % 4 + 1] AS region
+            FROM generate_series(1, {args.rows}) g""")
+        psql(db, "VACUUM ANALYZE purchases")
+        size = subprocess.run(["psql", "-X", "-tA", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-c",
+                               "SELECT pg_size_pretty(pg_relation_size('purchases'))"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        results = {}
+        with open(os.devnull, "wb") as null:
+            results["raw COPY binary -> /dev/null (limit)"] = min(timed(lambda: psql(
+                db, "COPY (SELECT * FROM purchases) TO STDOUT (FORMAT binary)", out=null)) for _ in range(2))
+
+        work = pathlib.Path(tempfile.mkdtemp())
+        pipeline = work / "bench.toml"
+        pipeline.write_text(f'''name = "bench"
+[source]
+kind = "postgres"
+url = "{PG} dbname={db}"
+parallelism = {args.parallelism}
+[[table]]
+from = "public.purchases"
+to = "bench.purchases"
+mode = "snapshot"
+''')
+        results[f"gamelake ingest (snapshot, {args.parallelism} connections) -> Delta"] = min(timed(lambda: subprocess.run(
+            [binary, "--lake", str(work / "lake"), "ingest", str(pipeline)], check=True,
+            stderr=subprocess.DEVNULL)) for _ in range(2))
+
+        import duckdb
+        ext_dir = work / "ext"
+        ext_dir.mkdir()
+        shutil.copy(extension("duckdb_extension_postgres", "postgres"), ext_dir / "postgres_scanner.duckdb_extension")
+        con = duckdb.connect()
+        con.execute("SET threads = 2")
+        con.execute(f"LOAD '{ext_dir / 'postgres_scanner.duckdb_extension'}'")
+        con.execute(f"ATTACH '{PG} dbname={db}' AS pg (TYPE postgres, READ_ONLY)")
+        results["DuckDB postgres extension -> Parquet"] = min(timed(lambda: con.execute(
+            f"COPY (SELECT * FROM pg.public.purchases) TO '{work / 'duck.parquet'}' (FORMAT parquet)")) for _ in range(2))
+        con.close()
+        shutil.rmtree(work, ignore_errors=True)
+    finally:
+        psql("test", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+    limit = results["raw COPY binary -> /dev/null (limit)"]
+    lines = [
+        "## PostgreSQL snapshot",
+        "",
+        f"{args.rows:,} rows (7 columns: bigint, int, int, numeric(12,2), text, timestamptz, text; {size} on disk),",
+        f"local PostgreSQL 15, {os.cpu_count()} cores, {platform.platform()}. Best of 2 runs each.",
+        "Command: `~/.cache/gamelake/venv/bin/python benches/pg_snapshot.py "
+        f"--rows {args.rows} --parallelism {args.parallelism}`",
+        "",
+        "The limit is one psql connection; gamelake and DuckDB both read with several connections",
+        "(DuckDB by ctid ranges too), so either can pass 100%.",
+        "",
+        "| path | seconds | rows/s | share of the COPY limit |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, secs in results.items():
+        lines.append(f"| {name} | {secs:.2f} | {args.rows / secs:,.0f} | {limit / secs:.0%} |")
+    section = "\n".join(lines) + "\n"
+    print(section)
+    results_path = pathlib.Path(args.results)
+    text = results_path.read_text() if results_path.exists() else "# Benchmark results\n\n"
+    if "## PostgreSQL snapshot" in text:
+        before, _, rest = text.partition("## PostgreSQL snapshot")
+        after = rest[rest.find("\n## "):] if "\n## " in rest else ""
+        text = before + section + after
+    else:
+        text = text.rstrip() + "\n\n" + section
+    results_path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
