@@ -7,7 +7,6 @@ Compares, on the same table of the local PostgreSQL server:
 Writes the table to benches/RESULTS.md (section "PostgreSQL snapshot").
 
 Usage (from the repository root, after `cargo build --release` and `bash .ci/run` made the venv):
-  ~/.cache/gamelake/venv/bin/pip install -r benches/requirements.txt
   ~/.cache/gamelake/venv/bin/python benches/pg_snapshot.py --rows 10000000
 """
 
@@ -51,7 +50,7 @@ def main():
     binary = args.gamelake or shutil.which("gamelake") or str(
         pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "gamelake")
 
-    db = "gamelake_bench"
+    db = f"gamelake_bench_{os.getpid()}"
     psql("test", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
     psql("test", f"CREATE DATABASE {db}")
     try:
