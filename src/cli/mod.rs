@@ -32,6 +32,16 @@ pub struct Cli {
     #[arg(long, global = true, env = "GAMELAKE_LAKE", value_name = "URL")]
     pub lake: Option<String>,
 
+    /// PostgreSQL whose tables SQL sees as pg.<schema>.<table> (live reads through binary COPY).
+    #[arg(
+        long,
+        global = true,
+        env = "GAMELAKE_PG_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub pg_url: Option<String>,
+
     /// Configuration file (gamelake.toml); see the README for its keys.
     #[arg(long, global = true, env = "GAMELAKE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -72,6 +82,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let context = Context {
         location,
         settings: config.query_settings(),
+        pg_url: cli.pg_url.clone(),
     };
     match cli.command {
         Command::Demo(args) => demo::run(&context, args).await,
@@ -88,6 +99,8 @@ pub struct Context {
     pub location: String,
     /// Engine settings.
     pub settings: QuerySettings,
+    /// PostgreSQL shown as the `pg` catalog, if any.
+    pub pg_url: Option<String>,
 }
 
 impl Context {
@@ -98,6 +111,11 @@ impl Context {
 
     /// Opens a SQL session over the lake.
     pub async fn session(&self) -> Result<Session> {
-        Session::new(self.lake()?, &self.settings).await
+        let session = Session::new(self.lake()?, &self.settings).await?;
+        if let Some(url) = &self.pg_url {
+            let catalog = crate::sources::postgres::PgCatalog::load(url).await?;
+            session.context().register_catalog("pg", Arc::new(catalog));
+        }
+        Ok(session)
     }
 }

@@ -196,3 +196,76 @@ async fn unsupported_types_and_bad_connections_say_what_to_do() {
     assert!(!err.contains("secret"), "password leaked: {err}");
     assert!(err.contains("nobody") || err.contains("nodb"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_tables_answer_sql_with_filters_pushed_down() {
+    use datafusion::prelude::{col, lit};
+    use gamelake::sources::postgres::{PgCatalog, PgTable};
+
+    let db = TestDb::new().await;
+    let client = connect(&db.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE players (player_id bigint, region text, balance numeric(12,2));
+             INSERT INTO players SELECT g, (ARRAY['beijing','shanghai'])[g % 2 + 1], g * 0.5 FROM generate_series(1, 1000) g;",
+        )
+        .await
+        .unwrap();
+    let expected: String = client
+        .query_one(
+            "SELECT count(*)::text || ',' || sum(balance)::text FROM players WHERE region = 'beijing' AND player_id > 100",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    // Through the CLI, beside a lake table, in one query.
+    let lake = crate::support::TempLake::new();
+    let (loc, url) = (lake.location(), db.url());
+    let sql = "SELECT count(*) AS n, sum(balance) AS s FROM pg.public.players WHERE region = 'beijing' AND player_id > 100";
+    let out = crate::support::gamelake_ok(
+        &[
+            "--lake", &loc, "--pg-url", &url, "sql", "-c", sql, "--format", "csv",
+        ],
+        &[],
+    );
+    assert_eq!(out, format!("n,s\n{expected}\n"));
+    crate::support::gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "-c",
+            "CREATE TABLE game.old AS SELECT 5000 AS player_id",
+        ],
+        &[],
+    );
+    let union = "SELECT count(*) AS n FROM (SELECT player_id FROM game.old UNION ALL SELECT player_id FROM pg.public.players)";
+    let out = crate::support::gamelake_ok(
+        &["--lake", &loc, "sql", "-c", union, "--format", "csv"],
+        &[("GAMELAKE_PG_URL", &url)],
+    );
+    assert_eq!(out, "n\n1001\n");
+
+    // The filters and columns reach PostgreSQL's query.
+    let catalog = PgCatalog::load(&url).await.unwrap();
+    let provider = datafusion::catalog::CatalogProvider::schema(&catalog, "public")
+        .unwrap()
+        .table("players")
+        .await
+        .unwrap()
+        .unwrap();
+    let table = PgTable::from_provider(&provider).unwrap();
+    let query = table.planned_query(
+        Some(&vec![2]),
+        &[
+            col("region").eq(lit("beijing")),
+            col("player_id").gt(lit(100i64)),
+        ],
+    );
+    assert_eq!(
+        query,
+        "SELECT \"balance\" FROM \"public\".\"players\" WHERE (\"region\" = 'beijing') AND (\"player_id\" > 100)"
+    );
+}

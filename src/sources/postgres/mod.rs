@@ -2,6 +2,7 @@
 
 mod columns;
 mod decode;
+mod live;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use tokio_postgres::{Client, NoTls};
 
 pub use columns::{PgColumn, PgKind};
 use decode::ColumnBuilder;
+pub use live::{PgCatalog, PgTable};
 
 use crate::error::{Error, Result};
 

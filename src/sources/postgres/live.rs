@@ -1,0 +1,261 @@
+//! Live PostgreSQL tables in SQL: `pg.<schema>.<table>` reads the hot rows through the same
+//! binary COPY reader, with the query's columns and filters pushed into the COPY query.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::error::Result as DFResult;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::sql::unparser::Unparser;
+use datafusion::sql::unparser::dialect::PostgreSqlDialect;
+use futures::TryStreamExt;
+
+use super::{PgColumn, connect, describe, pg_error, read_stream};
+use crate::error::{Error, Result};
+
+/// The `pg` catalog: PostgreSQL schemas and their tables, listed when the session starts.
+#[derive(Debug)]
+pub struct PgCatalog {
+    schemas: BTreeMap<String, Arc<PgSchema>>,
+}
+
+impl PgCatalog {
+    /// Lists the database's user tables.
+    pub async fn load(url: &str) -> Result<Self> {
+        let client = connect(url).await?;
+        let rows = client
+            .query(
+                "SELECT table_schema, table_name FROM information_schema.tables
+                 WHERE table_schema NOT IN ('pg_catalog', 'information_schema')
+                 ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error("listing tables", &e))?;
+        let mut tables: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for row in rows {
+            tables.entry(row.get(0)).or_default().push(row.get(1));
+        }
+        let schemas = tables
+            .into_iter()
+            .map(|(schema, names)| {
+                let provider = PgSchema {
+                    url: url.to_string(),
+                    schema: schema.clone(),
+                    tables: names,
+                };
+                (schema, Arc::new(provider))
+            })
+            .collect();
+        Ok(Self { schemas })
+    }
+}
+
+impl CatalogProvider for PgCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        self.schemas.keys().cloned().collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        self.schemas
+            .get(name)
+            .map(|s| s.clone() as Arc<dyn SchemaProvider>)
+    }
+}
+
+/// One PostgreSQL schema.
+#[derive(Debug)]
+pub struct PgSchema {
+    url: String,
+    schema: String,
+    tables: Vec<String>,
+}
+
+#[async_trait]
+impl SchemaProvider for PgSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.tables.clone()
+    }
+
+    async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        if !self.table_exist(name) {
+            return Ok(None);
+        }
+        let relation = format!("{}.{}", quote(&self.schema), quote(name));
+        let client = connect(&self.url).await.map_err(Error::into_datafusion)?;
+        let columns = describe(&client, &format!("SELECT * FROM {relation}"))
+            .await
+            .map_err(Error::into_datafusion)?;
+        Ok(Some(Arc::new(PgTable {
+            url: self.url.clone(),
+            relation,
+            schema: Arc::new(Schema::new(
+                columns.iter().map(PgColumn::field).collect::<Vec<_>>(),
+            )),
+        })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.iter().any(|t| t == name)
+    }
+}
+
+/// A PostgreSQL table read at query time.
+#[derive(Debug)]
+pub struct PgTable {
+    url: String,
+    relation: String,
+    schema: SchemaRef,
+}
+
+impl PgTable {
+    /// The COPY query for a scan: the needed columns and the filters PostgreSQL can apply.
+    fn query(
+        &self,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> String {
+        let columns = match projection {
+            Some(p) if !p.is_empty() => p
+                .iter()
+                .map(|i| quote(self.schema.field(*i).name()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Some(_) => "1 AS _".to_string(),
+            None => "*".to_string(),
+        };
+        let conditions: Vec<String> = filters.iter().filter_map(to_postgres).collect();
+        let mut sql = format!("SELECT {columns} FROM {}", self.relation);
+        if !conditions.is_empty() {
+            sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+        }
+        if let Some(n) = limit {
+            sql.push_str(&format!(" LIMIT {n}"));
+        }
+        sql
+    }
+}
+
+#[async_trait]
+impl TableProvider for PgTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        // Inexact: PostgreSQL filters, and DataFusion checks again (types may compare differently).
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if to_postgres(f).is_some() {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let query = self.query(projection, filters, limit);
+        let partition = LiveQuery {
+            url: self.url.clone(),
+            query,
+            schema: schema.clone(),
+        };
+        let table = StreamingTable::try_new(schema, vec![Arc::new(partition)])?;
+        table.scan(state, None, &[], None).await
+    }
+}
+
+/// A partition that runs its COPY when executed.
+#[derive(Debug)]
+struct LiveQuery {
+    url: String,
+    query: String,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for LiveQuery {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (url, query) = (self.url.clone(), self.query.clone());
+        let schema = self.schema.clone();
+        let batches = futures::stream::once(async move {
+            let client = connect(&url).await.map_err(Error::into_datafusion)?;
+            read_stream(client, query)
+                .await
+                .map_err(Error::into_datafusion)
+        })
+        .try_flatten()
+        .and_then(move |batch| {
+            let schema = schema.clone();
+            async move {
+                if !schema.fields().is_empty() {
+                    return Ok(batch);
+                }
+                // No column is needed (e.g. count(*)): the query read a constant; keep the counts.
+                let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+                Ok(RecordBatch::try_new_with_options(schema, vec![], &options)?)
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+    }
+}
+
+/// A filter as PostgreSQL SQL, when DataFusion's unparser can write it.
+fn to_postgres(expr: &Expr) -> Option<String> {
+    let stripped = datafusion::logical_expr::expr_rewriter::unnormalize_col(expr.clone());
+    Unparser::new(&PostgreSqlDialect {})
+        .expr_to_sql(&stripped)
+        .ok()
+        .map(|sql| sql.to_string())
+}
+
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+impl PgTable {
+    /// For tests and EXPLAIN-style checks: the query a scan would send.
+    pub fn planned_query(&self, projection: Option<&Vec<usize>>, filters: &[Expr]) -> String {
+        self.query(projection, filters, None)
+    }
+
+    /// Downcasts a provider.
+    pub fn from_provider(provider: &Arc<dyn TableProvider>) -> Option<&PgTable> {
+        (provider.as_ref() as &dyn Any).downcast_ref::<PgTable>()
+    }
+}
