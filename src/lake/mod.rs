@@ -104,17 +104,6 @@ impl Lake {
         Ok(tables)
     }
 
-    /// All tables of all schemas.
-    pub async fn all_tables(&self) -> Result<Vec<TableRef>> {
-        let mut all = Vec::new();
-        for schema in self.schemas().await? {
-            for table in self.tables(&schema).await? {
-                all.push(TableRef::new(schema.clone(), table)?);
-            }
-        }
-        Ok(all)
-    }
-
     /// Visible folder names directly under `parent` (the root when `None`), sorted.
     async fn child_folders(&self, parent: Option<&Path>) -> Result<Vec<String>> {
         let listing = self
