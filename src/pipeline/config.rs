@@ -46,9 +46,9 @@ fn default_parallelism() -> usize {
 pub enum Mode {
     /// A consistent full copy, replacing the lake table in one commit.
     Snapshot,
-    /// New and changed rows by a cursor column, merged by key (not implemented yet).
+    /// New and changed rows by a timestamp cursor column, merged by key.
     Incremental,
-    /// Rows older than a cutoff, moved out of PostgreSQL (not implemented yet).
+    /// Rows older than `archive_after`, moved from PostgreSQL to the lake.
     Archive,
 }
 
@@ -85,6 +85,17 @@ pub struct TableConfig {
 }
 
 impl TableConfig {
+    /// `archive_after` as a duration ("365d", "90 days", "12h").
+    pub fn archive_after_duration(&self) -> Result<std::time::Duration> {
+        let text = self.archive_after.as_deref().unwrap_or_default();
+        humantime::parse_duration(text).map_err(|e| {
+            Error::Unsupported(format!(
+                "table {}: archive_after = \"{text}\" is not a duration ({e}); write e.g. \"365d\"",
+                self.to
+            ))
+        })
+    }
+
     /// The lake table's layout this table asks for.
     pub fn layout(&self) -> crate::lake::write::TableLayout {
         crate::lake::write::TableLayout {
@@ -156,10 +167,15 @@ impl PipelineConfig {
                 }
                 Mode::Incremental => {}
                 Mode::Archive => {
-                    return fail(format!(
-                        "table {}: mode {:?} is not implemented yet; use mode = \"snapshot\"",
-                        t.to, t.mode
-                    ));
+                    if t.from.is_none() || t.key.len() != 1 || t.time_column.is_none() {
+                        return fail(format!(
+                            "table {}: archive mode needs from = \"schema.table\", key = [\"one_column\"] and time_column",
+                            t.to
+                        ));
+                    }
+                    if let Err(e) = t.archive_after_duration() {
+                        return fail(e.to_string());
+                    }
                 }
             }
         }
@@ -266,14 +282,14 @@ mode = "snapshot"
     }
 
     #[test]
-    fn unimplemented_modes_and_bad_tables_are_refused() {
+    fn incomplete_modes_and_bad_tables_are_refused() {
         let err = PipelineConfig::parse(
             &GOOD.replace("\"snapshot\"", "\"archive\""),
             Path::new("p.toml"),
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("not implemented yet"), "{err}");
+        assert!(err.contains("archive mode needs"), "{err}");
         let err = PipelineConfig::parse(
             &GOOD.replace("game.players", "players"),
             Path::new("p.toml"),

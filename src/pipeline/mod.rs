@@ -1,10 +1,12 @@
 //! Pipelines: declarative files that copy a source into lake tables, exactly once per run
 //! (each commit carries the pipeline's position as a Delta transaction marker).
 
+mod archive;
 pub mod config;
 mod incremental;
 mod snapshot;
 
+pub use archive::archive_table;
 pub use config::{Mode, PipelineConfig, SourceConfig, TableConfig};
 pub use incremental::incremental_table;
 pub use snapshot::{SnapshotReport, snapshot_table};
@@ -20,7 +22,10 @@ pub async fn run(session: &Session, pipeline: &PipelineConfig) -> Result<Vec<Sna
     for table in &pipeline.tables {
         reports.push(match table.mode {
             Mode::Incremental => incremental_table(session, url, &pipeline.name, table).await?,
-            _ => snapshot_table(session, url, &pipeline.name, table, *parallelism).await?,
+            Mode::Archive => archive_table(session, url, &pipeline.name, table).await?,
+            Mode::Snapshot => {
+                snapshot_table(session, url, &pipeline.name, table, *parallelism).await?
+            }
         });
     }
     Ok(reports)

@@ -1,0 +1,177 @@
+//! Archive mode: rows older than a cutoff move from PostgreSQL to the lake, exactly once.
+//!
+//! Each run: take the cutoff C (`now() - archive_after`, on the database's clock); read the
+//! rows with `time_column < C` in one snapshot; append to the lake those whose key is not
+//! there yet, recording C in the same commit; verify that every key read is now in the lake;
+//! only then delete those keys (and only rows still older than C) from PostgreSQL, in batches.
+//! A crash anywhere leaves each row in PostgreSQL, in the lake, or (until the next run) in both;
+//! the next run skips keys already archived and finishes the deletes. Meant for append-only
+//! history (purchases, logs): an update to a row older than the cutoff is not carried over.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::JoinType;
+use datafusion::datasource::MemTable;
+
+use super::config::TableConfig;
+use super::snapshot::SnapshotReport;
+use crate::error::{Error, Result};
+use crate::lake::TableRef;
+use crate::lake::write::{WriteMode, WriteOptions, WriteOutcome, write_plan};
+use crate::query::Session;
+use crate::sources::postgres::{connect, pg_error, read};
+
+/// Keys deleted per DELETE statement.
+const DELETE_BATCH: usize = 10_000;
+
+/// Runs one archive step for a table.
+pub async fn archive_table(
+    session: &Session,
+    url: &str,
+    pipeline: &str,
+    table: &TableConfig,
+) -> Result<SnapshotReport> {
+    let started = Instant::now();
+    let target = TableRef::parse(&table.to)?;
+    let (from, time_column, key) = match (&table.from, &table.time_column, table.key.as_slice()) {
+        (Some(f), Some(t), [k]) => (f.clone(), t.clone(), k.clone()),
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "{}: archive mode needs from = \"schema.table\", time_column, and exactly one key column",
+                table.to
+            )));
+        }
+    };
+    let after = table.archive_after_duration()?;
+    let client = connect(url).await?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(|e| pg_error(&from, &e))?;
+    let cutoff: i64 = client
+        .query_one(
+            &format!(
+                "SELECT (extract(epoch FROM now() - interval '{} seconds') * 1000000)::bigint",
+                after.as_secs()
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| pg_error(&from, &e))?
+        .get(0);
+    let bound = format!("(timestamptz 'epoch' + {cutoff} * interval '1 microsecond')");
+    let (schema, batches) = read(
+        &client,
+        &format!("SELECT * FROM {from} WHERE \"{time_column}\" < {bound}"),
+    )
+    .await?;
+    let _ = client.batch_execute("COMMIT").await;
+    let read_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let ctx = session.context();
+    let incoming = ctx.read_table(Arc::new(MemTable::try_new(
+        schema.clone(),
+        vec![batches.clone()],
+    )?))?;
+    let app_id = format!("gamelake:{pipeline}:{target}");
+    let lake = session.lake();
+
+    // 1. Append what the lake does not hold yet, with the cutoff as the pipeline's position.
+    let exists = lake.is_table(&target).await?;
+    let to_append = if exists {
+        let archived = ctx
+            .table(target.to_string())
+            .await?
+            .select_columns(&[&key])?;
+        incoming
+            .clone()
+            .join(archived, JoinType::LeftAnti, &[&key], &[&key], None)?
+    } else {
+        incoming.clone()
+    };
+    let options = WriteOptions {
+        mode: if exists {
+            WriteMode::Append
+        } else {
+            WriteMode::Create
+        },
+        layout: table.layout(),
+        transaction: Some((app_id, cutoff)),
+    };
+    let outcome = write_plan(
+        lake,
+        &target,
+        &ctx.state(),
+        to_append.logical_plan().clone(),
+        options,
+    )
+    .await?;
+    session.catalog().note_table(&target, true);
+
+    // 2. Verify: every key read from PostgreSQL is in the lake now.
+    let archived = ctx
+        .table(target.to_string())
+        .await?
+        .select_columns(&[&key])?;
+    let missing = incoming
+        .clone()
+        .join(archived, JoinType::LeftAnti, &[&key], &[&key], None)?
+        .count()
+        .await?;
+    if missing > 0 {
+        return Err(Error::Unsupported(format!(
+            "{}: {missing} of {read_rows} archived rows are not in the lake after the commit; nothing was deleted from PostgreSQL",
+            table.to
+        )));
+    }
+
+    // 3. Delete the verified keys from PostgreSQL, in batches, each its own transaction.
+    let keys = key_values(&batches, schema.index_of(&key)?)?;
+    for chunk in keys.chunks(DELETE_BATCH) {
+        let statement = format!(
+            "DELETE FROM {from} WHERE \"{key}\"::text = ANY($1) AND \"{time_column}\" < {bound}"
+        );
+        client
+            .execute(&statement, &[&chunk])
+            .await
+            .map_err(|e| pg_error(&from, &e))?;
+    }
+    let appended = match &outcome {
+        WriteOutcome::Committed { rows, .. } => *rows as usize,
+        WriteOutcome::AlreadyCommitted { .. } => 0,
+    };
+    tracing::info!(table = %target, read_rows, appended, "archived");
+    Ok(SnapshotReport {
+        table: target.to_string(),
+        rows: appended,
+        seconds: started.elapsed().as_secs_f64(),
+        outcome,
+    })
+}
+
+/// The key column's values as text (how the DELETE matches them, whatever the key's type).
+fn key_values(batches: &[RecordBatch], column: usize) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let array = batch.column(column);
+        let text = match array.data_type() {
+            DataType::Int64 | DataType::Int32 | DataType::Int16 | DataType::Utf8 => {
+                cast(array, &DataType::Utf8)?
+            }
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "archive keys must be integers or text, not {other}"
+                )));
+            }
+        };
+        let strings = text
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::Unsupported("key column did not cast to text".into()))?;
+        out.extend(strings.iter().flatten().map(String::from));
+    }
+    Ok(out)
+}
