@@ -116,6 +116,7 @@ impl Context {
             let catalog = crate::sources::postgres::PgCatalog::load(url).await?;
             session.context().register_catalog("pg", Arc::new(catalog));
         }
+        session.load_views().await?;
         Ok(session)
     }
 }

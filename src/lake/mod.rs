@@ -228,6 +228,42 @@ impl Lake {
         Ok(())
     }
 
+    /// Saves a view definition (SQL text) under `_views/<schema>/<name>.sql`.
+    pub async fn save_view(&self, view: &TableRef, sql: &str) -> Result<()> {
+        let path = Path::from(format!("_views/{}/{}.sql", view.schema, view.table));
+        self.store.put(&path, sql.to_string().into()).await?;
+        Ok(())
+    }
+
+    /// Every saved view and its SQL.
+    pub async fn saved_views(&self) -> Result<Vec<(TableRef, String)>> {
+        let mut views = Vec::new();
+        let listing: Vec<_> = self
+            .store
+            .list(Some(&Path::from("_views")))
+            .try_collect()
+            .await
+            .map_err(|e| self.location.unreachable(&e))?;
+        for meta in listing {
+            let text = meta.location.to_string();
+            let Some(rest) = text
+                .strip_prefix("_views/")
+                .and_then(|r| r.strip_suffix(".sql"))
+            else {
+                continue;
+            };
+            let Some((schema, name)) = rest.split_once('/') else {
+                continue;
+            };
+            let bytes = self.store.get(&meta.location).await?.bytes().await?;
+            views.push((
+                TableRef::new(schema, name)?,
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
+        }
+        Ok(views)
+    }
+
     /// Deletes every object under a prefix.
     pub async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
         let locations = self.store.list(Some(prefix)).map_ok(|m| m.location).boxed();

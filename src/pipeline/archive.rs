@@ -128,6 +128,21 @@ pub async fn archive_table(
         )));
     }
 
+    // The hot + cold view moves to the new cutoff before any delete: lake rows before it,
+    // PostgreSQL rows from it on, so no row is in the view twice or missing.
+    if let Some(view) = &table.view {
+        let view = TableRef::parse(view)?;
+        let (pg_schema, pg_table) = from.split_once('.').unwrap_or(("public", from.as_str()));
+        let instant = chrono::DateTime::from_timestamp_micros(cutoff)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let sql = format!(
+            "SELECT * FROM {target} WHERE \"{time_column}\" < '{instant}' \
+             UNION ALL SELECT * FROM pg.{pg_schema}.{pg_table} WHERE \"{time_column}\" >= '{instant}'"
+        );
+        lake.save_view(&view, &sql).await?;
+    }
+
     // 3. Delete the verified keys from PostgreSQL, in batches, each its own transaction.
     let keys = key_values(&batches, schema.index_of(&key)?)?;
     for chunk in keys.chunks(DELETE_BATCH) {

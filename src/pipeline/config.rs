@@ -73,6 +73,9 @@ pub struct TableConfig {
     pub time_column: Option<String>,
     /// Age after which rows are archived, e.g. "365d".
     pub archive_after: Option<String>,
+    /// Archive mode: a view `schema.name` over the lake's history and PostgreSQL's hot rows,
+    /// split at the archive cutoff (needs `--pg-url` when queried).
+    pub view: Option<String>,
     /// Partition columns of the lake table.
     #[serde(default)]
     pub partition_by: Vec<String>,

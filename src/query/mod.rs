@@ -115,6 +115,22 @@ impl Session {
         self.catalog.lake()
     }
 
+    /// Registers the views saved in the lake (`_views/`), e.g. a pipeline's hot + cold union.
+    /// A view whose tables are not reachable from this session (such as `pg.*` without
+    /// `--pg-url`) is skipped with a warning.
+    pub async fn load_views(&self) -> Result<()> {
+        for (view, sql) in self.lake().saved_views().await? {
+            let create = format!(
+                "CREATE OR REPLACE VIEW {}.{} AS {sql}",
+                view.schema, view.table
+            );
+            if let Err(e) = self.sql(&create).await {
+                tracing::warn!("view {view} is not available in this session: {e}");
+            }
+        }
+        Ok(())
+    }
+
     /// Parses SQL text into statements (all of them, before any runs).
     pub fn parse(&self, sql: &str) -> Result<Vec<DFStatement>> {
         let statements =

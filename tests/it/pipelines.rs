@@ -365,6 +365,7 @@ mode = "archive"
 key = ["purchase_id"]
 time_column = "purchased_at"
 archive_after = "365d"
+view = "game.purchases_all"
 "#;
 
 /// PostgreSQL ∪ lake: (rows in PG, rows in the lake, duplicate keys in the lake, keys in both).
@@ -425,6 +426,11 @@ async fn archive_moves_old_rows_exactly_once_even_when_killed() {
         .await
         .unwrap()
         .get(0);
+    let total: String = client
+        .query_one("SELECT sum(amount)::text FROM purchases", &[])
+        .await
+        .unwrap()
+        .get(0);
     let lake = TempLake::new();
     let file = lake.path().join("arc.toml");
     std::fs::write(&file, ARCHIVE).unwrap();
@@ -469,6 +475,20 @@ async fn archive_moves_old_rows_exactly_once_even_when_killed() {
             duplicates, 0,
             "the lake holds a key twice after a kill at {delay_ms} ms"
         );
+        // Once the hot + cold view exists, it holds every row exactly once.
+        if lake.path().join("_views/game/purchases_all.sql").exists() {
+            assert_eq!(
+                gamelake_ok(
+                    &[
+                        "--lake", &loc, "--pg-url", &url, "sql", "-c", VIEW_CHECK, "--format",
+                        "csv"
+                    ],
+                    &[]
+                ),
+                format!("v\n{ROWS}|{ROWS}|{total}\n"),
+                "the view after a kill at {delay_ms} ms"
+            );
+        }
     }
     gamelake_ok(
         &["--lake", &loc, "ingest", &file_s],
@@ -481,4 +501,14 @@ async fn archive_moves_old_rows_exactly_once_even_when_killed() {
         &[("PG_URL", url.as_str())],
     );
     assert_eq!(archive_state(&db, &loc).await, (ROWS - old, old, 0, 0));
+    let view_sql = [
+        "--lake", &loc, "--pg-url", &url, "sql", "-c", VIEW_CHECK, "--format", "csv",
+    ];
+    assert_eq!(
+        gamelake_ok(&view_sql, &[]),
+        format!("v\n{ROWS}|{ROWS}|{total}\n")
+    );
 }
+
+/// Rows, distinct keys and the amount total of the hot + cold view.
+const VIEW_CHECK: &str = "SELECT count(*) || '|' || count(DISTINCT purchase_id) || '|' || sum(amount) AS v FROM game.purchases_all";
