@@ -14,6 +14,7 @@ pub mod error;
 pub mod lake;
 pub mod output;
 pub mod pipeline;
+pub mod progress;
 pub mod query;
 pub mod sources;
 

@@ -147,7 +147,7 @@ pub async fn generate(session: &Session, options: &DemoOptions) -> Result<DemoRe
     let players = world::players(options.seed, n, cal.days);
     let items = world::items(options.seed);
     let pairs = world::friendships(options.seed, &players);
-    let bar = progress_bar(n as u64, "simulating players");
+    let bar = crate::progress::bar(n as u64, "players", "simulating");
     let activity = Activity::simulate(options.seed, cal, &players, &items, &bar);
     bar.finish_and_clear();
     let (sessions, purchases, events) = activity.finish()?;
@@ -178,7 +178,7 @@ pub async fn generate(session: &Session, options: &DemoOptions) -> Result<DemoRe
         } else {
             WriteMode::Create
         };
-        let spinner = progress_bar(0, &format!("writing {name} ({rows} rows)"));
+        let spinner = crate::progress::bar(0, "", &format!("writing {name} ({rows} rows)"));
         let options = WriteOptions {
             layout: layout(name),
             ..WriteOptions::new(mode)
@@ -194,27 +194,6 @@ pub async fn generate(session: &Session, options: &DemoOptions) -> Result<DemoRe
         report.tables.push((name.to_string(), rows, secs));
     }
     Ok(report)
-}
-
-/// A progress bar on standard error (a spinner when `len` is 0); hidden when stderr is not a
-/// terminal, where the summary lines printed after each step remain.
-fn progress_bar(len: u64, message: &str) -> indicatif::ProgressBar {
-    let bar = if len == 0 {
-        indicatif::ProgressBar::new_spinner()
-    } else {
-        indicatif::ProgressBar::new(len)
-    };
-    let template = if len == 0 {
-        "{spinner} {msg} {elapsed}"
-    } else {
-        "{msg} [{bar:30}] {pos}/{len} players, {per_sec}, eta {eta}"
-    };
-    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(message.to_string());
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    bar
 }
 
 /// Splits a large batch into pieces of a size the writer handles well.

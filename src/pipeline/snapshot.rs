@@ -3,6 +3,9 @@
 
 use std::time::Instant;
 
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::TryStreamExt;
 use futures::future::try_join_all;
 use tokio_postgres::Client;
 
@@ -68,7 +71,20 @@ pub async fn snapshot_table(
             read_stream(client, query).await
         }
     });
-    let streams = try_join_all(readers).await?;
+    let estimate = match &table.from {
+        Some(from) => estimated_rows(&coordinator, from).await,
+        None => 0,
+    };
+    let bar = crate::progress::bar(estimate, "rows", &format!("snapshot {}", table.to));
+    let streams: Vec<SendableRecordBatchStream> = try_join_all(readers)
+        .await?
+        .into_iter()
+        .map(|stream| {
+            let (bar, schema) = (bar.clone(), stream.schema());
+            let counted = stream.inspect_ok(move |b| bar.inc(b.num_rows() as u64));
+            Box::pin(RecordBatchStreamAdapter::new(schema, counted)) as SendableRecordBatchStream
+        })
+        .collect();
     let _ = coordinator.batch_execute("COMMIT").await;
     let schema = streams
         .first()
@@ -91,6 +107,7 @@ pub async fn snapshot_table(
     };
     let state = session.context().state();
     let outcome = write_streams(session.lake(), &target, &state, schema, streams, options).await?;
+    bar.finish_and_clear();
     let rows = match &outcome {
         WriteOutcome::Committed { rows, .. } => *rows as usize,
         WriteOutcome::AlreadyCommitted { .. } => 0,
@@ -102,6 +119,18 @@ pub async fn snapshot_table(
         seconds: started.elapsed().as_secs_f64(),
         outcome,
     })
+}
+
+/// The planner's row estimate of a table (`pg_class.reltuples`), 0 when unknown.
+async fn estimated_rows(client: &Client, from: &str) -> u64 {
+    client
+        .query_one(
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
+            &[&from],
+        )
+        .await
+        .map(|row| row.get::<_, i64>(0).max(0) as u64)
+        .unwrap_or(0)
 }
 
 /// Queries that together read every page of `from` once: `[start, end)` page ranges by ctid,

@@ -1,0 +1,26 @@
+//! Progress bars on standard error (indicatif). They hide themselves when standard error is not
+//! a terminal; callers print a summary line after each step for logs and pipes.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A bar counting `unit`s towards `len`, or a spinner when `len` is 0 (size unknown).
+pub fn bar(len: u64, unit: &str, message: &str) -> ProgressBar {
+    let bar = if len == 0 {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::new(len)
+    };
+    let template = if len == 0 && unit.is_empty() {
+        "{spinner} {msg} {elapsed}".to_string()
+    } else if len == 0 {
+        format!("{{spinner}} {{msg}} {{pos}} {unit} {{elapsed}}")
+    } else {
+        format!("{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{per_sec}}, eta {{eta}}")
+    };
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
