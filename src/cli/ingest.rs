@@ -18,7 +18,8 @@ pub struct IngestArgs {
     /// Check the file and the source (connection, tables, column types) without writing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Start over. Snapshot tables are always copied in full, so this changes nothing for them.
+    /// Start over: copy incremental tables again from scratch (e.g. after the source's columns
+    /// changed). Snapshots are always full; archives cannot be refreshed.
     #[arg(long)]
     pub full_refresh: bool,
 }
@@ -44,7 +45,7 @@ pub async fn ingest(context: &Context, args: IngestArgs) -> Result<()> {
         return Ok(());
     }
     let session = context.session().await?;
-    for report in run_pipeline(&session, &pipeline).await? {
+    for report in run_pipeline(&session, &pipeline, args.full_refresh).await? {
         eprintln!(
             "{}: {} rows in {:.1}s ({:.0} rows/s), {:?}",
             report.table,

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::lake::TableRef;
 use crate::lake::write::{WriteMode, WriteOptions, WriteOutcome, write_plan};
 use crate::query::Session;
-use crate::sources::postgres::{connect, pg_error, read};
+use crate::sources::postgres::{connect, describe, pg_error, read};
 
 /// Keys deleted per DELETE statement.
 const DELETE_BATCH: usize = 10_000;
@@ -47,6 +47,11 @@ pub async fn archive_table(
         }
     };
     let after = table.archive_after_duration()?;
+    if session.lake().is_table(&target).await? {
+        let client = connect(url).await?;
+        let columns = describe(&client, &format!("SELECT * FROM {from}")).await?;
+        super::check_same_columns(session, &target, &columns).await?;
+    }
     let client = connect(url).await?;
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")

@@ -30,6 +30,7 @@ pub async fn incremental_table(
     url: &str,
     pipeline: &str,
     table: &TableConfig,
+    full_refresh: bool,
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
     let target = TableRef::parse(&table.to)?;
@@ -53,7 +54,13 @@ pub async fn incremental_table(
         }
     }
     let app_id = format!("gamelake:{pipeline}:{target}");
-    let watermark = transaction_version(session.lake(), &target, &app_id).await?;
+    let exists = session.lake().is_table(&target).await?;
+    let watermark = if full_refresh || !exists {
+        None
+    } else {
+        super::check_same_columns(session, &target, &columns).await?;
+        transaction_version(session.lake(), &target, &app_id).await?
+    };
 
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -84,9 +91,13 @@ pub async fn incremental_table(
     let _ = client.batch_execute("COMMIT").await;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
 
-    let outcome = if !session.lake().is_table(&target).await? {
+    let outcome = if !exists || full_refresh {
         let options = WriteOptions {
-            mode: WriteMode::Create,
+            mode: if exists {
+                WriteMode::Overwrite
+            } else {
+                WriteMode::Create
+            },
             layout: table.layout(),
             transaction: Some((app_id, upper)),
         };

@@ -11,17 +11,33 @@ pub use config::{Mode, PipelineConfig, SourceConfig, TableConfig};
 pub use incremental::incremental_table;
 pub use snapshot::{SnapshotReport, snapshot_table};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::lake::TableRef;
 use crate::query::Session;
+use crate::sources::postgres::PgColumn;
 use crate::sources::postgres::{connect, describe};
 
-/// Runs every table of a pipeline once.
-pub async fn run(session: &Session, pipeline: &PipelineConfig) -> Result<Vec<SnapshotReport>> {
+/// Runs every table of a pipeline once. `full_refresh` copies incremental tables from scratch
+/// (e.g. after the source's columns changed); archive tables cannot be refreshed (their old rows
+/// are no longer in PostgreSQL).
+pub async fn run(
+    session: &Session,
+    pipeline: &PipelineConfig,
+    full_refresh: bool,
+) -> Result<Vec<SnapshotReport>> {
     let SourceConfig::Postgres { url, parallelism } = &pipeline.source;
     let mut reports = Vec::new();
     for table in &pipeline.tables {
         reports.push(match table.mode {
-            Mode::Incremental => incremental_table(session, url, &pipeline.name, table).await?,
+            Mode::Incremental => {
+                incremental_table(session, url, &pipeline.name, table, full_refresh).await?
+            }
+            Mode::Archive if full_refresh => {
+                return Err(Error::Unsupported(format!(
+                    "{}: --full-refresh cannot rebuild an archive (its rows were deleted from PostgreSQL); run without it",
+                    table.to
+                )));
+            }
             Mode::Archive => archive_table(session, url, &pipeline.name, table).await?,
             Mode::Snapshot => {
                 snapshot_table(session, url, &pipeline.name, table, *parallelism).await?
@@ -42,4 +58,50 @@ pub async fn dry_run(pipeline: &PipelineConfig) -> Result<Vec<(String, usize)>> 
         out.push((table.to.clone(), columns.len()));
     }
     Ok(out)
+}
+
+/// The source must still have the lake table's columns with the same types; a dropped, renamed,
+/// added or retyped column is an error naming it (before anything is written).
+pub(crate) async fn check_same_columns(
+    session: &Session,
+    target: &TableRef,
+    source: &[PgColumn],
+) -> Result<()> {
+    use datafusion::arrow::datatypes::DataType;
+    let plain = |t: &DataType| match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        other => other.clone(),
+    };
+    let lake = session.context().table(target.to_string()).await?;
+    let fix = "the source's columns changed; run `gamelake ingest FILE --full-refresh` to copy the table again, or cast in a `query`";
+    for field in lake.schema().fields() {
+        match source.iter().find(|c| c.name == *field.name()) {
+            None => {
+                return Err(Error::Unsupported(format!(
+                    "{target}: column \"{}\" is in the lake table but no longer in the source; {fix}",
+                    field.name()
+                )));
+            }
+            Some(c) if plain(&c.kind.arrow_type()) != plain(field.data_type()) => {
+                return Err(Error::Unsupported(format!(
+                    "{target}: column \"{}\" is {} in the lake table but {} in the source; {fix}",
+                    field.name(),
+                    field.data_type(),
+                    c.kind.arrow_type()
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = source
+        .iter()
+        .find(|c| lake.schema().field_with_unqualified_name(&c.name).is_err())
+    {
+        return Err(Error::Unsupported(format!(
+            "{target}: column \"{}\" is new in the source; {fix}",
+            extra.name
+        )));
+    }
+    Ok(())
 }

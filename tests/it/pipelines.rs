@@ -512,3 +512,67 @@ async fn archive_moves_old_rows_exactly_once_even_when_killed() {
 
 /// Rows, distinct keys and the amount total of the hot + cold view.
 const VIEW_CHECK: &str = "SELECT count(*) || '|' || count(DISTINCT purchase_id) || '|' || sum(amount) AS v FROM game.purchases_all";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_schema_changes_between_runs_fail_clearly_and_commit_nothing() {
+    let db = TestDb::new().await;
+    let client = connect(&db.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE orders (order_id bigint PRIMARY KEY, amount numeric(12,2), updated_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO orders (order_id, amount) SELECT g, g FROM generate_series(1, 100) g;",
+        )
+        .await
+        .unwrap();
+    let lake = TempLake::new();
+    let file = lake.path().join("inc.toml");
+    std::fs::write(&file, INCREMENTAL).unwrap();
+    let (loc, file_s, url) = (lake.location(), file.display().to_string(), db.url());
+    let env = [("PG_URL", url.as_str())];
+    gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
+    let versions = "SELECT max(version) AS v FROM game.\"orders$history\"";
+    let before = gamelake_ok(
+        &["--lake", &loc, "sql", "-c", versions, "--format", "csv"],
+        &[],
+    );
+
+    // A dropped column, then a changed type: each run fails with the column named.
+    client
+        .batch_execute(
+            "ALTER TABLE orders DROP COLUMN amount; INSERT INTO orders (order_id) VALUES (101);",
+        )
+        .await
+        .unwrap();
+    let err = gamelake_err(&["--lake", &loc, "ingest", &file_s], &env);
+    assert!(err.contains("amount"), "{err}");
+    client
+        .batch_execute("ALTER TABLE orders ADD COLUMN amount text; UPDATE orders SET amount = 'x', updated_at = now();")
+        .await
+        .unwrap();
+    let err = gamelake_err(&["--lake", &loc, "ingest", &file_s], &env);
+    assert!(err.contains("amount"), "{err}");
+    assert!(err.contains("--full-refresh"), "{err}");
+    // Nothing was committed by the failed runs.
+    assert_eq!(
+        gamelake_ok(
+            &["--lake", &loc, "sql", "-c", versions, "--format", "csv"],
+            &[]
+        ),
+        before
+    );
+    // A full refresh copies the table again, with its new columns.
+    gamelake_ok(&["--lake", &loc, "ingest", &file_s, "--full-refresh"], &env);
+    let out = gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "-c",
+            "SELECT count(*) AS n, min(amount) AS a FROM game.orders",
+            "--format",
+            "csv",
+        ],
+        &[],
+    );
+    assert_eq!(out, "n,a\n101,x\n");
+}
