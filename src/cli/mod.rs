@@ -22,10 +22,12 @@ use crate::query::{QuerySettings, Session};
 #[derive(Debug, Parser)]
 #[command(name = "gamelake", version, about, long_about = None, propagate_version = true)]
 #[command(after_help = "Examples:
+  gamelake demo                                  a year of synthetic game data, then showcase queries
   gamelake sql                                   interactive SQL over ./lake
   gamelake --lake /tmp/l sql -c \"SELECT 1\"       one statement
   gamelake --lake s3://bucket/lake sql -f q.sql  a script on S3 (AWS_* variables for the endpoint and keys)
-  gamelake lake history shop.orders              commits of a table")]
+  gamelake lake history shop.orders              commits of a table
+  PG_URL=postgres://app@db/game gamelake ingest pipelines/oltp_snapshot.toml")]
 pub struct Cli {
     /// Where the lake lives: a local folder or s3://bucket/prefix (S3 settings from AWS_ENDPOINT_URL,
     /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP).
@@ -56,7 +58,7 @@ pub struct Cli {
 pub enum Command {
     /// Generate a year of synthetic game data into the lake, then run showcase queries.
     Demo(demo::DemoArgs),
-    /// Run a pipeline file once (PostgreSQL snapshot into lake tables).
+    /// Run a pipeline file once: PostgreSQL snapshots, incremental merges or archiving into the lake.
     Ingest(ingest::IngestArgs),
     /// Work with pipeline files.
     #[command(subcommand)]
