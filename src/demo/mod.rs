@@ -180,7 +180,7 @@ pub async fn generate(session: &Session, options: &DemoOptions) -> Result<DemoRe
         };
         let spinner = crate::progress::bar(0, "", &format!("writing {name} ({rows} rows)"));
         let options = WriteOptions {
-            layout: layout(name),
+            layout: Some(layout(name)),
             ..WriteOptions::new(mode)
         };
         write_batches(lake, &table, &state, slices(batch), options).await?;

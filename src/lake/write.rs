@@ -171,19 +171,21 @@ pub enum WriteMode {
 pub struct WriteOptions {
     /// Create, append or overwrite.
     pub mode: WriteMode,
-    /// Layout for a table this write creates (ignored for an existing table, which keeps its own).
-    pub layout: TableLayout,
+    /// Layout for a table this write creates or replaces (`Overwrite`). `None`, and any write
+    /// that appends to an existing table, keep the layout the table records.
+    pub layout: Option<TableLayout>,
     /// A pipeline position committed atomically with the rows: `(app_id, version)`. If the table
     /// already records this app at this version or later, nothing is written.
     pub transaction: Option<(String, i64)>,
 }
 
 impl WriteOptions {
-    /// Options for a mode with the default layout and no transaction marker.
+    /// Options for a mode that keep an existing table's layout (the default for a new one), with
+    /// no transaction marker.
     pub fn new(mode: WriteMode) -> Self {
         Self {
             mode,
-            layout: TableLayout::default(),
+            layout: None,
             transaction: None,
         }
     }
@@ -240,8 +242,7 @@ pub async fn write_batches(
         )));
     };
     let mem = MemTable::try_new(schema, vec![batches])?;
-    let plan =
-        LogicalPlanBuilder::scan("input", provider_as_source(Arc::new(mem)), None)?.build()?;
+    let plan = scan_of("input", Arc::new(mem))?;
     write_plan(lake, table, session, plan, options).await
 }
 
@@ -261,8 +262,7 @@ pub async fn write_streams(
         .map(|s| Arc::new(OneShot::new(s)) as Arc<dyn PartitionStream>)
         .collect();
     let source = StreamingTable::try_new(schema, partitions)?;
-    let plan =
-        LogicalPlanBuilder::scan("input", provider_as_source(Arc::new(source)), None)?.build()?;
+    let plan = scan_of("input", Arc::new(source))?;
     write_plan(lake, table, session, plan, options).await
 }
 
@@ -290,10 +290,10 @@ pub async fn write_plan(
     {
         return Ok(WriteOutcome::AlreadyCommitted { recorded });
     }
-    let layout = if exists && options.mode != WriteMode::Overwrite {
-        TableLayout::of_table(&dt)?
-    } else {
-        options.layout.clone()
+    let layout = match &options.layout {
+        Some(new) if !exists || options.mode == WriteMode::Overwrite => new.clone(),
+        _ if exists => TableLayout::of_table(&dt)?,
+        _ => TableLayout::default(),
     };
     check_columns(table, &plan, &layout)?;
     let sorted = sort_for_layout(session, plan, &layout).await?;
@@ -464,10 +464,15 @@ async fn sort_for_layout(
     let physical = session.create_physical_plan(&sorted).await?;
     let stream = execute_stream(physical, session.task_ctx())?;
     let table = StreamingTable::try_new(stream.schema(), vec![Arc::new(OneShot::new(stream))])?;
-    Ok(
-        LogicalPlanBuilder::scan("sorted_input", provider_as_source(Arc::new(table)), None)?
-            .build()?,
-    )
+    scan_of("sorted_input", Arc::new(table))
+}
+
+/// A plan that reads a table provider (batches in memory, streams), for the writer's input.
+fn scan_of(
+    name: &str,
+    provider: Arc<dyn datafusion::catalog::TableProvider>,
+) -> Result<LogicalPlan> {
+    Ok(LogicalPlanBuilder::scan(name, provider_as_source(provider), None)?.build()?)
 }
 
 /// A stream that can be read once, as a table the writer scans.

@@ -98,7 +98,7 @@ pub async fn incremental_table(
             } else {
                 WriteMode::Create
             },
-            layout: table.layout(),
+            layout: Some(table.layout()),
             transaction: Some((app_id, upper)),
         };
         let batches = if batches.is_empty() {

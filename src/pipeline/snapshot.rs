@@ -102,7 +102,7 @@ pub async fn snapshot_table(
         } else {
             WriteMode::Create
         },
-        layout: table.layout(),
+        layout: Some(table.layout()),
         transaction: Some((app_id, position)),
     };
     let state = session.context().state();

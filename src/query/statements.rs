@@ -98,7 +98,7 @@ async fn create_table(
         });
     }
     let options = WriteOptions {
-        layout,
+        layout: Some(layout),
         ..WriteOptions::new(mode)
     };
     let outcome = write_plan(
@@ -140,11 +140,8 @@ async fn write_dml(session: &Session, dml: DmlStatement) -> Result<Output> {
                 InsertOp::Append => WriteMode::Append,
                 InsertOp::Overwrite | InsertOp::Replace => WriteMode::Overwrite,
             };
-            let options = WriteOptions {
-                // Overwrite keeps the table's layout.
-                layout: existing_layout(session, &table).await?,
-                ..WriteOptions::new(mode)
-            };
+            // INSERT (OVERWRITE) keeps the table's layout.
+            let options = WriteOptions::new(mode);
             let outcome = write_plan(
                 lake,
                 &table,
@@ -186,21 +183,6 @@ async fn write_dml(session: &Session, dml: DmlStatement) -> Result<Output> {
             "{other} on lake tables is not supported yet; rewrite the table with CREATE OR REPLACE TABLE {table} AS SELECT ..."
         ))),
     }
-}
-
-/// The layout an existing table records (an overwrite keeps it), or the default.
-async fn existing_layout(
-    session: &Session,
-    table: &TableRef,
-) -> Result<crate::lake::write::TableLayout> {
-    let lake = session.lake();
-    if !lake.is_table(table).await? {
-        return Ok(Default::default());
-    }
-    let dt = lake
-        .open_table(table, &crate::lake::TableVersion::Latest)
-        .await?;
-    crate::lake::write::TableLayout::of_table(&dt)
 }
 
 /// DELETE's plan is `Filter(predicate, TableScan)` or a bare scan (delete everything).

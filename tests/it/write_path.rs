@@ -122,7 +122,7 @@ async fn layout_reaches_files_and_is_kept_by_later_writers() {
     let session = lake.session().await;
     let table = TableRef::parse("logs.events").unwrap();
     let options = WriteOptions {
-        layout: layout(),
+        layout: Some(layout()),
         ..WriteOptions::new(WriteMode::Create)
     };
     let batches = vec![
