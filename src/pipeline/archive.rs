@@ -47,12 +47,11 @@ pub async fn archive_table(
         }
     };
     let after = table.archive_after_duration()?;
+    let client = connect(url).await?;
     if session.lake().is_table(&target).await? {
-        let client = connect(url).await?;
         let columns = describe(&client, &format!("SELECT * FROM {from}")).await?;
         super::check_same_columns(session, &target, &columns).await?;
     }
-    let client = connect(url).await?;
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await
@@ -103,7 +102,7 @@ pub async fn archive_table(
         } else {
             WriteMode::Create
         },
-        layout: table.layout(),
+        layout: Some(table.layout()),
         transaction: Some((app_id, cutoff)),
     };
     let outcome = write_plan(
