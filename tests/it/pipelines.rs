@@ -5,6 +5,29 @@ use crate::postgres::TestDb;
 use crate::support::{TempLake, gamelake_err, gamelake_ok, repo_root};
 use gamelake::sources::postgres::connect;
 
+/// A fresh lake holding a pipeline file: the lake, its location and the file's path.
+fn lake_with_pipeline(name: &str, text: &str) -> (TempLake, String, String) {
+    let lake = TempLake::new();
+    let file = lake.path().join(name);
+    std::fs::write(&file, text).unwrap();
+    let (loc, file_s) = (lake.location(), file.display().to_string());
+    (lake, loc, file_s)
+}
+
+/// Runs `gamelake ingest` on a pipeline and kills it (SIGKILL) after `delay_ms`.
+fn ingest_killed_after(loc: &str, file: &str, pg_url: &str, delay_ms: u64) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gamelake"))
+        .args(["--lake", loc, "ingest", file])
+        .env("PG_URL", pg_url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 const PIPELINE: &str = r#"name = "test"
 [source]
 kind = "postgres"
@@ -44,10 +67,8 @@ async fn parallel_snapshot_equals_the_source_and_records_its_position() {
         .unwrap()
         .get::<_, String>(0);
 
-    let lake = TempLake::new();
-    let file = lake.path().join("test.toml");
-    std::fs::write(&file, PIPELINE).unwrap();
-    let (loc, file_s, url) = (lake.location(), file.display().to_string(), db.url());
+    let (_lake, loc, file_s) = lake_with_pipeline("test.toml", PIPELINE);
+    let url = db.url();
     let env = [("PG_URL", url.as_str())];
     gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
     let q =
@@ -180,24 +201,13 @@ async fn killed_snapshots_leave_all_or_nothing_and_a_rerun_finishes() {
         )
         .await
         .unwrap();
-    let lake = TempLake::new();
-    let file = lake.path().join("test.toml");
-    std::fs::write(&file, PIPELINE).unwrap();
-    let (loc, file_s, url) = (lake.location(), file.display().to_string(), db.url());
+    let (_lake, loc, file_s) = lake_with_pipeline("test.toml", PIPELINE);
+    let url = db.url();
     let check = "SELECT count(*) || '|' || count(DISTINCT player_id) || '|' || sum(balance) AS v FROM game.players";
     let full = "v\n300000|300000|22500075000.00\n";
     // kill -9 at different moments of the copy and the commit.
     for delay_ms in [150u64, 400, 700, 1000, 1400, 2000] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gamelake"))
-            .args(["--lake", &loc, "ingest", &file_s])
-            .env("PG_URL", &url)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        ingest_killed_after(&loc, &file_s, &url, delay_ms);
         // Whatever the moment, the table is absent or a complete snapshot: never partial.
         let out = crate::support::gamelake(
             &["--lake", &loc, "sql", "-c", check, "--format", "csv"],
@@ -270,10 +280,8 @@ async fn incremental_merges_changes_and_misses_no_late_commit() {
         )
         .await
         .unwrap();
-    let lake = TempLake::new();
-    let file = lake.path().join("inc.toml");
-    std::fs::write(&file, INCREMENTAL).unwrap();
-    let (loc, file_s, url) = (lake.location(), file.display().to_string(), db.url());
+    let (_lake, loc, file_s) = lake_with_pipeline("inc.toml", INCREMENTAL);
+    let url = db.url();
     let env = [("PG_URL", url.as_str())];
     let state = "SELECT count(*) || '|' || count(DISTINCT order_id) || '|' || sum(amount) AS v FROM game.orders";
     gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
@@ -431,23 +439,12 @@ async fn archive_moves_old_rows_exactly_once_even_when_killed() {
         .await
         .unwrap()
         .get(0);
-    let lake = TempLake::new();
-    let file = lake.path().join("arc.toml");
-    std::fs::write(&file, ARCHIVE).unwrap();
-    let (loc, file_s, url) = (lake.location(), file.display().to_string(), db.url());
+    let (lake, loc, file_s) = lake_with_pipeline("arc.toml", ARCHIVE);
+    let url = db.url();
     // kill -9 twenty times, at moments spread over reading, committing and deleting.
     for i in 0..20u64 {
         let delay_ms = 150 + i * 170;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gamelake"))
-            .args(["--lake", &loc, "ingest", &file_s])
-            .env("PG_URL", &url)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        ingest_killed_after(&loc, &file_s, &url, delay_ms);
         // The killed client's server backend may still finish a statement in flight: measure
         // once the database is quiet.
         for _ in 0..100 {
@@ -524,10 +521,8 @@ async fn source_schema_changes_between_runs_fail_clearly_and_commit_nothing() {
         )
         .await
         .unwrap();
-    let lake = TempLake::new();
-    let file = lake.path().join("inc.toml");
-    std::fs::write(&file, INCREMENTAL).unwrap();
-    let (loc, file_s, url) = (lake.location(), file.display().to_string(), db.url());
+    let (_lake, loc, file_s) = lake_with_pipeline("inc.toml", INCREMENTAL);
+    let url = db.url();
     let env = [("PG_URL", url.as_str())];
     gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
     let versions = "SELECT max(version) AS v FROM game.\"orders$history\"";
