@@ -21,7 +21,7 @@ use super::config::TableConfig;
 use super::snapshot::SnapshotReport;
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
-use crate::lake::write::{WriteMode, WriteOptions, WriteOutcome, write_plan};
+use crate::lake::write::{WriteMode, WriteOutcome, write_plan};
 use crate::query::Session;
 use crate::sources::postgres::{connect, describe, pg_error, read};
 
@@ -80,7 +80,7 @@ pub async fn archive_table(
         schema.clone(),
         vec![batches.clone()],
     )?))?;
-    let app_id = format!("gamelake:{pipeline}:{target}");
+    let app_id = table.app_id(pipeline);
     let lake = session.lake();
 
     // 1. Append what the lake does not hold yet, with the cutoff as the pipeline's position.
@@ -96,15 +96,12 @@ pub async fn archive_table(
     } else {
         incoming.clone()
     };
-    let options = WriteOptions {
-        mode: if exists {
-            WriteMode::Append
-        } else {
-            WriteMode::Create
-        },
-        layout: Some(table.layout()),
-        transaction: Some((app_id, cutoff)),
+    let mode = if exists {
+        WriteMode::Append
+    } else {
+        WriteMode::Create
     };
+    let options = table.write_options(mode, app_id, cutoff);
     let outcome = write_plan(
         lake,
         &target,

@@ -99,6 +99,25 @@ impl TableConfig {
         })
     }
 
+    /// The name under which the lake table records this pipeline's position (Delta `txn` appId).
+    pub fn app_id(&self, pipeline: &str) -> String {
+        format!("gamelake:{pipeline}:{}", self.to)
+    }
+
+    /// Options of a write to this table: its layout, and the pipeline position in the commit.
+    pub fn write_options(
+        &self,
+        mode: crate::lake::write::WriteMode,
+        app_id: String,
+        position: i64,
+    ) -> crate::lake::write::WriteOptions {
+        crate::lake::write::WriteOptions {
+            mode,
+            layout: Some(self.layout()),
+            transaction: Some((app_id, position)),
+        }
+    }
+
     /// The lake table's layout this table asks for.
     pub fn layout(&self) -> crate::lake::write::TableLayout {
         crate::lake::write::TableLayout {

@@ -17,9 +17,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use super::config::TableConfig;
 use super::snapshot::SnapshotReport;
 use crate::error::{Error, Result};
-use crate::lake::write::{
-    WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
-};
+use crate::lake::write::{WriteMode, WriteOutcome, transaction_version, write_batches};
 use crate::lake::{TableRef, TableVersion};
 use crate::query::Session;
 use crate::sources::postgres::{PgKind, connect, describe, pg_error, read};
@@ -53,7 +51,7 @@ pub async fn incremental_table(
             )));
         }
     }
-    let app_id = format!("gamelake:{pipeline}:{target}");
+    let app_id = table.app_id(pipeline);
     let exists = session.lake().is_table(&target).await?;
     let watermark = if full_refresh || !exists {
         None
@@ -92,15 +90,12 @@ pub async fn incremental_table(
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
 
     let outcome = if !exists || full_refresh {
-        let options = WriteOptions {
-            mode: if exists {
-                WriteMode::Overwrite
-            } else {
-                WriteMode::Create
-            },
-            layout: Some(table.layout()),
-            transaction: Some((app_id, upper)),
+        let mode = if exists {
+            WriteMode::Overwrite
+        } else {
+            WriteMode::Create
         };
+        let options = table.write_options(mode, app_id, upper);
         let batches = if batches.is_empty() {
             vec![RecordBatch::new_empty(schema)]
         } else {

@@ -12,9 +12,7 @@ use tokio_postgres::Client;
 use super::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
-use crate::lake::write::{
-    WriteMode, WriteOptions, WriteOutcome, transaction_version, write_streams,
-};
+use crate::lake::write::{WriteMode, WriteOutcome, transaction_version, write_streams};
 use crate::query::Session;
 use crate::sources::postgres::{connect, pg_error, read_stream};
 
@@ -91,20 +89,17 @@ pub async fn snapshot_table(
         .map(|s| s.schema())
         .ok_or_else(|| Error::Unsupported(format!("{}: nothing to read", table.to)))?;
 
-    let app_id = format!("gamelake:{pipeline}:{target}");
+    let app_id = table.app_id(pipeline);
     let position = transaction_version(session.lake(), &target, &app_id)
         .await?
         .unwrap_or(0)
         + 1;
-    let options = WriteOptions {
-        mode: if session.lake().is_table(&target).await? {
-            WriteMode::Overwrite
-        } else {
-            WriteMode::Create
-        },
-        layout: Some(table.layout()),
-        transaction: Some((app_id, position)),
+    let mode = if session.lake().is_table(&target).await? {
+        WriteMode::Overwrite
+    } else {
+        WriteMode::Create
     };
+    let options = table.write_options(mode, app_id, position);
     let state = session.context().state();
     let outcome = write_streams(session.lake(), &target, &state, schema, streams, options).await?;
     bar.finish_and_clear();
