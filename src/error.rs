@@ -90,6 +90,18 @@ pub enum Error {
     #[error("{}", strip_datafusion_prefixes(.0))]
     Query(#[from] DataFusionError),
 
+    /// The user's role does not allow the statement (e.g. a reader sending DDL over Flight SQL).
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    /// The server is at its limit of concurrent queries and the queue wait ran out.
+    #[error("{0}")]
+    Busy(String),
+
+    /// A query exceeded a bound (time, memory) and was stopped.
+    #[error("{0}")]
+    Limit(String),
+
     /// A SQL feature gamelake does not support (yet), with what to do instead.
     #[error("{0}")]
     Unsupported(String),
@@ -124,6 +136,10 @@ pub enum Error {
     /// Parquet failed to encode or decode data.
     #[error("parquet: {0}")]
     Parquet(#[from] datafusion::parquet::errors::ParquetError),
+
+    /// Flight (gRPC) encoding or decoding failed.
+    #[error("flight: {0}")]
+    Flight(#[from] arrow_flight::error::FlightError),
 
     /// An object-store operation failed.
     #[error("storage: {0}")]

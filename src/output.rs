@@ -4,15 +4,13 @@ use std::io::Write;
 
 use clap::ValueEnum;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
-use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::plain_types::{plain_schema, to_plain};
 
 /// Output formats of `gamelake sql`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -42,7 +40,7 @@ pub async fn write_stream(
         Format::Table => {
             let mut batches = Vec::new();
             while let Some(batch) = stream.next().await {
-                let batch = plain_batch(&schema, batch?)?;
+                let batch = to_plain(batch?, &schema)?;
                 rows += batch.num_rows() as u64;
                 batches.push(batch);
             }
@@ -57,7 +55,7 @@ pub async fn write_stream(
                 .build(&mut *out);
             let mut wrote_any = false;
             while let Some(batch) = stream.next().await {
-                let batch = plain_batch(&schema, batch?)?;
+                let batch = to_plain(batch?, &schema)?;
                 rows += batch.num_rows() as u64;
                 writer.write(&batch)?;
                 wrote_any = true;
@@ -69,7 +67,7 @@ pub async fn write_stream(
         Format::Json => {
             let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut *out);
             while let Some(batch) = stream.next().await {
-                let batch = plain_batch(&schema, batch?)?;
+                let batch = to_plain(batch?, &schema)?;
                 rows += batch.num_rows() as u64;
                 writer.write(&batch)?;
             }
@@ -82,7 +80,7 @@ pub async fn write_stream(
         Format::Ndjson => {
             let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
             while let Some(batch) = stream.next().await {
-                let batch = plain_batch(&schema, batch?)?;
+                let batch = to_plain(batch?, &schema)?;
                 rows += batch.num_rows() as u64;
                 writer.write(&batch)?;
             }
@@ -91,7 +89,7 @@ pub async fn write_stream(
         Format::Parquet => {
             let mut writer = ArrowWriter::try_new(&mut *out, schema.clone(), None)?;
             while let Some(batch) = stream.next().await {
-                let batch = plain_batch(&schema, batch?)?;
+                let batch = to_plain(batch?, &schema)?;
                 rows += batch.num_rows() as u64;
                 writer.write(&batch)?;
             }
@@ -100,37 +98,6 @@ pub async fn write_stream(
     }
     out.flush().map_err(stdout_err)?;
     Ok(rows)
-}
-
-/// View types (Utf8View, BinaryView) become plain Utf8/Binary: every writer and reader handles those.
-fn plain_schema(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_data_type(plain_type(f.data_type())))
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
-fn plain_type(t: &DataType) -> DataType {
-    match t {
-        DataType::Utf8View => DataType::Utf8,
-        DataType::BinaryView => DataType::Binary,
-        other => other.clone(),
-    }
-}
-
-fn plain_batch(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
-    if batch.schema().fields() == schema.fields() {
-        return Ok(batch);
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| cast(c, f.data_type()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 fn stdout_err(e: std::io::Error) -> Error {

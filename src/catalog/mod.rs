@@ -33,6 +33,8 @@ use crate::lake::{Lake, TableRef, TableVersion};
 pub struct LakeCatalog {
     lake: Arc<Lake>,
     schemas: RwLock<BTreeMap<String, Arc<LakeSchema>>>,
+    /// When the names were last listed.
+    refreshed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl LakeCatalog {
@@ -41,6 +43,7 @@ impl LakeCatalog {
         Self {
             lake,
             schemas: RwLock::new(BTreeMap::new()),
+            refreshed: std::sync::Mutex::new(None),
         }
     }
 
@@ -68,7 +71,22 @@ impl LakeCatalog {
                 schema.set_lake_tables(BTreeSet::new());
             }
         }
+        *self.refreshed.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    /// Lists the lake again unless it was listed less than `ttl` ago (a zero `ttl` always
+    /// lists). Tables this process creates or drops are noted without a listing either way.
+    pub async fn refresh_within(&self, ttl: std::time::Duration) -> Result<()> {
+        let fresh = self
+            .refreshed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < ttl);
+        if fresh {
+            return Ok(());
+        }
+        self.refresh().await
     }
 
     /// Every table name currently known, as `schema.table`.

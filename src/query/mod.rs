@@ -34,6 +34,12 @@ pub struct QuerySettings {
     pub target_partitions: Option<usize>,
     /// Memory a query may use before it spills or fails, in bytes; unbounded when `None`.
     pub memory_limit: Option<usize>,
+    /// How long the lake's table names may be reused before the next statement lists the
+    /// lake again. Zero (the default) lists before every statement; servers set a few seconds.
+    pub catalog_ttl: std::time::Duration,
+    /// Refuse `SELECT * FROM 'path/or/url'` (servers, where users must not read the server's
+    /// files); the CLI allows it.
+    pub deny_file_paths: bool,
 }
 
 /// What one statement produced.
@@ -52,6 +58,7 @@ pub struct Session {
     ctx: SessionContext,
     catalog: Arc<LakeCatalog>,
     params: Arc<Params>,
+    catalog_ttl: std::time::Duration,
 }
 
 impl Session {
@@ -83,7 +90,12 @@ impl Session {
             .with_runtime_env(runtime.build_arc()?)
             .with_query_planner(DeltaPlanner::new())
             .build();
-        let ctx = SessionContext::new_with_state(state).enable_url_table();
+        let ctx = SessionContext::new_with_state(state);
+        let ctx = if settings.deny_file_paths {
+            ctx
+        } else {
+            ctx.enable_url_table()
+        };
         let catalog = Arc::new(LakeCatalog::new(lake));
         catalog.refresh().await?;
         ctx.register_catalog(CATALOG, catalog.clone());
@@ -91,6 +103,25 @@ impl Session {
             ctx,
             catalog,
             params: Arc::default(),
+            catalog_ttl: settings.catalog_ttl,
+        })
+    }
+
+    /// The same session (catalogs, views, settings) with its own memory pool, e.g. one per
+    /// query on a server.
+    pub fn with_memory_pool(
+        &self,
+        pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+    ) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::from_runtime_env(self.ctx.runtime_env().as_ref())
+            .with_memory_pool(pool)
+            .build_arc()?;
+        let state = SessionStateBuilder::new_from_existing(self.ctx.state())
+            .with_runtime_env(runtime)
+            .build();
+        Ok(Self {
+            ctx: SessionContext::new_with_state(state),
+            ..self.clone()
         })
     }
 
@@ -157,7 +188,7 @@ impl Session {
 
     /// Runs one parsed statement.
     pub async fn execute(&self, statement: DFStatement) -> Result<Output> {
-        self.catalog.refresh().await?;
+        self.catalog.refresh_within(self.catalog_ttl).await?;
         statements::execute(self, statement)
             .await
             .map_err(|e| self.explain(e))
