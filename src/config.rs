@@ -6,11 +6,19 @@
 //! [query]
 //! target_partitions = 4             # default: number of cores
 //! memory_limit_mb = 4096            # default: unbounded
+//! [flight]                          # gamelake serve --flight
+//! query_timeout = "5m"
+//! [[users]]                         # Flight SQL logins
+//! name = "analyst"
+//! password_hash = "$argon2id$v=19$..."   # gamelake hash-password
+//! role = "reader"                   # or "admin"
 //! ```
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 use crate::query::QuerySettings;
@@ -24,6 +32,54 @@ pub struct Config {
     /// SQL engine settings.
     #[serde(default)]
     pub query: QueryConfig,
+    /// Flight SQL server settings (`gamelake serve --flight`).
+    #[serde(default)]
+    pub flight: FlightConfig,
+    /// Who may log in to the Flight SQL server.
+    #[serde(default)]
+    pub users: Vec<crate::flight::User>,
+}
+
+/// `[flight]`: bounds and lifetimes of the Flight SQL server. Durations are written like
+/// `"30s"`, `"5m"`, `"12h"`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightConfig {
+    /// Queries that run at once; more wait in a queue (default 8).
+    pub max_concurrent_queries: Option<usize>,
+    /// How long a query waits for a slot before it is refused as busy (default 30s).
+    #[serde(default, deserialize_with = "duration")]
+    pub queue_timeout: Option<Duration>,
+    /// How long a query may run (default 5m).
+    #[serde(default, deserialize_with = "duration")]
+    pub query_timeout: Option<Duration>,
+    /// Memory one query may hold before it spills or fails, in MiB (default: the server's).
+    pub query_memory_mb: Option<usize>,
+    /// Memory all queries together may hold, in MiB (default: unbounded).
+    pub server_memory_mb: Option<usize>,
+    /// Lifetime of a login token and of a prepared statement (default 12h).
+    #[serde(default, deserialize_with = "duration")]
+    pub token_ttl: Option<Duration>,
+    /// Lifetime of a ticket between GetFlightInfo and DoGet (default 10m).
+    #[serde(default, deserialize_with = "duration")]
+    pub ticket_ttl: Option<Duration>,
+    /// Largest gRPC message the server accepts or sends, in MiB (default 64).
+    pub max_message_mb: Option<usize>,
+    /// How long table names are reused before the lake is listed again (default 5s).
+    #[serde(default, deserialize_with = "duration")]
+    pub catalog_ttl: Option<Duration>,
+    /// Append every query to `system.query_log` (default true).
+    pub query_log: Option<bool>,
+}
+
+/// Reads a human duration such as `"30s"` or `"5m"`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "'{text}' is not a duration ({e}); write e.g. \"30s\", \"5m\" or \"12h\""
+        ))
+    })
 }
 
 /// `[query]`: engine settings for every session.
@@ -64,6 +120,7 @@ impl Config {
         QuerySettings {
             target_partitions: self.query.target_partitions,
             memory_limit: self.query.memory_limit_mb.map(|mb| mb * 1024 * 1024),
+            ..QuerySettings::default()
         }
     }
 }
@@ -105,6 +162,29 @@ mod tests {
             err.contains("target_partitions"),
             "expected keys listed: {err}"
         );
+    }
+
+    #[test]
+    fn reads_flight_settings_and_users() {
+        let c = Config::parse(
+            "[flight]\nquery_timeout = \"2m\"\n[[users]]\nname = \"ana\"\npassword_hash = \"$argon2id$x\"\nrole = \"admin\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.flight.query_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(c.users[0].role, crate::flight::Role::Admin);
+        let err = Config::parse("[flight]\nquery_timeout = \"soon\"\n", Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("g.toml:2:"), "{err}");
+        assert!(err.contains("30s"), "{err}");
+        let err = Config::parse(
+            "[[users]]\nname = \"a\"\npassword_hash = \"h\"\nrole = \"root\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("g.toml:4:"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod demo;
 mod ingest;
 mod lake;
 mod repl;
+mod serve;
 mod sql;
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use crate::query::{QuerySettings, Session};
   gamelake --lake /tmp/l sql -c \"SELECT 1\"       one statement
   gamelake --lake s3://bucket/lake sql -f q.sql  a script on S3 (AWS_* variables for the endpoint and keys)
   gamelake lake history shop.orders              commits of a table
+  gamelake --config gamelake.toml serve --flight 0.0.0.0:50051   Flight SQL for BI tools
   PG_URL=postgres://app@db/game gamelake ingest pipelines/oltp_snapshot.toml")]
 pub struct Cli {
     /// Where the lake lives: a local folder or s3://bucket/prefix (S3 settings from AWS_ENDPOINT_URL,
@@ -68,6 +70,10 @@ pub enum Command {
     /// Inspect and maintain lake tables.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
+    /// Run the server: Flight SQL for BI tools and notebooks (--flight ADDR).
+    Serve(serve::ServeArgs),
+    /// Print the argon2 hash of a password read from standard input (for [[users]] in the config).
+    HashPassword,
 }
 
 /// Runs the parsed command line.
@@ -85,6 +91,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         location,
         settings: config.query_settings(),
         pg_url: cli.pg_url.clone(),
+        config,
     };
     match cli.command {
         Command::Demo(args) => demo::run(&context, args).await,
@@ -92,6 +99,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Pipeline(cmd) => ingest::pipeline(cmd),
         Command::Sql(args) => sql::run(&context, args).await,
         Command::Lake(cmd) => lake::run(&context, cmd).await,
+        Command::Serve(args) => serve::run(&context, args).await,
+        Command::HashPassword => serve::hash_password_command(),
     }
 }
 
@@ -103,6 +112,8 @@ pub struct Context {
     pub settings: QuerySettings,
     /// PostgreSQL shown as the `pg` catalog, if any.
     pub pg_url: Option<String>,
+    /// The whole configuration file (or defaults).
+    pub config: Config,
 }
 
 impl Context {
@@ -113,7 +124,12 @@ impl Context {
 
     /// Opens a SQL session over the lake.
     pub async fn session(&self) -> Result<Session> {
-        let session = Session::new(self.lake()?, &self.settings).await?;
+        self.session_with(&self.settings).await
+    }
+
+    /// Opens a SQL session over the lake with other engine settings.
+    pub async fn session_with(&self, settings: &QuerySettings) -> Result<Session> {
+        let session = Session::new(self.lake()?, settings).await?;
         if let Some(url) = &self.pg_url {
             let catalog = crate::sources::postgres::PgCatalog::load(url).await?;
             session.context().register_catalog("pg", Arc::new(catalog));

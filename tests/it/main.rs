@@ -3,6 +3,7 @@
 mod cli;
 mod demo;
 mod errors;
+mod flight;
 mod interop;
 mod pipelines;
 mod postgres;

@@ -1,0 +1,481 @@
+//! Planning and running for the Flight SQL service, kept apart from protocol decoding: what a
+//! statement means (checked against the user's role), what it returns, and the bounded,
+//! cancellable, logged stream of its rows.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use chrono::Utc;
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::sql::parser::Statement as DFStatement;
+use futures::channel::oneshot;
+use futures::{Stream, StreamExt};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::auth::Principal;
+use super::guard::{check_plan, check_statement, is_read, number_question_marks};
+use super::limits::Governor;
+use super::query_log::{QueryLog, QueryRecord};
+use super::tickets::{QueryTicket, decode_params, done_schema, new_query_id};
+use crate::error::{Error, Result};
+use crate::plain_types::{plain_schema, to_plain};
+use crate::query::{Output, Session};
+
+/// A stream of result batches.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
+
+/// The query side of the server: one base session, the bounds, the log.
+pub struct Engine {
+    session: Session,
+    governor: Arc<Governor>,
+    log: Option<QueryLog>,
+    runtime: QueryRuntime,
+}
+
+/// The threads queries compute on, apart from the threads that serve gRPC: a CPU-bound query
+/// must not starve the timers, queue waits and other clients of the server.
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl QueryRuntime {
+    fn new() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("gamelake-query")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("<query runtime>", e))?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn spawn<F>(&self, work: F) -> Result<tokio::task::JoinHandle<()>>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.0 {
+            Some(runtime) => Ok(runtime.spawn(work)),
+            None => Err(Error::Unsupported(
+                "the server is shutting down".to_string(),
+            )),
+        }
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one's context would block; let it wind down.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Aborts a spawned task when dropped (a query whose client went away stops computing).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What GetFlightInfo answers for a statement.
+pub struct Described {
+    /// The schema clients will receive.
+    pub schema: SchemaRef,
+    /// The ticket to redeem with DoGet.
+    pub ticket: QueryTicket,
+}
+
+impl Engine {
+    /// An engine over a session (which should not read file paths), with bounds and a log.
+    pub fn new(session: Session, governor: Arc<Governor>, log: Option<QueryLog>) -> Result<Self> {
+        Ok(Self {
+            session,
+            governor,
+            log,
+            runtime: QueryRuntime::new()?,
+        })
+    }
+
+    /// The base session (for metadata calls).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The bounds and the registry of running queries.
+    pub fn governor(&self) -> &Arc<Governor> {
+        &self.governor
+    }
+
+    /// GetFlightInfo: the result schema and a ticket. A query is only planned here (it runs at
+    /// DoGet); an admin's DDL or DML runs now, once, and the ticket carries its summary.
+    pub async fn describe(
+        &self,
+        who: &Principal,
+        sql: &str,
+        params: Option<String>,
+        keep_view_types: bool,
+    ) -> Result<Described> {
+        let started = Instant::now();
+        let started_at = Utc::now();
+        let mut ticket = QueryTicket {
+            id: new_query_id(),
+            sql: sql.to_string(),
+            params,
+            who: who.clone(),
+            keep_view_types,
+            done: None,
+        };
+        let planned: Result<std::result::Result<SchemaRef, String>> = async {
+            let read = is_read(&statement(&self.session, who, sql)?);
+            let values = decode_params(ticket.params.as_deref())?;
+            Ok(match plan(&self.session, who, sql, values).await? {
+                Output::Rows(df) if read => {
+                    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                    Ok(if keep_view_types {
+                        schema
+                    } else {
+                        plain_schema(&schema)
+                    })
+                }
+                Output::Rows(_) => Err("OK".to_string()),
+                Output::Done(summary) => Err(summary),
+            })
+        }
+        .await;
+        // Queries are logged when they run; statements that ran (or failed) here, now.
+        let (outcome, error) = match planned {
+            Ok(Ok(schema)) => return Ok(Described { schema, ticket }),
+            Ok(Err(summary)) => {
+                ticket.done = Some(summary);
+                ("ok", None)
+            }
+            Err(e) => ("error", Some(e)),
+        };
+        self.record(QueryRecord {
+            query_id: ticket.id.clone(),
+            user: who.user.clone(),
+            sql: sql.to_string(),
+            started_at,
+            duration: started.elapsed(),
+            rows: 0,
+            bytes: 0,
+            outcome,
+            error: error.as_ref().map(ToString::to_string),
+        });
+        match error {
+            Some(e) => Err(e),
+            None => Ok(Described {
+                schema: done_schema(),
+                ticket,
+            }),
+        }
+    }
+
+    /// The dataset and parameter schemas of a statement to prepare (empty for an admin's write).
+    pub async fn prepare(&self, who: &Principal, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
+        let statement = statement(&self.session, who, sql)?;
+        if !is_read(&statement) {
+            return Ok((Arc::new(Schema::empty()), Arc::new(Schema::empty())));
+        }
+        let Output::Rows(df) = self.session.execute(statement).await? else {
+            return Ok((Arc::new(Schema::empty()), Arc::new(Schema::empty())));
+        };
+        check_plan(who, df.logical_plan())?;
+        let mut params: Vec<(usize, Option<DataType>)> = df
+            .logical_plan()
+            .get_parameter_types()?
+            .into_iter()
+            .filter_map(|(name, t)| Some((name.strip_prefix('$')?.parse().ok()?, t)))
+            .collect();
+        params.sort_by_key(|(i, _)| *i);
+        let parameter_schema = Schema::new(
+            params
+                .into_iter()
+                .map(|(i, t)| Field::new(format!("${i}"), t.unwrap_or(DataType::Null), true))
+                .collect::<Vec<_>>(),
+        );
+        let dataset = plain_schema(df.schema().as_arrow());
+        Ok((dataset, Arc::new(parameter_schema)))
+    }
+
+    /// Runs an admin's statement (DoPut of an update); readers get a permission error.
+    pub async fn update(&self, who: &Principal, sql: &str, params: Option<&str>) -> Result<()> {
+        let values = decode_params(params)?;
+        let started = Instant::now();
+        let started_at = Utc::now();
+        let result = plan(&self.session, who, sql, values).await;
+        self.record(QueryRecord {
+            query_id: new_query_id(),
+            user: who.user.clone(),
+            sql: sql.to_string(),
+            started_at,
+            duration: started.elapsed(),
+            rows: 0,
+            bytes: 0,
+            outcome: if result.is_ok() { "ok" } else { "error" },
+            error: result.as_ref().err().map(ToString::to_string),
+        });
+        match result? {
+            Output::Done(_) => Ok(()),
+            Output::Rows(df) => df
+                .collect()
+                .await
+                .map(|_| ())
+                .map_err(Error::from_datafusion),
+        }
+    }
+
+    /// DoGet: runs a ticket's query within the server's bounds and streams its rows.
+    pub async fn run(&self, ticket: QueryTicket) -> Result<(SchemaRef, BatchStream)> {
+        if let Some(summary) = &ticket.done {
+            let schema = done_schema();
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(StringArray::from(vec![summary.as_str()]))],
+            )?;
+            return Ok((schema, Box::pin(futures::stream::iter([Ok(batch)]))));
+        }
+        let started = Instant::now();
+        let started_at = Utc::now();
+        let mut tracker = Tracker {
+            record: QueryRecord {
+                query_id: ticket.id.clone(),
+                user: ticket.who.user.clone(),
+                sql: ticket.sql.clone(),
+                started_at,
+                duration: Default::default(),
+                rows: 0,
+                bytes: 0,
+                outcome: "cancelled",
+                error: None,
+            },
+            started,
+            log: self.log.clone(),
+            governor: self.governor.clone(),
+        };
+        let permit = match self.governor.admit().await {
+            Ok(p) => p,
+            Err(e) => return Err(tracker.fail("error", e)),
+        };
+        let cancel = self.governor.register(&ticket.id);
+        let timeout = self.governor.limits().query_timeout;
+        // Plan and compute on the query runtime; batches come back through a small channel, so
+        // a client that reads slowly holds back the computation.
+        let (batches_tx, batches) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        let (schema_tx, schema_rx) = oneshot::channel::<Result<SchemaRef>>();
+        let session = match self.session.with_memory_pool(self.governor.query_pool()) {
+            Ok(s) => s,
+            Err(e) => return Err(tracker.fail("error", e)),
+        };
+        let query = ticket.clone();
+        let task = self.runtime.spawn(async move {
+            let planned = async {
+                let values = decode_params(query.params.as_deref())?;
+                match plan(&session, &query.who, &query.sql, values).await? {
+                    Output::Rows(df) => df.execute_stream().await.map_err(Error::from_datafusion),
+                    Output::Done(_) => Err(Error::Unsupported(
+                        "this ticket is for a query, but the statement is not one".to_string(),
+                    )),
+                }
+            };
+            let mut stream = match planned.await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    let _ = schema_tx.send(Err(e));
+                    return;
+                }
+            };
+            if schema_tx.send(Ok(stream.schema())).is_err() {
+                return;
+            }
+            while let Some(batch) = stream.next().await {
+                let failed = batch.is_err();
+                if batches_tx
+                    .send(batch.map_err(Error::from_datafusion))
+                    .await
+                    .is_err()
+                    || failed
+                {
+                    return;
+                }
+            }
+        });
+        let task = match task {
+            Ok(task) => AbortOnDrop(task),
+            Err(e) => return Err(tracker.fail("error", e)),
+        };
+        let schema = match tokio::time::timeout(timeout, schema_rx).await {
+            Ok(Ok(Ok(schema))) => schema,
+            Ok(Ok(Err(e))) => return Err(tracker.fail("error", e)),
+            Ok(Err(_)) => {
+                return Err(tracker.fail(
+                    "error",
+                    Error::Unsupported("the query stopped before it started".to_string()),
+                ));
+            }
+            Err(_) => return Err(tracker.fail("timeout", timeout_error(timeout))),
+        };
+        let schema = if ticket.keep_view_types {
+            schema
+        } else {
+            plain_schema(&schema)
+        };
+        let running = Running {
+            inner: batches,
+            _task: task,
+            schema: schema.clone(),
+            deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+                started + timeout,
+            ))),
+            timeout,
+            cancel,
+            tracker,
+            finished: false,
+            _permit: permit,
+        };
+        Ok((schema, Box::pin(running)))
+    }
+
+    fn record(&self, record: QueryRecord) {
+        if let Some(log) = &self.log {
+            log.record(record);
+        }
+    }
+}
+
+/// Parses a statement and checks that `who` may run it; `?` placeholders become `$n`.
+fn statement(session: &Session, who: &Principal, sql: &str) -> Result<DFStatement> {
+    let mut statements = session.parse(sql)?;
+    if statements.len() != 1 {
+        return Err(Error::Unsupported(format!(
+            "send one statement per request (got {})",
+            statements.len()
+        )));
+    }
+    let mut statement = statements.remove(0);
+    number_question_marks(&mut statement);
+    check_statement(who, &statement)?;
+    Ok(statement)
+}
+
+/// Plans (and, for an admin's writes, runs) one statement with positional parameters.
+async fn plan(
+    session: &Session,
+    who: &Principal,
+    sql: &str,
+    params: Vec<ScalarValue>,
+) -> Result<Output> {
+    let statement = statement(session, who, sql)?;
+    let session = if params.is_empty() {
+        session.clone()
+    } else {
+        let named = params
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| ((i + 1).to_string(), v))
+            .collect();
+        session.clone().with_params(named)
+    };
+    let output = session.execute(statement).await?;
+    if let Output::Rows(df) = &output {
+        check_plan(who, df.logical_plan())?;
+    }
+    Ok(output)
+}
+
+fn timeout_error(timeout: std::time::Duration) -> Error {
+    Error::Limit(format!(
+        "the query ran longer than the timeout of {} and was stopped; narrow it or ask for a larger [flight] query_timeout",
+        humantime::format_duration(timeout)
+    ))
+}
+
+/// Logs a query's end exactly once, however it ends (including the client going away).
+struct Tracker {
+    record: QueryRecord,
+    started: Instant,
+    log: Option<QueryLog>,
+    governor: Arc<Governor>,
+}
+
+impl Tracker {
+    fn fail(&mut self, outcome: &'static str, error: Error) -> Error {
+        self.record.outcome = outcome;
+        self.record.error = Some(error.to_string());
+        error
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.governor.unregister(&self.record.query_id);
+        self.record.duration = self.started.elapsed();
+        if let Some(log) = &self.log {
+            log.record(self.record.clone());
+        }
+    }
+}
+
+/// A running query's rows: cast for the client, counted, stopped by the timeout or a cancel.
+struct Running {
+    inner: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+    _task: AbortOnDrop,
+    schema: SchemaRef,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: std::time::Duration,
+    cancel: oneshot::Receiver<()>,
+    tracker: Tracker,
+    finished: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Running {
+    fn end(&mut self, outcome: &'static str, error: Error) -> Poll<Option<Result<RecordBatch>>> {
+        self.finished = true;
+        Poll::Ready(Some(Err(self.tracker.fail(outcome, error))))
+    }
+}
+
+impl Stream for Running {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(Ok(())) = Pin::new(&mut self.cancel).poll(cx) {
+            return self.end(
+                "cancelled",
+                Error::Unsupported("the query was cancelled by the client".to_string()),
+            );
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let timeout = self.timeout;
+            return self.end("timeout", timeout_error(timeout));
+        }
+        match self.inner.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                self.finished = true;
+                self.tracker.record.outcome = "ok";
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => self.end("error", e),
+            Poll::Ready(Some(Ok(batch))) => {
+                let schema = self.schema.clone();
+                match to_plain(batch, &schema) {
+                    Ok(batch) => {
+                        self.tracker.record.rows += batch.num_rows() as u64;
+                        self.tracker.record.bytes += batch.get_array_memory_size() as u64;
+                        Poll::Ready(Some(Ok(batch)))
+                    }
+                    Err(e) => self.end("error", Error::Arrow(e)),
+                }
+            }
+        }
+    }
+}

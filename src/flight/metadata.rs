@@ -1,0 +1,187 @@
+//! The metadata drivers ask for on connect: server facts (GetSqlInfo), the SQL types
+//! (GetXdbcTypeInfo), and the catalogs, schemas and tables of the session. The result columns
+//! come from arrow-flight's builders, which follow the Flight SQL spec.
+
+use std::sync::Arc;
+
+use arrow_flight::sql::metadata::{
+    GetCatalogsBuilder, GetDbSchemasBuilder, GetTablesBuilder, SqlInfoData, SqlInfoDataBuilder,
+    XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
+use arrow_flight::sql::{
+    Nullable, Searchable, SqlInfo, SqlNullOrdering, SupportedSqlGrammar, XdbcDataType,
+};
+use datafusion::datasource::TableType;
+use datafusion::prelude::SessionContext;
+
+use super::guard::SYSTEM_SCHEMA;
+use crate::error::{Error, Result};
+use crate::plain_types::plain_schema;
+
+/// Server facts for GetSqlInfo. `read_only` is what readers see: true unless writes are
+/// possible for some user.
+pub fn sql_info(read_only: bool) -> Result<SqlInfoData> {
+    let mut b = SqlInfoDataBuilder::new();
+    b.append(SqlInfo::FlightSqlServerName, "gamelake");
+    b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    b.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
+    b.append(SqlInfo::FlightSqlServerReadOnly, read_only);
+    b.append(SqlInfo::FlightSqlServerSql, true);
+    b.append(SqlInfo::FlightSqlServerSubstrait, false);
+    b.append(SqlInfo::FlightSqlServerCancel, true);
+    b.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+    b.append(SqlInfo::SqlDdlCatalog, false);
+    b.append(SqlInfo::SqlDdlSchema, false);
+    b.append(SqlInfo::SqlDdlTable, !read_only);
+    b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    b.append(
+        SqlInfo::SqlNullOrdering,
+        SqlNullOrdering::SqlNullsSortedHigh as i32,
+    );
+    b.append(
+        SqlInfo::SqlSupportedGrammar,
+        (1 << SupportedSqlGrammar::SqlMinimumGrammar as i32)
+            | (1 << SupportedSqlGrammar::SqlCoreGrammar as i32),
+    );
+    b.append(SqlInfo::SqlSchemaTerm, "schema");
+    b.append(SqlInfo::SqlCatalogTerm, "catalog");
+    b.append(SqlInfo::SqlCatalogAtStart, true);
+    b.append(SqlInfo::SqlTransactionsSupported, false);
+    b.build().map_err(Error::Flight)
+}
+
+/// The SQL types for GetXdbcTypeInfo.
+pub fn xdbc_types() -> Result<XdbcTypeInfoData> {
+    let mut b = XdbcTypeInfoDataBuilder::new();
+    let types: [(&str, XdbcDataType, Option<i32>, Option<&str>); 11] = [
+        ("BOOLEAN", XdbcDataType::XdbcBit, Some(1), None),
+        ("SMALLINT", XdbcDataType::XdbcSmallint, Some(16), None),
+        ("INTEGER", XdbcDataType::XdbcInteger, Some(32), None),
+        ("BIGINT", XdbcDataType::XdbcBigint, Some(64), None),
+        ("REAL", XdbcDataType::XdbcReal, Some(24), None),
+        ("DOUBLE", XdbcDataType::XdbcDouble, Some(53), None),
+        (
+            "DECIMAL",
+            XdbcDataType::XdbcDecimal,
+            Some(38),
+            Some("precision,scale"),
+        ),
+        ("VARCHAR", XdbcDataType::XdbcVarchar, None, None),
+        ("BYTEA", XdbcDataType::XdbcVarbinary, None, None),
+        ("DATE", XdbcDataType::XdbcDate, None, None),
+        ("TIMESTAMP", XdbcDataType::XdbcTimestamp, None, None),
+    ];
+    for (name, data_type, size, params) in types {
+        let text = matches!(name, "VARCHAR" | "DATE" | "TIMESTAMP");
+        let numeric = size.is_some() && name != "BOOLEAN";
+        b.append(XdbcTypeInfo {
+            type_name: name.to_string(),
+            data_type,
+            column_size: size,
+            literal_prefix: text.then(|| "'".to_string()),
+            literal_suffix: text.then(|| "'".to_string()),
+            create_params: params.map(|p| p.split(',').map(str::to_string).collect()),
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive: name == "VARCHAR",
+            searchable: Searchable::Full,
+            unsigned_attribute: numeric.then_some(false),
+            fixed_prec_scale: name == "DECIMAL",
+            auto_increment: numeric.then_some(false),
+            local_type_name: Some(name.to_string()),
+            minimum_scale: (name == "DECIMAL").then_some(0),
+            maximum_scale: (name == "DECIMAL").then_some(38),
+            sql_data_type: data_type,
+            datetime_subcode: None,
+            num_prec_radix: numeric.then_some(if name == "DECIMAL" { 10 } else { 2 }),
+            interval_precision: None,
+        });
+    }
+    b.build().map_err(Error::Flight)
+}
+
+/// Schemas a user may see: everything but `system` for readers.
+fn visible(schema: &str, admin: bool) -> bool {
+    admin || schema != SYSTEM_SCHEMA
+}
+
+/// Fills GetCatalogs.
+pub fn catalogs(ctx: &SessionContext, mut b: GetCatalogsBuilder) -> GetCatalogsBuilder {
+    let mut names = ctx.catalog_names();
+    names.sort();
+    for name in names {
+        b.append(name);
+    }
+    b
+}
+
+/// Fills GetDbSchemas (the builder applies the client's filters).
+pub fn schemas(
+    ctx: &SessionContext,
+    admin: bool,
+    mut b: GetDbSchemasBuilder,
+) -> GetDbSchemasBuilder {
+    for (catalog, schema) in schema_pairs(ctx, admin) {
+        b.append(catalog, schema);
+    }
+    b
+}
+
+fn schema_pairs(ctx: &SessionContext, admin: bool) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut catalogs = ctx.catalog_names();
+    catalogs.sort();
+    for catalog in catalogs {
+        let Some(provider) = ctx.catalog(&catalog) else {
+            continue;
+        };
+        let mut names = provider.schema_names();
+        names.sort();
+        pairs.extend(
+            names
+                .into_iter()
+                .filter(|s| visible(s, admin))
+                .map(|s| (catalog.clone(), s)),
+        );
+    }
+    pairs
+}
+
+/// Fills GetTables: every table and view, with its Arrow schema (as clients will read it) when
+/// the client asked for schemas.
+pub async fn tables(
+    ctx: &SessionContext,
+    admin: bool,
+    mut b: GetTablesBuilder,
+) -> Result<GetTablesBuilder> {
+    for (catalog, schema) in schema_pairs(ctx, admin) {
+        let Some(provider) = ctx.catalog(&catalog).and_then(|c| c.schema(&schema)) else {
+            continue;
+        };
+        let mut names = provider.table_names();
+        names.sort();
+        for name in names {
+            let Some(table) = provider
+                .table(&name)
+                .await
+                .map_err(Error::from_datafusion)?
+            else {
+                continue;
+            };
+            let kind = match table.table_type() {
+                TableType::View => "VIEW",
+                TableType::Temporary => "LOCAL TEMPORARY",
+                TableType::Base => "TABLE",
+            };
+            let arrow_schema = if b.include_schema() {
+                plain_schema(&table.schema())
+            } else {
+                Arc::new(datafusion::arrow::datatypes::Schema::empty())
+            };
+            b.append(&catalog, &schema, &name, kind, &arrow_schema)?;
+        }
+    }
+    Ok(b)
+}
+
+/// The table types GetTableTypes lists.
+pub const TABLE_TYPES: [&str; 3] = ["LOCAL TEMPORARY", "TABLE", "VIEW"];
