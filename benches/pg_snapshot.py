@@ -18,21 +18,8 @@ import platform
 import shutil
 import subprocess
 import tempfile
-import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-PG = "host=127.0.0.1 port=5432 user=postgres"
-
-
-def psql(db, sql, out=None):
-    subprocess.run(["psql", "-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-c", sql],
-                   check=True, stdout=out or subprocess.DEVNULL)
-
-
-def timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+from bench_common import PG, ROOT, gamelake_binary, psql, psql_value, timed, write_section
 
 
 def extension(package, name):
@@ -47,8 +34,7 @@ def main():
     ap.add_argument("--gamelake", default=None, help="binary (default: the release build)")
     ap.add_argument("--results", default=str(ROOT / "benches" / "RESULTS.md"))
     args = ap.parse_args()
-    binary = args.gamelake or shutil.which("gamelake") or str(
-        pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "gamelake")
+    binary = gamelake_binary(args.gamelake)
 
     db = f"gamelake_bench_{os.getpid()}"
     psql("test", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
@@ -63,9 +49,7 @@ def main():
                    (ARRAY['beijing','shanghai','guangzhou','tokyo'])[g % 4 + 1] AS region
             FROM generate_series(1, {args.rows}) g""")
         psql(db, "VACUUM ANALYZE purchases")
-        size = subprocess.run(["psql", "-X", "-tA", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-c",
-                               "SELECT pg_size_pretty(pg_relation_size('purchases'))"],
-                              check=True, capture_output=True, text=True).stdout.strip()
+        size = psql_value(db, "SELECT pg_size_pretty(pg_relation_size('purchases'))")
         results = {}
         with open(os.devnull, "wb") as null:
             results["raw COPY binary -> /dev/null (limit)"] = min(timed(lambda: psql(
@@ -104,8 +88,6 @@ mode = "snapshot"
 
     limit = results["raw COPY binary -> /dev/null (limit)"]
     lines = [
-        "## PostgreSQL snapshot",
-        "",
         f"{args.rows:,} rows (7 columns: bigint, int, int, numeric(12,2), text, timestamptz, text; {size} on disk),",
         f"local PostgreSQL 15, {os.cpu_count()} cores, {platform.platform()}. Best of 2 runs each.",
         "Command: `~/.cache/gamelake/venv/bin/python benches/pg_snapshot.py "
@@ -119,17 +101,7 @@ mode = "snapshot"
     ]
     for name, secs in results.items():
         lines.append(f"| {name} | {secs:.2f} | {args.rows / secs:,.0f} | {limit / secs:.0%} |")
-    section = "\n".join(lines) + "\n"
-    print(section)
-    results_path = pathlib.Path(args.results)
-    text = results_path.read_text() if results_path.exists() else "# Benchmark results\n\n"
-    if "## PostgreSQL snapshot" in text:
-        before, _, rest = text.partition("## PostgreSQL snapshot")
-        after = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        text = before + section + after
-    else:
-        text = text.rstrip() + "\n\n" + section
-    results_path.write_text(text)
+    write_section(args.results, "PostgreSQL snapshot", lines)
 
 
 if __name__ == "__main__":
