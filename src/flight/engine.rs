@@ -4,7 +4,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use chrono::Utc;
@@ -14,15 +13,15 @@ use datafusion::common::ScalarValue;
 use datafusion::sql::parser::Statement as DFStatement;
 use futures::channel::oneshot;
 use futures::{Stream, StreamExt};
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::auth::Principal;
 use super::guard::{check_plan, check_statement, is_read, number_question_marks};
 use super::limits::Governor;
 use super::query_log::{QueryLog, QueryRecord};
+use super::running::{AbortOnDrop, QueryRuntime, Running, Tracker, timeout_error};
 use super::tickets::{QueryTicket, decode_params, done_schema, new_query_id};
 use crate::error::{Error, Result};
-use crate::plain_types::{plain_schema, to_plain};
+use crate::plain_types::plain_schema;
 use crate::query::{Output, Session};
 
 /// A stream of result batches.
@@ -34,51 +33,6 @@ pub struct Engine {
     governor: Arc<Governor>,
     log: Option<QueryLog>,
     runtime: QueryRuntime,
-}
-
-/// The threads queries compute on, apart from the threads that serve gRPC: a CPU-bound query
-/// must not starve the timers, queue waits and other clients of the server.
-struct QueryRuntime(Option<tokio::runtime::Runtime>);
-
-impl QueryRuntime {
-    fn new() -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .thread_name("gamelake-query")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("<query runtime>", e))?;
-        Ok(Self(Some(runtime)))
-    }
-
-    fn spawn<F>(&self, work: F) -> Result<tokio::task::JoinHandle<()>>
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        match &self.0 {
-            Some(runtime) => Ok(runtime.spawn(work)),
-            None => Err(Error::Unsupported(
-                "the server is shutting down".to_string(),
-            )),
-        }
-    }
-}
-
-impl Drop for QueryRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime inside another one's context would block; let it wind down.
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-/// Aborts a spawned task when dropped (a query whose client went away stops computing).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// What GetFlightInfo answers for a statement.
@@ -385,97 +339,4 @@ async fn plan(
         check_plan(who, df.logical_plan())?;
     }
     Ok(output)
-}
-
-fn timeout_error(timeout: std::time::Duration) -> Error {
-    Error::Limit(format!(
-        "the query ran longer than the timeout of {} and was stopped; narrow it or ask for a larger [flight] query_timeout",
-        humantime::format_duration(timeout)
-    ))
-}
-
-/// Logs a query's end exactly once, however it ends (including the client going away).
-struct Tracker {
-    record: QueryRecord,
-    started: Instant,
-    log: Option<QueryLog>,
-    governor: Arc<Governor>,
-}
-
-impl Tracker {
-    fn fail(&mut self, outcome: &'static str, error: Error) -> Error {
-        self.record.outcome = outcome;
-        self.record.error = Some(error.to_string());
-        error
-    }
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        self.governor.unregister(&self.record.query_id);
-        self.record.duration = self.started.elapsed();
-        if let Some(log) = &self.log {
-            log.record(self.record.clone());
-        }
-    }
-}
-
-/// A running query's rows: cast for the client, counted, stopped by the timeout or a cancel.
-struct Running {
-    inner: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
-    _task: AbortOnDrop,
-    schema: SchemaRef,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    timeout: std::time::Duration,
-    cancel: oneshot::Receiver<()>,
-    tracker: Tracker,
-    finished: bool,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Running {
-    fn end(&mut self, outcome: &'static str, error: Error) -> Poll<Option<Result<RecordBatch>>> {
-        self.finished = true;
-        Poll::Ready(Some(Err(self.tracker.fail(outcome, error))))
-    }
-}
-
-impl Stream for Running {
-    type Item = Result<RecordBatch>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.finished {
-            return Poll::Ready(None);
-        }
-        if let Poll::Ready(Ok(())) = Pin::new(&mut self.cancel).poll(cx) {
-            return self.end(
-                "cancelled",
-                Error::Unsupported("the query was cancelled by the client".to_string()),
-            );
-        }
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            let timeout = self.timeout;
-            return self.end("timeout", timeout_error(timeout));
-        }
-        match self.inner.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
-                self.finished = true;
-                self.tracker.record.outcome = "ok";
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => self.end("error", e),
-            Poll::Ready(Some(Ok(batch))) => {
-                let schema = self.schema.clone();
-                match to_plain(batch, &schema) {
-                    Ok(batch) => {
-                        self.tracker.record.rows += batch.num_rows() as u64;
-                        self.tracker.record.bytes += batch.get_array_memory_size() as u64;
-                        Poll::Ready(Some(Ok(batch)))
-                    }
-                    Err(e) => self.end("error", Error::Arrow(e)),
-                }
-            }
-        }
-    }
 }

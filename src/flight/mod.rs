@@ -1,7 +1,7 @@
 //! Flight SQL for BI tools and notebooks: `gamelake serve --flight ADDR`.
 //!
 //! Protocol decoding ([`service`]) is kept apart from planning ([`engine`]); who may do what is
-//! in [`auth`] and [`guard`], the bounds in [`limits`], what crosses the wire in [`tickets`] (and
+//! in [`auth`] and [`guard`], the bounds in [`limits`] (enforced while a query runs, `running.rs`), what crosses the wire in [`tickets`] (and
 //! [`crate::plain_types`]), and the record of every query in [`query_log`].
 
 pub mod auth;
@@ -10,8 +10,10 @@ pub mod guard;
 pub mod limits;
 pub mod metadata;
 pub mod query_log;
+mod running;
 pub mod service;
 pub mod tickets;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
@@ -23,15 +22,13 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{
     Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
-    SchemaAsIpc, Ticket,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
 use base64::Engine as _;
 use base64::alphabet::STANDARD as STANDARD_ALPHABET;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::arrow::datatypes::Schema;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
 use prost::bytes::Bytes;
@@ -39,10 +36,10 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Principal, Role, Signer, TokenError, User, authenticate};
-use super::engine::{BatchStream, Engine};
+use super::engine::Engine;
 use super::metadata;
 use super::tickets::{PreparedHandle, QueryTicket, encode_params};
-use crate::error::Error;
+use super::wire::{encode, keys, one_batch, schema_bytes, to_status};
 
 /// The request header with which a client keeps Arrow view types (`gamelake-view-types: keep`).
 pub const KEEP_VIEW_TYPES_HEADER: &str = "gamelake-view-types";
@@ -237,53 +234,6 @@ fn owned_by(who: &Principal, owner: &Principal) -> Result<(), Status> {
             owner.user, who.user
         )))
     }
-}
-
-/// Maps gamelake errors to the gRPC codes clients act on.
-pub fn to_status(err: Error) -> Status {
-    let message = err.to_string();
-    match err {
-        Error::PermissionDenied(_) => Status::permission_denied(message),
-        Error::Busy(_) => Status::resource_exhausted(message),
-        Error::Limit(_) => Status::resource_exhausted(message),
-        Error::TableNotFound { .. } => Status::not_found(message),
-        Error::Query(datafusion::error::DataFusionError::ResourcesExhausted(_)) => {
-            Status::resource_exhausted(message)
-        }
-        Error::Query(_) | Error::Unsupported(_) | Error::TableName { .. } => {
-            Status::invalid_argument(message)
-        }
-        _ => Status::internal(message),
-    }
-}
-
-fn encode(
-    schema: SchemaRef,
-    batches: BatchStream,
-) -> <FlightSqlServer as FlightService>::DoGetStream {
-    let stream = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(batches.map_err(|e| FlightError::Tonic(Box::new(to_status(e)))))
-        .map_err(Status::from);
-    Box::pin(stream)
-}
-
-fn one_batch(
-    batch: Result<RecordBatch, FlightError>,
-) -> Result<Response<<FlightSqlServer as FlightService>::DoGetStream>, Status> {
-    let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
-    let schema = batch.schema();
-    Ok(Response::new(encode(
-        schema,
-        Box::pin(futures::stream::iter([Ok(batch)])),
-    )))
-}
-
-fn schema_bytes(schema: &Schema) -> Result<Bytes, Status> {
-    let message: IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
-        .try_into()
-        .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
-    Ok(message.0)
 }
 
 type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
@@ -742,39 +692,4 @@ impl FlightSqlService for FlightSqlServer {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
-}
-
-/// Result schemas of the key commands (gamelake tables have no declared keys, so these are
-/// always empty, with the columns the spec names).
-mod keys {
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-
-    pub fn primary() -> Schema {
-        Schema::new(vec![
-            Field::new("catalog_name", DataType::Utf8, true),
-            Field::new("db_schema_name", DataType::Utf8, true),
-            Field::new("table_name", DataType::Utf8, false),
-            Field::new("column_name", DataType::Utf8, false),
-            Field::new("key_name", DataType::Utf8, true),
-            Field::new("key_sequence", DataType::Int32, false),
-        ])
-    }
-
-    pub fn foreign() -> Schema {
-        Schema::new(vec![
-            Field::new("pk_catalog_name", DataType::Utf8, true),
-            Field::new("pk_db_schema_name", DataType::Utf8, true),
-            Field::new("pk_table_name", DataType::Utf8, false),
-            Field::new("pk_column_name", DataType::Utf8, false),
-            Field::new("fk_catalog_name", DataType::Utf8, true),
-            Field::new("fk_db_schema_name", DataType::Utf8, true),
-            Field::new("fk_table_name", DataType::Utf8, false),
-            Field::new("fk_column_name", DataType::Utf8, false),
-            Field::new("key_sequence", DataType::Int32, false),
-            Field::new("fk_key_name", DataType::Utf8, true),
-            Field::new("pk_key_name", DataType::Utf8, true),
-            Field::new("update_rule", DataType::UInt8, false),
-            Field::new("delete_rule", DataType::UInt8, false),
-        ])
-    }
 }

@@ -1245,14 +1245,15 @@ async fn a_hundred_queries_cancelled_mid_stream_leave_the_server_healthy() {
     let server = ServeProcess::start_with(&lake, "s", "[flight]\nmax_concurrent_queries = 100\n");
     let pid = server.child.id();
     let client = connect(server.addr, Some(("ana", "ana-pw"))).await;
+    let token = client.token().unwrap().clone();
     let sql = "SELECT v, v * 2 AS w, 'row ' || v AS label FROM generate_series(1, 50000000) t(v)";
 
     // The first burst warms the allocator's arenas and the server's caches; the baseline is
     // taken after it. A leak would show as growth after the second.
-    let first_peak = burst(&client, sql, pid).await;
+    let first_peak = burst(&server, &token, sql).await;
     settle().await;
     let baseline = rss_mib(pid);
-    let second_peak = burst(&client, sql, pid).await;
+    let second_peak = burst(&server, &token, sql).await;
     let mut after = rss_mib(pid);
     for _ in 0..50 {
         if after <= baseline + 32 {
@@ -1275,14 +1276,19 @@ async fn a_hundred_queries_cancelled_mid_stream_leave_the_server_healthy() {
     assert_eq!(render(&batches), ["3"]);
 }
 
-/// 100 queries at once, each read for three batches, then half cancelled with CancelFlightInfo
-/// and half hung up on; returns the server's highest resident memory seen meanwhile (MiB).
-async fn burst(client: &FlightSqlServiceClient<Channel>, sql: &'static str, pid: u32) -> u64 {
+/// 100 clients at once, each with its own connection (as 100 BI users would be; on one shared
+/// HTTP/2 connection, unread streams would hold its flow-control window and stall the cancel
+/// calls), each reading three batches; then half cancel with CancelFlightInfo and half hang
+/// up. Returns the server's highest resident memory seen meanwhile (MiB).
+async fn burst(server: &ServeProcess, token: &str, sql: &'static str) -> u64 {
     use futures::StreamExt;
+    let (addr, pid) = (server.addr, server.child.id());
     let tasks: Vec<_> = (0..100)
         .map(|i| {
-            let mut c = client.clone();
+            let token = token.to_string();
             tokio::spawn(async move {
+                let mut c = connect(addr, None).await;
+                c.set_token(token);
                 let info = c.execute(sql.into(), None).await.unwrap();
                 let mut stream = c
                     .do_get(info.endpoint[0].ticket.clone().unwrap())

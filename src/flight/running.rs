@@ -1,0 +1,157 @@
+//! A query while it runs: the threads it computes on, the stream that carries its rows to the
+//! client (cast, counted, stopped by the timeout or a cancel), and the record it leaves in the
+//! query log however it ends.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use futures::Stream;
+use futures::channel::oneshot;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::limits::Governor;
+use super::query_log::{QueryLog, QueryRecord};
+use crate::error::{Error, Result};
+use crate::plain_types::to_plain;
+
+/// The threads queries compute on, apart from the threads that serve gRPC: a CPU-bound query
+/// must not starve the timers, queue waits and other clients of the server.
+pub(super) struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl QueryRuntime {
+    pub(super) fn new() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("gamelake-query")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("<query runtime>", e))?;
+        Ok(Self(Some(runtime)))
+    }
+
+    pub(super) fn spawn<F>(&self, work: F) -> Result<tokio::task::JoinHandle<()>>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.0 {
+            Some(runtime) => Ok(runtime.spawn(work)),
+            None => Err(Error::Unsupported(
+                "the server is shutting down".to_string(),
+            )),
+        }
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one's context would block; let it wind down.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Aborts a spawned task when dropped (a query whose client went away stops computing).
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(super) fn timeout_error(timeout: std::time::Duration) -> Error {
+    Error::Limit(format!(
+        "the query ran longer than the timeout of {} and was stopped; narrow it or ask for a larger [flight] query_timeout",
+        humantime::format_duration(timeout)
+    ))
+}
+
+/// Logs a query's end exactly once, however it ends (including the client going away).
+pub(super) struct Tracker {
+    pub(super) record: QueryRecord,
+    pub(super) started: Instant,
+    pub(super) log: Option<QueryLog>,
+    pub(super) governor: Arc<Governor>,
+}
+
+impl Tracker {
+    pub(super) fn fail(&mut self, outcome: &'static str, error: Error) -> Error {
+        self.record.outcome = outcome;
+        self.record.error = Some(error.to_string());
+        error
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.governor.unregister(&self.record.query_id);
+        self.record.duration = self.started.elapsed();
+        if let Some(log) = &self.log {
+            log.record(self.record.clone());
+        }
+    }
+}
+
+/// A running query's rows: cast for the client, counted, stopped by the timeout or a cancel.
+pub(super) struct Running {
+    pub(super) inner: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+    pub(super) _task: AbortOnDrop,
+    pub(super) schema: SchemaRef,
+    pub(super) deadline: Pin<Box<tokio::time::Sleep>>,
+    pub(super) timeout: std::time::Duration,
+    pub(super) cancel: oneshot::Receiver<()>,
+    pub(super) tracker: Tracker,
+    pub(super) finished: bool,
+    pub(super) _permit: OwnedSemaphorePermit,
+}
+
+impl Running {
+    fn end(&mut self, outcome: &'static str, error: Error) -> Poll<Option<Result<RecordBatch>>> {
+        self.finished = true;
+        Poll::Ready(Some(Err(self.tracker.fail(outcome, error))))
+    }
+}
+
+impl Stream for Running {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(Ok(())) = Pin::new(&mut self.cancel).poll(cx) {
+            return self.end(
+                "cancelled",
+                Error::Unsupported("the query was cancelled by the client".to_string()),
+            );
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let timeout = self.timeout;
+            return self.end("timeout", timeout_error(timeout));
+        }
+        match self.inner.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                self.finished = true;
+                self.tracker.record.outcome = "ok";
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => self.end("error", e),
+            Poll::Ready(Some(Ok(batch))) => {
+                let schema = self.schema.clone();
+                match to_plain(batch, &schema) {
+                    Ok(batch) => {
+                        self.tracker.record.rows += batch.num_rows() as u64;
+                        self.tracker.record.bytes += batch.get_array_memory_size() as u64;
+                        Poll::Ready(Some(Ok(batch)))
+                    }
+                    Err(e) => self.end("error", Error::Arrow(e)),
+                }
+            }
+        }
+    }
+}
