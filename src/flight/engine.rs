@@ -230,20 +230,27 @@ impl Engine {
             let planned = async {
                 let values = decode_params(query.params.as_deref())?;
                 match plan(&session, &query.who, &query.sql, values).await? {
-                    Output::Rows(df) => df.execute_stream().await.map_err(Error::from_datafusion),
+                    Output::Rows(df) => {
+                        // The schema GetFlightInfo announced is the logical one; batches are
+                        // relabelled to it (the physical plan may differ in nullability, and
+                        // clients such as ADBC check that every endpoint matches).
+                        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                        let stream = df.execute_stream().await.map_err(Error::from_datafusion)?;
+                        Ok((schema, stream))
+                    }
                     Output::Done(_) => Err(Error::Unsupported(
                         "this ticket is for a query, but the statement is not one".to_string(),
                     )),
                 }
             };
-            let mut stream = match planned.await {
-                Ok(stream) => stream,
+            let (schema, mut stream) = match planned.await {
+                Ok(planned) => planned,
                 Err(e) => {
                     let _ = schema_tx.send(Err(e));
                     return;
                 }
             };
-            if schema_tx.send(Ok(stream.schema())).is_err() {
+            if schema_tx.send(Ok(schema)).is_err() {
                 return;
             }
             while let Some(batch) = stream.next().await {

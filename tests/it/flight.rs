@@ -440,46 +440,48 @@ async fn readers_cannot_write_read_files_or_the_query_log_and_admins_can() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounds_fail_one_query_and_the_server_keeps_serving() {
     let lake = lake_with_players().await;
-    let limits = Limits {
-        max_concurrent_queries: 1,
-        queue_timeout: Duration::from_millis(300),
-        query_timeout: Duration::from_secs(2),
-        query_memory: Some(4 << 20),
-        server_memory: Some(64 << 20),
-    };
-    let server = Server::start(&lake, users(), limits, b"k").await;
-    let mut ana = connect(server.addr, Some(("ana", "ana-pw"))).await;
     let slow = "SELECT sum(a.v * b.v) AS s FROM generate_series(1, 100000) a(v) CROSS JOIN generate_series(1, 100000) b(v)";
 
-    // Memory: the build side of this join needs far more than 4 MiB. (A server of its own,
-    // without the short timeout, so a busy machine cannot turn this into a timeout.)
-    let roomy = Server::start(
+    // Timeout (a server of its own: on a busy machine a 2 s bound would also cut the other
+    // checks short).
+    let hasty = Server::start(
         &lake,
         users(),
         Limits {
-            query_memory: Some(4 << 20),
+            query_timeout: Duration::from_secs(2),
             ..Limits::default()
         },
         b"k",
     )
     .await;
-    let mut on_roomy = connect(roomy.addr, Some(("ana", "ana-pw"))).await;
+    let mut on_hasty = connect(hasty.addr, Some(("ana", "ana-pw"))).await;
+    let err = query(&mut on_hasty, slow).await.unwrap_err();
+    assert!(err.contains("timeout of 2s"), "{err}");
+    let answer = query(&mut on_hasty, "SELECT count(*) AS n FROM game.players")
+        .await
+        .unwrap();
+    assert_eq!(render(&answer), ["3"]);
+    hasty.shutdown().await;
+
+    let limits = Limits {
+        max_concurrent_queries: 1,
+        queue_timeout: Duration::from_millis(300),
+        query_memory: Some(4 << 20),
+        server_memory: Some(64 << 20),
+        ..Limits::default()
+    };
+    let server = Server::start(&lake, users(), limits, b"k").await;
+    let mut ana = connect(server.addr, Some(("ana", "ana-pw"))).await;
+
+    // Memory: the build side of this join needs far more than 4 MiB.
     let err = query(
-        &mut on_roomy,
+        &mut ana,
         "SELECT count(*) FROM generate_series(1, 3000000) a(v) JOIN generate_series(1, 3000000) b(v) ON a.v = b.v",
     )
     .await
     .unwrap_err();
     assert!(err.contains("memory limit of 4 MiB"), "{err}");
-    let answer = query(&mut on_roomy, "SELECT count(*) AS n FROM game.players")
-        .await
-        .unwrap();
-    assert_eq!(render(&answer), ["3"]);
-    roomy.shutdown().await;
 
-    // Timeout.
-    let err = query(&mut ana, slow).await.unwrap_err();
-    assert!(err.contains("timeout of 2s"), "{err}");
     // Concurrency: a running query holds the only slot; the next one waits, then is refused.
     let info = ana.execute(slow.into(), None).await.unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
@@ -858,6 +860,12 @@ out["rows"] = [[r["player_id"], r["name"], r["spent"]] for r in table.to_pylist(
 out["types"] = [str(f.type) for f in table.schema]
 cur.execute("SELECT name FROM game.players WHERE region = ? AND spent > ? ORDER BY name", parameters=("cn", 5.0))
 out["bound"] = [r[0] for r in cur.fetchall()]
+cur.execute("""SELECT CAST(12.34 AS DECIMAL(10,2)) AS d,
+    arrow_cast(TIMESTAMP '2026-01-01T08:00:00', 'Timestamp(Microsecond, Some("+08:00"))') AS ts,
+    make_array('a', 'b') AS l, '{"k": 1}' AS j""")
+typed = cur.fetch_arrow_table()
+out["typed"] = [str(f.type) for f in typed.schema]
+out["typed_values"] = [str(v) for v in typed.to_pylist()[0].values()]
 objects = conn.adbc_get_objects(depth="all").read_all().to_pylist()
 out["tables"] = sorted(
     f'{c["catalog_name"]}.{s["db_schema_name"]}.{t["table_name"]}'
@@ -916,6 +924,25 @@ print(json.dumps(out))
         serde_json::json!(["int64", "string", "double"])
     );
     assert_eq!(got["bound"], serde_json::json!(["ana", "cy"]));
+    // Decimals, zoned timestamps, lists and JSON text arrive intact (views become plain).
+    assert_eq!(
+        got["typed"],
+        serde_json::json!([
+            "decimal128(10, 2)",
+            "timestamp[us, tz=+08:00]",
+            "list<item: string>",
+            "string"
+        ])
+    );
+    assert_eq!(
+        got["typed_values"],
+        serde_json::json!([
+            "12.34",
+            "2026-01-01 08:00:00+08:00",
+            "['a', 'b']",
+            "{\"k\": 1}"
+        ])
+    );
     assert!(
         got["tables"]
             .as_array()
