@@ -73,8 +73,7 @@ impl Engine {
         params: Option<String>,
         keep_view_types: bool,
     ) -> Result<Described> {
-        let started = Instant::now();
-        let started_at = Utc::now();
+        let started = (Instant::now(), Utc::now());
         let mut ticket = QueryTicket {
             id: new_query_id(),
             sql: sql.to_string(),
@@ -101,25 +100,15 @@ impl Engine {
         }
         .await;
         // Queries are logged when they run; statements that ran (or failed) here, now.
-        let (outcome, error) = match planned {
+        let error = match planned {
             Ok(Ok(schema)) => return Ok(Described { schema, ticket }),
             Ok(Err(summary)) => {
                 ticket.done = Some(summary);
-                ("ok", None)
+                None
             }
-            Err(e) => ("error", Some(e)),
+            Err(e) => Some(e),
         };
-        self.record(QueryRecord {
-            query_id: ticket.id.clone(),
-            user: who.user.clone(),
-            sql: sql.to_string(),
-            started_at,
-            duration: started.elapsed(),
-            rows: 0,
-            bytes: 0,
-            outcome,
-            error: error.as_ref().map(ToString::to_string),
-        });
+        self.record_statement(&ticket.id, who, sql, started, error.as_ref());
         match error {
             Some(e) => Err(e),
             None => Ok(Described {
@@ -159,20 +148,9 @@ impl Engine {
     /// Runs an admin's statement (DoPut of an update); readers get a permission error.
     pub async fn update(&self, who: &Principal, sql: &str, params: Option<&str>) -> Result<()> {
         let values = decode_params(params)?;
-        let started = Instant::now();
-        let started_at = Utc::now();
+        let started = (Instant::now(), Utc::now());
         let result = plan(&self.session, who, sql, values).await;
-        self.record(QueryRecord {
-            query_id: new_query_id(),
-            user: who.user.clone(),
-            sql: sql.to_string(),
-            started_at,
-            duration: started.elapsed(),
-            rows: 0,
-            bytes: 0,
-            outcome: if result.is_ok() { "ok" } else { "error" },
-            error: result.as_ref().err().map(ToString::to_string),
-        });
+        self.record_statement(&new_query_id(), who, sql, started, result.as_ref().err());
         match result? {
             Output::Done(_) => Ok(()),
             Output::Rows(df) => df
@@ -301,9 +279,27 @@ impl Engine {
         Ok((schema, Box::pin(running)))
     }
 
-    fn record(&self, record: QueryRecord) {
+    /// Logs a statement that ran (or failed) outside DoGet: no rows were streamed.
+    fn record_statement(
+        &self,
+        query_id: &str,
+        who: &Principal,
+        sql: &str,
+        started: (Instant, chrono::DateTime<Utc>),
+        error: Option<&Error>,
+    ) {
         if let Some(log) = &self.log {
-            log.record(record);
+            log.record(QueryRecord {
+                query_id: query_id.to_string(),
+                user: who.user.clone(),
+                sql: sql.to_string(),
+                started_at: started.1,
+                duration: started.0.elapsed(),
+                rows: 0,
+                bytes: 0,
+                outcome: if error.is_some() { "error" } else { "ok" },
+                error: error.map(ToString::to_string),
+            });
         }
     }
 }

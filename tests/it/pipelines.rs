@@ -336,23 +336,7 @@ async fn incremental_merges_changes_and_misses_no_late_commit() {
 
 #[test]
 fn snapshot_benchmark_runs_at_a_tiny_scale() {
-    let out = tempfile::tempdir().unwrap();
-    let results = out.path().join("RESULTS.md");
-    let status = std::process::Command::new(crate::support::python())
-        .arg(repo_root().join("benches/pg_snapshot.py"))
-        .args([
-            "--rows",
-            "2000",
-            "--gamelake",
-            env!("CARGO_BIN_EXE_gamelake"),
-        ])
-        .arg("--results")
-        .arg(&results)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let text = std::fs::read_to_string(&results).unwrap();
+    let text = crate::support::run_tiny_benchmark("pg_snapshot.py", "2000");
     for row in [
         "raw COPY binary",
         "gamelake ingest",

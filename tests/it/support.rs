@@ -270,3 +270,20 @@ pub fn render(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String> 
     }
     lines
 }
+
+/// Runs a benchmark script of `benches/` at a tiny scale with this build's binary and returns
+/// the results section it wrote (benchmarks are measured by hand; the suite keeps them working).
+pub fn run_tiny_benchmark(script: &str, rows: &str) -> String {
+    let out = tempfile::tempdir().unwrap();
+    let results = out.path().join("RESULTS.md");
+    let status = Command::new(python())
+        .arg(repo_root().join("benches").join(script))
+        .args(["--rows", rows, "--gamelake", env!("CARGO_BIN_EXE_gamelake")])
+        .arg("--results")
+        .arg(&results)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "benches/{script} failed");
+    std::fs::read_to_string(&results).unwrap()
+}
