@@ -9,7 +9,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -55,7 +54,10 @@ impl std::fmt::Debug for User {
 
 /// Hashes a password into an argon2id PHC string (for the `password_hash` of a user).
 pub fn hash_password(password: &str) -> Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
+    // 16 random bytes from uuid's v4 generator (the OS RNG): argon2's own salt generator needs
+    // a rand_core feature that only dev-dependencies happen to turn on.
+    let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
+        .map_err(|e| Error::Unsupported(format!("cannot make a salt: {e}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
