@@ -96,6 +96,16 @@ pub struct Principal {
     pub role: Role,
 }
 
+impl Principal {
+    /// Everyone, on a server without users (`--insecure-no-auth`): a reader.
+    pub fn anonymous() -> Self {
+        Self {
+            user: "anonymous".to_string(),
+            role: Role::Reader,
+        }
+    }
+}
+
 /// A signed, expiring envelope around any payload.
 #[derive(Serialize, Deserialize)]
 struct Signed<T> {

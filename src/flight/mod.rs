@@ -4,6 +4,7 @@
 //! in [`auth`] and [`guard`], the bounds in [`limits`] (enforced while a query runs, `running.rs`), what crosses the wire in [`tickets`] (and
 //! [`crate::plain_types`]), and the record of every query in [`query_log`].
 
+pub mod access;
 pub mod auth;
 pub mod engine;
 pub mod guard;
@@ -24,9 +25,9 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+pub use access::Access;
 pub use auth::{Principal, Role, Signer, User, hash_password};
 pub use limits::Limits;
-pub use service::Access;
 
 use crate::error::{Error, Result};
 use crate::query::Session;

@@ -24,9 +24,6 @@ use arrow_flight::{
     Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
-use base64::Engine as _;
-use base64::alphabet::STANDARD as STANDARD_ALPHABET;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::Schema;
 use futures::{Stream, TryStreamExt};
@@ -35,7 +32,8 @@ use prost::bytes::Bytes;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::{Principal, Role, Signer, TokenError, User, authenticate};
+use super::access::{Access, owned_by};
+use super::auth::{Principal, Role, TokenError};
 use super::engine::Engine;
 use super::metadata;
 use super::tickets::{PreparedHandle, QueryTicket, encode_params};
@@ -44,27 +42,8 @@ use super::wire::{encode, keys, one_batch, schema_bytes, to_status};
 /// The request header with which a client keeps Arrow view types (`gamelake-view-types: keep`).
 pub const KEEP_VIEW_TYPES_HEADER: &str = "gamelake-view-types";
 
-/// Base64 of basic auth, with or without padding.
-const BASIC_AUTH: GeneralPurpose = GeneralPurpose::new(
-    &STANDARD_ALPHABET,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
 /// The action name of Flight's CancelFlightInfo.
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
-
-/// Who may connect, and how long what the server signs stays valid.
-#[derive(Clone, Debug)]
-pub struct Access {
-    /// Configured users; empty means no authentication (only with `--insecure-no-auth`).
-    pub users: Arc<Vec<User>>,
-    /// Signs tokens, tickets and prepared-statement handles.
-    pub signer: Signer,
-    /// Lifetime of bearer tokens and prepared-statement handles.
-    pub token_ttl: Duration,
-    /// Lifetime of a ticket between GetFlightInfo and DoGet.
-    pub ticket_ttl: Duration,
-}
 
 /// The Flight SQL service of `gamelake serve`.
 pub struct FlightSqlServer {
@@ -89,32 +68,6 @@ impl FlightSqlServer {
             access,
             bound: Mutex::default(),
         })
-    }
-
-    /// The caller, from its bearer token (or anonymous when the server has no users).
-    #[allow(clippy::result_large_err)]
-    fn caller(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
-        let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
-        if self.access.users.is_empty() {
-            return Ok(Principal {
-                user: "anonymous".to_string(),
-                role: Role::Reader,
-            });
-        }
-        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-            return Err(Status::unauthenticated(
-                "no bearer token: authenticate with a Handshake (basic auth: user and password) first",
-            ));
-        };
-        self.access
-            .signer
-            .verify::<Principal>(token.trim())
-            .map_err(|e| match e {
-                TokenError::Expired => {
-                    Status::unauthenticated("the token has expired: authenticate again")
-                }
-                TokenError::Invalid => Status::unauthenticated("invalid token"),
-            })
     }
 
     #[allow(clippy::result_large_err)]
@@ -223,19 +176,6 @@ impl FlightSqlServer {
     }
 }
 
-/// A ticket or handle may only be used by the user it was issued to (or an admin).
-#[allow(clippy::result_large_err)]
-fn owned_by(who: &Principal, owner: &Principal) -> Result<(), Status> {
-    if who.user == owner.user || who.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(Status::permission_denied(format!(
-            "this ticket was issued to user {}, not {}",
-            owner.user, who.user
-        )))
-    }
-}
-
 type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -246,42 +186,7 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<HandshakeStream>, Status> {
-        let principal = if self.access.users.is_empty() {
-            Principal {
-                user: "anonymous".to_string(),
-                role: Role::Reader,
-            }
-        } else {
-            let header = request
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|h| h.strip_prefix("Basic "))
-                .ok_or_else(|| {
-                    Status::unauthenticated("handshake needs basic auth (user and password)")
-                })?;
-            // Clients differ on padding (arrow-go sends none), so accept both.
-            let decoded = BASIC_AUTH
-                .decode(header.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| Status::invalid_argument("malformed basic auth header"))?;
-            let (name, password) = decoded
-                .split_once(':')
-                .ok_or_else(|| Status::invalid_argument("malformed basic auth header"))?;
-            let users = self.access.users.clone();
-            let (name, password) = (name.to_string(), password.to_string());
-            // argon2 is deliberately slow: keep it off the async workers.
-            let found = tokio::task::spawn_blocking(move || {
-                authenticate(&users, &name, &password).map(|u| Principal {
-                    user: u.name.clone(),
-                    role: u.role,
-                })
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-            found.ok_or_else(|| Status::unauthenticated("wrong user name or password"))?
-        };
+        let principal = self.access.login(request.metadata()).await?;
         let token = self
             .access
             .signer
@@ -304,7 +209,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let who = self.caller(request.metadata())?;
+        let who = self.access.caller(request.metadata())?;
         let metadata = request.metadata().clone();
         self.flight_info_for(&who, &query.query, None, &metadata, request.into_inner())
             .await
@@ -315,7 +220,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let who = self.caller(request.metadata())?;
+        let who = self.access.caller(request.metadata())?;
         let prepared = self.prepared(&who, &query.prepared_statement_handle)?;
         let metadata = request.metadata().clone();
         self.flight_info_for(
@@ -333,7 +238,7 @@ impl FlightSqlService for FlightSqlServer {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let who = self.caller(request.metadata())?;
+        let who = self.access.caller(request.metadata())?;
         let text = std::str::from_utf8(&ticket.statement_handle)
             .map_err(|_| Status::invalid_argument("malformed ticket"))?;
         let query: QueryTicket = self.access.signer.verify(text).map_err(|e| match e {
@@ -354,7 +259,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         let schema = query.into_builder().schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
@@ -364,7 +269,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         let ctx = self.engine.session().context();
         one_batch(metadata::catalogs(ctx, query.into_builder()).build())
     }
@@ -374,7 +279,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         let schema = query.clone().into_builder().schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
@@ -384,7 +289,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let who = self.caller(request.metadata())?;
+        let who = self.access.caller(request.metadata())?;
         self.engine
             .session()
             .catalog()
@@ -401,7 +306,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         let schema = query.clone().into_builder().schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
@@ -411,7 +316,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let who = self.caller(request.metadata())?;
+        let who = self.access.caller(request.metadata())?;
         self.engine
             .session()
             .catalog()
@@ -431,7 +336,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         let schema = query.into_builder().schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
@@ -441,7 +346,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetTableTypes,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         let mut builder = query.into_builder();
         for kind in metadata::TABLE_TYPES {
             builder.append(kind);
@@ -454,7 +359,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
@@ -464,7 +369,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         one_batch(query.into_builder(&self.sql_info).build())
     }
 
@@ -473,7 +378,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         let schema = query.into_builder(&self.xdbc).schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
@@ -483,7 +388,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         one_batch(query.into_builder(&self.xdbc).build())
     }
 
@@ -492,7 +397,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         self.metadata_info(query, &keys::primary(), request.into_inner())
     }
 
@@ -501,7 +406,7 @@ impl FlightSqlService for FlightSqlServer {
         _query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         one_batch(Ok(RecordBatch::new_empty(Arc::new(keys::primary()))))
     }
 
@@ -510,7 +415,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         self.metadata_info(query, &keys::foreign(), request.into_inner())
     }
 
@@ -519,7 +424,7 @@ impl FlightSqlService for FlightSqlServer {
         _query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         one_batch(Ok(RecordBatch::new_empty(Arc::new(keys::foreign()))))
     }
 
@@ -528,7 +433,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         self.metadata_info(query, &keys::foreign(), request.into_inner())
     }
 
@@ -537,7 +442,7 @@ impl FlightSqlService for FlightSqlServer {
         _query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         one_batch(Ok(RecordBatch::new_empty(Arc::new(keys::foreign()))))
     }
 
@@ -546,7 +451,7 @@ impl FlightSqlService for FlightSqlServer {
         command: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let who = self.caller(request.metadata())?;
+        let who = self.access.caller(request.metadata())?;
         self.engine
             .update(&who, &command.query, None)
             .await
@@ -559,7 +464,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let who = self.caller(request.metadata())?;
+        let who = self.access.caller(request.metadata())?;
         let mut prepared = self.prepared(&who, &query.prepared_statement_handle)?;
         // The peeked first message carries the schema: read the peekable stream, not its inner.
         let data = request.into_inner().map_err(FlightError::from);
@@ -590,7 +495,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let who = self.caller(request.metadata())?;
+        let who = self.access.caller(request.metadata())?;
         let prepared = self.prepared(&who, &query.prepared_statement_handle)?;
         self.engine
             .update(&who, &prepared.sql, prepared.params.as_deref())
@@ -604,7 +509,7 @@ impl FlightSqlService for FlightSqlServer {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let who = self.caller(request.metadata())?;
+        let who = self.access.caller(request.metadata())?;
         let (dataset, parameters) = self
             .engine
             .prepare(&who, &query.query)
@@ -627,7 +532,7 @@ impl FlightSqlService for FlightSqlServer {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        self.caller(request.metadata())?;
+        self.access.caller(request.metadata())?;
         self.bound
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -640,7 +545,7 @@ impl FlightSqlService for FlightSqlServer {
         query: ActionCancelQueryRequest,
         request: Request<Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
-        let who = self.caller(request.metadata())?;
+        let who = self.access.caller(request.metadata())?;
         let info = FlightInfo::decode(query.info)
             .map_err(|e| Status::invalid_argument(format!("malformed FlightInfo: {e}")))?;
         // ActionCancelQueryResult.CancelResult numbers its values as CancelStatus does
@@ -665,7 +570,7 @@ impl FlightSqlService for FlightSqlServer {
                 request.get_ref().r#type
             )));
         }
-        let who = self.caller(request.metadata())?;
+        let who = self.access.caller(request.metadata())?;
         let cancel = CancelFlightInfoRequest::decode(request.get_ref().body.clone())
             .map_err(|e| Status::invalid_argument(format!("malformed CancelFlightInfo: {e}")))?;
         let info = cancel
