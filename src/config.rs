@@ -1,5 +1,5 @@
 //! `gamelake.toml`: settings shared by every command. Unknown keys are errors that name the
-//! file, the line and the key.
+//! file, the line and the key; `${VAR}` takes a value from the environment.
 //!
 //! ```toml
 //! lake = "s3://game-lake/prod"     # overridden by --lake / GAMELAKE_LAKE
@@ -38,6 +38,9 @@ pub struct Config {
     /// Who may log in to the Flight SQL server.
     #[serde(default)]
     pub users: Vec<crate::flight::User>,
+    /// Log intake settings (`gamelake serve --http`).
+    #[serde(default)]
+    pub intake: crate::intake::IntakeConfig,
 }
 
 /// `[flight]`: bounds and lifetimes of the Flight SQL server. Durations are written like
@@ -73,7 +76,9 @@ pub struct FlightConfig {
 }
 
 /// Reads a human duration such as `"30s"` or `"5m"`.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Duration>, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map(Some).map_err(|e| {
         serde::de::Error::custom(format!(
@@ -101,6 +106,7 @@ impl Config {
 
     /// Parses config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let text = &substitute_env(text, path)?;
         toml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .span()
@@ -123,6 +129,36 @@ impl Config {
             ..QuerySettings::default()
         }
     }
+}
+
+/// Replaces `${NAME}` with the environment variable's value; a missing one is an error at its line.
+pub(crate) fn substitute_env(text: &str, path: &Path) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            let (line, column) = line_column(text, text.len() - rest.len() + start);
+            return Err(Error::config(path, line, column, "unclosed ${"));
+        };
+        let name = &after[..end];
+        match std::env::var(name) {
+            Ok(value) => out.push_str(&value),
+            Err(_) => {
+                let (line, column) = line_column(text, text.len() - rest.len() + start);
+                return Err(Error::config(
+                    path,
+                    line,
+                    column,
+                    &format!("environment variable {name} is not set (the file uses ${{{name}}})"),
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// 1-based line and column of a byte offset.
@@ -185,6 +221,43 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("g.toml:4:"), "{err}");
+    }
+
+    #[test]
+    fn reads_intake_settings_with_environment_values() {
+        // SAFETY: tests in this module set distinct variables.
+        unsafe { std::env::set_var("GAMELAKE_TEST_INTAKE_TOKEN", "from-the-environment") };
+        let c = Config::parse(
+            "[intake]\ncommit_interval = \"250ms\"\n[[intake.tokens]]\nname = \"bj\"\ntoken = \"${GAMELAKE_TEST_INTAKE_TOKEN}\"\n[[intake.tables]]\nname = \"logs.events\"\ntime_format = \"epoch_ms\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.intake.tokens[0].token, "from-the-environment");
+        let settings = c.intake.settings(Some(PathBuf::from("/lake"))).unwrap();
+        assert_eq!(settings.commit_interval, Duration::from_millis(250));
+        assert_eq!(settings.wal_dir, PathBuf::from("/lake/_wal"));
+        assert!(
+            c.intake
+                .settings(None)
+                .unwrap_err()
+                .to_string()
+                .contains("wal_dir")
+        );
+        let err = Config::parse(
+            "[intake]\n[[intake.tables]]\nname = \"logs.events\"\ntime_format = \"epoch_ns\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("g.toml:4:"), "{err}");
+        assert!(err.contains("epoch_ms"), "{err}");
+        let err = Config::parse(
+            "[intake]\nnode = \"${GAMELAKE_TEST_UNSET_VAR}\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("g.toml:2:"), "{err}");
     }
 
     #[test]

@@ -163,6 +163,16 @@ impl Error {
         }
     }
 
+    /// A problem in a config or pipeline file, at a 1-based line and column.
+    pub fn config(path: &std::path::Path, line: usize, column: usize, message: &str) -> Self {
+        Error::Config {
+            file: PathBuf::from(path),
+            line,
+            column,
+            message: message.to_string(),
+        }
+    }
+
     /// Converts into a DataFusion error, for code that runs inside DataFusion (catalogs, providers).
     pub fn into_datafusion(self) -> DataFusionError {
         match self {

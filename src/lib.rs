@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod flight;
+pub mod intake;
 pub mod lake;
 pub mod output;
 pub mod pipeline;

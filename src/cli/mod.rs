@@ -70,7 +70,7 @@ pub enum Command {
     /// Inspect and maintain lake tables.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
-    /// Run the server: Flight SQL for BI tools and notebooks (--flight ADDR).
+    /// Run the server: Flight SQL for BI tools (--flight ADDR), log intake (--http ADDR).
     Serve(serve::ServeArgs),
     /// Print the argon2 hash of a password read from standard input (for [[users]] in the config).
     HashPassword,

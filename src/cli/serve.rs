@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use tokio::sync::watch;
 
 use super::Context;
 use crate::error::{Error, Result};
 use crate::flight::{Access, FlightOptions, Limits, Signer, Tls, auth, hash_password};
+use crate::intake::Intake;
 
 /// Flags of `gamelake serve`.
 #[derive(Debug, Args)]
@@ -21,11 +23,20 @@ use crate::flight::{Access, FlightOptions, Limits, Signer, Tls, auth, hash_passw
   name = \"analyst\"
   password_hash = \"$argon2id$...\"      # from: gamelake hash-password
   role = \"reader\"                      # reader: queries only; admin: also DDL/DML and system.query_log
+Log intake tables and sender tokens too:
+  [[intake.tokens]]
+  name = \"game-servers\"
+  token = \"${INTAKE_TOKEN}\"             # ${VAR} reads the environment
+  [[intake.tables]]
+  name = \"logs.events\"
+  time_field = \"time\"                   # rfc3339 by default; time_format = \"epoch_s\" | \"epoch_ms\" | \"epoch_us\"
 
 Examples:
   gamelake --config gamelake.toml serve --flight 0.0.0.0:50051 --tls-cert cert.pem --tls-key key.pem
   gamelake serve --flight 127.0.0.1:50051 --insecure-no-auth      local tryout, no logins
   GAMELAKE_TOKEN_SECRET=... gamelake serve ...                    replicas behind a load balancer share it
+  gamelake --config gamelake.toml serve --http 0.0.0.0:8080       log intake for Fluent Bit / Fluentd
+  curl -H \"Authorization: Bearer $INTAKE_TOKEN\" --data-binary @events.ndjson http://host:8080/ingest/logs.events
 
 Clients: any Flight SQL driver, e.g. Python ADBC:
   adbc_driver_flightsql.dbapi.connect(\"grpc://host:50051\", db_kwargs={\"username\": \"analyst\", \"password\": \"...\"})"
@@ -35,6 +46,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub flight: Option<SocketAddr>,
 
+    /// Receive logs over HTTP on this address: POST /ingest/<schema>.<table> (JSON array or
+    /// NDJSON, gzip or plain), plus /healthz, /readyz and /metrics. Tables and tokens come from
+    /// [intake] in the config.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+
+    /// Receive logs in Fluentd's forward protocol (TCP, msgpack; Fluentd `out_forward`, Fluent
+    /// Bit `forward`) on this address. Tags map to tables by `tags` in [[intake.tables]].
+    #[arg(long, value_name = "ADDR")]
+    pub forward: Option<SocketAddr>,
+
     /// TLS certificate chain (PEM); with --tls-key, clients connect with grpc+tls://.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -43,7 +65,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// Run without logins (everyone is a reader named "anonymous"). Only on a loopback address.
+    /// Run without logins (Flight SQL: everyone is a reader named "anonymous"; intake: no
+    /// tokens). Only on a loopback address.
     #[arg(long)]
     pub insecure_no_auth: bool,
 
@@ -60,24 +83,86 @@ pub struct ServeArgs {
 
 /// Runs `gamelake serve` until Ctrl-C or SIGTERM.
 pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
-    let Some(addr) = args.flight else {
+    if args.flight.is_none() && args.http.is_none() && args.forward.is_none() {
         return Err(Error::Unsupported(
-            "nothing to serve: give --flight ADDR (e.g. --flight 127.0.0.1:50051)".to_string(),
+            "nothing to serve: give --flight ADDR (queries), --http ADDR and/or --forward ADDR (log intake), e.g. --flight 127.0.0.1:50051".to_string(),
         ));
-    };
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    if let Some(addr) = args.flight {
+        servers.push(tokio::spawn(
+            flight(context, &args, addr, stopped.clone()).await?,
+        ));
+    }
+    if args.http.is_some() || args.forward.is_some() {
+        servers.push(tokio::spawn(intake(context, &args, stopped.clone()).await?));
+    }
+    std::io::stdout().flush().ok();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let mut result = Ok(());
+    for server in servers {
+        let outcome = server
+            .await
+            .map_err(|e| Error::Unsupported(format!("server task failed: {e}")))
+            .and_then(|r| r);
+        if result.is_ok() {
+            result = outcome;
+        }
+    }
+    result?;
+    println!("gamelake serve: stopped");
+    Ok(())
+}
+
+/// Completes when `stopped` turns true (or its sender is gone).
+async fn until(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Refuses to run without logins except on loopback with --insecure-no-auth.
+fn check_open_access(args: &ServeArgs, addr: SocketAddr, what: &str) -> Result<()> {
+    if !args.insecure_no_auth {
+        return Err(Error::Unsupported(format!(
+            "no {what} in the config: add them, or pass --insecure-no-auth to serve without them on a loopback address"
+        )));
+    }
+    if !addr.ip().is_loopback() {
+        return Err(Error::Unsupported(format!(
+            "--insecure-no-auth only listens on a loopback address (127.0.0.1 or ::1), not {addr}: configure {what} to serve the network"
+        )));
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Unsupported(format!("cannot listen on {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::Unsupported(format!("cannot listen on {addr}: {e}")))?;
+    Ok((listener, bound))
+}
+
+/// Prepares the Flight SQL server; the returned future serves until `stopped`.
+async fn flight(
+    context: &Context,
+    args: &ServeArgs,
+    addr: SocketAddr,
+    stopped: watch::Receiver<bool>,
+) -> Result<impl Future<Output = Result<()>> + use<>> {
     let config = &context.config;
     auth::check_users(&config.users)?;
     if config.users.is_empty() {
-        if !args.insecure_no_auth {
-            return Err(Error::Unsupported(
-                "no [[users]] in the config: add users (password hashes from `gamelake hash-password`), or pass --insecure-no-auth to serve without logins on a loopback address".to_string(),
-            ));
-        }
-        if !addr.ip().is_loopback() {
-            return Err(Error::Unsupported(format!(
-                "--insecure-no-auth only listens on a loopback address (127.0.0.1 or ::1), not {addr}: configure [[users]] to serve the network"
-            )));
-        }
+        check_open_access(
+            args,
+            addr,
+            "[[users]] (password hashes from `gamelake hash-password`)",
+        )?;
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(Tls {
@@ -116,12 +201,7 @@ pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
     settings.deny_file_paths = true;
     settings.catalog_ttl = flight.catalog_ttl.unwrap_or(Duration::from_secs(5));
     let session = context.session_with(&settings).await?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Unsupported(format!("cannot listen on {addr}: {e}")))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::Unsupported(format!("cannot listen on {addr}: {e}")))?;
+    let (listener, bound) = bind(addr).await?;
     let scheme = if options.tls.is_some() {
         "grpc+tls"
     } else {
@@ -137,10 +217,90 @@ pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
             ""
         }
     );
-    std::io::stdout().flush().ok();
-    crate::flight::serve(listener, session, options, shutdown_signal()).await?;
-    println!("gamelake serve: stopped");
-    Ok(())
+    Ok(crate::flight::serve(
+        listener,
+        session,
+        options,
+        until(stopped),
+    ))
+}
+
+/// Prepares the log intake (HTTP and/or forward listeners, and the committer); the returned
+/// future serves until `stopped`, then commits what was acknowledged.
+async fn intake(
+    context: &Context,
+    args: &ServeArgs,
+    stopped: watch::Receiver<bool>,
+) -> Result<impl Future<Output = Result<()>> + use<>> {
+    let config = &context.config.intake;
+    let session = context.session().await?;
+    let location = session.lake().location();
+    let local = location
+        .is_local()
+        .then(|| location.url().to_file_path().ok())
+        .flatten();
+    let settings = config.settings(local)?;
+    let interval = settings.commit_interval;
+    let wal_dir = settings.wal_dir.clone();
+    let (intake, committer) = Intake::open(&session, config, settings)?;
+    let mut listeners = Vec::new();
+    for addr in [args.http, args.forward].into_iter().flatten() {
+        if !intake.requires_tokens() {
+            check_open_access(args, addr, "[[intake.tokens]]")?;
+        }
+        listeners.push(bind(addr).await?);
+    }
+    let mut listeners = listeners.into_iter();
+    let mut servers: Vec<tokio::task::JoinHandle<Result<()>>> = Vec::new();
+    if args.http.is_some()
+        && let Some((listener, bound)) = listeners.next()
+    {
+        println!(
+            "gamelake serve: log intake on http://{bound}/ingest/<schema>.<table> ({} tables, write-ahead log in {})",
+            intake.tables.len(),
+            wal_dir.display()
+        );
+        let router = crate::intake::http::router(intake.clone());
+        let stopped = stopped.clone();
+        servers.push(tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(until(stopped))
+                .await
+                .map_err(|e| Error::Unsupported(format!("log intake on {bound} failed: {e}")))
+        }));
+    }
+    if args.forward.is_some()
+        && let Some((listener, bound)) = listeners.next()
+    {
+        println!(
+            "gamelake serve: Fluentd forward intake on tcp://{bound} ({} tables, write-ahead log in {})",
+            intake.tables.len(),
+            wal_dir.display()
+        );
+        servers.push(tokio::spawn(crate::intake::forward::serve(
+            listener,
+            intake.clone(),
+            until(stopped.clone()),
+        )));
+    }
+    Ok(async move {
+        let (commit_stop, commit_stopped) = watch::channel(false);
+        let committing = tokio::spawn(committer.run(interval, commit_stopped));
+        let mut result = Ok(());
+        for server in servers {
+            let outcome = server
+                .await
+                .map_err(|e| Error::Unsupported(format!("log intake failed: {e}")))
+                .and_then(|r| r);
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        // Every acknowledged request is in the log now; commit it before stopping.
+        let _ = commit_stop.send(true);
+        let _ = committing.await;
+        result
+    })
 }
 
 /// Completes on Ctrl-C or SIGTERM.

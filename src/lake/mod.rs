@@ -17,7 +17,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 use tokio::sync::OnceCell;
 
 pub use location::LakeLocation;
-pub use table_ref::{TableRef, is_visible_folder};
+pub use table_ref::{REJECTED, TableRef, is_table_folder, is_visible_folder};
 
 use crate::error::{Error, Result};
 
@@ -84,12 +84,14 @@ impl Lake {
 
     /// Schemas: visible folders directly under the root.
     pub async fn schemas(&self) -> Result<Vec<String>> {
-        self.child_folders(None).await
+        self.child_folders(None, is_visible_folder).await
     }
 
     /// Tables of a schema: its visible sub-folders that hold a `_delta_log/`.
     pub async fn tables(&self, schema: &str) -> Result<Vec<String>> {
-        let candidates = self.child_folders(Some(&Path::from(schema))).await?;
+        let candidates = self
+            .child_folders(Some(&Path::from(schema)), is_table_folder)
+            .await?;
         let checks = futures::stream::iter(candidates)
             .map(|name| async move {
                 let table = TableRef::new(schema, name.as_str())?;
@@ -104,8 +106,12 @@ impl Lake {
         Ok(tables)
     }
 
-    /// Visible folder names directly under `parent` (the root when `None`), sorted.
-    async fn child_folders(&self, parent: Option<&Path>) -> Result<Vec<String>> {
+    /// Folder names directly under `parent` (the root when `None`) that pass `keep`, sorted.
+    async fn child_folders(
+        &self,
+        parent: Option<&Path>,
+        keep: fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
         let listing = self
             .store
             .list_with_delimiter(parent)
@@ -115,7 +121,7 @@ impl Lake {
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_string))
-            .filter(|n| is_visible_folder(n))
+            .filter(|n| keep(n))
             .collect();
         names.sort();
         Ok(names)

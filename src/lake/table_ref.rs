@@ -19,7 +19,9 @@ impl TableRef {
         let (schema, table) = (schema.into(), table.into());
         let name = format!("{schema}.{table}");
         check_part(&name, &schema)?;
-        check_part(&name, &table)?;
+        if table != REJECTED {
+            check_part(&name, &table)?;
+        }
         Ok(Self { schema, table })
     }
 
@@ -44,6 +46,15 @@ impl fmt::Display for TableRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.schema, self.table)
     }
+}
+
+/// The one table name that starts with `_`: `<schema>._rejected` holds the records the log
+/// intake could not turn into rows, with the reason.
+pub const REJECTED: &str = "_rejected";
+
+/// Whether a folder name under a schema can be a table (a visible folder, or `_rejected`).
+pub fn is_table_folder(name: &str) -> bool {
+    is_visible_folder(name) || name == REJECTED
 }
 
 /// Whether a folder name under the lake can be a schema or table (folders starting with `_` or
@@ -87,8 +98,21 @@ mod tests {
 
     #[test]
     fn rejects_what_cannot_be_a_folder() {
-        for bad in ["players", "game.", "_x.y", "a.b/c", "a.b.c", "a.b@v1"] {
+        for bad in [
+            "players",
+            "game.",
+            "_x.y",
+            "a.b/c",
+            "a.b.c",
+            "a.b@v1",
+            "a._b",
+            "_rejected.x",
+        ] {
             assert!(TableRef::parse(bad).is_err(), "{bad} should be rejected");
         }
+        assert_eq!(
+            TableRef::parse("logs._rejected").unwrap().folder(),
+            "logs/_rejected/"
+        );
     }
 }

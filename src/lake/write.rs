@@ -177,6 +177,9 @@ pub struct WriteOptions {
     /// A pipeline position committed atomically with the rows: `(app_id, version)`. If the table
     /// already records this app at this version or later, nothing is written.
     pub transaction: Option<(String, i64)>,
+    /// An append may add columns to the table (new columns are nullable; earlier rows read
+    /// them as NULL). Without it, an append with other columns fails.
+    pub merge_schema: bool,
 }
 
 impl WriteOptions {
@@ -187,6 +190,7 @@ impl WriteOptions {
             mode,
             layout: None,
             transaction: None,
+            merge_schema: false,
         }
     }
 }
@@ -400,6 +404,8 @@ async fn run_write(
         builder = builder
             .with_schema_mode(SchemaMode::Overwrite)
             .with_partition_columns(layout.partition_by.clone());
+    } else if options.merge_schema {
+        builder = builder.with_schema_mode(SchemaMode::Merge);
     }
     builder
         .await

@@ -1,11 +1,11 @@
 //! Pipeline files: `pipelines/NAME.toml`. Unknown keys and bad values are errors naming the
 //! file, line and key; `${VAR}` takes a value from the environment.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::line_column;
+use crate::config::{line_column, substitute_env};
 use crate::error::{Error, Result};
 
 /// One pipeline: a source and the tables it fills.
@@ -115,6 +115,7 @@ impl TableConfig {
             mode,
             layout: Some(self.layout()),
             transaction: Some((app_id, position)),
+            merge_schema: false,
         }
     }
 
@@ -153,7 +154,7 @@ impl PipelineConfig {
                 .span()
                 .map(|s| line_column(&substituted, s.start))
                 .unwrap_or((1, 1));
-            config_error(path, line, column, e.message())
+            Error::config(path, line, column, e.message())
         })?;
         config.check(text, path)?;
         Ok(config)
@@ -166,13 +167,13 @@ impl PipelineConfig {
                 .unwrap_or((1, 1))
         };
         if self.tables.is_empty() {
-            return Err(config_error(path, 1, 1, "no [[table]]: add at least one"));
+            return Err(Error::config(path, 1, 1, "no [[table]]: add at least one"));
         }
         for t in &self.tables {
             let (line, column) = at(&format!("\"{}\"", t.to));
-            let fail = |message: String| Err(config_error(path, line, column, &message));
+            let fail = |message: String| Err(Error::config(path, line, column, &message));
             crate::lake::TableRef::parse(&t.to)
-                .map_err(|e| config_error(path, line, column, &e.to_string()))?;
+                .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
             if t.from.is_some() == t.query.is_some() {
                 return fail(format!(
                     "table {}: give exactly one of `from` (a table) or `query`",
@@ -205,7 +206,7 @@ impl PipelineConfig {
             && !(1..=64).contains(parallelism)
         {
             let (line, column) = at("parallelism");
-            return Err(config_error(
+            return Err(Error::config(
                 path,
                 line,
                 column,
@@ -214,45 +215,6 @@ impl PipelineConfig {
         }
         Ok(())
     }
-}
-
-fn config_error(path: &Path, line: usize, column: usize, message: &str) -> Error {
-    Error::Config {
-        file: PathBuf::from(path),
-        line,
-        column,
-        message: message.to_string(),
-    }
-}
-
-/// Replaces `${NAME}` with the environment variable's value; a missing one is an error at its line.
-fn substitute_env(text: &str, path: &Path) -> Result<String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            let (line, column) = line_column(text, text.len() - rest.len() + start);
-            return Err(config_error(path, line, column, "unclosed ${"));
-        };
-        let name = &after[..end];
-        match std::env::var(name) {
-            Ok(value) => out.push_str(&value),
-            Err(_) => {
-                let (line, column) = line_column(text, text.len() - rest.len() + start);
-                return Err(config_error(
-                    path,
-                    line,
-                    column,
-                    &format!("environment variable {name} is not set (the file uses ${{{name}}})"),
-                ));
-            }
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use prost::Message;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-use crate::support::{TempLake, gamelake_err, render, rows};
+use crate::support::{ServeProcess, TempLake, gamelake_err, render, rows};
 
 /// An in-process Flight SQL server over a lake; stopped on drop.
 struct Server {
@@ -731,107 +731,49 @@ fn hash_password_prints_an_argon2_hash_the_server_accepts() {
     assert!(gamelake::flight::auth::authenticate(&users, "u", "pass").is_none());
 }
 
-/// `gamelake serve --flight 127.0.0.1:0` as a child process; killed on drop.
-struct ServeProcess {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl ServeProcess {
-    fn start(lake: &TempLake, secret: &str) -> Self {
-        Self::start_with(lake, secret, "")
-    }
-
-    /// Starts with extra config text (e.g. a `[flight]` section).
-    fn start_with(lake: &TempLake, secret: &str, extra_config: &str) -> Self {
-        use std::io::BufRead;
-        let config = lake.path().join("gamelake.toml");
-        if !config.exists() {
-            let mut text = extra_config.to_string();
-            for (name, password, role) in
-                [("ana", "ana-pw", "reader"), ("root", "root-pw", "admin")]
-            {
-                text.push_str(&format!(
-                    "[[users]]\nname = \"{name}\"\npassword_hash = \"{}\"\nrole = \"{role}\"\n",
-                    hash_password(password).unwrap()
-                ));
-            }
-            std::fs::write(&config, text).unwrap();
+/// `gamelake serve --flight 127.0.0.1:0` as a child process with users ana (reader) and root
+/// (admin), signing with `secret`; `extra_config` is prepended to the config (e.g. `[flight]`).
+fn start_flight(lake: &TempLake, secret: &str, extra_config: &str) -> ServeProcess {
+    let config = lake.path().join("gamelake.toml");
+    if !config.exists() {
+        let mut text = extra_config.to_string();
+        for (name, password, role) in [("ana", "ana-pw", "reader"), ("root", "root-pw", "admin")] {
+            text.push_str(&format!(
+                "[[users]]\nname = \"{name}\"\npassword_hash = \"{}\"\nrole = \"{role}\"\n",
+                hash_password(password).unwrap()
+            ));
         }
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gamelake"))
-            .args([
-                "--lake",
-                &lake.location(),
-                "--config",
-                config.to_str().unwrap(),
-            ])
-            .args(["serve", "--flight", "127.0.0.1:0"])
-            .env("GAMELAKE_TOKEN_SECRET", secret)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("grpc://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("gamelake serve did not print its address: {line:?}"))
-            .parse()
-            .unwrap();
-        Self { child, addr }
+        std::fs::write(&config, text).unwrap();
     }
-
-    /// Sends SIGTERM and returns the exit status and the rest of standard output.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        use std::io::Read;
-        let pid = self.child.id().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        let mut rest = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut rest)
-            .unwrap();
-        (status, rest)
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    ServeProcess::spawn(
+        lake,
+        &config,
+        &["--flight", "127.0.0.1:0"],
+        &[("GAMELAKE_TOKEN_SECRET", secret)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_are_stateless_across_replicas_sharing_the_key() {
     let lake = lake_with_players().await;
-    let a = ServeProcess::start(&lake, "shared-secret");
-    let b = ServeProcess::start(&lake, "shared-secret");
-    let other = ServeProcess::start(&lake, "another-secret");
+    let a = start_flight(&lake, "shared-secret", "");
+    let b = start_flight(&lake, "shared-secret", "");
+    let other = start_flight(&lake, "another-secret", "");
 
-    let mut on_a = connect(a.addr, Some(("ana", "ana-pw"))).await;
+    let mut on_a = connect(a.flight_addr(), Some(("ana", "ana-pw"))).await;
     let token = on_a.token().unwrap().clone();
     let sql =
         "SELECT region, count(*) AS players FROM game.players GROUP BY region ORDER BY region";
     let info = on_a.execute(sql.into(), None).await.unwrap();
 
     // B serves the DoGet of A's GetFlightInfo, with A's token: nothing is kept per process.
-    let mut on_b = connect(b.addr, None).await;
+    let mut on_b = connect(b.flight_addr(), None).await;
     on_b.set_token(token.clone());
     let from_b = render(&fetch(&mut on_b, info.clone()).await.unwrap());
     assert_eq!(from_b, rows(&lake.session().await, sql).await);
 
     // A replica with another key accepts neither the token nor the ticket.
-    let mut on_other = connect(other.addr, None).await;
+    let mut on_other = connect(other.flight_addr(), None).await;
     on_other.set_token(token);
     let err = fetch(&mut on_other, info).await.unwrap_err();
     assert!(err.contains("invalid token"), "{err}");
@@ -847,7 +789,7 @@ fn python_adbc_client_gets_the_same_answers() {
     let lake = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(lake_with_players());
-    let server = ServeProcess::start(&lake, "s");
+    let server = start_flight(&lake, "s", "");
     let script = r#"
 import json, sys
 import adbc_driver_flightsql.dbapi as flightsql
@@ -893,7 +835,7 @@ except Exception as e:
     out["wrong_password"] = str(e)
 print(json.dumps(out))
 "#;
-    let uri = format!("grpc://{}", server.addr);
+    let uri = format!("grpc://{}", server.flight_addr());
     let out = crate::support::run_python(script, &[&uri]);
     let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     // The same rows `gamelake sql` prints for the same query.
@@ -1270,9 +1212,9 @@ fn rss_mib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_queries_cancelled_mid_stream_leave_the_server_healthy() {
     let lake = lake_with_players().await;
-    let server = ServeProcess::start_with(&lake, "s", "[flight]\nmax_concurrent_queries = 100\n");
+    let server = start_flight(&lake, "s", "[flight]\nmax_concurrent_queries = 100\n");
     let pid = server.child.id();
-    let client = connect(server.addr, Some(("ana", "ana-pw"))).await;
+    let client = connect(server.flight_addr(), Some(("ana", "ana-pw"))).await;
     let token = client.token().unwrap().clone();
     let sql = "SELECT v, v * 2 AS w, 'row ' || v AS label FROM generate_series(1, 50000000) t(v)";
 
@@ -1310,7 +1252,7 @@ async fn a_hundred_queries_cancelled_mid_stream_leave_the_server_healthy() {
 /// up. Returns the server's highest resident memory seen meanwhile (MiB).
 async fn burst(server: &ServeProcess, token: &str, sql: &'static str) -> u64 {
     use futures::StreamExt;
-    let (addr, pid) = (server.addr, server.child.id());
+    let (addr, pid) = (server.flight_addr(), server.child.id());
     let tasks: Vec<_> = (0..100)
         .map(|i| {
             let token = token.to_string();

@@ -4,6 +4,7 @@ mod cli;
 mod demo;
 mod errors;
 mod flight;
+mod intake;
 mod interop;
 mod pipelines;
 mod postgres;

@@ -287,3 +287,101 @@ pub fn run_tiny_benchmark(script: &str, rows: &str) -> String {
     assert!(status.success(), "benches/{script} failed");
     std::fs::read_to_string(&results).unwrap()
 }
+
+/// `gamelake --lake L --config C serve ARGS...` as a child process, with the addresses it
+/// printed at start (`--flight`, `--http`, `--forward` on port 0); killed on drop.
+pub struct ServeProcess {
+    /// The process.
+    pub child: Child,
+    flight: Option<std::net::SocketAddr>,
+    http: Option<std::net::SocketAddr>,
+    forward: Option<std::net::SocketAddr>,
+}
+
+impl ServeProcess {
+    /// Starts the server and waits until it printed one line per server it runs.
+    pub fn spawn(lake: &TempLake, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gamelake"));
+        cmd.args(["--lake", &lake.location(), "--config"])
+            .arg(config)
+            .arg("serve")
+            .args(args)
+            .env_remove("GAMELAKE_LAKE")
+            .stdout(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start gamelake serve");
+        let expected = args
+            .iter()
+            .filter(|a| matches!(**a, "--flight" | "--http" | "--forward"))
+            .count();
+        let (mut flight, mut http, mut forward) = (None, None, None);
+        let mut out = std::io::BufReader::new(child.stdout.as_mut().expect("stdout"));
+        let address = |line: &str, scheme: &str| -> Option<std::net::SocketAddr> {
+            let rest = line.split(scheme).nth(1)?;
+            rest.split(|c: char| c == '/' || c.is_whitespace())
+                .next()?
+                .parse()
+                .ok()
+        };
+        for _ in 0..expected {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("read serve output");
+            if let Some(a) = address(&line, "grpc://").or_else(|| address(&line, "grpc+tls://")) {
+                flight = Some(a);
+            } else if let Some(a) = address(&line, "http://") {
+                http = Some(a);
+            } else if let Some(a) = address(&line, "tcp://") {
+                forward = Some(a);
+            } else {
+                panic!("gamelake serve did not print its address: {line:?}");
+            }
+        }
+        Self {
+            child,
+            flight,
+            http,
+            forward,
+        }
+    }
+
+    /// The Flight SQL address.
+    pub fn flight_addr(&self) -> std::net::SocketAddr {
+        self.flight.expect("started without --flight")
+    }
+
+    /// The HTTP intake address.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.http.expect("started without --http")
+    }
+
+    /// The Fluentd forward address.
+    pub fn forward_addr(&self) -> std::net::SocketAddr {
+        self.forward.expect("started without --forward")
+    }
+
+    /// Sends SIGTERM and returns the exit status and the rest of standard output.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        use std::io::Read;
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let status = self.child.wait().expect("wait");
+        let mut rest = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            let _ = out.read_to_string(&mut rest);
+        }
+        (status, rest)
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,252 @@
+//! Turns sealed write-ahead log segments into Delta commits, exactly once.
+//!
+//! Segment `n` becomes at most one commit per table it touches, each carrying the transaction
+//! marker `(gamelake-intake:<node>, n)`. A table that already records `n` (the server died
+//! after committing it, before deleting the segment) is skipped on the rerun. The rejected
+//! records of a schema are committed before the tables' rows, so a rerun that skips a table
+//! finds its rejections already committed as well. The segment is deleted only after all its
+//! commits.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::execution::SessionState;
+use tokio::sync::watch;
+
+use super::config::IntakeTable;
+use super::metrics::Metrics;
+use super::rows::{DAY, RECEIVED_AT, Rejected, RowBuilder};
+use super::wal::{Entry, Wal, read_segment};
+use crate::error::Result;
+use crate::lake::write::{TableLayout, WriteMode, WriteOptions, WriteOutcome, write_batches};
+use crate::lake::{Lake, REJECTED, TableRef, TableVersion};
+
+/// Everything a commit needs.
+#[derive(Clone)]
+pub struct Committer {
+    /// The lake the tables are in.
+    pub lake: Arc<Lake>,
+    /// The session state writes plan with.
+    pub state: SessionState,
+    /// The log to commit.
+    pub wal: Wal,
+    /// Intake tables by `schema.table`.
+    pub tables: Arc<BTreeMap<String, IntakeTable>>,
+    /// The transaction marker's app id: `gamelake-intake:<node>`.
+    pub app_id: String,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Committer {
+    /// Commits every `interval` (or sooner when the log is full) until `stop` turns true, then
+    /// commits what is left. Failures are logged and retried with backoff; the records stay in
+    /// the log meanwhile.
+    pub async fn run(self, interval: Duration, mut stop: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        // The first round, at once, commits what an earlier run left in the log.
+        let mut delay = Duration::ZERO;
+        let mut stop_dropped = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.wal.full().notified() => {}
+                changed = stop.changed(), if !stop_dropped => stop_dropped = changed.is_err(),
+            }
+            let stopping = stop_dropped || *stop.borrow();
+            match self.commit_all().await {
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    self.metrics.commit_failures.inc();
+                    tracing::error!(
+                        "intake commit failed (retrying; the records stay in the write-ahead log): {e}"
+                    );
+                    if stopping {
+                        eprintln!(
+                            "gamelake serve: could not commit the write-ahead log before stopping ({e}); it is committed at the next start"
+                        );
+                    }
+                }
+            }
+            if stopping {
+                return;
+            }
+            delay = if failures == 0 {
+                interval
+            } else {
+                (interval * 2u32.saturating_pow(failures.min(5))).min(Duration::from_secs(30))
+            };
+        }
+    }
+
+    /// Seals the open segment and commits every sealed one, oldest first. Returns how many.
+    pub async fn commit_all(&self) -> Result<usize> {
+        let below = self.wal.seal().await?;
+        let segments = self.wal.sealed(below)?;
+        for (seq, path) in &segments {
+            let started = Instant::now();
+            self.commit_segment(*seq, path).await?;
+            self.wal.remove(path)?;
+            self.metrics.commits.inc();
+            self.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(segments.len())
+    }
+
+    async fn commit_segment(&self, seq: u64, path: &Path) -> Result<()> {
+        let (entries, torn) = read_segment(path)?;
+        if torn > 0 {
+            tracing::warn!(
+                "{}: ignored a torn tail of {torn} bytes (written by a crash before its fsync; never acknowledged)",
+                path.display()
+            );
+        }
+        let version = seq as i64;
+        let mut by_table: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
+        for entry in &entries {
+            by_table
+                .entry(entry.table.as_str())
+                .or_default()
+                .push(entry);
+        }
+        let mut rejected: BTreeMap<String, Vec<Rejected>> = BTreeMap::new();
+        let mut rows = Vec::new();
+        for (name, entries) in by_table {
+            let table = TableRef::parse(name)?;
+            let Some(config) = self.tables.get(name) else {
+                // The table left the config between receipt and commit.
+                let reason = format!("{name} is not in [[intake.tables]] of the config");
+                rejected
+                    .entry(table.schema.clone())
+                    .or_default()
+                    .extend(rejections(name, &entries, &reason));
+                continue;
+            };
+            if self.recorded(&table).await? >= Some(version) {
+                continue;
+            }
+            let existing = self.schema_of(&table).await?;
+            let mut builder = RowBuilder::new(config, existing.as_deref())?;
+            for entry in &entries {
+                for record in &entry.records {
+                    builder.push(entry.received_at, record);
+                }
+            }
+            if let Some(batch) = builder.finish()? {
+                rows.push((table.clone(), batch));
+            }
+            if !builder.rejected.is_empty() {
+                Metrics::add(&self.metrics.rejected, name, builder.rejected.len());
+                rejected
+                    .entry(table.schema.clone())
+                    .or_default()
+                    .append(&mut builder.rejected);
+            }
+        }
+        for (schema, records) in rejected {
+            let table = TableRef::new(schema, REJECTED)?;
+            self.write(&table, rejected_batch(&records)?, version)
+                .await?;
+        }
+        for (table, batch) in rows {
+            let n = batch.num_rows();
+            if let WriteOutcome::Committed { .. } = self.write(&table, batch, version).await? {
+                Metrics::add(&self.metrics.committed, &table.to_string(), n);
+            }
+        }
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        table: &TableRef,
+        batch: RecordBatch,
+        version: i64,
+    ) -> Result<WriteOutcome> {
+        let options = WriteOptions {
+            mode: WriteMode::Append,
+            layout: Some(TableLayout {
+                partition_by: vec![DAY.to_string()],
+                ..TableLayout::default()
+            }),
+            transaction: Some((self.app_id.clone(), version)),
+            merge_schema: true,
+        };
+        write_batches(&self.lake, table, &self.state, vec![batch], options).await
+    }
+
+    /// The segment number a table last committed from this node.
+    async fn recorded(&self, table: &TableRef) -> Result<Option<i64>> {
+        crate::lake::write::transaction_version(&self.lake, table, &self.app_id).await
+    }
+
+    /// The table's current columns, or None if it does not exist yet.
+    async fn schema_of(&self, table: &TableRef) -> Result<Option<SchemaRef>> {
+        if !self.lake.is_table(table).await? {
+            return Ok(None);
+        }
+        let dt = self.lake.open_table(table, &TableVersion::Latest).await?;
+        let snapshot = dt
+            .snapshot()
+            .map_err(|e| crate::error::Error::delta(table.to_string(), e))?;
+        Ok(Some(snapshot.snapshot().arrow_schema()))
+    }
+}
+
+fn rejections(table: &str, entries: &[&Entry], reason: &str) -> Vec<Rejected> {
+    entries
+        .iter()
+        .flat_map(|entry| {
+            entry.records.iter().map(|record| Rejected {
+                table: table.to_string(),
+                received_at: entry.received_at,
+                reason: reason.to_string(),
+                record: String::from_utf8_lossy(record).into_owned(),
+            })
+        })
+        .collect()
+}
+
+/// `<schema>._rejected`: table, received_at, reason, record, and the UTC day of receipt.
+fn rejected_batch(records: &[Rejected]) -> Result<RecordBatch> {
+    let utc = Some("UTC".into());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table", DataType::Utf8, false),
+        Field::new(
+            RECEIVED_AT,
+            DataType::Timestamp(TimeUnit::Microsecond, utc.clone()),
+            false,
+        ),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("record", DataType::Utf8, false),
+        Field::new(DAY, DataType::Date32, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            records.iter().map(|r| &r.table),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(records.iter().map(|r| r.received_at))
+                .with_timezone_opt(utc),
+        ),
+        Arc::new(StringArray::from_iter_values(
+            records.iter().map(|r| &r.reason),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            records.iter().map(|r| &r.record),
+        )),
+        Arc::new(Date32Array::from_iter_values(
+            records
+                .iter()
+                .map(|r| r.received_at.div_euclid(86_400_000_000) as i32),
+        )),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}

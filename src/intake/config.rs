@@ -1,0 +1,189 @@
+//! `[intake]` in `gamelake.toml`: where the write-ahead log lives, how often it is committed,
+//! the bounds of a request, who may send, and the tables that receive events.
+//!
+//! ```toml
+//! [intake]
+//! wal_dir = "/var/lib/gamelake/wal"   # default: <lake>/_wal for a local lake
+//! commit_interval = "1s"              # a Delta commit per table at most this often
+//! [[intake.tokens]]
+//! name = "game-servers-bj"
+//! token = "${INTAKE_TOKEN_BJ}"         # ${VAR} reads the environment
+//! tables = ["logs.*"]
+//! [[intake.tables]]
+//! name = "logs.events"
+//! time_field = "time"
+//! time_format = "rfc3339"             # or epoch_s, epoch_ms, epoch_us
+//! timezone = "+08:00"                 # the day partition is the game's server day
+//! columns = { player_id = "bigint", event = "text" }
+//! required = ["player_id", "event"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::lake::TableRef;
+
+/// `[intake]`: the log intake of `gamelake serve --http` (and `--forward`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// Folder of the write-ahead log, on a local disk (default `<lake>/_wal` when the lake is a
+    /// local folder; required for a lake on S3).
+    pub wal_dir: Option<PathBuf>,
+    /// Longest time between an acknowledgement and its Delta commit (default 1s).
+    #[serde(default, deserialize_with = "crate::config::duration")]
+    pub commit_interval: Option<Duration>,
+    /// Commit early when this many MiB wait in the log (default 64).
+    pub commit_mb: Option<usize>,
+    /// Largest request body, in MiB, compressed or not (default 16); larger ones get 413.
+    pub max_body_mb: Option<usize>,
+    /// When this many MiB are acknowledged but not yet committed (the lake is slow or down),
+    /// new requests get 503 with Retry-After (default 1024).
+    pub max_pending_mb: Option<usize>,
+    /// Name of this intake node; it keys the exactly-once markers in the tables, so two servers
+    /// writing the same tables need different names (default "intake").
+    pub node: Option<String>,
+    /// Who may send: bearer tokens and the tables each may write.
+    #[serde(default)]
+    pub tokens: Vec<IntakeToken>,
+    /// The tables that receive events. A request for a table not listed is refused (404).
+    #[serde(default)]
+    pub tables: Vec<IntakeTable>,
+}
+
+/// `[[intake.tokens]]`: one sender's credentials.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeToken {
+    /// A name for logs and metrics (never the token itself).
+    pub name: String,
+    /// The bearer token the sender puts in `Authorization: Bearer ...`.
+    pub token: String,
+    /// Tables this token may write: `schema.table` or `schema.*` (default: every intake table).
+    #[serde(default)]
+    pub tables: Vec<String>,
+}
+
+impl std::fmt::Debug for IntakeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntakeToken")
+            .field("name", &self.name)
+            .field("tables", &self.tables)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IntakeToken {
+    /// Whether this token may write `table`.
+    pub fn allows(&self, table: &TableRef) -> bool {
+        self.tables.is_empty()
+            || self
+                .tables
+                .iter()
+                .any(|pattern| match pattern.strip_suffix(".*") {
+                    Some(schema) => schema == table.schema,
+                    None => *pattern == table.to_string(),
+                })
+    }
+}
+
+/// `[[intake.tables]]`: one table that receives events.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeTable {
+    /// `schema.table` in the lake.
+    pub name: String,
+    /// The record field holding the event time (default: none, the time of receipt is used).
+    pub time_field: Option<String>,
+    /// How the time field is written (default rfc3339).
+    #[serde(default)]
+    pub time_format: TimeFormat,
+    /// Zone of the `day` partition: `+08:00`, `UTC` or a name like `Asia/Shanghai`
+    /// (default `+08:00`, the game's server day).
+    pub timezone: Option<String>,
+    /// What happens to a record with a field the table does not have yet: `add` it as a nullable
+    /// column (default), or `reject` the record.
+    #[serde(default)]
+    pub new_fields: NewFields,
+    /// Declared columns and their types (`bigint`, `double`, `text`, `boolean`, `timestamp`,
+    /// `json`); other columns are inferred from the first records that carry them.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// Fields every record must have (non-null); a record without one is rejected.
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Fluentd tags routed to this table (forward protocol); `*` matches one tag part.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// How an event time is written in a record.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFormat {
+    /// `2026-11-25T08:00:00.123+08:00` (also `Z`, and a space for `T`).
+    #[default]
+    Rfc3339,
+    /// Seconds since 1970, integer or fractional (Fluent Bit's `json_date_format double`).
+    EpochS,
+    /// Milliseconds since 1970.
+    EpochMs,
+    /// Microseconds since 1970.
+    EpochUs,
+}
+
+/// What to do with a field a table does not have.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NewFields {
+    /// Add it as a nullable column (schema evolution).
+    #[default]
+    Add,
+    /// Reject the record (to `<schema>._rejected`).
+    Reject,
+}
+
+/// The settings of the intake, with defaults applied.
+#[derive(Clone, Debug)]
+pub struct IntakeSettings {
+    /// Folder of the write-ahead log.
+    pub wal_dir: PathBuf,
+    /// Longest time between an acknowledgement and its commit.
+    pub commit_interval: Duration,
+    /// Commit early at this many bytes waiting.
+    pub commit_bytes: u64,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Backpressure threshold.
+    pub max_pending_bytes: u64,
+    /// Exactly-once marker prefix.
+    pub node: String,
+}
+
+impl IntakeConfig {
+    /// The settings with defaults; `local_lake` is the lake folder when the lake is local.
+    pub fn settings(&self, local_lake: Option<PathBuf>) -> Result<IntakeSettings> {
+        let wal_dir = match (&self.wal_dir, local_lake) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(lake)) => lake.join("_wal"),
+            (None, None) => {
+                return Err(Error::Unsupported(
+                    "the lake is not a local folder, so the intake needs a local folder for its write-ahead log: set [intake] wal_dir = \"/var/lib/gamelake/wal\" in the config".to_string(),
+                ));
+            }
+        };
+        let mb = |v: Option<usize>, default: usize| (v.unwrap_or(default) as u64) * 1024 * 1024;
+        Ok(IntakeSettings {
+            wal_dir,
+            commit_interval: self.commit_interval.unwrap_or(Duration::from_secs(1)),
+            commit_bytes: mb(self.commit_mb, 64),
+            max_body_bytes: mb(self.max_body_mb, 16) as usize,
+            max_pending_bytes: mb(self.max_pending_mb, 1024),
+            node: self.node.clone().unwrap_or_else(|| "intake".to_string()),
+        })
+    }
+}

@@ -1,0 +1,180 @@
+//! The HTTP side of `gamelake serve --http`: `POST /ingest/{schema}.{table}` for log shippers
+//! (Fluent Bit's `http` output, Fluentd's `out_http`, curl), and `/healthz`, `/readyz`,
+//! `/metrics`.
+//!
+//! A 200 means the records are fsynced in the write-ahead log: they will be committed even if
+//! the server dies now. Shippers retry anything else; 503 and 429 carry `Retry-After`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use super::Intake;
+use super::body::{BodyError, gunzip, records};
+use super::metrics::{Metrics, StatusLabel};
+use super::wal::Entry;
+use crate::lake::TableRef;
+
+/// The routes, over one intake.
+pub fn router(intake: Arc<Intake>) -> Router {
+    let limit = intake.settings.max_body_bytes;
+    Router::new()
+        .route("/ingest/{table}", post(ingest))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(intake)
+}
+
+/// An answer with a JSON body, counted by status.
+fn answer(metrics: &Metrics, status: StatusCode, body: serde_json::Value) -> Response {
+    metrics
+        .requests
+        .get_or_create(&StatusLabel {
+            status: status.as_u16().to_string(),
+        })
+        .inc();
+    (status, axum::Json(body)).into_response()
+}
+
+fn refuse(metrics: &Metrics, status: StatusCode, message: String) -> Response {
+    let mut response = answer(metrics, status, json!({ "error": message }));
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+async fn ingest(
+    State(intake): State<Arc<Intake>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let metrics = &intake.metrics;
+    let table = match TableRef::parse(&name) {
+        Ok(t) => t,
+        Err(e) => return refuse(metrics, StatusCode::NOT_FOUND, e.to_string()),
+    };
+    if let Err((status, message)) = intake.check_sender(bearer(&headers), &table) {
+        return refuse(metrics, status, message);
+    }
+    if !intake.tables.contains_key(&name) {
+        return refuse(
+            metrics,
+            StatusCode::NOT_FOUND,
+            format!(
+                "{name} is not an intake table: add [[intake.tables]] name = \"{name}\" to the config"
+            ),
+        );
+    }
+    let pending = intake.wal.pending_bytes();
+    if pending > intake.settings.max_pending_bytes {
+        return refuse(
+            metrics,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{pending} bytes wait to be committed to the lake (limit [intake] max_pending_mb); retry later"
+            ),
+        );
+    }
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let decoded;
+    let body: &[u8] = if gzip {
+        match gunzip(&body, intake.settings.max_body_bytes) {
+            Ok(plain) => {
+                decoded = plain;
+                &decoded
+            }
+            Err(e) => return body_error(metrics, e),
+        }
+    } else {
+        &body
+    };
+    let records = match records(body) {
+        Ok(r) => r,
+        Err(e) => return body_error(metrics, e),
+    };
+    let count = records.len();
+    let entry = Entry {
+        table: name.clone(),
+        received_at: chrono::Utc::now().timestamp_micros(),
+        records,
+    };
+    if let Err(e) = intake.wal.append(&entry).await {
+        tracing::error!("intake: write-ahead log append failed: {e}");
+        return refuse(
+            metrics,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("could not store the records durably ({e}); retry"),
+        );
+    }
+    Metrics::add(&metrics.received, &name, count);
+    answer(metrics, StatusCode::OK, json!({ "received": count }))
+}
+
+fn body_error(metrics: &Metrics, error: BodyError) -> Response {
+    match error {
+        BodyError::TooLarge(limit) => refuse(
+            metrics,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is larger than {limit} bytes (uncompressed); send smaller batches or raise [intake] max_body_mb"
+            ),
+        ),
+        BodyError::Unreadable(message) => refuse(metrics, StatusCode::BAD_REQUEST, message),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+async fn ready(State(intake): State<Arc<Intake>>) -> Response {
+    let pending = intake.wal.pending_bytes();
+    if pending > intake.settings.max_pending_bytes {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {pending} bytes wait to be committed\n"),
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
+}
+
+async fn metrics(State(intake): State<Arc<Intake>>) -> Response {
+    intake
+        .metrics
+        .pending_bytes
+        .set(intake.wal.pending_bytes() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        intake.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,143 @@
+//! Log intake: `gamelake serve --http ADDR` (and `--forward ADDR`, Fluentd's forward protocol)
+//! receives game-server logs from Fluent Bit, Fluentd or any HTTP client and commits them to
+//! Delta tables partitioned by day.
+//!
+//! A request's records are appended to the write-ahead log ([`wal`]) and fsynced before the
+//! sender is answered; the [`committer`] turns the log into Delta commits every
+//! `commit_interval`, each carrying the log position as a transaction marker, so a crash at any
+//! point loses no acknowledged record and commits none twice. Records become rows in [`rows`];
+//! a record that cannot be a row goes to `<schema>._rejected` with the reason.
+
+pub mod body;
+pub mod committer;
+pub mod config;
+pub mod forward;
+pub mod http;
+pub mod metrics;
+pub mod rows;
+pub mod wal;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use sha2::{Digest, Sha256};
+
+pub use committer::Committer;
+pub use config::{IntakeConfig, IntakeSettings, IntakeTable, IntakeToken};
+pub use metrics::Metrics;
+pub use wal::Wal;
+
+use crate::error::{Error, Result};
+use crate::lake::TableRef;
+use crate::query::Session;
+
+/// The state the HTTP handlers share.
+pub struct Intake {
+    /// Settings with defaults applied.
+    pub settings: IntakeSettings,
+    /// The write-ahead log.
+    pub wal: Wal,
+    /// Intake tables by `schema.table`.
+    pub tables: Arc<BTreeMap<String, IntakeTable>>,
+    /// Senders' tokens; empty means no authentication (only allowed on loopback).
+    tokens: Vec<IntakeToken>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Intake {
+    /// Opens the write-ahead log and checks the tables. Returns the shared state and the
+    /// committer to run beside the HTTP server.
+    pub fn open(
+        session: &Session,
+        config: &IntakeConfig,
+        settings: IntakeSettings,
+    ) -> Result<(Arc<Self>, Committer)> {
+        let mut tables = BTreeMap::new();
+        for table in &config.tables {
+            let name = TableRef::parse(&table.name)?;
+            rows::check_table(table)?;
+            forward::check_tags(table)?;
+            if tables.insert(name.to_string(), table.clone()).is_some() {
+                return Err(Error::Unsupported(format!(
+                    "[[intake.tables]] {name} is listed twice"
+                )));
+            }
+        }
+        for token in &config.tokens {
+            if token.token.len() < 16 {
+                return Err(Error::Unsupported(format!(
+                    "[[intake.tokens]] {}: the token is shorter than 16 characters; use a long random one (e.g. `openssl rand -hex 24`)",
+                    token.name
+                )));
+            }
+        }
+        let tables = Arc::new(tables);
+        let wal = Wal::open(&settings.wal_dir, settings.commit_bytes)?;
+        let metrics = Arc::new(Metrics::default());
+        let committer = Committer {
+            lake: session.lake().clone(),
+            state: session.context().state(),
+            wal: wal.clone(),
+            tables: tables.clone(),
+            app_id: format!("gamelake-intake:{}", settings.node),
+            metrics: metrics.clone(),
+        };
+        let intake = Arc::new(Self {
+            settings,
+            wal,
+            tables,
+            tokens: config.tokens.clone(),
+            metrics,
+        });
+        Ok((intake, committer))
+    }
+
+    /// The table a Fluentd tag goes to: the first whose `tags` match it.
+    pub fn table_for_tag(&self, tag: &str) -> Option<(&str, &IntakeTable)> {
+        self.tables
+            .iter()
+            .find(|(_, t)| t.tags.iter().any(|p| forward::tag_matches(p, tag)))
+            .map(|(name, t)| (name.as_str(), t))
+    }
+
+    /// Whether senders must present a token.
+    pub fn requires_tokens(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// Checks a request's bearer token against the configured ones (comparing digests, so the
+    /// time taken does not reveal how much of a token matched).
+    pub fn check_sender(
+        &self,
+        bearer: Option<&str>,
+        table: &TableRef,
+    ) -> std::result::Result<(), (StatusCode, String)> {
+        if self.tokens.is_empty() {
+            return Ok(());
+        }
+        let Some(given) = bearer else {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "missing 'Authorization: Bearer <token>' (tokens are set in [[intake.tokens]])"
+                    .to_string(),
+            ));
+        };
+        let digest = Sha256::digest(given.as_bytes());
+        let Some(token) = self
+            .tokens
+            .iter()
+            .find(|t| Sha256::digest(t.token.as_bytes()) == digest)
+        else {
+            return Err((StatusCode::UNAUTHORIZED, "unknown token".to_string()));
+        };
+        if !token.allows(table) {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!("token '{}' may not write {table}", token.name),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,573 @@
+//! Records → Arrow rows of one table, and the reasons for those that cannot be rows.
+//!
+//! Every table gets three columns from the intake: `event_time` (from the configured time
+//! field, or the time of receipt), `received_at`, and `day` (the event's day in the table's
+//! zone, the partition column). A record's fields become columns of the types declared in the
+//! config or already in the table; a new field becomes a nullable column of the type of its
+//! first non-null value (objects and arrays are kept as JSON text), unless the table says
+//! `new_fields = "reject"`. Hand-built with arrow's builders rather than arrow-json's decoder
+//! because each record must be judged alone: arrow-json fails a whole batch on one bad value.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow::array::timezone::Tz;
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Map, Value};
+
+use super::config::{IntakeTable, NewFields, TimeFormat};
+use crate::error::{Error, Result};
+
+/// The event's time (UTC).
+pub const EVENT_TIME: &str = "event_time";
+/// When gamelake received the record (UTC).
+pub const RECEIVED_AT: &str = "received_at";
+/// The event's day in the table's zone: the partition column.
+pub const DAY: &str = "day";
+
+const DAYS_FROM_CE_TO_1970: i32 = 719_163;
+
+/// The value types a record's field can have as a column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// 64-bit integer.
+    Int,
+    /// 64-bit float.
+    Float,
+    /// Text; objects and arrays are stored as their JSON text.
+    Text,
+    /// true/false.
+    Bool,
+    /// An RFC 3339 string, stored as a UTC timestamp.
+    Timestamp,
+    /// A day (only the `day` column).
+    Date,
+}
+
+impl Kind {
+    /// A declared type name (`bigint`, `double`, `text`, `boolean`, `timestamp`, `json`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "bigint" | "int" | "integer" | "long" | "int64" => Kind::Int,
+            "double" | "float" | "real" | "float64" => Kind::Float,
+            "text" | "string" | "varchar" | "json" => Kind::Text,
+            "boolean" | "bool" => Kind::Bool,
+            "timestamp" | "timestamptz" => Kind::Timestamp,
+            _ => return None,
+        })
+    }
+
+    fn of_arrow(data_type: &DataType) -> Option<Self> {
+        Some(match data_type {
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => Kind::Int,
+            DataType::Float32 | DataType::Float64 => Kind::Float,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Kind::Text,
+            DataType::Boolean => Kind::Bool,
+            DataType::Timestamp(_, _) => Kind::Timestamp,
+            DataType::Date32 => Kind::Date,
+            _ => return None,
+        })
+    }
+
+    fn infer(value: &Value) -> Option<Self> {
+        Some(match value {
+            Value::Null => return None,
+            Value::Bool(_) => Kind::Bool,
+            Value::Number(n) if n.is_i64() => Kind::Int,
+            Value::Number(_) => Kind::Float,
+            Value::String(_) | Value::Array(_) | Value::Object(_) => Kind::Text,
+        })
+    }
+
+    fn arrow(self) -> DataType {
+        match self {
+            Kind::Int => DataType::Int64,
+            Kind::Float => DataType::Float64,
+            Kind::Text => DataType::Utf8,
+            Kind::Bool => DataType::Boolean,
+            Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Kind::Date => DataType::Date32,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Int => "bigint",
+            Kind::Float => "double",
+            Kind::Text => "text",
+            Kind::Bool => "boolean",
+            Kind::Timestamp => "timestamp",
+            Kind::Date => "date",
+        }
+    }
+
+    /// The value as a cell of this kind, or why it cannot be one.
+    fn cell(self, value: &Value) -> std::result::Result<Option<Cell>, String> {
+        let cell = match (self, value) {
+            (_, Value::Null) => return Ok(None),
+            (Kind::Int, Value::Number(n)) if n.is_i64() => n.as_i64().map(Cell::Int),
+            (Kind::Float, Value::Number(n)) => n.as_f64().map(Cell::Float),
+            (Kind::Text, Value::String(s)) => Some(Cell::Text(s.clone())),
+            (Kind::Text, Value::Array(_) | Value::Object(_)) => Some(Cell::Text(value.to_string())),
+            (Kind::Bool, Value::Bool(b)) => Some(Cell::Bool(*b)),
+            (Kind::Timestamp, Value::String(s)) => parse_rfc3339(s).map(Cell::Micros),
+            _ => None,
+        };
+        cell.map(Some)
+            .ok_or_else(|| format!("expected {}, got {}", self.name(), shown(value)))
+    }
+}
+
+/// One value of a row.
+enum Cell {
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bool(bool),
+    Micros(i64),
+    Day(i32),
+}
+
+enum Builder {
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Text(StringBuilder),
+    Bool(BooleanBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Date(Date32Builder),
+}
+
+impl Builder {
+    fn new(kind: Kind, nulls: usize) -> Self {
+        let mut builder = match kind {
+            Kind::Int => Builder::Int(Int64Builder::new()),
+            Kind::Float => Builder::Float(Float64Builder::new()),
+            Kind::Text => Builder::Text(StringBuilder::new()),
+            Kind::Bool => Builder::Bool(BooleanBuilder::new()),
+            Kind::Timestamp => {
+                Builder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
+            Kind::Date => Builder::Date(Date32Builder::new()),
+        };
+        for _ in 0..nulls {
+            builder.push(None);
+        }
+        builder
+    }
+
+    fn push(&mut self, cell: Option<Cell>) {
+        match (self, cell) {
+            (Builder::Int(b), Some(Cell::Int(v))) => b.append_value(v),
+            (Builder::Float(b), Some(Cell::Float(v))) => b.append_value(v),
+            (Builder::Text(b), Some(Cell::Text(v))) => b.append_value(v),
+            (Builder::Bool(b), Some(Cell::Bool(v))) => b.append_value(v),
+            (Builder::Timestamp(b), Some(Cell::Micros(v))) => b.append_value(v),
+            (Builder::Date(b), Some(Cell::Day(v))) => b.append_value(v),
+            (Builder::Int(b), _) => b.append_null(),
+            (Builder::Float(b), _) => b.append_null(),
+            (Builder::Text(b), _) => b.append_null(),
+            (Builder::Bool(b), _) => b.append_null(),
+            (Builder::Timestamp(b), _) => b.append_null(),
+            (Builder::Date(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Int(b) => Arc::new(b.finish()),
+            Builder::Float(b) => Arc::new(b.finish()),
+            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::Timestamp(b) => Arc::new(b.finish()),
+            Builder::Date(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+struct Column {
+    field: Field,
+    kind: Kind,
+    builder: Builder,
+}
+
+/// A record that cannot be a row, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// `schema.table` the record was sent to.
+    pub table: String,
+    /// When it was received, microseconds since 1970.
+    pub received_at: i64,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The record as sent (invalid UTF-8 replaced).
+    pub record: String,
+}
+
+/// Turns one table's records into a batch with the table's columns (and any new ones).
+pub struct RowBuilder<'a> {
+    config: &'a IntakeTable,
+    zone: Tz,
+    columns: Vec<Column>,
+    index: HashMap<String, usize>,
+    rows: usize,
+    /// The records that could not be rows.
+    pub rejected: Vec<Rejected>,
+}
+
+impl<'a> RowBuilder<'a> {
+    /// Starts a batch for `config`'s table, whose current schema is `existing` (None: new table).
+    pub fn new(config: &'a IntakeTable, existing: Option<&Schema>) -> Result<Self> {
+        let zone = zone(config)?;
+        let mut builder = Self {
+            config,
+            zone,
+            columns: Vec::new(),
+            index: HashMap::new(),
+            rows: 0,
+            rejected: Vec::new(),
+        };
+        if let Some(schema) = existing {
+            for field in schema.fields() {
+                let kind = Kind::of_arrow(field.data_type()).ok_or_else(|| {
+                    Error::Unsupported(format!(
+                        "{}: column {} has type {}, which the log intake cannot write; use bigint, double, text, boolean or timestamp columns",
+                        config.name, field.name(), field.data_type()
+                    ))
+                })?;
+                builder.add(field.as_ref().clone(), kind);
+            }
+        }
+        for (name, kind) in [
+            (EVENT_TIME, Kind::Timestamp),
+            (RECEIVED_AT, Kind::Timestamp),
+            (DAY, Kind::Date),
+        ] {
+            if !builder.index.contains_key(name) {
+                builder.add(Field::new(name, kind.arrow(), true), kind);
+            }
+        }
+        for (name, type_name) in &config.columns {
+            if !builder.index.contains_key(name) {
+                let kind = declared_kind(config, name, type_name)?;
+                builder.add(Field::new(name, kind.arrow(), true), kind);
+            }
+        }
+        Ok(builder)
+    }
+
+    fn add(&mut self, field: Field, kind: Kind) {
+        self.index.insert(field.name().clone(), self.columns.len());
+        self.columns.push(Column {
+            field,
+            kind,
+            builder: Builder::new(kind, self.rows),
+        });
+    }
+
+    /// Adds one record: a row, or a rejection with the reason.
+    pub fn push(&mut self, received_at: i64, record: &[u8]) {
+        if let Err(reason) = self.try_push(received_at, record) {
+            self.rejected.push(Rejected {
+                table: self.config.name.clone(),
+                received_at,
+                reason,
+                record: String::from_utf8_lossy(record).into_owned(),
+            });
+        }
+    }
+
+    fn try_push(&mut self, received_at: i64, record: &[u8]) -> std::result::Result<(), String> {
+        let mut fields: Map<String, Value> = match serde_json::from_slice(record) {
+            Ok(Value::Object(map)) => map,
+            Ok(other) => return Err(format!("not a JSON object but {}", shown(&other))),
+            Err(e) => return Err(format!("invalid JSON: {e}")),
+        };
+        let event_time = match &self.config.time_field {
+            Some(name) => match fields.remove(name) {
+                None | Some(Value::Null) => return Err(format!("missing time field '{name}'")),
+                Some(value) => parse_time(&value, self.config.time_format).ok_or_else(|| {
+                    format!(
+                        "time field '{name}': {} is not {}",
+                        shown(&value),
+                        format_name(self.config.time_format)
+                    )
+                })?,
+            },
+            None => received_at,
+        };
+        for name in &self.config.required {
+            if fields.get(name).is_none_or(Value::is_null) {
+                return Err(format!("missing required field '{name}'"));
+            }
+        }
+        let mut cells: Vec<Option<Cell>> = (0..self.columns.len()).map(|_| None).collect();
+        let mut new_columns: Vec<(String, Kind, Cell)> = Vec::new();
+        for (name, value) in &fields {
+            if matches!(name.as_str(), EVENT_TIME | RECEIVED_AT | DAY) {
+                return Err(format!(
+                    "field '{name}' is reserved (the intake fills it); rename it in the sender"
+                ));
+            }
+            match self.index.get(name) {
+                Some(&i) => {
+                    cells[i] = self.columns[i]
+                        .kind
+                        .cell(value)
+                        .map_err(|e| format!("field '{name}': {e}"))?;
+                }
+                None => {
+                    let Some(kind) = Kind::infer(value) else {
+                        continue; // null: no column until a value shows its type
+                    };
+                    if self.config.new_fields == NewFields::Reject {
+                        return Err(format!(
+                            "field '{name}' is not a column of {} (its new_fields = \"reject\")",
+                            self.config.name
+                        ));
+                    }
+                    if let Ok(Some(cell)) = kind.cell(value) {
+                        new_columns.push((name.clone(), kind, cell));
+                    }
+                }
+            }
+        }
+        cells[self.index[EVENT_TIME]] = Some(Cell::Micros(event_time));
+        cells[self.index[RECEIVED_AT]] = Some(Cell::Micros(received_at));
+        cells[self.index[DAY]] = Some(Cell::Day(day_in(&self.zone, event_time)));
+        for (column, cell) in self.columns.iter_mut().zip(cells) {
+            column.builder.push(cell);
+        }
+        for (name, kind, cell) in new_columns {
+            self.add(Field::new(&name, kind.arrow(), true), kind);
+            if let Some(column) = self.columns.last_mut() {
+                column.builder.push(Some(cell));
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// The rows so far (None if every record was rejected), in the table's column types.
+    pub fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let mut fields = Vec::with_capacity(self.columns.len());
+        let mut arrays = Vec::with_capacity(self.columns.len());
+        for column in &mut self.columns {
+            let built = column.builder.finish();
+            let array = if built.data_type() == column.field.data_type() {
+                built
+            } else {
+                arrow::compute::cast(&built, column.field.data_type())?
+            };
+            fields.push(column.field.clone());
+            arrays.push(array);
+        }
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        Ok(Some(RecordBatch::try_new(schema, arrays)?))
+    }
+}
+
+/// Checks a table's intake settings (zone, declared types) without data.
+pub fn check_table(config: &IntakeTable) -> Result<()> {
+    zone(config)?;
+    for (name, type_name) in &config.columns {
+        declared_kind(config, name, type_name)?;
+    }
+    Ok(())
+}
+
+fn declared_kind(config: &IntakeTable, name: &str, type_name: &str) -> Result<Kind> {
+    if matches!(name, EVENT_TIME | RECEIVED_AT | DAY) {
+        return Err(Error::Unsupported(format!(
+            "[[intake.tables]] {}: column {name} is filled by the intake; remove it from columns",
+            config.name
+        )));
+    }
+    Kind::parse(type_name).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "[[intake.tables]] {}: column {name} has type '{type_name}'; use bigint, double, text, boolean, timestamp or json",
+            config.name
+        ))
+    })
+}
+
+fn zone(config: &IntakeTable) -> Result<Tz> {
+    let text = config.timezone.as_deref().unwrap_or("+08:00");
+    Tz::from_str(text).map_err(|e| {
+        Error::Unsupported(format!(
+            "[[intake.tables]] {}: timezone '{text}' is not a zone ({e}); write e.g. \"+08:00\", \"UTC\" or \"Asia/Shanghai\"",
+            config.name
+        ))
+    })
+}
+
+/// The day (since 1970) that `micros` falls on in `zone`.
+fn day_in(zone: &Tz, micros: i64) -> i32 {
+    let utc = DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default();
+    let local = zone.from_utc_datetime(&utc.naive_utc());
+    chrono::Datelike::num_days_from_ce(&local.date_naive()) - DAYS_FROM_CE_TO_1970
+}
+
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
+fn parse_time(value: &Value, format: TimeFormat) -> Option<i64> {
+    let number = || match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    let micros = match format {
+        TimeFormat::Rfc3339 => return value.as_str().and_then(parse_rfc3339),
+        TimeFormat::EpochS => number()? * 1e6,
+        TimeFormat::EpochMs => number()? * 1e3,
+        TimeFormat::EpochUs => number()?,
+    };
+    // Beyond ±290,000 years a microsecond count overflows.
+    (micros.is_finite() && micros.abs() < 9.2e18).then(|| micros.round() as i64)
+}
+
+fn format_name(format: TimeFormat) -> &'static str {
+    match format {
+        TimeFormat::Rfc3339 => "an RFC 3339 time such as \"2026-11-25T08:00:00+08:00\"",
+        TimeFormat::EpochS => "seconds since 1970",
+        TimeFormat::EpochMs => "milliseconds since 1970",
+        TimeFormat::EpochUs => "microseconds since 1970",
+    }
+}
+
+/// A value for an error message, cut to a readable length.
+fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Date32Type, Int64Type};
+
+    fn table(extra: &str) -> IntakeTable {
+        toml::from_str(&format!(
+            "name = \"logs.events\"\ntime_field = \"time\"\nrequired = [\"player\"]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_get_event_time_day_in_zone_and_new_columns() {
+        let config = table("columns = { player = \"bigint\" }");
+        let mut rows = RowBuilder::new(&config, None).unwrap();
+        // 2026-11-25T20:00:00Z is already the 26th in UTC+8.
+        rows.push(1, br#"{"time":"2026-11-25T20:00:00Z","player":7}"#);
+        rows.push(
+            2,
+            br#"{"time":"2026-11-25T10:00:00+08:00","player":8,"map":"desert","stats":{"hp":3}}"#,
+        );
+        assert!(rows.rejected.is_empty(), "{:?}", rows.rejected);
+        let batch = rows.finish().unwrap().unwrap();
+        let schema = batch.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            ["event_time", "received_at", "day", "player", "map", "stats"]
+        );
+        let day = batch.column(2).as_primitive::<Date32Type>();
+        assert_eq!(day.value(0) - day.value(1), 1);
+        assert_eq!(
+            batch.column(3).as_primitive::<Int64Type>().values(),
+            &[7, 8]
+        );
+        let map = batch.column(4).as_string::<i32>();
+        assert!(map.is_null(0));
+        assert_eq!(map.value(1), "desert");
+        assert_eq!(batch.column(5).as_string::<i32>().value(1), r#"{"hp":3}"#);
+    }
+
+    #[test]
+    fn bad_records_are_rejected_with_the_reason_and_the_rest_kept() {
+        let config = table("columns = { player = \"bigint\" }\nnew_fields = \"reject\"");
+        let mut rows = RowBuilder::new(&config, None).unwrap();
+        let cases: [(&[u8], &str); 7] = [
+            (br#"{"time":"2026-11-25T20:00:00Z","player":1}"#, ""),
+            (
+                br#"{"time":"2026-11-25T20:00:00Z","player":"one"}"#,
+                "field 'player': expected bigint, got \"one\"",
+            ),
+            (br#"{"player":1}"#, "missing time field 'time'"),
+            (
+                br#"{"time":"yesterday","player":1}"#,
+                "time field 'time': \"yesterday\" is not an RFC 3339",
+            ),
+            (
+                br#"{"time":"2026-11-25T20:00:00Z"}"#,
+                "missing required field 'player'",
+            ),
+            (
+                br#"{"time":"2026-11-25T20:00:00Z","player":1,"extra":true}"#,
+                "field 'extra' is not a column",
+            ),
+            (
+                br#"{"time":"2026-11-25T20:00:00Z","player":1"#,
+                "invalid JSON",
+            ),
+        ];
+        for (record, _) in &cases {
+            rows.push(5, record);
+        }
+        let batch = rows.finish().unwrap().unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(rows.rejected.len(), cases.len() - 1);
+        for (rejected, (record, reason)) in rows.rejected.iter().zip(&cases[1..]) {
+            assert!(
+                rejected.reason.starts_with(reason),
+                "{} vs {reason}",
+                rejected.reason
+            );
+            assert_eq!(rejected.record.as_bytes(), *record);
+            assert_eq!(rejected.received_at, 5);
+        }
+    }
+
+    #[test]
+    fn epoch_times_and_existing_column_types() {
+        let config = table("time_format = \"epoch_s\"\ntimezone = \"UTC\"");
+        let existing = Schema::new(vec![
+            Field::new("event_time", Kind::Timestamp.arrow(), true),
+            Field::new("received_at", Kind::Timestamp.arrow(), true),
+            Field::new("day", DataType::Date32, true),
+            Field::new("player", DataType::Int32, true),
+        ]);
+        let mut rows = RowBuilder::new(&config, Some(&existing)).unwrap();
+        rows.push(0, br#"{"time":1764100800.25,"player":3}"#);
+        let batch = rows.finish().unwrap().unwrap();
+        assert_eq!(batch.schema().field(3).data_type(), &DataType::Int32);
+        let time = batch
+            .column(0)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(time.value(0), 1_764_100_800_250_000);
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(check_table(&table("timezone = \"Mars/Olympus\"")).is_err());
+        assert!(check_table(&table("columns = { day = \"text\" }")).is_err());
+        assert!(check_table(&table("columns = { x = \"varchar(3)\" }")).is_err());
+        assert!(check_table(&table("timezone = \"Asia/Shanghai\"")).is_ok());
+    }
+}

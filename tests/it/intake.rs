@@ -1,0 +1,718 @@
+//! Log intake over HTTP: `gamelake serve --http` as a child process, fed the bodies Fluent Bit's
+//! `http` output and Fluentd's `out_http` send (Fluent Bit and Fluentd themselves cannot be
+//! installed from the registries this machine reaches, so their exact body formats are sent
+//! with an HTTP client), read back with gamelake and DuckDB's `delta_scan`; and `kill -9` in
+//! the middle of a steady stream.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::{DUCKDB_DELTA, ServeProcess, TempLake, rows, run_python};
+
+const TOKEN: &str = "bj-game-servers-0123456789";
+const OTHER_TOKEN: &str = "shop-servers-0123456789ab";
+
+/// A config with two tokens (one for `logs.*`, one for `shop.*` only) and four tables.
+fn config(lake: &TempLake, extra: &str) -> PathBuf {
+    let path = lake.path().join("gamelake.toml");
+    let interval = if extra.contains("commit_interval") {
+        ""
+    } else {
+        "commit_interval = \"200ms\""
+    };
+    let text = format!(
+        r#"[intake]
+{interval}
+{extra}
+[[intake.tokens]]
+name = "bj"
+token = "{TOKEN}"
+tables = ["logs.*"]
+[[intake.tokens]]
+name = "shop"
+token = "{OTHER_TOKEN}"
+tables = ["shop.*"]
+[[intake.tables]]
+name = "logs.events"
+time_field = "time"
+timezone = "+08:00"
+columns = {{ player = "bigint", event = "text" }}
+required = ["player"]
+[[intake.tables]]
+name = "logs.fluentbit"
+time_field = "date"
+time_format = "epoch_s"
+[[intake.tables]]
+name = "logs.strict"
+new_fields = "reject"
+columns = {{ id = "bigint" }}
+[[intake.tables]]
+name = "logs.stream"
+columns = {{ id = "bigint" }}
+"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(lake: &TempLake, config: &std::path::Path) -> ServeProcess {
+    ServeProcess::spawn(lake, config, &["--http", "127.0.0.1:0"], &[])
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// POSTs a body; returns the status and the response text.
+async fn post(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    table: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+    gzipped: bool,
+) -> (u16, String) {
+    let mut request = client
+        .post(format!("http://{addr}/ingest/{table}"))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if gzipped {
+        request = request.header("content-encoding", "gzip");
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// Waits until `sql` over the lake returns `expected` (the committer runs every 200 ms).
+async fn wait_for(lake: &TempLake, sql: &str, expected: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let session = lake.session().await;
+        let got = match session.query(sql).await {
+            Ok(batches) => crate::support::render(&batches),
+            Err(e) => vec![format!("error: {e}")],
+        };
+        if got == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: still {got:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fluent_bit_and_fluentd_bodies_become_rows_and_bad_records_are_kept_with_the_reason() {
+    let lake = TempLake::new();
+    let server = start(&lake, &config(&lake, ""));
+    let addr = server.http_addr();
+    let client = reqwest::Client::new();
+
+    // Fluent Bit `format json`: a JSON array; its `date` key is seconds as a double.
+    let fluent_bit = r#"[{"date":1795608000.5,"log":"player 1 joined","level":"info"},
+                         {"date":1795611600.25,"log":"player 2 left","level":"warn","stats":{"hp":3}}]"#;
+    assert_eq!(
+        post(
+            &client,
+            addr,
+            "logs.fluentbit",
+            Some(TOKEN),
+            fluent_bit.into(),
+            false
+        )
+        .await
+        .0,
+        200
+    );
+    // Fluentd out_http (and Fluent Bit `json_lines`) with gzip: one JSON object per line.
+    // 2026-11-25T20:00:00Z is already the 26th in the game's UTC+8 day.
+    let ndjson = r#"{"time":"2026-11-25T20:00:00Z","player":1,"event":"login"}
+{"time":"2026-11-25T10:00:00+08:00","player":2,"event":"buy"}
+{"time":"2026-11-25T10:00:01+08:00","player":"three","event":"buy"}
+{"time":"2026-11-25T10:00:02+08:00","event":"buy"}
+{"player":4,"event":"no time"}
+{"time":"2026-11-25T10:00:03+08:00","player":5,"event":
+"#;
+    let (status, text) = post(
+        &client,
+        addr,
+        "logs.events",
+        Some(TOKEN),
+        gzip(ndjson.as_bytes()),
+        true,
+    )
+    .await;
+    assert_eq!((status, text.as_str()), (200, r#"{"received":6}"#));
+    // Fluent Bit `json_stream`: objects one after another.
+    let stream = r#"{"time":"2026-11-26T01:00:00+08:00","player":6,"event":"login","map":"desert"}{"time":"2026-11-26T01:00:00+08:00","player":7}"#;
+    assert_eq!(
+        post(
+            &client,
+            addr,
+            "logs.events",
+            Some(TOKEN),
+            stream.into(),
+            false
+        )
+        .await
+        .0,
+        200
+    );
+    // A table that takes no new fields.
+    let strict = "{\"id\":1}\n{\"id\":2,\"surprise\":true}\n";
+    assert_eq!(
+        post(
+            &client,
+            addr,
+            "logs.strict",
+            Some(TOKEN),
+            strict.into(),
+            false
+        )
+        .await
+        .0,
+        200
+    );
+
+    wait_for(&lake, "SELECT count(*) FROM logs.events", &["4"]).await;
+    wait_for(&lake, "SELECT count(*) FROM logs._rejected", &["5"]).await;
+    wait_for(&lake, "SELECT count(*) FROM logs.strict", &["1"]).await;
+    let session = lake.session().await;
+    assert_eq!(
+        rows(
+            &session,
+            "SELECT player, event, map, CAST(day AS VARCHAR) AS d, CAST(event_time AS VARCHAR) AS t FROM logs.events ORDER BY player"
+        )
+        .await,
+        [
+            "1|login|NULL|2026-11-26|2026-11-25T20:00:00Z",
+            "2|buy|NULL|2026-11-25|2026-11-25T02:00:00Z",
+            "6|login|desert|2026-11-26|2026-11-25T17:00:00Z",
+            "7|NULL|NULL|2026-11-26|2026-11-25T17:00:00Z",
+        ]
+    );
+    assert_eq!(
+        rows(&session, "SELECT log, level, stats, CAST(event_time AS VARCHAR) AS t FROM logs.fluentbit ORDER BY event_time").await,
+        [
+            "player 1 joined|info|NULL|2026-11-25T12:00:00.500Z",
+            "player 2 left|warn|{\"hp\":3}|2026-11-25T13:00:00.250Z",
+        ]
+    );
+    // Every record is somewhere: accepted + rejected = received, each rejection with its reason
+    // and the record as sent.
+    let rejected = rows(
+        &session,
+        "SELECT \"table\", reason, record FROM logs._rejected ORDER BY \"table\", reason",
+    )
+    .await;
+    let expected = [
+        (
+            "logs.events",
+            "field 'player': expected bigint, got \"three\"",
+            "\"player\":\"three\"",
+        ),
+        (
+            "logs.events",
+            "invalid JSON: EOF while parsing a value",
+            "\"player\":5",
+        ),
+        ("logs.events", "missing required field 'player'", "10:00:02"),
+        ("logs.events", "missing time field 'time'", "\"no time\""),
+        (
+            "logs.strict",
+            "field 'surprise' is not a column of logs.strict",
+            "\"surprise\":true",
+        ),
+    ];
+    assert_eq!(rejected.len(), expected.len(), "{rejected:#?}");
+    for (line, (table, reason, record)) in rejected.iter().zip(expected) {
+        let parts: Vec<&str> = line.splitn(3, '|').collect();
+        assert_eq!(parts[0], table, "{line}");
+        assert!(parts[1].starts_with(reason), "{line}");
+        assert!(parts[2].contains(record), "{line}");
+    }
+    let metrics = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gamelake_intake_records_received_total{table=\"logs.events\"} 8"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gamelake_intake_records_rejected_total{table=\"logs.events\"} 4"),
+        "{metrics}"
+    );
+
+    // DuckDB reads the same tables through its delta extension.
+    let lake_path = lake.location();
+    let duck = run_python(
+        &format!(
+            "{DUCKDB_DELTA}\nimport sys\ncon = duck()\nprint(con.execute(f\"SELECT count(*), sum(player) FROM delta_scan('{{sys.argv[1]}}/logs/events')\").fetchone())"
+        ),
+        &[&lake_path],
+    );
+    assert_eq!(duck.trim(), "(4, 16)");
+
+    // SIGTERM: a clean stop.
+    let (status, out) = server.terminate();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("stopped"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_say_what_is_wrong_and_lose_nothing() {
+    let lake = TempLake::new();
+    let server = start(&lake, &config(&lake, "max_body_mb = 1"));
+    let addr = server.http_addr();
+    let client = reqwest::Client::new();
+    let one = br#"{"id":1}"#.to_vec();
+
+    let (status, text) = post(&client, addr, "logs.strict", None, one.clone(), false).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("Authorization: Bearer"), "{text}");
+    assert_eq!(
+        post(
+            &client,
+            addr,
+            "logs.strict",
+            Some("wrong-token-0123456789"),
+            one.clone(),
+            false
+        )
+        .await
+        .0,
+        401
+    );
+    let (status, text) = post(
+        &client,
+        addr,
+        "logs.strict",
+        Some(OTHER_TOKEN),
+        one.clone(),
+        false,
+    )
+    .await;
+    assert_eq!(
+        (status, text.contains("may not write logs.strict")),
+        (403, true),
+        "{text}"
+    );
+    let (status, text) = post(&client, addr, "logs.nope", Some(TOKEN), one.clone(), false).await;
+    assert_eq!(
+        (status, text.contains("[[intake.tables]]")),
+        (404, true),
+        "{text}"
+    );
+    let (status, text) = post(
+        &client,
+        addr,
+        "logs.strict",
+        Some(TOKEN),
+        b"hello".to_vec(),
+        false,
+    )
+    .await;
+    assert_eq!(
+        (status, text.contains("no JSON record")),
+        (400, true),
+        "{text}"
+    );
+    let (status, text) = post(
+        &client,
+        addr,
+        "logs.strict",
+        Some(TOKEN),
+        b"[{\"id\":1},".to_vec(),
+        false,
+    )
+    .await;
+    assert_eq!(
+        (status, text.contains("not a JSON array")),
+        (400, true),
+        "{text}"
+    );
+    let (status, text) = post(
+        &client,
+        addr,
+        "logs.strict",
+        Some(TOKEN),
+        b"not gzip".to_vec(),
+        true,
+    )
+    .await;
+    assert_eq!((status, text.contains("gzip")), (400, true), "{text}");
+    // Over the limit, plain or as a gzip bomb (20 MiB of spaces in a few KiB).
+    let big = vec![b' '; 2 * 1024 * 1024];
+    assert_eq!(
+        post(&client, addr, "logs.strict", Some(TOKEN), big, false)
+            .await
+            .0,
+        413
+    );
+    let bomb = gzip(&vec![b' '; 20 * 1024 * 1024]);
+    assert!(bomb.len() < 100_000);
+    let (status, text) = post(&client, addr, "logs.strict", Some(TOKEN), bomb, true).await;
+    assert_eq!(
+        (status, text.contains("larger than")),
+        (413, true),
+        "{text}"
+    );
+    // Deeply nested: a record too deep for the JSON parser is rejected with the reason, the
+    // record beside it is kept.
+    let deep = format!(
+        "{{\"id\":2,\"x\":{}{}}}\n{{\"id\":1}}\n",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    assert_eq!(
+        post(
+            &client,
+            addr,
+            "logs.strict",
+            Some(TOKEN),
+            deep.into(),
+            false
+        )
+        .await
+        .0,
+        200
+    );
+    wait_for(&lake, "SELECT id FROM logs.strict", &["1"]).await;
+    wait_for(
+        &lake,
+        "SELECT count(*) FROM logs._rejected WHERE reason LIKE 'invalid JSON: recursion limit exceeded%'",
+        &["1"],
+    )
+    .await;
+
+    for (path, expected) in [("/healthz", "ok\n"), ("/readyz", "ready\n")] {
+        let response = client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(response.text().await.unwrap(), expected);
+    }
+    drop(server);
+
+    // Backpressure: with the lake far behind (a commit interval of an hour and no room for
+    // pending bytes), the second request is told to come back later.
+    let lake = TempLake::new();
+    let server = start(
+        &lake,
+        &config(&lake, "max_pending_mb = 0\ncommit_interval = \"1h\""),
+    );
+    let addr = server.http_addr();
+    let body = br#"{"id":1}"#.to_vec();
+    assert_eq!(
+        post(
+            &client,
+            addr,
+            "logs.strict",
+            Some(TOKEN),
+            body.clone(),
+            false
+        )
+        .await
+        .0,
+        200
+    );
+    let response = client
+        .post(format!("http://{addr}/ingest/logs.strict"))
+        .bearer_auth(TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "2");
+    let ready = client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    // SIGTERM commits what was acknowledged, even before its interval.
+    let (status, out) = server.terminate();
+    assert!(status.success(), "{out}");
+    let session = lake.session().await;
+    assert_eq!(rows(&session, "SELECT id FROM logs.strict").await, ["1"]);
+}
+
+/// One sender's batches: ids `sender * 1_000_000 + batch * 100 + i`.
+fn batch_body(sender: usize, batch: usize, size: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 0..size {
+        let id = sender * 1_000_000 + batch * 100 + i;
+        writeln!(body, "{{\"id\":{id},\"payload\":\"{}\"}}", "x".repeat(200)).unwrap();
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_steady_stream_loses_no_acknowledged_record_and_commits_none_twice() {
+    let lake = TempLake::new();
+    let config = config(&lake, "");
+    let server = Arc::new(Mutex::new(Some(start(&lake, &config))));
+    let addr = Arc::new(Mutex::new(
+        server.lock().unwrap().as_ref().unwrap().http_addr(),
+    ));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    const SENDERS: usize = 4;
+    const BATCH: usize = 50;
+
+    // Senders retry a batch until it is acknowledged, like Fluent Bit and Fluentd do. A batch
+    // whose attempt failed after it was sent may be in the lake twice (no idempotency key);
+    // it may never be in it more often than it was attempted, nor be missing once acknowledged.
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                let mut attempts: Vec<usize> = Vec::new();
+                let mut batch = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    attempts.push(0);
+                    loop {
+                        attempts[batch] += 1;
+                        let target = *addr.lock().unwrap();
+                        let sent = client
+                            .post(format!("http://{target}/ingest/logs.stream"))
+                            .bearer_auth(TOKEN)
+                            .body(batch_body(sender, batch, BATCH))
+                            .send()
+                            .await;
+                        if matches!(&sent, Ok(r) if r.status().as_u16() == 200) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    batch += 1;
+                }
+                attempts
+            })
+        })
+        .collect();
+
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300 + rand_ms())).await;
+        let mut slot = server.lock().unwrap();
+        if let Some(mut running) = slot.take() {
+            running.child.kill().unwrap(); // SIGKILL
+            running.child.wait().unwrap();
+        }
+        let next = start(&lake, &config);
+        *addr.lock().unwrap() = next.http_addr();
+        *slot = Some(next);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut attempts = Vec::new();
+    for sender in senders {
+        attempts.push(sender.await.unwrap());
+    }
+    let last = server.lock().unwrap().take().unwrap();
+    let (status, out) = last.terminate();
+    assert!(status.success(), "{out}");
+
+    let session = lake.session().await;
+    let copies: HashMap<usize, usize> = rows(
+        &session,
+        &format!(
+            "SELECT id / 100, count(*) / {BATCH}, count(DISTINCT id) FROM logs.stream GROUP BY 1"
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|line| {
+        let parts: Vec<usize> = line.split('|').map(|p| p.parse().unwrap()).collect();
+        assert_eq!(parts[2], BATCH, "batch {} is incomplete: {line}", parts[0]);
+        (parts[0], parts[1])
+    })
+    .collect();
+    let mut acknowledged = 0;
+    for (sender, tries) in attempts.iter().enumerate() {
+        for (batch, tries) in tries.iter().enumerate() {
+            let key = sender * 10_000 + batch;
+            let n = copies.get(&key).copied().unwrap_or(0);
+            assert!(
+                n >= 1,
+                "acknowledged batch {batch} of sender {sender} is missing"
+            );
+            assert!(
+                n <= *tries,
+                "batch {batch} of sender {sender} is there {n} times after {tries} attempts"
+            );
+            acknowledged += 1;
+        }
+    }
+    let retried: usize = attempts.iter().flatten().map(|t| t - 1).sum();
+    eprintln!("{acknowledged} batches acknowledged, {retried} retries over 20 kills");
+    assert!(
+        acknowledged > 20 * SENDERS,
+        "only {acknowledged} batches were sent"
+    );
+    assert_eq!(copies.len(), acknowledged, "rows of batches never sent");
+    assert!(
+        !lake.path().join("logs/_rejected").exists(),
+        "no record was malformed, so none may be rejected"
+    );
+}
+
+/// A pseudo-random delay below 500 ms (no rand dependency for one number).
+fn rand_ms() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    u64::from(nanos % 500)
+}
+
+/// A forward-protocol client in Python: fluent-logger for Message mode, msgpack frames for the
+/// modes it does not send, with the shared-key handshake when a key is given.
+const FORWARD_CLIENT: &str = r#"
+import gzip, hashlib, socket, sys, time
+import msgpack
+from fluent import sender
+
+host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+t = 1795608000  # 2026-11-25T12:00:00Z
+
+if not key:
+    # Message mode from the real client library; one event with nanosecond EventTime.
+    plain = sender.FluentSender("game", host=host, port=port)
+    assert plain.emit_with_time("events", t, {"player": 1, "event": "login"}), plain.last_error
+    precise = sender.FluentSender("game", host=host, port=port, nanosecond_precision=True)
+    assert precise.emit_with_time("events", t + 0.5, {"player": 2, "event": "buy"}), precise.last_error
+    plain.close(); precise.close()
+
+s = socket.create_connection((host, port))
+unpacker = msgpack.Unpacker(raw=False)
+def receive():
+    while True:
+        for obj in unpacker:
+            return obj
+        data = s.recv(65536)
+        assert data, "connection closed"
+        unpacker.feed(data)
+
+if key:
+    helo = receive()
+    assert helo[0] == "HELO", helo
+    nonce = helo[1]["nonce"]
+    salt = b"salt-123"
+    def digest(host_name, shared_key):
+        return hashlib.sha512(salt + host_name + nonce + shared_key.encode()).hexdigest()
+    s.sendall(msgpack.packb(["PING", "gameserver-1", salt, digest(b"gameserver-1", key), "", ""]))
+    pong = receive()
+    print("pong", pong[1], pong[2])
+    if not pong[1]:
+        sys.exit(0)
+    assert pong[4] == digest(pong[3].encode(), key), "the server proved it knows the key"
+
+def entry(i):
+    return [t + i, {"player": 10 + i, "event": "forward"}]
+# Forward mode, with an acknowledgement asked for.
+s.sendall(msgpack.packb(["game.events", [entry(0), entry(1)], {"chunk": "c-forward", "size": 2}]))
+print("ack", receive()["ack"])
+# PackedForward.
+packed = b"".join(msgpack.packb(entry(i)) for i in range(2, 5))
+s.sendall(msgpack.packb(["game.events", packed, {"chunk": "c-packed", "size": 3}]))
+print("ack", receive()["ack"])
+# CompressedPackedForward.
+s.sendall(msgpack.packb(["game.events", gzip.compress(packed.replace(b"forward", b"gzipped")), {"chunk": "c-gzip", "compressed": "gzip"}]))
+print("ack", receive()["ack"])
+s.close()
+"#;
+
+fn forward_config(lake: &TempLake, tokens: &str) -> PathBuf {
+    let path = lake.path().join("forward.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[intake]\ncommit_interval = \"200ms\"\n{tokens}\n[[intake.tables]]\nname = \"logs.game\"\ntags = [\"game.**\"]\ntime_field = \"time\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fluentd_forward_protocol_every_mode_acknowledged_after_durable() {
+    let lake = TempLake::new();
+    let config = forward_config(&lake, "");
+    let server = ServeProcess::spawn(
+        &lake,
+        &config,
+        &["--forward", "127.0.0.1:0", "--insecure-no-auth"],
+        &[],
+    );
+    let addr = server.forward_addr();
+    let out = run_python(
+        FORWARD_CLIENT,
+        &[&addr.ip().to_string(), &addr.port().to_string(), ""],
+    );
+    assert_eq!(out, "ack c-forward\nack c-packed\nack c-gzip\n");
+    wait_for(&lake, "SELECT count(*) FROM logs.game", &["10"]).await;
+    let session = lake.session().await;
+    assert_eq!(
+        rows(
+            &session,
+            "SELECT player, event, CAST(event_time AS VARCHAR) AS t FROM logs.game WHERE event <> 'gzipped' AND (player < 12 OR player = 14) ORDER BY player"
+        )
+        .await,
+        [
+            "1|login|2026-11-25T12:00:00Z",
+            "2|buy|2026-11-25T12:00:00.500Z",
+            "10|forward|2026-11-25T12:00:00Z",
+            "11|forward|2026-11-25T12:00:01Z",
+            "14|forward|2026-11-25T12:00:04Z",
+        ]
+    );
+    assert_eq!(
+        rows(
+            &session,
+            "SELECT count(*) FROM logs.game WHERE event = 'gzipped'"
+        )
+        .await,
+        ["3"]
+    );
+    let (status, out) = server.terminate();
+    assert!(status.success(), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fluentd_forward_shared_key_handshake() {
+    let lake = TempLake::new();
+    let tokens = format!("[[intake.tokens]]\nname = \"bj\"\ntoken = \"{TOKEN}\"\n");
+    let config = forward_config(&lake, &tokens);
+    let server = ServeProcess::spawn(&lake, &config, &["--forward", "127.0.0.1:0"], &[]);
+    let addr = server.forward_addr();
+    let (host, port) = (addr.ip().to_string(), addr.port().to_string());
+    let out = run_python(FORWARD_CLIENT, &[&host, &port, "not-the-key-0123456789"]);
+    assert_eq!(out, "pong False shared_key mismatch\n");
+    let out = run_python(FORWARD_CLIENT, &[&host, &port, TOKEN]);
+    assert_eq!(out, "pong True \nack c-forward\nack c-packed\nack c-gzip\n");
+    wait_for(&lake, "SELECT count(*) FROM logs.game", &["8"]).await;
+}
