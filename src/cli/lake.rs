@@ -3,8 +3,11 @@
 use clap::Subcommand;
 
 use super::Context;
-use crate::error::Result;
+use chrono::NaiveDate;
+
+use crate::error::{Error, Result};
 use crate::lake::history::{history_batch, read_history};
+use crate::lake::maintenance;
 use crate::lake::{TableRef, TableVersion};
 use crate::output::{Format, write_stream};
 
@@ -21,6 +24,31 @@ pub enum LakeCommand {
         /// How to print.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Compact a table's small files (e.g. the intake's one-per-second appends) into files of
+    /// the table's target size, then checkpoint its log. Safe beside running appends.
+    Optimize {
+        /// The table, as schema.table.
+        table: String,
+        /// Only partitions from this day on (tables partitioned by day): a date (2026-11-20)
+        /// or an age (2d = since the day before yesterday).
+        #[arg(long, value_name = "DATE|AGE")]
+        since: Option<String>,
+        /// Target file size in MiB (default: the table's, 128).
+        #[arg(long, value_name = "MIB")]
+        target_size_mb: Option<u64>,
+    },
+    /// Delete data files no version younger than --retain refers to (removed by compaction,
+    /// overwrites, deletes). Time travel to older versions stops working.
+    Vacuum {
+        /// The table, as schema.table.
+        table: String,
+        /// Keep files that versions of this age need (e.g. 7d, 12h).
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        retain: std::time::Duration,
+        /// Only list the files that would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -49,5 +77,63 @@ pub async fn run(context: &Context, command: LakeCommand) -> Result<()> {
             write_stream(format, stream, &mut out).await?;
             Ok(())
         }
+        LakeCommand::Optimize {
+            table,
+            since,
+            target_size_mb,
+        } => {
+            let table = TableRef::parse(&table)?;
+            let since = since.as_deref().map(parse_since).transpose()?;
+            let lake = context.lake()?;
+            lake.check_reachable().await?;
+            let spinner = crate::progress::bar(0, "", &format!("compacting {table}"));
+            let done =
+                maintenance::optimize(&lake, &table, since, target_size_mb.map(|mb| mb << 20))
+                    .await;
+            spinner.finish_and_clear();
+            let done = done?;
+            match done.version {
+                Some(version) => println!(
+                    "{table}: {} files compacted into {} in {} partitions (version {version})",
+                    done.files_removed, done.files_added, done.partitions
+                ),
+                None => println!("{table}: nothing to compact"),
+            }
+            Ok(())
+        }
+        LakeCommand::Vacuum {
+            table,
+            retain,
+            dry_run,
+        } => {
+            let table = TableRef::parse(&table)?;
+            let lake = context.lake()?;
+            lake.check_reachable().await?;
+            let files = maintenance::vacuum(&lake, &table, retain, dry_run).await?;
+            for file in &files {
+                println!("{file}");
+            }
+            eprintln!(
+                "{table}: {} {} files",
+                if dry_run { "would delete" } else { "deleted" },
+                files.len()
+            );
+            Ok(())
+        }
     }
+}
+
+/// `--since`: a date, or an age back from today (UTC).
+fn parse_since(text: &str) -> Result<NaiveDate> {
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date);
+    }
+    let age = humantime::parse_duration(text).map_err(|_| {
+        Error::Unsupported(format!(
+            "--since {text}: expected a date like 2026-11-20 or an age like 2d"
+        ))
+    })?;
+    let age = chrono::Duration::from_std(age)
+        .map_err(|e| Error::Unsupported(format!("--since {text}: {e}")))?;
+    Ok((chrono::Utc::now() - age).date_naive())
 }

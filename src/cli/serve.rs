@@ -241,8 +241,18 @@ async fn intake(
         .flatten();
     let settings = config.settings(local)?;
     let interval = settings.commit_interval;
+    let compact_interval = settings.compact_interval;
     let wal_dir = settings.wal_dir.clone();
     let (intake, committer) = Intake::open(&session, config, settings)?;
+    let maintenance = (!compact_interval.is_zero()).then(|| {
+        crate::intake::maintenance::run(
+            session.lake().clone(),
+            intake.tables.clone(),
+            compact_interval,
+            intake.metrics.clone(),
+            stopped.clone(),
+        )
+    });
     let mut listeners = Vec::new();
     for addr in [args.http, args.forward].into_iter().flatten() {
         if !intake.requires_tokens() {
@@ -286,6 +296,7 @@ async fn intake(
     Ok(async move {
         let (commit_stop, commit_stopped) = watch::channel(false);
         let committing = tokio::spawn(committer.run(interval, commit_stopped));
+        let maintaining = maintenance.map(tokio::spawn);
         let mut result = Ok(());
         for server in servers {
             let outcome = server
@@ -299,6 +310,9 @@ async fn intake(
         // Every acknowledged request is in the log now; commit it before stopping.
         let _ = commit_stop.send(true);
         let _ = committing.await;
+        if let Some(task) = maintaining {
+            let _ = task.await;
+        }
         result
     })
 }

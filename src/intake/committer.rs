@@ -178,6 +178,8 @@ impl Committer {
             }),
             transaction: Some((self.app_id.clone(), version)),
             merge_schema: true,
+            // Checkpoints are maintenance's job (src/intake/maintenance.rs), off this hot path.
+            checkpoint: false,
         };
         write_batches(&self.lake, table, &self.state, vec![batch], options).await
     }

@@ -16,6 +16,7 @@
 //! timezone = "+08:00"                 # the day partition is the game's server day
 //! columns = { player_id = "bigint", event = "text" }
 //! required = ["player_id", "event"]
+//! retain = "7d"                       # vacuum: files out of the table are deleted after this
 //! ```
 
 use std::collections::BTreeMap;
@@ -47,6 +48,10 @@ pub struct IntakeConfig {
     /// Name of this intake node; it keys the exactly-once markers in the tables, so two servers
     /// writing the same tables need different names (default "intake").
     pub node: Option<String>,
+    /// How often small files of the last two days' partitions are compacted and the log
+    /// checkpointed, for every intake table (default 10m; "0s" turns maintenance off).
+    #[serde(default, deserialize_with = "crate::config::duration")]
+    pub compact_interval: Option<Duration>,
     /// Who may send: bearer tokens and the tables each may write.
     #[serde(default)]
     pub tokens: Vec<IntakeToken>,
@@ -119,6 +124,10 @@ pub struct IntakeTable {
     /// Fluentd tags routed to this table (forward protocol); `*` matches one tag part.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Data files no longer in the table are deleted after this long (vacuum, hourly; default
+    /// 7d). Time travel reaches back this far.
+    #[serde(default, deserialize_with = "crate::config::duration")]
+    pub retain: Option<Duration>,
 }
 
 /// How an event time is written in a record.
@@ -162,6 +171,8 @@ pub struct IntakeSettings {
     pub max_pending_bytes: u64,
     /// Exactly-once marker prefix.
     pub node: String,
+    /// Maintenance period (zero: off).
+    pub compact_interval: Duration,
 }
 
 impl IntakeConfig {
@@ -184,6 +195,7 @@ impl IntakeConfig {
             max_body_bytes: mb(self.max_body_mb, 16) as usize,
             max_pending_bytes: mb(self.max_pending_mb, 1024),
             node: self.node.clone().unwrap_or_else(|| "intake".to_string()),
+            compact_interval: self.compact_interval.unwrap_or(Duration::from_secs(600)),
         })
     }
 }

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Bytes acknowledged and not yet committed.
     pub pending_bytes: Gauge,
+    /// Small files replaced by compaction, by table.
+    pub compacted_files: Family<TableLabel, Counter>,
+    /// Maintenance runs (compaction, vacuum, checkpoint) that failed.
+    pub maintenance_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -54,6 +58,8 @@ impl Default for Metrics {
             commit_failures: Counter::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             pending_bytes: Gauge::default(),
+            compacted_files: Family::default(),
+            maintenance_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -95,6 +101,16 @@ impl Default for Metrics {
             "wal_pending_bytes",
             "Bytes acknowledged but not yet committed",
             metrics.pending_bytes.clone(),
+        );
+        registry.register(
+            "compacted_files",
+            "Small files replaced by compaction",
+            metrics.compacted_files.clone(),
+        );
+        registry.register(
+            "maintenance_failures",
+            "Compactions, vacuums or checkpoints that failed (retried next round)",
+            metrics.maintenance_failures.clone(),
         );
         Self {
             registry,

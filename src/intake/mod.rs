@@ -13,6 +13,7 @@ pub mod committer;
 pub mod config;
 pub mod forward;
 pub mod http;
+pub mod maintenance;
 pub mod metrics;
 pub mod rows;
 pub mod wal;

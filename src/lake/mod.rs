@@ -4,6 +4,7 @@
 
 pub mod history;
 mod location;
+pub mod maintenance;
 mod table_ref;
 pub mod write;
 

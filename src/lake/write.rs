@@ -180,6 +180,9 @@ pub struct WriteOptions {
     /// An append may add columns to the table (new columns are nullable; earlier rows read
     /// them as NULL). Without it, an append with other columns fails.
     pub merge_schema: bool,
+    /// Let this commit write a log checkpoint when one is due (every 100 versions). Frequent
+    /// appenders turn it off and leave checkpoints to maintenance, off their hot path.
+    pub checkpoint: bool,
 }
 
 impl WriteOptions {
@@ -191,6 +194,7 @@ impl WriteOptions {
             layout: None,
             transaction: None,
             merge_schema: false,
+            checkpoint: true,
         }
     }
 }
@@ -375,7 +379,7 @@ async fn run_write(
     layout: &TableLayout,
     options: &WriteOptions,
 ) -> Result<DeltaTable> {
-    let mut commit = CommitProperties::default();
+    let mut commit = CommitProperties::default().with_create_checkpoint(options.checkpoint);
     if let Some((app_id, version)) = &options.transaction {
         commit = commit.with_application_transaction(Transaction::new(app_id, *version));
     }

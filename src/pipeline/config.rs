@@ -116,6 +116,7 @@ impl TableConfig {
             layout: Some(self.layout()),
             transaction: Some((app_id, position)),
             merge_schema: false,
+            checkpoint: true,
         }
     }
 

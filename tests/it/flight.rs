@@ -1300,7 +1300,7 @@ async fn settle() {
 
 #[test]
 fn streaming_benchmark_runs_at_a_tiny_scale() {
-    let text = crate::support::run_tiny_benchmark("flight_stream.py", "2000");
+    let text = crate::support::run_tiny_benchmark("flight_stream.py", &["--rows", "2000"]);
     for row in [
         "gamelake Flight SQL -> ADBC",
         "PostgreSQL SELECT -> psycopg",

@@ -336,7 +336,7 @@ async fn incremental_merges_changes_and_misses_no_late_commit() {
 
 #[test]
 fn snapshot_benchmark_runs_at_a_tiny_scale() {
-    let text = crate::support::run_tiny_benchmark("pg_snapshot.py", "2000");
+    let text = crate::support::run_tiny_benchmark("pg_snapshot.py", &["--rows", "2000"]);
     for row in [
         "raw COPY binary",
         "gamelake ingest",

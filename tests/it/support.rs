@@ -273,12 +273,13 @@ pub fn render(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String> 
 
 /// Runs a benchmark script of `benches/` at a tiny scale with this build's binary and returns
 /// the results section it wrote (benchmarks are measured by hand; the suite keeps them working).
-pub fn run_tiny_benchmark(script: &str, rows: &str) -> String {
+pub fn run_tiny_benchmark(script: &str, args: &[&str]) -> String {
     let out = tempfile::tempdir().unwrap();
     let results = out.path().join("RESULTS.md");
     let status = Command::new(python())
         .arg(repo_root().join("benches").join(script))
-        .args(["--rows", rows, "--gamelake", env!("CARGO_BIN_EXE_gamelake")])
+        .args(args)
+        .args(["--gamelake", env!("CARGO_BIN_EXE_gamelake")])
         .arg("--results")
         .arg(&results)
         .stdout(Stdio::null())

@@ -1,0 +1,106 @@
+//! Table maintenance: compaction of small files (optimize), removal of files no version needs
+//! any more (vacuum), and checkpoints of the Delta log. Run on demand by `gamelake lake
+//! optimize|vacuum`, and in the background by `gamelake serve` for intake tables, whose
+//! appends every second leave many small files.
+//!
+//! Both run beside concurrent appends: an append only adds files, so delta-rs' conflict checker
+//! lets the append and the compaction both commit; if a compaction loses anyway, it is retried
+//! at its next round and the append stands.
+
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use deltalake::DeltaTable;
+use deltalake::kernel::schema::partitions::{FilterOp, FilterValue};
+use deltalake::operations::vacuum::VacuumMode;
+
+use super::write::TableLayout;
+use super::{Lake, TableRef, TableVersion};
+use crate::error::{Error, Result};
+
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Compaction {
+    /// Small files replaced.
+    pub files_removed: u64,
+    /// Files written in their place.
+    pub files_added: u64,
+    /// Partitions that had files compacted.
+    pub partitions: u64,
+    /// The table version after it (None: nothing to do, no commit).
+    pub version: Option<u64>,
+}
+
+/// Compacts a table's small files into files of its target size (its layout's, or
+/// `target_size`), keeping its compression; with `since`, only partitions `day >= since` (for
+/// tables partitioned by `day`). Writes a checkpoint of the log afterwards.
+pub async fn optimize(
+    lake: &Lake,
+    table: &TableRef,
+    since: Option<NaiveDate>,
+    target_size: Option<u64>,
+) -> Result<Compaction> {
+    let dt = lake.open_table(table, &TableVersion::Latest).await?;
+    let layout = TableLayout::of_table(&dt)?;
+    let since_text = since.map(|d| d.format("%Y-%m-%d").to_string());
+    let mut filters = Vec::new();
+    if let Some(day) = &since_text {
+        if !layout.partition_by.iter().any(|c| c == "day") {
+            return Err(Error::Unsupported(format!(
+                "{table} is not partitioned by day, so --since cannot pick partitions; leave it out to compact the whole table"
+            )));
+        }
+        filters.push(("day", FilterOp::Ge, FilterValue::Scalar(day.as_str())));
+    }
+    let target = target_size.unwrap_or(layout.target_file_size);
+    let (optimized, metrics) = dt
+        .optimize()
+        .with_filters(&filters)
+        .with_target_size(NonZeroU64::new(target).unwrap_or(NonZeroU64::MIN))
+        .with_writer_properties(layout.writer_properties()?)
+        .await
+        .map_err(|e| Error::delta(table.to_string(), e))?;
+    let committed = metrics.num_files_removed > 0;
+    if committed {
+        checkpoint(&optimized, table).await?;
+    }
+    Ok(Compaction {
+        files_removed: metrics.num_files_removed,
+        files_added: metrics.num_files_added,
+        partitions: metrics.partitions_optimized,
+        version: if committed { optimized.version() } else { None },
+    })
+}
+
+/// Deletes data files that no table version younger than `retain` refers to, and files older
+/// than that which no version ever referenced (time travel to older versions stops working). With `dry_run`, only lists them. Returns the files.
+pub async fn vacuum(
+    lake: &Lake,
+    table: &TableRef,
+    retain: Duration,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let dt = lake.open_table(table, &TableVersion::Latest).await?;
+    let retain = chrono::Duration::from_std(retain)
+        .map_err(|e| Error::Unsupported(format!("retention {retain:?} is too long: {e}")))?;
+    let (_, metrics) = dt
+        .vacuum()
+        .with_retention_period(retain)
+        .with_enforce_retention_duration(false)
+        // Full: also files no commit ever referenced (left by a write that failed or lost a
+        // conflict), not only those a commit removed.
+        .with_mode(VacuumMode::Full)
+        .with_dry_run(dry_run)
+        .await
+        .map_err(|e| Error::delta(table.to_string(), e))?;
+    Ok(metrics.files_deleted)
+}
+
+/// Writes a checkpoint of the table's log at its current version, so readers replay a few
+/// commits instead of all of them.
+pub async fn checkpoint(dt: &DeltaTable, table: &TableRef) -> Result<()> {
+    deltalake::checkpoints::create_checkpoint(dt, None)
+        .await
+        .map_err(|e| Error::delta(table.to_string(), e))
+}
