@@ -7,6 +7,8 @@
 //! first non-null value (objects and arrays are kept as JSON text), unless the table says
 //! `new_fields = "reject"`. Hand-built with arrow's builders rather than arrow-json's decoder
 //! because each record must be judged alone: arrow-json fails a whole batch on one bad value.
+//! Fields are read as raw JSON text (no `serde_json::Value` tree), which keeps the committer
+//! ahead of the intake.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -18,8 +20,11 @@ use arrow::array::{
     StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use std::borrow::Cow;
+
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::{Map, Value};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::config::{IntakeTable, NewFields, TimeFormat};
 use crate::error::{Error, Result};
@@ -75,13 +80,14 @@ impl Kind {
         })
     }
 
-    fn infer(value: &Value) -> Option<Self> {
-        Some(match value {
-            Value::Null => return None,
-            Value::Bool(_) => Kind::Bool,
-            Value::Number(n) if n.is_i64() => Kind::Int,
-            Value::Number(_) => Kind::Float,
-            Value::String(_) | Value::Array(_) | Value::Object(_) => Kind::Text,
+    /// The kind of a field's first non-null value (None for null).
+    fn infer(raw: &str) -> Option<Self> {
+        Some(match raw.as_bytes().first() {
+            None | Some(b'n') => return None,
+            Some(b't' | b'f') => Kind::Bool,
+            Some(b'"' | b'{' | b'[') => Kind::Text,
+            _ if raw.parse::<i64>().is_ok() => Kind::Int,
+            _ => Kind::Float,
         })
     }
 
@@ -107,28 +113,98 @@ impl Kind {
         }
     }
 
-    /// The value as a cell of this kind, or why it cannot be one.
-    fn cell(self, value: &Value) -> std::result::Result<Option<Cell>, String> {
-        let cell = match (self, value) {
-            (_, Value::Null) => return Ok(None),
-            (Kind::Int, Value::Number(n)) if n.is_i64() => n.as_i64().map(Cell::Int),
-            (Kind::Float, Value::Number(n)) => n.as_f64().map(Cell::Float),
-            (Kind::Text, Value::String(s)) => Some(Cell::Text(s.clone())),
-            (Kind::Text, Value::Array(_) | Value::Object(_)) => Some(Cell::Text(value.to_string())),
-            (Kind::Bool, Value::Bool(b)) => Some(Cell::Bool(*b)),
-            (Kind::Timestamp, Value::String(s)) => parse_rfc3339(s).map(Cell::Micros),
+    /// A field's value (its JSON text) as a cell of this kind, or why it cannot be one.
+    fn cell(self, raw: &str) -> std::result::Result<Option<Cell<'_>>, String> {
+        let first = raw.as_bytes().first().copied().unwrap_or(b'n');
+        let number = first == b'-' || first.is_ascii_digit();
+        let cell = match (self, first) {
+            (_, b'n') => return Ok(None),
+            (Kind::Int, _) if number => raw.parse().ok().map(Cell::Int),
+            (Kind::Float, _) if number => raw.parse().ok().map(Cell::Float),
+            (Kind::Text, b'"') => unquote(raw).map(Cell::Text),
+            // Objects and arrays are kept as the JSON text they were sent as.
+            (Kind::Text, b'{' | b'[') => Some(Cell::Text(Cow::Borrowed(raw))),
+            (Kind::Bool, b't' | b'f') => Some(Cell::Bool(first == b't')),
+            (Kind::Timestamp, b'"') => unquote(raw)
+                .and_then(|s| parse_rfc3339(&s))
+                .map(Cell::Micros),
             _ => None,
         };
         cell.map(Some)
-            .ok_or_else(|| format!("expected {}, got {}", self.name(), shown(value)))
+            .ok_or_else(|| format!("expected {}, got {}", self.name(), shown(raw)))
+    }
+}
+
+/// The text of a JSON string, borrowed when it has no escapes.
+fn unquote(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
+}
+
+/// A record's fields as sent: names and JSON texts, borrowed from the record. Parsing into
+/// this instead of a `serde_json::Value` tree avoids an allocation per field and value.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Fields<'a> {
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Fields<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    fields.push((k, v));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
+}
+
+/// A field name, borrowed unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Name;
+        impl<'de> Visitor<'de> for Name {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(Name)
     }
 }
 
 /// One value of a row.
-enum Cell {
+enum Cell<'a> {
     Int(i64),
     Float(f64),
-    Text(String),
+    Text(Cow<'a, str>),
     Bool(bool),
     Micros(i64),
     Day(i32),
@@ -161,11 +237,11 @@ impl Builder {
         builder
     }
 
-    fn push(&mut self, cell: Option<Cell>) {
+    fn push(&mut self, cell: Option<Cell<'_>>) {
         match (self, cell) {
             (Builder::Int(b), Some(Cell::Int(v))) => b.append_value(v),
             (Builder::Float(b), Some(Cell::Float(v))) => b.append_value(v),
-            (Builder::Text(b), Some(Cell::Text(v))) => b.append_value(v),
+            (Builder::Text(b), Some(Cell::Text(v))) => b.append_value(v.as_ref()),
             (Builder::Bool(b), Some(Cell::Bool(v))) => b.append_value(v),
             (Builder::Timestamp(b), Some(Cell::Micros(v))) => b.append_value(v),
             (Builder::Date(b), Some(Cell::Day(v))) => b.append_value(v),
@@ -283,18 +359,18 @@ impl<'a> RowBuilder<'a> {
     }
 
     fn try_push(&mut self, received_at: i64, record: &[u8]) -> std::result::Result<(), String> {
-        let mut fields: Map<String, Value> = match serde_json::from_slice(record) {
-            Ok(Value::Object(map)) => map,
-            Ok(other) => return Err(format!("not a JSON object but {}", shown(&other))),
-            Err(e) => return Err(format!("invalid JSON: {e}")),
-        };
-        let event_time = match &self.config.time_field {
-            Some(name) => match fields.remove(name) {
-                None | Some(Value::Null) => return Err(format!("missing time field '{name}'")),
-                Some(value) => parse_time(&value, self.config.time_format).ok_or_else(|| {
+        let fields: Fields = serde_json::from_slice(record).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => format!("not a JSON object: {e}"),
+            _ => format!("invalid JSON: {e}"),
+        })?;
+        let time_field = self.config.time_field.as_deref();
+        let event_time = match time_field {
+            Some(name) => match fields.get(name).map(RawValue::get) {
+                None | Some("null") => return Err(format!("missing time field '{name}'")),
+                Some(raw) => parse_time(raw, self.config.time_format).ok_or_else(|| {
                     format!(
                         "time field '{name}': {} is not {}",
-                        shown(&value),
+                        shown(raw),
                         format_name(self.config.time_format)
                     )
                 })?,
@@ -302,14 +378,18 @@ impl<'a> RowBuilder<'a> {
             None => received_at,
         };
         for name in &self.config.required {
-            if fields.get(name).is_none_or(Value::is_null) {
+            if fields.get(name).is_none_or(|v| v.get() == "null") {
                 return Err(format!("missing required field '{name}'"));
             }
         }
         let mut cells: Vec<Option<Cell>> = (0..self.columns.len()).map(|_| None).collect();
-        let mut new_columns: Vec<(String, Kind, Cell)> = Vec::new();
-        for (name, value) in &fields {
-            if matches!(name.as_str(), EVENT_TIME | RECEIVED_AT | DAY) {
+        let mut new_columns: Vec<(&str, Kind, Cell)> = Vec::new();
+        for (name, raw) in &fields.0 {
+            let (name, raw) = (name.as_ref(), raw.get());
+            if Some(name) == time_field {
+                continue;
+            }
+            if matches!(name, EVENT_TIME | RECEIVED_AT | DAY) {
                 return Err(format!(
                     "field '{name}' is reserved (the intake fills it); rename it in the sender"
                 ));
@@ -318,11 +398,11 @@ impl<'a> RowBuilder<'a> {
                 Some(&i) => {
                     cells[i] = self.columns[i]
                         .kind
-                        .cell(value)
+                        .cell(raw)
                         .map_err(|e| format!("field '{name}': {e}"))?;
                 }
                 None => {
-                    let Some(kind) = Kind::infer(value) else {
+                    let Some(kind) = Kind::infer(raw) else {
                         continue; // null: no column until a value shows its type
                     };
                     if self.config.new_fields == NewFields::Reject {
@@ -331,8 +411,8 @@ impl<'a> RowBuilder<'a> {
                             self.config.name
                         ));
                     }
-                    if let Ok(Some(cell)) = kind.cell(value) {
-                        new_columns.push((name.clone(), kind, cell));
+                    if let Ok(Some(cell)) = kind.cell(raw) {
+                        new_columns.push((name, kind, cell));
                     }
                 }
             }
@@ -344,7 +424,10 @@ impl<'a> RowBuilder<'a> {
             column.builder.push(cell);
         }
         for (name, kind, cell) in new_columns {
-            self.add(Field::new(&name, kind.arrow(), true), kind);
+            if self.index.contains_key(name) {
+                continue; // a duplicate key in the record
+            }
+            self.add(Field::new(name, kind.arrow(), true), kind);
             if let Some(column) = self.columns.last_mut() {
                 column.builder.push(Some(cell));
             }
@@ -422,14 +505,14 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
         .map(|t| t.timestamp_micros())
 }
 
-fn parse_time(value: &Value, format: TimeFormat) -> Option<i64> {
-    let number = || match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
+/// An event time (the field's JSON text) in microseconds since 1970.
+fn parse_time(raw: &str, format: TimeFormat) -> Option<i64> {
+    let number = || match unquote(raw) {
+        Some(text) => text.trim().parse::<f64>().ok(),
+        None => raw.parse::<f64>().ok(),
     };
     let micros = match format {
-        TimeFormat::Rfc3339 => return value.as_str().and_then(parse_rfc3339),
+        TimeFormat::Rfc3339 => return unquote(raw).and_then(|s| parse_rfc3339(&s)),
         TimeFormat::EpochS => number()? * 1e6,
         TimeFormat::EpochMs => number()? * 1e3,
         TimeFormat::EpochUs => number()?,
@@ -447,12 +530,11 @@ fn format_name(format: TimeFormat) -> &'static str {
     }
 }
 
-/// A value for an error message, cut to a readable length.
-fn shown(value: &Value) -> String {
-    let text = value.to_string();
-    match text.char_indices().nth(60) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text,
+/// A value (JSON text) for an error message, cut to a readable length.
+fn shown(raw: &str) -> String {
+    match raw.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}...", &raw[..cut]),
+        None => raw.to_string(),
     }
 }
 
@@ -561,6 +643,34 @@ mod tests {
             .column(0)
             .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
         assert_eq!(time.value(0), 1_764_100_800_250_000);
+    }
+
+    #[test]
+    fn escapes_numbers_and_non_objects() {
+        let config = table("timezone = \"UTC\"");
+        let mut rows = RowBuilder::new(&config, None).unwrap();
+        rows.push(0, br#"{"time":"2026-11-25T20:00:00Z","player":1,"say":"a \"quote\" \u00e9","ratio":2,"tags":[1, 2]}"#);
+        rows.push(
+            0,
+            br#"{"time":"2026-11-25T20:00:00Z","player":2,"say":null,"ratio":2.5}"#,
+        );
+        rows.push(0, br#"[1,2]"#);
+        rows.push(
+            0,
+            br#"{"time":"2026-11-25T20:00:00Z","player":3,"ratio":"high"}"#,
+        );
+        let reasons: Vec<&str> = rows.rejected.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        // ratio was inferred as bigint from its first value; 2.5 and "high" are not bigints.
+        assert_eq!(reasons[0], "field 'ratio': expected bigint, got 2.5");
+        assert!(reasons[1].starts_with("not a JSON object"), "{reasons:?}");
+        assert_eq!(reasons[2], "field 'ratio': expected bigint, got \"high\"");
+        let batch = rows.finish().unwrap().unwrap();
+        let say = batch.column_by_name("say").unwrap().as_string::<i32>();
+        assert_eq!(say.value(0), "a \"quote\" \u{e9}");
+        let tags = batch.column_by_name("tags").unwrap().as_string::<i32>();
+        assert_eq!(tags.value(0), "[1, 2]");
+        assert_eq!(batch.num_rows(), 1);
     }
 
     #[test]
