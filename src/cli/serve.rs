@@ -199,6 +199,8 @@ async fn flight(
     };
     let mut settings = context.settings.clone();
     settings.deny_file_paths = true;
+    // BI clients read plain strings; reading them so saves a cast of every string column.
+    settings.plain_strings = true;
     settings.catalog_ttl = flight.catalog_ttl.unwrap_or(Duration::from_secs(5));
     let session = context.session_with(&settings).await?;
     let (listener, bound) = bind(addr).await?;

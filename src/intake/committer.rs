@@ -101,7 +101,8 @@ impl Committer {
     }
 
     async fn commit_segment(&self, seq: u64, path: &Path) -> Result<()> {
-        let (entries, torn) = read_segment(path)?;
+        let owned = path.to_path_buf();
+        let (entries, torn) = blocking(move || read_segment(&owned)).await?;
         if torn > 0 {
             tracing::warn!(
                 "{}: ignored a torn tail of {torn} bytes (written by a crash before its fsync; never acknowledged)",
@@ -109,45 +110,50 @@ impl Committer {
             );
         }
         let version = seq as i64;
-        let mut by_table: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
-        for entry in &entries {
-            by_table
-                .entry(entry.table.as_str())
-                .or_default()
-                .push(entry);
+        let mut by_table: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            by_table.entry(entry.table.clone()).or_default().push(i);
         }
+        let entries = Arc::new(entries);
         let mut rejected: BTreeMap<String, Vec<Rejected>> = BTreeMap::new();
         let mut rows = Vec::new();
-        for (name, entries) in by_table {
-            let table = TableRef::parse(name)?;
-            let Some(config) = self.tables.get(name) else {
+        for (name, indices) in by_table {
+            let table = TableRef::parse(&name)?;
+            let Some(config) = self.tables.get(&name).cloned() else {
                 // The table left the config between receipt and commit.
                 let reason = format!("{name} is not in [[intake.tables]] of the config");
+                let mine: Vec<&Entry> = indices.iter().map(|&i| &entries[i]).collect();
                 rejected
                     .entry(table.schema.clone())
                     .or_default()
-                    .extend(rejections(name, &entries, &reason));
+                    .extend(rejections(&name, &mine, &reason));
                 continue;
             };
             if self.recorded(&table).await? >= Some(version) {
                 continue;
             }
             let existing = self.schema_of(&table).await?;
-            let mut builder = RowBuilder::new(config, existing.as_deref())?;
-            for entry in &entries {
-                for record in &entry.records {
-                    builder.push(entry.received_at, record);
+            // Turning records into rows is CPU work: off the async workers that answer senders.
+            let shared = entries.clone();
+            let (batch, mut refused) = blocking(move || {
+                let mut builder = RowBuilder::new(&config, existing.as_deref())?;
+                for entry in indices.iter().map(|&i| &shared[i]) {
+                    for record in &entry.records {
+                        builder.push(entry.received_at, record);
+                    }
                 }
-            }
-            if let Some(batch) = builder.finish()? {
+                Ok((builder.finish()?, std::mem::take(&mut builder.rejected)))
+            })
+            .await?;
+            if let Some(batch) = batch {
                 rows.push((table.clone(), batch));
             }
-            if !builder.rejected.is_empty() {
-                Metrics::add(&self.metrics.rejected, name, builder.rejected.len());
+            if !refused.is_empty() {
+                Metrics::add(&self.metrics.rejected, &name, refused.len());
                 rejected
                     .entry(table.schema.clone())
                     .or_default()
-                    .append(&mut builder.rejected);
+                    .append(&mut refused);
             }
         }
         for (schema, records) in rejected {
@@ -200,6 +206,15 @@ impl Committer {
             .map_err(|e| crate::error::Error::delta(table.to_string(), e))?;
         Ok(Some(snapshot.snapshot().arrow_schema()))
     }
+}
+
+/// Runs CPU or file work on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| crate::error::Error::Unsupported(format!("intake commit task failed: {e}")))?
 }
 
 fn rejections(table: &str, entries: &[&Entry], reason: &str) -> Vec<Rejected> {

@@ -40,6 +40,9 @@ pub struct QuerySettings {
     /// Refuse `SELECT * FROM 'path/or/url'` (servers, where users must not read the server's
     /// files); the CLI allows it.
     pub deny_file_paths: bool,
+    /// Read strings and binaries from Parquet as plain `Utf8`/`Binary` instead of DataFusion's
+    /// view types (servers whose clients need plain types anyway: no cast at the boundary).
+    pub plain_strings: bool,
 }
 
 /// What one statement produced.
@@ -71,6 +74,13 @@ impl Session {
             .with_create_default_catalog_and_schema(false);
         if let Some(n) = settings.target_partitions {
             config = config.with_target_partitions(n.max(1));
+        }
+        if settings.plain_strings {
+            config
+                .options_mut()
+                .execution
+                .parquet
+                .schema_force_view_types = false;
         }
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(limit) = settings.memory_limit {
