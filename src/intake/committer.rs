@@ -232,7 +232,7 @@ fn rejections(table: &str, entries: &[&Entry], reason: &str) -> Vec<Rejected> {
 }
 
 /// `<schema>._rejected`: table, received_at, reason, record, and the UTC day of receipt.
-fn rejected_batch(records: &[Rejected]) -> Result<RecordBatch> {
+pub fn rejected_batch(records: &[Rejected]) -> Result<RecordBatch> {
     let utc = Some("UTC".into());
     let schema = Arc::new(Schema::new(vec![
         Field::new("table", DataType::Utf8, false),

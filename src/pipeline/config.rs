@@ -34,6 +34,13 @@ pub enum SourceConfig {
         #[serde(default = "default_parallelism")]
         parallelism: usize,
     },
+    /// Log files (NDJSON or JSON arrays, `.gz` decompressed) on a local disk or S3, each
+    /// committed once: a rerun takes only files not committed before.
+    Files {
+        /// A glob: `/data/logs/2025-*/*.ndjson.gz`, `s3://bucket/logs/**/*.json` (S3 settings
+        /// from the AWS_* environment variables).
+        path: String,
+    },
 }
 
 fn default_parallelism() -> usize {
@@ -50,6 +57,8 @@ pub enum Mode {
     Incremental,
     /// Rows older than `archive_after`, moved from PostgreSQL to the lake.
     Archive,
+    /// Records of new files appended (files sources), like the log intake's.
+    Append,
 }
 
 /// `[[table]]`.
@@ -85,6 +94,20 @@ pub struct TableConfig {
     /// Columns with bloom filters.
     #[serde(default)]
     pub bloom_filter_columns: Vec<String>,
+    /// Files sources: the record field with the event time (as in `[[intake.tables]]`).
+    pub time_field: Option<String>,
+    /// Files sources: how the time field is written (rfc3339, epoch_s, epoch_ms, epoch_us).
+    pub time_format: Option<crate::intake::config::TimeFormat>,
+    /// Files sources: zone of the `day` partition (default +08:00).
+    pub timezone: Option<String>,
+    /// Files sources: declared column types (bigint, double, text, boolean, timestamp, json).
+    #[serde(default)]
+    pub columns: std::collections::BTreeMap<String, String>,
+    /// Files sources: fields every record must have.
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Files sources: `add` new fields as columns (default) or `reject` the record.
+    pub new_fields: Option<crate::intake::config::NewFields>,
 }
 
 impl TableConfig {
@@ -127,6 +150,21 @@ impl TableConfig {
             sort_by: self.sort_by.clone(),
             bloom_filter_columns: self.bloom_filter_columns.clone(),
             ..Default::default()
+        }
+    }
+
+    /// How records of a files source become rows: the intake's table settings.
+    pub fn record_settings(&self) -> crate::intake::IntakeTable {
+        crate::intake::IntakeTable {
+            name: self.to.clone(),
+            time_field: self.time_field.clone(),
+            time_format: self.time_format.unwrap_or_default(),
+            timezone: self.timezone.clone(),
+            new_fields: self.new_fields.unwrap_or_default(),
+            columns: self.columns.clone(),
+            required: self.required.clone(),
+            tags: Vec::new(),
+            retain: None,
         }
     }
 
@@ -175,6 +213,31 @@ impl PipelineConfig {
             let fail = |message: String| Err(Error::config(path, line, column, &message));
             crate::lake::TableRef::parse(&t.to)
                 .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
+            let files = matches!(self.source, SourceConfig::Files { .. });
+            if files {
+                if t.mode != Mode::Append || t.from.is_some() || t.query.is_some() {
+                    return fail(format!(
+                        "table {}: a files source fills tables with mode = \"append\" and no from/query",
+                        t.to
+                    ));
+                }
+                if let Err(e) = crate::intake::rows::check_table(&t.record_settings()) {
+                    return fail(e.to_string());
+                }
+                continue;
+            }
+            if t.time_field.is_some()
+                || t.time_format.is_some()
+                || t.timezone.is_some()
+                || !t.columns.is_empty()
+                || !t.required.is_empty()
+                || t.new_fields.is_some()
+            {
+                return fail(format!(
+                    "table {}: time_field, time_format, timezone, columns, required and new_fields are for files sources",
+                    t.to
+                ));
+            }
             if t.from.is_some() == t.query.is_some() {
                 return fail(format!(
                     "table {}: give exactly one of `from` (a table) or `query`",
@@ -200,6 +263,12 @@ impl PipelineConfig {
                     if let Err(e) = t.archive_after_duration() {
                         return fail(e.to_string());
                     }
+                }
+                Mode::Append => {
+                    return fail(format!(
+                        "table {}: mode = \"append\" is for files sources; PostgreSQL tables use snapshot, incremental or archive",
+                        t.to
+                    ));
                 }
             }
         }

@@ -3,6 +3,7 @@
 
 mod archive;
 pub mod config;
+mod files;
 mod incremental;
 mod snapshot;
 
@@ -25,7 +26,16 @@ pub async fn run(
     pipeline: &PipelineConfig,
     full_refresh: bool,
 ) -> Result<Vec<SnapshotReport>> {
-    let SourceConfig::Postgres { url, parallelism } = &pipeline.source;
+    let (url, parallelism) = match &pipeline.source {
+        SourceConfig::Postgres { url, parallelism } => (url, parallelism),
+        SourceConfig::Files { path } => {
+            let mut reports = Vec::new();
+            for table in &pipeline.tables {
+                reports.push(files::files_table(session, &pipeline.name, path, table).await?);
+            }
+            return Ok(reports);
+        }
+    };
     let mut reports = Vec::new();
     for table in &pipeline.tables {
         reports.push(match table.mode {
@@ -42,6 +52,12 @@ pub async fn run(
             Mode::Snapshot => {
                 snapshot_table(session, url, &pipeline.name, table, *parallelism).await?
             }
+            Mode::Append => {
+                return Err(Error::Unsupported(format!(
+                    "{}: mode = \"append\" needs a files source",
+                    table.to
+                )));
+            }
         });
     }
     Ok(reports)
@@ -50,7 +66,12 @@ pub async fn run(
 /// Checks a pipeline against its source without writing: connects, and maps every column of
 /// every table to Arrow (unsupported types are reported with the cast that fixes them).
 pub async fn dry_run(pipeline: &PipelineConfig) -> Result<Vec<(String, usize)>> {
-    let SourceConfig::Postgres { url, .. } = &pipeline.source;
+    let url = match &pipeline.source {
+        SourceConfig::Postgres { url, .. } => url,
+        SourceConfig::Files { .. } => {
+            return Ok(pipeline.tables.iter().map(|t| (t.to.clone(), 0)).collect());
+        }
+    };
     let client = connect(url).await?;
     let mut out = Vec::new();
     for table in &pipeline.tables {

@@ -897,3 +897,99 @@ async fn maintenance_compacts_small_files_while_appends_continue_then_vacuum_del
     );
     assert!(err.contains("expected a date like 2026-11-20"), "{err}");
 }
+
+#[test]
+fn files_pipeline_commits_each_file_once_through_the_intake_record_path() {
+    use crate::support::{gamelake_err, gamelake_ok};
+    let lake = TempLake::new();
+    let logs = tempfile::tempdir().unwrap();
+    let dir = logs.path();
+    std::fs::write(
+        dir.join("a.ndjson"),
+        "{\"time\":\"2026-11-25T10:00:00+08:00\",\"player\":1}\n{\"time\":\"2026-11-25T10:00:01+08:00\",\"player\":2}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b.ndjson.gz"),
+        gzip(b"{\"time\":\"2026-11-25T11:00:00+08:00\",\"player\":3}\n{\"player\":4}\nnot json\n"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("old")).unwrap();
+    std::fs::write(
+        dir.join("old/c.ndjson"),
+        "{\"time\":\"2026-11-24T10:00:00+08:00\",\"player\":9}\n",
+    )
+    .unwrap();
+    let pipeline = dir.join("files.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name = \"backfill\"\n[source]\nkind = \"files\"\npath = \"{}/*.ndjson*\"\n[[table]]\nto = \"logs.backfill\"\nmode = \"append\"\ntime_field = \"time\"\ncolumns = {{ player = \"bigint\" }}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let lake_arg = lake.location();
+    let ingest = || {
+        let out = crate::support::gamelake(
+            &["--lake", &lake_arg, "ingest", pipeline.to_str().unwrap()],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = ingest();
+    assert!(
+        first.contains("2 files matched, 0 already committed, 2 new"),
+        "{first}"
+    );
+    let query = |sql: &str| {
+        gamelake_ok(
+            &["--lake", &lake_arg, "sql", "--format", "csv", "-c", sql],
+            &[],
+        )
+    };
+    assert_eq!(
+        query("SELECT player, CAST(day AS VARCHAR) AS d FROM logs.backfill ORDER BY player"),
+        "player,d\n1,2026-11-25\n2,2026-11-25\n3,2026-11-25\n"
+    );
+    assert_eq!(
+        query("SELECT reason FROM logs._rejected ORDER BY reason"),
+        "reason\ninvalid JSON: expected ident at line 1 column 2\nmissing time field 'time'\n"
+    );
+    // A rerun takes nothing twice; a new file is taken alone.
+    let again = ingest();
+    assert!(
+        again.contains("2 files matched, 2 already committed, 0 new"),
+        "{again}"
+    );
+    std::fs::write(
+        dir.join("d.ndjson"),
+        "{\"time\":\"2026-11-26T10:00:00+08:00\",\"player\":5}\n",
+    )
+    .unwrap();
+    let third = ingest();
+    assert!(
+        third.contains("3 files matched, 2 already committed, 1 new"),
+        "{third}"
+    );
+    assert_eq!(query("SELECT count(*) AS n FROM logs.backfill"), "n\n4\n");
+    assert_eq!(query("SELECT count(*) AS n FROM logs._rejected"), "n\n2\n");
+
+    // A files source only fills append tables.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"x\"\n[source]\nkind = \"files\"\npath = \"/tmp/*.ndjson\"\n[[table]]\nto = \"logs.x\"\nmode = \"snapshot\"\n",
+    )
+    .unwrap();
+    let err = gamelake_err(&["pipeline", "validate", bad.to_str().unwrap()], &[]);
+    assert!(
+        err.contains("bad.toml:6:") && err.contains("mode = \"append\""),
+        "{err}"
+    );
+}

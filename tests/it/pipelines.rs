@@ -184,7 +184,7 @@ fn shipped_pipelines_are_valid() {
         let path = entry.unwrap().path().display().to_string();
         gamelake_ok(
             &["pipeline", "validate", &path],
-            &[("PG_URL", "host=127.0.0.1")],
+            &[("PG_URL", "host=127.0.0.1"), ("LOG_DIR", "/data/v1-logs")],
         );
     }
 }

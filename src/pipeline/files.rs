@@ -1,0 +1,168 @@
+//! `[source] kind = "files"`: log files (NDJSON or JSON arrays, gzip when named `.gz`) on a
+//! local disk or S3 go through the same record → row path as the log intake, each file exactly
+//! once.
+//!
+//! Each file is its own commit, marked with the transaction `(gamelake:<pipeline>:file:<path>,
+//! 1)`: a rerun skips the files the table records. As in the intake, a file's rejected records
+//! are committed to `<schema>._rejected` first (with the same marker), so a crash between the
+//! two commits is finished by the rerun without duplicating either.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use super::config::TableConfig;
+use super::snapshot::SnapshotReport;
+use crate::error::{Error, Result};
+use crate::intake::body::{gunzip, records};
+use crate::intake::committer::rejected_batch;
+use crate::intake::rows::{DAY, RowBuilder};
+use crate::lake::write::{
+    TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
+};
+use crate::lake::{LakeLocation, REJECTED, TableRef, TableVersion};
+use crate::query::Session;
+
+/// A decompressed file larger than this is refused (it would be held in memory whole).
+const MAX_FILE_BYTES: usize = 2 << 30;
+
+/// Commits every file matching `pattern` that `table` does not record yet.
+pub async fn files_table(
+    session: &Session,
+    pipeline: &str,
+    pattern: &str,
+    table: &TableConfig,
+) -> Result<SnapshotReport> {
+    let started = Instant::now();
+    let target = TableRef::parse(&table.to)?;
+    let (store, base, glob) = open(pattern)?;
+    let mut files: Vec<StorePath> = store
+        .list(None)
+        .map_ok(|meta| meta.location)
+        .try_filter(|path| {
+            let options = glob::MatchOptions {
+                require_literal_separator: true,
+                ..Default::default()
+            };
+            futures::future::ready(glob.matches_with(path.as_ref(), options))
+        })
+        .try_collect()
+        .await
+        .map_err(|e| Error::Unsupported(format!("cannot list {base}: {e}")))?;
+    files.sort();
+    let lake = session.lake();
+    let state = session.context().state();
+    let settings = table.record_settings();
+    let bar = crate::progress::bar(
+        files.len() as u64,
+        "files",
+        &format!("{} <- {pattern}", table.to),
+    );
+    let (mut rows, mut skipped, mut last) = (0usize, 0usize, None);
+    for file in &files {
+        bar.inc(1);
+        let app_id = format!("gamelake:{pipeline}:file:{base}{file}");
+        if transaction_version(lake, &target, &app_id).await?.is_some() {
+            skipped += 1;
+            continue;
+        }
+        let bytes = store
+            .get(file)
+            .await
+            .map_err(|e| Error::Unsupported(format!("cannot read {base}{file}: {e}")))?
+            .bytes()
+            .await
+            .map_err(|e| Error::Unsupported(format!("cannot read {base}{file}: {e}")))?;
+        let text = if file.as_ref().ends_with(".gz") {
+            gunzip(&bytes, MAX_FILE_BYTES)
+                .map_err(|e| Error::Unsupported(format!("{base}{file}: {e:?}")))?
+        } else {
+            bytes.to_vec()
+        };
+        let existing = if lake.is_table(&target).await? {
+            let dt = lake.open_table(&target, &TableVersion::Latest).await?;
+            let snapshot = dt
+                .snapshot()
+                .map_err(|e| Error::delta(target.to_string(), e))?;
+            Some(snapshot.snapshot().arrow_schema())
+        } else {
+            None
+        };
+        let mut builder = RowBuilder::new(&settings, existing.as_deref())?;
+        let received_at = chrono::Utc::now().timestamp_micros();
+        // A file with no readable record still has every line rejected, with the reason.
+        let lines = records(&text).unwrap_or_else(|_| {
+            text.split(|b| *b == b'\n')
+                .map(<[u8]>::trim_ascii)
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect()
+        });
+        for record in lines {
+            builder.push(received_at, &record);
+        }
+        let batch = builder.finish()?;
+        let options = |layout| WriteOptions {
+            mode: WriteMode::Append,
+            layout: Some(layout),
+            transaction: Some((app_id.clone(), 1)),
+            merge_schema: true,
+            checkpoint: true,
+        };
+        let by_day = || TableLayout {
+            partition_by: vec![DAY.to_string()],
+            ..TableLayout::default()
+        };
+        let mut layout = table.layout();
+        if layout.partition_by.is_empty() {
+            layout.partition_by = vec![DAY.to_string()];
+        }
+        if !builder.rejected.is_empty() {
+            let rejected = TableRef::new(target.schema.clone(), REJECTED)?;
+            let batch = rejected_batch(&builder.rejected)?;
+            write_batches(lake, &rejected, &state, vec![batch], options(by_day())).await?;
+        }
+        let Some(batch) = batch else {
+            continue;
+        };
+        let n = batch.num_rows();
+        let outcome = write_batches(lake, &target, &state, vec![batch], options(layout)).await?;
+        if let WriteOutcome::Committed { .. } = outcome {
+            rows += n;
+        }
+        last = Some(outcome);
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "{}: {} files matched, {} already committed, {} new",
+        table.to,
+        files.len(),
+        skipped,
+        files.len() - skipped
+    );
+    Ok(SnapshotReport {
+        table: table.to.clone(),
+        rows,
+        seconds: started.elapsed().as_secs_f64(),
+        outcome: last.unwrap_or(WriteOutcome::AlreadyCommitted { recorded: 1 }),
+    })
+}
+
+/// The store holding the files, its URL, and the glob for paths relative to it.
+fn open(pattern: &str) -> Result<(Arc<dyn ObjectStore>, String, glob::Pattern)> {
+    let magic = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+    let cut = pattern[..magic].rfind('/').map(|i| i + 1).unwrap_or(0);
+    let (base, relative) = pattern.split_at(cut);
+    let base = if base.is_empty() { "." } else { base };
+    let location = LakeLocation::parse(base)?;
+    let glob = glob::Pattern::new(relative).map_err(|e| {
+        Error::Unsupported(format!(
+            "path = \"{pattern}\" is not a glob ({e}); write e.g. \"/data/logs/*.ndjson.gz\""
+        ))
+    })?;
+    let url = location.url().to_string();
+    Ok((location.object_store()?, url, glob))
+}
