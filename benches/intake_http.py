@@ -6,8 +6,8 @@ several concurrent senders on loopback, and the file path against DuckDB, in one
    Reported: acknowledged events/s (durable: fsynced in the write-ahead log) over the sending
    window, and committed events/s: all acknowledged events over the time until the last one is
    in the Delta table (SIGTERM commits the rest; the count is checked in the table).
-2. Files: the same events as one NDJSON file, loaded by `gamelake sql` (an external JSON table,
-   then CREATE TABLE AS SELECT) and by DuckDB (`read_json` -> Parquet), best of 3 each.
+2. Files: the same events as one NDJSON file, loaded by `gamelake ingest` (a files pipeline: the
+   intake's record path, event time and day partition, rejected rows) and by DuckDB (`read_json` -> Parquet), best of 3 each.
 Writes the section "Log intake" of benches/RESULTS.md.
 
 Usage (from the repository root, after `cargo build --release` and `bash .ci/run` made the venv):
@@ -140,11 +140,26 @@ columns = {{ player_id = "bigint", event = "text", level = "bigint", latency_ms 
                 written += args.batch
         file_events = written
 
+        pipeline = os.path.join(work, "files.toml")
+        with open(pipeline, "w") as f:
+            f.write(f"""name = "bench-files"
+[source]
+kind = "files"
+path = "{ndjson}"
+[[table]]
+to = "logs.from_file"
+mode = "append"
+time_field = "time"
+timezone = "+08:00"
+columns = {{ player_id = "bigint", event = "text", level = "bigint", latency_ms = "double" }}
+""")
+
         def gamelake_file():
-            subprocess.run([binary, "--lake", lake, "sql", "-q",
-                            "-c", f"CREATE EXTERNAL TABLE events STORED AS JSON LOCATION '{ndjson}'",
-                            "-c", "CREATE OR REPLACE TABLE logs.from_file AS SELECT * FROM events"],
+            # Each run into a fresh table: the pipeline takes a file only once.
+            subprocess.run([binary, "--lake", lake, "sql", "-q", "-c", "DROP TABLE IF EXISTS logs.from_file"],
                            check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([binary, "--lake", lake, "ingest", pipeline],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def duckdb_file():
             import duckdb
@@ -154,7 +169,7 @@ columns = {{ player_id = "bigint", event = "text", level = "bigint", latency_ms 
             con.close()
 
         file_results = {
-            "gamelake sql: external JSON table -> CREATE TABLE AS (Delta)": min(timed(gamelake_file) for _ in range(3)),
+            "gamelake ingest (files pipeline, intake record path) -> Delta": min(timed(gamelake_file) for _ in range(3)),
             "DuckDB read_json -> Parquet": min(timed(duckdb_file) for _ in range(3)),
         }
     finally:

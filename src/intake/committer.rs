@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use super::config::IntakeTable;
 use super::metrics::Metrics;
-use super::rows::{DAY, RECEIVED_AT, Rejected, RowBuilder};
+use super::rows::{DAY, RECEIVED_AT, Rejected, build_rows};
 use super::wal::{Entry, Wal, read_segment};
 use crate::error::Result;
 use crate::lake::write::{TableLayout, WriteMode, WriteOptions, WriteOutcome, write_batches};
@@ -136,13 +136,12 @@ impl Committer {
             // Turning records into rows is CPU work: off the async workers that answer senders.
             let shared = entries.clone();
             let (batch, mut refused) = blocking(move || {
-                let mut builder = RowBuilder::new(&config, existing.as_deref())?;
-                for entry in indices.iter().map(|&i| &shared[i]) {
-                    for record in &entry.records {
-                        builder.push(entry.received_at, record);
-                    }
-                }
-                Ok((builder.finish()?, std::mem::take(&mut builder.rejected)))
+                let records: Vec<(i64, &[u8])> = indices
+                    .iter()
+                    .map(|&i| &shared[i])
+                    .flat_map(|e| e.records.iter().map(|r| (e.received_at, r.as_slice())))
+                    .collect();
+                build_rows(&config, existing.as_deref(), &records)
             })
             .await?;
             if let Some(batch) = batch {

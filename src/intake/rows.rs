@@ -458,6 +458,46 @@ impl<'a> RowBuilder<'a> {
     }
 }
 
+/// Turns records `(received_at, JSON text)` into one batch and the rejections, on two threads
+/// when there are many. Each half gets its own builder; the halves agree with what one builder
+/// would make when their columns came out equal (or one half kept no row: it then learned no
+/// column), otherwise the records are built again on one thread.
+pub fn build_rows(
+    config: &IntakeTable,
+    existing: Option<&Schema>,
+    records: &[(i64, &[u8])],
+) -> Result<(Option<RecordBatch>, Vec<Rejected>)> {
+    let one = |part: &[(i64, &[u8])]| -> Result<(Option<RecordBatch>, Vec<Rejected>)> {
+        let mut builder = RowBuilder::new(config, existing)?;
+        for (received_at, record) in part {
+            builder.push(*received_at, record);
+        }
+        Ok((builder.finish()?, std::mem::take(&mut builder.rejected)))
+    };
+    if records.len() < 20_000 {
+        return one(records);
+    }
+    let (first, second) = records.split_at(records.len() / 2);
+    let (a, b) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| one(second));
+        (one(first), other.join())
+    });
+    let ((x, mut rejected), (y, more)) = match (a, b) {
+        (Ok(a), Ok(Ok(b))) => (a, b),
+        _ => return one(records),
+    };
+    rejected.extend(more);
+    let batch = match (x, y) {
+        (Some(x), Some(y)) if x.schema() == y.schema() => {
+            Some(arrow::compute::concat_batches(&x.schema(), [&x, &y])?)
+        }
+        (Some(_), Some(_)) => return one(records),
+        (x, None) => x,
+        (None, y) => y,
+    };
+    Ok((batch, rejected))
+}
+
 /// Checks a table's intake settings (zone, declared types) without data.
 pub fn check_table(config: &IntakeTable) -> Result<()> {
     zone(config)?;
@@ -671,6 +711,49 @@ mod tests {
         let tags = batch.column_by_name("tags").unwrap().as_string::<i32>();
         assert_eq!(tags.value(0), "[1, 2]");
         assert_eq!(batch.num_rows(), 1);
+    }
+
+    #[test]
+    fn two_threads_build_what_one_builder_builds() {
+        let config = table("timezone = \"UTC\"");
+        let one = |records: &[(i64, &[u8])]| {
+            let mut b = RowBuilder::new(&config, None).unwrap();
+            for (t, r) in records {
+                b.push(*t, r);
+            }
+            (b.finish().unwrap(), b.rejected)
+        };
+        let texts: Vec<String> = (0..30_000)
+            .map(|i| match i {
+                // The second half first sees `x` as text, the first half as a number.
+                15_000 => r#"{"time":"2026-11-25T20:00:00Z","player":1,"x":"text"}"#.to_string(),
+                10 => r#"{"time":"2026-11-25T20:00:00Z","player":1,"x":5}"#.to_string(),
+                7 => "not json".to_string(),
+                _ => format!(r#"{{"time":"2026-11-25T20:00:00Z","player":{i}}}"#),
+            })
+            .collect();
+        let records: Vec<(i64, &[u8])> = texts.iter().map(|t| (0, t.as_bytes())).collect();
+        for part in [&records[..], &records[..14_000], &records[16_000..]] {
+            let (batch, rejected) = build_rows(&config, None, part).unwrap();
+            let (expected, expected_rejected) = one(part);
+            assert_eq!(batch, expected);
+            assert_eq!(rejected, expected_rejected);
+        }
+        let (batch, rejected) = build_rows(&config, None, &records).unwrap();
+        assert_eq!(batch.unwrap().num_rows(), 29_998);
+        assert_eq!(
+            rejected.len(),
+            2,
+            "the bad line, and x as text after x as bigint"
+        );
+        // Halves with equal columns are joined: the same rows in the same order.
+        let uniform: Vec<(i64, &[u8])> = records[16_000..]
+            .iter()
+            .chain(&records[16_000..])
+            .copied()
+            .collect();
+        let (batch, rejected) = build_rows(&config, None, &uniform).unwrap();
+        assert_eq!((batch, rejected), one(&uniform));
     }
 
     #[test]

@@ -17,9 +17,9 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use super::config::TableConfig;
 use super::snapshot::SnapshotReport;
 use crate::error::{Error, Result};
-use crate::intake::body::{gunzip, records};
+use crate::intake::body::gunzip;
 use crate::intake::committer::rejected_batch;
-use crate::intake::rows::{DAY, RowBuilder};
+use crate::intake::rows::{DAY, build_rows};
 use crate::lake::write::{
     TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
 };
@@ -91,20 +91,10 @@ pub async fn files_table(
         } else {
             None
         };
-        let mut builder = RowBuilder::new(&settings, existing.as_deref())?;
         let received_at = chrono::Utc::now().timestamp_micros();
-        // A file with no readable record still has every line rejected, with the reason.
-        let lines = records(&text).unwrap_or_else(|_| {
-            text.split(|b| *b == b'\n')
-                .map(<[u8]>::trim_ascii)
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec)
-                .collect()
-        });
-        for record in lines {
-            builder.push(received_at, &record);
-        }
-        let batch = builder.finish()?;
+        let lines = split_records(&text);
+        let records: Vec<(i64, &[u8])> = lines.iter().map(|l| (received_at, *l)).collect();
+        let (batch, rejected) = build_rows(&settings, existing.as_deref(), &records)?;
         let options = |layout| WriteOptions {
             mode: WriteMode::Append,
             layout: Some(layout),
@@ -120,10 +110,10 @@ pub async fn files_table(
         if layout.partition_by.is_empty() {
             layout.partition_by = vec![DAY.to_string()];
         }
-        if !builder.rejected.is_empty() {
-            let rejected = TableRef::new(target.schema.clone(), REJECTED)?;
-            let batch = rejected_batch(&builder.rejected)?;
-            write_batches(lake, &rejected, &state, vec![batch], options(by_day())).await?;
+        if !rejected.is_empty() {
+            let table = TableRef::new(target.schema.clone(), REJECTED)?;
+            let batch = rejected_batch(&rejected)?;
+            write_batches(lake, &table, &state, vec![batch], options(by_day())).await?;
         }
         let Some(batch) = batch else {
             continue;
@@ -149,6 +139,21 @@ pub async fn files_table(
         seconds: started.elapsed().as_secs_f64(),
         outcome: last.unwrap_or(WriteOutcome::AlreadyCommitted { recorded: 1 }),
     })
+}
+
+/// A file's records, borrowed: the elements of a JSON array, else its non-empty lines (a line
+/// that is not a JSON object is rejected with the reason when it is built).
+fn split_records(text: &[u8]) -> Vec<&[u8]> {
+    let trimmed = text.trim_ascii();
+    if trimmed.starts_with(b"[")
+        && let Ok(array) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(trimmed)
+    {
+        return array.iter().map(|r| r.get().as_bytes()).collect();
+    }
+    text.split(|b| *b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// The store holding the files, its URL, and the glob for paths relative to it.
