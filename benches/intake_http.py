@@ -154,11 +154,11 @@ timezone = "+08:00"
 columns = {{ player_id = "bigint", event = "text", level = "bigint", latency_ms = "double" }}
 """)
 
+        runs = iter(range(100))
+
         def gamelake_file():
-            # Each run into a fresh table: the pipeline takes a file only once.
-            subprocess.run([binary, "--lake", lake, "sql", "-q", "-c", "DROP TABLE IF EXISTS logs.from_file"],
-                           check=True, stdout=subprocess.DEVNULL)
-            subprocess.run([binary, "--lake", lake, "ingest", pipeline],
+            # Each run into a new lake: the pipeline takes a file only once.
+            subprocess.run([binary, "--lake", os.path.join(work, f"file-lake-{next(runs)}"), "ingest", pipeline],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def duckdb_file():
