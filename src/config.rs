@@ -134,31 +134,59 @@ impl Config {
 /// Replaces `${NAME}` with the environment variable's value; a missing one is an error at its line.
 pub(crate) fn substitute_env(text: &str, path: &Path) -> Result<String> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            let (line, column) = line_column(text, text.len() - rest.len() + start);
-            return Err(Error::config(path, line, column, "unclosed ${"));
-        };
-        let name = &after[..end];
-        match std::env::var(name) {
-            Ok(value) => out.push_str(&value),
-            Err(_) => {
-                let (line, column) = line_column(text, text.len() - rest.len() + start);
-                return Err(Error::config(
-                    path,
-                    line,
-                    column,
-                    &format!("environment variable {name} is not set (the file uses ${{{name}}})"),
-                ));
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        // `${` in a comment is prose, not a reference.
+        let (code, comment) = line.split_at(comment_start(line));
+        let mut rest = code;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let at = offset + (code.len() - rest.len()) + start;
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                let (line, column) = line_column(text, at);
+                return Err(Error::config(path, line, column, "unclosed ${"));
+            };
+            let name = &after[..end];
+            match std::env::var(name) {
+                Ok(value) => out.push_str(&value),
+                Err(_) => {
+                    let (line, column) = line_column(text, at);
+                    return Err(Error::config(
+                        path,
+                        line,
+                        column,
+                        &format!(
+                            "environment variable {name} is not set (the file uses ${{{name}}})"
+                        ),
+                    ));
+                }
             }
+            rest = &after[end + 1..];
         }
-        rest = &after[end + 1..];
+        out.push_str(rest);
+        out.push_str(comment);
+        offset += line.len();
     }
-    out.push_str(rest);
     Ok(out)
+}
+
+/// Where a TOML line's comment starts: the first `#` outside a quoted string (or the end).
+fn comment_start(line: &str) -> usize {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' => return i,
+            None => {}
+        }
+    }
+    line.len()
 }
 
 /// 1-based line and column of a byte offset.

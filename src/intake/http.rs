@@ -8,11 +8,12 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use serde_json::json;
 
 use super::Intake;
@@ -23,13 +24,13 @@ use crate::lake::TableRef;
 
 /// The routes, over one intake.
 pub fn router(intake: Arc<Intake>) -> Router {
-    let limit = intake.settings.max_body_bytes;
     Router::new()
         .route("/ingest/{table}", post(ingest))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(limit))
+        // The limit is enforced while reading (read_body), so the 413 reaches the sender.
+        .layer(DefaultBodyLimit::disable())
         .with_state(intake)
 }
 
@@ -63,9 +64,13 @@ async fn ingest(
     State(intake): State<Arc<Intake>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let metrics = &intake.metrics;
+    let limit = intake.settings.max_body_bytes;
+    let Some(body) = read_body(body, limit).await else {
+        return body_error(metrics, BodyError::TooLarge(limit));
+    };
     let table = match TableRef::parse(&name) {
         Ok(t) => t,
         Err(e) => return refuse(metrics, StatusCode::NOT_FOUND, e.to_string()),
@@ -128,6 +133,25 @@ async fn ingest(
     }
     Metrics::add(&metrics.received, &name, count);
     answer(metrics, StatusCode::OK, json!({ "received": count }))
+}
+
+/// Reads a body of at most `limit` bytes. A larger one is read on (and dropped) up to four times
+/// the limit before the answer, so that a sender still writing it can read the 413 instead of a
+/// reset connection; beyond that the connection is dropped.
+async fn read_body(body: Body, limit: usize) -> Option<Bytes> {
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        total += chunk.len();
+        if total <= limit {
+            kept.extend_from_slice(&chunk);
+        } else if total > limit.saturating_mul(4) {
+            break;
+        }
+    }
+    (total <= limit).then(|| Bytes::from(kept))
 }
 
 fn body_error(metrics: &Metrics, error: BodyError) -> Response {
