@@ -3,12 +3,14 @@
 use clap::Subcommand;
 
 use super::Context;
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 
 use crate::error::{Error, Result};
 use crate::lake::history::{history_batch, read_history};
 use crate::lake::maintenance;
-use crate::lake::{TableRef, TableVersion};
+use crate::lake::{Lake, TableRef, TableVersion};
 use crate::output::{Format, write_stream};
 
 /// Lake subcommands.
@@ -60,9 +62,7 @@ pub async fn run(context: &Context, command: LakeCommand) -> Result<()> {
             limit,
             format,
         } => {
-            let table = TableRef::parse(&table)?;
-            let lake = context.lake()?;
-            lake.check_reachable().await?;
+            let (table, lake) = open(context, &table).await?;
             let dt = lake.open_table(&table, &TableVersion::Latest).await?;
             let commits = read_history(&dt, &table.to_string(), Some(limit)).await?;
             let batch = history_batch(&commits)?;
@@ -82,10 +82,8 @@ pub async fn run(context: &Context, command: LakeCommand) -> Result<()> {
             since,
             target_size_mb,
         } => {
-            let table = TableRef::parse(&table)?;
             let since = since.as_deref().map(parse_since).transpose()?;
-            let lake = context.lake()?;
-            lake.check_reachable().await?;
+            let (table, lake) = open(context, &table).await?;
             let spinner = crate::progress::bar(0, "", &format!("compacting {table}"));
             let done =
                 maintenance::optimize(&lake, &table, since, target_size_mb.map(|mb| mb << 20))
@@ -106,9 +104,7 @@ pub async fn run(context: &Context, command: LakeCommand) -> Result<()> {
             retain,
             dry_run,
         } => {
-            let table = TableRef::parse(&table)?;
-            let lake = context.lake()?;
-            lake.check_reachable().await?;
+            let (table, lake) = open(context, &table).await?;
             let files = maintenance::vacuum(&lake, &table, retain, dry_run).await?;
             for file in &files {
                 println!("{file}");
@@ -121,6 +117,14 @@ pub async fn run(context: &Context, command: LakeCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Parses a table name and opens the lake, checking it can be reached.
+async fn open(context: &Context, table: &str) -> Result<(TableRef, Arc<Lake>)> {
+    let table = TableRef::parse(table)?;
+    let lake = context.lake()?;
+    lake.check_reachable().await?;
+    Ok((table, lake))
 }
 
 /// `--since`: a date, or an age back from today (UTC).

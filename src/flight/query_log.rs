@@ -122,10 +122,7 @@ async fn append(session: &Session, records: &[QueryRecord]) -> Result<()> {
     let table = TableRef::parse(QUERY_LOG_TABLE)?;
     let state = session.context().state();
     let options = WriteOptions {
-        layout: Some(TableLayout {
-            partition_by: vec!["day".to_string()],
-            ..TableLayout::default()
-        }),
+        layout: Some(TableLayout::partitioned_by(&["day"])),
         ..WriteOptions::new(WriteMode::Append)
     };
     write_batches(

@@ -55,11 +55,7 @@ pub fn records(body: &[u8]) -> Result<Vec<Vec<u8>>, BodyError> {
     }
     // Some lines are not JSON: keep every line (the bad ones will be rejected with the reason),
     // unless none is JSON, in which case the body is not what the endpoint takes.
-    let lines: Vec<&[u8]> = text
-        .split(|b| *b == b'\n')
-        .map(<[u8]>::trim_ascii)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = lines(text);
     if !lines
         .iter()
         .any(|l| serde_json::from_slice::<&RawValue>(l).is_ok())
@@ -70,6 +66,14 @@ pub fn records(body: &[u8]) -> Result<Vec<Vec<u8>>, BodyError> {
         )));
     }
     Ok(lines.into_iter().map(<[u8]>::to_vec).collect())
+}
+
+/// The non-empty lines of a text, trimmed.
+pub fn lines(text: &[u8]) -> Vec<&[u8]> {
+    text.split(|b| *b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -12,18 +12,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::array::RecordBatch;
 use datafusion::execution::SessionState;
 use tokio::sync::watch;
 
 use super::config::IntakeTable;
 use super::metrics::Metrics;
-use super::rows::{DAY, RECEIVED_AT, Rejected, build_rows};
+use super::rejected::{Rejected, rejected_batch, rejections};
+use super::rows::{DAY, build_rows};
 use super::wal::{Entry, Wal, read_segment};
 use crate::error::Result;
 use crate::lake::write::{TableLayout, WriteMode, WriteOptions, WriteOutcome, write_batches};
-use crate::lake::{Lake, REJECTED, TableRef, TableVersion};
+use crate::lake::{Lake, REJECTED, TableRef};
 
 /// Everything a commit needs.
 #[derive(Clone)]
@@ -132,7 +132,7 @@ impl Committer {
             if self.recorded(&table).await? >= Some(version) {
                 continue;
             }
-            let existing = self.schema_of(&table).await?;
+            let existing = self.lake.table_schema(&table).await?;
             // Turning records into rows is CPU work: off the async workers that answer senders.
             let shared = entries.clone();
             let (batch, mut refused) = blocking(move || {
@@ -177,10 +177,7 @@ impl Committer {
     ) -> Result<WriteOutcome> {
         let options = WriteOptions {
             mode: WriteMode::Append,
-            layout: Some(TableLayout {
-                partition_by: vec![DAY.to_string()],
-                ..TableLayout::default()
-            }),
+            layout: Some(TableLayout::partitioned_by(&[DAY])),
             transaction: Some((self.app_id.clone(), version)),
             merge_schema: true,
             // Checkpoints are maintenance's job (src/intake/maintenance.rs), off this hot path.
@@ -193,18 +190,6 @@ impl Committer {
     async fn recorded(&self, table: &TableRef) -> Result<Option<i64>> {
         crate::lake::write::transaction_version(&self.lake, table, &self.app_id).await
     }
-
-    /// The table's current columns, or None if it does not exist yet.
-    async fn schema_of(&self, table: &TableRef) -> Result<Option<SchemaRef>> {
-        if !self.lake.is_table(table).await? {
-            return Ok(None);
-        }
-        let dt = self.lake.open_table(table, &TableVersion::Latest).await?;
-        let snapshot = dt
-            .snapshot()
-            .map_err(|e| crate::error::Error::delta(table.to_string(), e))?;
-        Ok(Some(snapshot.snapshot().arrow_schema()))
-    }
 }
 
 /// Runs CPU or file work on tokio's blocking threads.
@@ -214,55 +199,4 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| crate::error::Error::Unsupported(format!("intake commit task failed: {e}")))?
-}
-
-fn rejections(table: &str, entries: &[&Entry], reason: &str) -> Vec<Rejected> {
-    entries
-        .iter()
-        .flat_map(|entry| {
-            entry.records.iter().map(|record| Rejected {
-                table: table.to_string(),
-                received_at: entry.received_at,
-                reason: reason.to_string(),
-                record: String::from_utf8_lossy(record).into_owned(),
-            })
-        })
-        .collect()
-}
-
-/// `<schema>._rejected`: table, received_at, reason, record, and the UTC day of receipt.
-pub fn rejected_batch(records: &[Rejected]) -> Result<RecordBatch> {
-    let utc = Some("UTC".into());
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("table", DataType::Utf8, false),
-        Field::new(
-            RECEIVED_AT,
-            DataType::Timestamp(TimeUnit::Microsecond, utc.clone()),
-            false,
-        ),
-        Field::new("reason", DataType::Utf8, false),
-        Field::new("record", DataType::Utf8, false),
-        Field::new(DAY, DataType::Date32, false),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            records.iter().map(|r| &r.table),
-        )),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(records.iter().map(|r| r.received_at))
-                .with_timezone_opt(utc),
-        ),
-        Arc::new(StringArray::from_iter_values(
-            records.iter().map(|r| &r.reason),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            records.iter().map(|r| &r.record),
-        )),
-        Arc::new(Date32Array::from_iter_values(
-            records
-                .iter()
-                .map(|r| r.received_at.div_euclid(86_400_000_000) as i32),
-        )),
-    ];
-    Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -9,12 +9,15 @@
 //! a record that cannot be a row goes to `<schema>._rejected` with the reason.
 
 pub mod body;
+mod columns;
 pub mod committer;
 pub mod config;
+mod fields;
 pub mod forward;
 pub mod http;
 pub mod maintenance;
 pub mod metrics;
+pub mod rejected;
 pub mod rows;
 pub mod wal;
 

@@ -1,4 +1,5 @@
-//! Records → Arrow rows of one table, and the reasons for those that cannot be rows.
+//! Records → Arrow rows of one table, and the reasons for those that cannot be rows
+//! ([`super::rejected`]); column types in [`super::columns`], record parsing in [`super::fields`].
 //!
 //! Every table gets three columns from the intake: `event_time` (from the configured time
 //! field, or the time of receipt), `received_at`, and `day` (the event's day in the table's
@@ -14,19 +15,16 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::array::timezone::Tz;
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
-};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use std::borrow::Cow;
-
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use chrono::{DateTime, TimeZone, Utc};
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::columns::{Builder, Cell, Kind, parse_rfc3339};
 use super::config::{IntakeTable, NewFields, TimeFormat};
+use super::fields::{Fields, shown, unquote};
+use super::rejected::Rejected;
 use crate::error::{Error, Result};
 
 /// The event's time (UTC).
@@ -38,251 +36,10 @@ pub const DAY: &str = "day";
 
 const DAYS_FROM_CE_TO_1970: i32 = 719_163;
 
-/// The value types a record's field can have as a column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// 64-bit integer.
-    Int,
-    /// 64-bit float.
-    Float,
-    /// Text; objects and arrays are stored as their JSON text.
-    Text,
-    /// true/false.
-    Bool,
-    /// An RFC 3339 string, stored as a UTC timestamp.
-    Timestamp,
-    /// A day (only the `day` column).
-    Date,
-}
-
-impl Kind {
-    /// A declared type name (`bigint`, `double`, `text`, `boolean`, `timestamp`, `json`).
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "bigint" | "int" | "integer" | "long" | "int64" => Kind::Int,
-            "double" | "float" | "real" | "float64" => Kind::Float,
-            "text" | "string" | "varchar" | "json" => Kind::Text,
-            "boolean" | "bool" => Kind::Bool,
-            "timestamp" | "timestamptz" => Kind::Timestamp,
-            _ => return None,
-        })
-    }
-
-    fn of_arrow(data_type: &DataType) -> Option<Self> {
-        Some(match data_type {
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => Kind::Int,
-            DataType::Float32 | DataType::Float64 => Kind::Float,
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Kind::Text,
-            DataType::Boolean => Kind::Bool,
-            DataType::Timestamp(_, _) => Kind::Timestamp,
-            DataType::Date32 => Kind::Date,
-            _ => return None,
-        })
-    }
-
-    /// The kind of a field's first non-null value (None for null).
-    fn infer(raw: &str) -> Option<Self> {
-        Some(match raw.as_bytes().first() {
-            None | Some(b'n') => return None,
-            Some(b't' | b'f') => Kind::Bool,
-            Some(b'"' | b'{' | b'[') => Kind::Text,
-            _ if raw.parse::<i64>().is_ok() => Kind::Int,
-            _ => Kind::Float,
-        })
-    }
-
-    fn arrow(self) -> DataType {
-        match self {
-            Kind::Int => DataType::Int64,
-            Kind::Float => DataType::Float64,
-            Kind::Text => DataType::Utf8,
-            Kind::Bool => DataType::Boolean,
-            Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            Kind::Date => DataType::Date32,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Int => "bigint",
-            Kind::Float => "double",
-            Kind::Text => "text",
-            Kind::Bool => "boolean",
-            Kind::Timestamp => "timestamp",
-            Kind::Date => "date",
-        }
-    }
-
-    /// A field's value (its JSON text) as a cell of this kind, or why it cannot be one.
-    fn cell(self, raw: &str) -> std::result::Result<Option<Cell<'_>>, String> {
-        let first = raw.as_bytes().first().copied().unwrap_or(b'n');
-        let number = first == b'-' || first.is_ascii_digit();
-        let cell = match (self, first) {
-            (_, b'n') => return Ok(None),
-            (Kind::Int, _) if number => raw.parse().ok().map(Cell::Int),
-            (Kind::Float, _) if number => raw.parse().ok().map(Cell::Float),
-            (Kind::Text, b'"') => unquote(raw).map(Cell::Text),
-            // Objects and arrays are kept as the JSON text they were sent as.
-            (Kind::Text, b'{' | b'[') => Some(Cell::Text(Cow::Borrowed(raw))),
-            (Kind::Bool, b't' | b'f') => Some(Cell::Bool(first == b't')),
-            (Kind::Timestamp, b'"') => unquote(raw)
-                .and_then(|s| parse_rfc3339(&s))
-                .map(Cell::Micros),
-            _ => None,
-        };
-        cell.map(Some)
-            .ok_or_else(|| format!("expected {}, got {}", self.name(), shown(raw)))
-    }
-}
-
-/// The text of a JSON string, borrowed when it has no escapes.
-fn unquote(raw: &str) -> Option<Cow<'_, str>> {
-    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    if inner.contains('\\') {
-        serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
-    } else {
-        Some(Cow::Borrowed(inner))
-    }
-}
-
-/// A record's fields as sent: names and JSON texts, borrowed from the record. Parsing into
-/// this instead of a `serde_json::Value` tree avoids an allocation per field and value.
-struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'a> Fields<'a> {
-    fn get(&self, name: &str) -> Option<&'a RawValue> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
-    }
-}
-
-impl<'de> Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct Object;
-        impl<'de> Visitor<'de> for Object {
-            type Value = Fields<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Fields<'de>, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-                    fields.push((k, v));
-                }
-                Ok(Fields(fields))
-            }
-        }
-        deserializer.deserialize_map(Object)
-    }
-}
-
-/// A field name, borrowed unless it has escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct Name;
-        impl<'de> Visitor<'de> for Name {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> std::result::Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-        }
-        deserializer.deserialize_str(Name)
-    }
-}
-
-/// One value of a row.
-enum Cell<'a> {
-    Int(i64),
-    Float(f64),
-    Text(Cow<'a, str>),
-    Bool(bool),
-    Micros(i64),
-    Day(i32),
-}
-
-enum Builder {
-    Int(Int64Builder),
-    Float(Float64Builder),
-    Text(StringBuilder),
-    Bool(BooleanBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
-    Date(Date32Builder),
-}
-
-impl Builder {
-    fn new(kind: Kind, nulls: usize) -> Self {
-        let mut builder = match kind {
-            Kind::Int => Builder::Int(Int64Builder::new()),
-            Kind::Float => Builder::Float(Float64Builder::new()),
-            Kind::Text => Builder::Text(StringBuilder::new()),
-            Kind::Bool => Builder::Bool(BooleanBuilder::new()),
-            Kind::Timestamp => {
-                Builder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
-            }
-            Kind::Date => Builder::Date(Date32Builder::new()),
-        };
-        for _ in 0..nulls {
-            builder.push(None);
-        }
-        builder
-    }
-
-    fn push(&mut self, cell: Option<Cell<'_>>) {
-        match (self, cell) {
-            (Builder::Int(b), Some(Cell::Int(v))) => b.append_value(v),
-            (Builder::Float(b), Some(Cell::Float(v))) => b.append_value(v),
-            (Builder::Text(b), Some(Cell::Text(v))) => b.append_value(v.as_ref()),
-            (Builder::Bool(b), Some(Cell::Bool(v))) => b.append_value(v),
-            (Builder::Timestamp(b), Some(Cell::Micros(v))) => b.append_value(v),
-            (Builder::Date(b), Some(Cell::Day(v))) => b.append_value(v),
-            (Builder::Int(b), _) => b.append_null(),
-            (Builder::Float(b), _) => b.append_null(),
-            (Builder::Text(b), _) => b.append_null(),
-            (Builder::Bool(b), _) => b.append_null(),
-            (Builder::Timestamp(b), _) => b.append_null(),
-            (Builder::Date(b), _) => b.append_null(),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Builder::Int(b) => Arc::new(b.finish()),
-            Builder::Float(b) => Arc::new(b.finish()),
-            Builder::Text(b) => Arc::new(b.finish()),
-            Builder::Bool(b) => Arc::new(b.finish()),
-            Builder::Timestamp(b) => Arc::new(b.finish()),
-            Builder::Date(b) => Arc::new(b.finish()),
-        }
-    }
-}
-
 struct Column {
     field: Field,
     kind: Kind,
     builder: Builder,
-}
-
-/// A record that cannot be a row, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rejected {
-    /// `schema.table` the record was sent to.
-    pub table: String,
-    /// When it was received, microseconds since 1970.
-    pub received_at: i64,
-    /// Why it was rejected.
-    pub reason: String,
-    /// The record as sent (invalid UTF-8 replaced).
-    pub record: String,
 }
 
 /// Turns one table's records into a batch with the table's columns (and any new ones).
@@ -539,12 +296,6 @@ fn day_in(zone: &Tz, micros: i64) -> i32 {
     chrono::Datelike::num_days_from_ce(&local.date_naive()) - DAYS_FROM_CE_TO_1970
 }
 
-fn parse_rfc3339(text: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.timestamp_micros())
-}
-
 /// An event time (the field's JSON text) in microseconds since 1970.
 fn parse_time(raw: &str, format: TimeFormat) -> Option<i64> {
     let number = || match unquote(raw) {
@@ -570,18 +321,11 @@ fn format_name(format: TimeFormat) -> &'static str {
     }
 }
 
-/// A value (JSON text) for an error message, cut to a readable length.
-fn shown(raw: &str) -> String {
-    match raw.char_indices().nth(60) {
-        Some((cut, _)) => format!("{}...", &raw[..cut]),
-        None => raw.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
+    use arrow::datatypes::DataType;
     use arrow::datatypes::{Date32Type, Int64Type};
 
     fn table(extra: &str) -> IntakeTable {

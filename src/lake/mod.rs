@@ -128,6 +128,21 @@ impl Lake {
         Ok(names)
     }
 
+    /// A table's current columns, or None if it does not exist yet.
+    pub async fn table_schema(
+        &self,
+        table: &TableRef,
+    ) -> Result<Option<datafusion::arrow::datatypes::SchemaRef>> {
+        if !self.is_table(table).await? {
+            return Ok(None);
+        }
+        let dt = self.open_table(table, &TableVersion::Latest).await?;
+        let snapshot = dt
+            .snapshot()
+            .map_err(|e| Error::delta(table.to_string(), e))?;
+        Ok(Some(snapshot.snapshot().arrow_schema()))
+    }
+
     /// Whether a table's folder holds a Delta log.
     pub async fn is_table(&self, table: &TableRef) -> Result<bool> {
         let log = Path::from(format!("{}_delta_log", table.folder()));

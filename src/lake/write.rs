@@ -74,6 +74,14 @@ impl Default for TableLayout {
 }
 
 impl TableLayout {
+    /// The default layout, partitioned by `columns`.
+    pub fn partitioned_by(columns: &[&str]) -> Self {
+        Self {
+            partition_by: columns.iter().map(|c| c.to_string()).collect(),
+            ..Self::default()
+        }
+    }
+
     /// The layout recorded in an existing table (its partition columns and `gamelake.*` properties).
     pub fn of_table(table: &DeltaTable) -> Result<Self> {
         let name = table.table_url().to_string();

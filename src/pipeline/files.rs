@@ -17,13 +17,13 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use super::config::TableConfig;
 use super::snapshot::SnapshotReport;
 use crate::error::{Error, Result};
-use crate::intake::body::gunzip;
-use crate::intake::committer::rejected_batch;
+use crate::intake::body::{gunzip, lines};
+use crate::intake::rejected::rejected_batch;
 use crate::intake::rows::{DAY, build_rows};
 use crate::lake::write::{
     TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
 };
-use crate::lake::{LakeLocation, REJECTED, TableRef, TableVersion};
+use crate::lake::{LakeLocation, REJECTED, TableRef};
 use crate::query::Session;
 
 /// A decompressed file larger than this is refused (it would be held in memory whole).
@@ -61,6 +61,10 @@ pub async fn files_table(
         "files",
         &format!("{} <- {pattern}", table.to),
     );
+    let mut layout = table.layout();
+    if layout.partition_by.is_empty() {
+        layout.partition_by = vec![DAY.to_string()];
+    }
     let (mut rows, mut skipped, mut last) = (0usize, 0usize, None);
     for file in &files {
         bar.inc(1);
@@ -76,25 +80,20 @@ pub async fn files_table(
             .bytes()
             .await
             .map_err(|e| Error::Unsupported(format!("cannot read {base}{file}: {e}")))?;
-        let text = if file.as_ref().ends_with(".gz") {
-            gunzip(&bytes, MAX_FILE_BYTES)
-                .map_err(|e| Error::Unsupported(format!("{base}{file}: {e:?}")))?
+        let unzipped;
+        let text: &[u8] = if file.as_ref().ends_with(".gz") {
+            unzipped = gunzip(&bytes, MAX_FILE_BYTES)
+                .map_err(|e| Error::Unsupported(format!("{base}{file}: {e:?}")))?;
+            &unzipped
         } else {
-            bytes.to_vec()
+            &bytes
         };
-        let existing = if lake.is_table(&target).await? {
-            let dt = lake.open_table(&target, &TableVersion::Latest).await?;
-            let snapshot = dt
-                .snapshot()
-                .map_err(|e| Error::delta(target.to_string(), e))?;
-            Some(snapshot.snapshot().arrow_schema())
-        } else {
-            None
-        };
+        let existing = lake.table_schema(&target).await?;
         let received_at = chrono::Utc::now().timestamp_micros();
-        let lines = split_records(&text);
-        let records: Vec<(i64, &[u8])> = lines.iter().map(|l| (received_at, *l)).collect();
-        let (batch, rejected) = build_rows(&settings, existing.as_deref(), &records)?;
+        let records: Vec<(i64, &[u8])> = split_records(text)
+            .into_iter()
+            .map(|l| (received_at, l))
+            .collect();
         let options = |layout| WriteOptions {
             mode: WriteMode::Append,
             layout: Some(layout),
@@ -102,24 +101,19 @@ pub async fn files_table(
             merge_schema: true,
             checkpoint: true,
         };
-        let by_day = || TableLayout {
-            partition_by: vec![DAY.to_string()],
-            ..TableLayout::default()
-        };
-        let mut layout = table.layout();
-        if layout.partition_by.is_empty() {
-            layout.partition_by = vec![DAY.to_string()];
-        }
+        let (batch, rejected) = build_rows(&settings, existing.as_deref(), &records)?;
         if !rejected.is_empty() {
             let table = TableRef::new(target.schema.clone(), REJECTED)?;
             let batch = rejected_batch(&rejected)?;
-            write_batches(lake, &table, &state, vec![batch], options(by_day())).await?;
+            let layout = TableLayout::partitioned_by(&[DAY]);
+            write_batches(lake, &table, &state, vec![batch], options(layout)).await?;
         }
         let Some(batch) = batch else {
             continue;
         };
         let n = batch.num_rows();
-        let outcome = write_batches(lake, &target, &state, vec![batch], options(layout)).await?;
+        let outcome =
+            write_batches(lake, &target, &state, vec![batch], options(layout.clone())).await?;
         if let WriteOutcome::Committed { .. } = outcome {
             rows += n;
         }
@@ -150,10 +144,7 @@ fn split_records(text: &[u8]) -> Vec<&[u8]> {
     {
         return array.iter().map(|r| r.get().as_bytes()).collect();
     }
-    text.split(|b| *b == b'\n')
-        .map(<[u8]>::trim_ascii)
-        .filter(|l| !l.is_empty())
-        .collect()
+    lines(text)
 }
 
 /// The store holding the files, its URL, and the glob for paths relative to it.

@@ -839,33 +839,24 @@ async fn maintenance_compacts_small_files_while_appends_continue_then_vacuum_del
     );
     let table_dir = lake.path().join("logs/stream");
     let before = data_files(&table_dir);
-    let listed = crate::support::gamelake_ok(
-        &[
+    let location = lake.location();
+    let vacuum = |extra: &[&str]| {
+        let mut args = vec![
             "--lake",
-            &lake.location(),
+            &location,
             "lake",
             "vacuum",
             "logs.stream",
             "--retain",
             "0s",
-            "--dry-run",
-        ],
-        &[],
-    );
+        ];
+        args.extend_from_slice(extra);
+        crate::support::gamelake_ok(&args, &[])
+    };
+    let listed = vacuum(&["--dry-run"]);
     assert_eq!(data_files(&table_dir), before, "a dry run deletes nothing");
     assert!(listed.lines().count() > 1, "{listed}");
-    crate::support::gamelake_ok(
-        &[
-            "--lake",
-            &lake.location(),
-            "lake",
-            "vacuum",
-            "logs.stream",
-            "--retain",
-            "0s",
-        ],
-        &[],
-    );
+    vacuum(&[]);
     assert_eq!(data_files(&table_dir), before - listed.lines().count());
     let session = lake.session().await;
     let days = rows(&session, "SELECT count(DISTINCT day) FROM logs.stream").await;
