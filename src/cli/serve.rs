@@ -245,7 +245,7 @@ async fn intake(
     let interval = settings.commit_interval;
     let compact_interval = settings.compact_interval;
     let wal_dir = settings.wal_dir.clone();
-    let (intake, committer) = Intake::open(&session, config, settings)?;
+    let (intake, committer) = Intake::open(&session, config, settings).await?;
     let maintenance = (!compact_interval.is_zero()).then(|| {
         crate::intake::maintenance::run(
             session.lake().clone(),

@@ -90,8 +90,9 @@ impl Committer {
         let segments = self.wal.sealed(below)?;
         for (seq, path) in &segments {
             let started = Instant::now();
-            self.commit_segment(*seq, path).await?;
-            self.wal.remove(path)?;
+            let keys = self.commit_segment(*seq, path).await?;
+            let keys: Vec<(i64, &str)> = keys.iter().map(|(at, k)| (*at, k.as_str())).collect();
+            self.wal.remove(path, &keys)?;
             self.metrics.commits.inc();
             self.metrics
                 .commit_seconds
@@ -100,7 +101,8 @@ impl Committer {
         Ok(segments.len())
     }
 
-    async fn commit_segment(&self, seq: u64, path: &Path) -> Result<()> {
+    /// Commits one segment; returns the idempotency keys of its entries (received at, key).
+    async fn commit_segment(&self, seq: u64, path: &Path) -> Result<Vec<(i64, String)>> {
         let owned = path.to_path_buf();
         let (entries, torn) = blocking(move || read_segment(&owned)).await?;
         if torn > 0 {
@@ -123,6 +125,8 @@ impl Committer {
                 // The table left the config between receipt and commit.
                 let reason = format!("{name} is not in [[intake.tables]] of the config");
                 let mine: Vec<&Entry> = indices.iter().map(|&i| &entries[i]).collect();
+                let n = mine.iter().map(|e| e.records.len()).sum();
+                Metrics::add(&self.metrics.rejected, &name, n);
                 rejected
                     .entry(table.schema.clone())
                     .or_default()
@@ -166,7 +170,10 @@ impl Committer {
                 Metrics::add(&self.metrics.committed, &table.to_string(), n);
             }
         }
-        Ok(())
+        Ok(entries
+            .iter()
+            .filter_map(|e| Some((e.received_at, e.key.clone()?)))
+            .collect())
     }
 
     async fn write(

@@ -5,6 +5,7 @@
 //! [intake]
 //! wal_dir = "/var/lib/gamelake/wal"   # default: <lake>/_wal for a local lake
 //! commit_interval = "1s"              # a Delta commit per table at most this often
+//! dedup_window = "1h"                 # a retried batch with the same key is stored once
 //! [[intake.tokens]]
 //! name = "game-servers-bj"
 //! token = "${INTAKE_TOKEN_BJ}"         # ${VAR} reads the environment
@@ -52,6 +53,11 @@ pub struct IntakeConfig {
     /// checkpointed, for every intake table (default 10m; "0s" turns maintenance off).
     #[serde(default, deserialize_with = "crate::config::duration")]
     pub compact_interval: Option<Duration>,
+    /// How long a sender's idempotency key (Fluentd forward `chunk`, HTTP `Idempotency-Key`) is
+    /// remembered, so that a retry within it is acknowledged without being stored twice
+    /// (default 1h; "0s" turns it off).
+    #[serde(default, deserialize_with = "crate::config::duration")]
+    pub dedup_window: Option<Duration>,
     /// Who may send: bearer tokens and the tables each may write.
     #[serde(default)]
     pub tokens: Vec<IntakeToken>,
@@ -173,6 +179,8 @@ pub struct IntakeSettings {
     pub node: String,
     /// Maintenance period (zero: off).
     pub compact_interval: Duration,
+    /// How long idempotency keys are remembered (zero: off).
+    pub dedup_window: Duration,
 }
 
 impl IntakeConfig {
@@ -196,6 +204,7 @@ impl IntakeConfig {
             max_pending_bytes: mb(self.max_pending_mb, 1024),
             node: self.node.clone().unwrap_or_else(|| "intake".to_string()),
             compact_interval: self.compact_interval.unwrap_or(Duration::from_secs(600)),
+            dedup_window: self.dedup_window.unwrap_or(Duration::from_secs(3600)),
         })
     }
 }

@@ -6,7 +6,8 @@
 //! `[time, record]` entries) and CompressedPackedForward (the same, gzip, with
 //! `option.compressed = "gzip"`). When the sender asks for an acknowledgement
 //! (`option.chunk`), `{"ack": chunk}` is sent only after the records are durable in the
-//! write-ahead log. With `[[intake.tokens]]` configured, a connection must first pass the
+//! write-ahead log; a chunk resent because its ack was lost is acknowledged again without being
+//! stored twice (its id is the idempotency key). With `[[intake.tokens]]` configured, a connection must first pass the
 //! protocol's shared-key handshake (HELO/PING/PONG), the shared key being one of the tokens.
 //!
 //! The tag picks the table (`tags` of `[[intake.tables]]`). The entry's time is written into
@@ -28,7 +29,7 @@ use sha2::{Digest, Sha512};
 use super::Intake;
 use super::config::{IntakeTable, IntakeToken, TimeFormat};
 use super::metrics::{Metrics, StatusLabel};
-use super::wal::Entry;
+use super::wal::{Entry, Stored};
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
 
@@ -145,11 +146,20 @@ fn connection(
             table: name.to_string(),
             received_at,
             records,
+            // Fluentd resends an unacknowledged chunk with the same id.
+            key: message
+                .chunk
+                .as_ref()
+                .map(|c| format!("forward:{name}:{c}")),
         };
-        runtime
+        let stored = runtime
             .block_on(intake.wal.append(&entry))
             .map_err(|e| format!("could not store records durably ({e}); not acknowledged"))?;
-        Metrics::add(&intake.metrics.received, name, n);
+        let counter = match stored {
+            Stored::New => &intake.metrics.received,
+            Stored::Duplicate => &intake.metrics.duplicates,
+        };
+        Metrics::add(counter, name, n);
         count(&intake.metrics, "ok");
         if let Some(chunk) = message.chunk {
             let ack = Value::Map(vec![(Value::from("ack"), Value::from(chunk))]);

@@ -3,7 +3,9 @@
 //! `/metrics`.
 //!
 //! A 200 means the records are fsynced in the write-ahead log: they will be committed even if
-//! the server dies now. Shippers retry anything else; 503 and 429 carry `Retry-After`.
+//! the server dies now. Shippers retry anything else; 503 and 429 carry `Retry-After`. A sender
+//! that sets `Idempotency-Key` on a request gets its retries of that request acknowledged
+//! without the records being stored again (within `[intake] dedup_window`).
 
 use std::sync::Arc;
 
@@ -19,8 +21,11 @@ use serde_json::json;
 use super::Intake;
 use super::body::{BodyError, gunzip, records};
 use super::metrics::{Metrics, StatusLabel};
-use super::wal::Entry;
+use super::wal::{Entry, Stored};
 use crate::lake::TableRef;
+
+/// The request header naming a batch, so that its retries are stored once.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The routes, over one intake.
 pub fn router(intake: Arc<Intake>) -> Router {
@@ -75,9 +80,10 @@ async fn ingest(
         Ok(t) => t,
         Err(e) => return refuse(metrics, StatusCode::NOT_FOUND, e.to_string()),
     };
-    if let Err((status, message)) = intake.check_sender(bearer(&headers), &table) {
-        return refuse(metrics, status, message);
-    }
+    let sender = match intake.check_sender(bearer(&headers), &table) {
+        Ok(sender) => sender,
+        Err((status, message)) => return refuse(metrics, status, message),
+    };
     if !intake.tables.contains_key(&name) {
         return refuse(
             metrics,
@@ -118,21 +124,39 @@ async fn ingest(
         Err(e) => return body_error(metrics, e),
     };
     let count = records.len();
+    // A sender's key is its own: namespaced by who sent it and where.
+    let key = headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(|k| format!("http:{sender}:{name}:{}", k.trim()));
     let entry = Entry {
         table: name.clone(),
         received_at: chrono::Utc::now().timestamp_micros(),
         records,
+        key,
     };
-    if let Err(e) = intake.wal.append(&entry).await {
-        tracing::error!("intake: write-ahead log append failed: {e}");
-        return refuse(
-            metrics,
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("could not store the records durably ({e}); retry"),
-        );
+    match intake.wal.append(&entry).await {
+        Ok(Stored::New) => {
+            Metrics::add(&metrics.received, &name, count);
+            answer(metrics, StatusCode::OK, json!({ "received": count }))
+        }
+        Ok(Stored::Duplicate) => {
+            Metrics::add(&metrics.duplicates, &name, count);
+            answer(
+                metrics,
+                StatusCode::OK,
+                json!({ "received": count, "duplicate": true }),
+            )
+        }
+        Err(e) => {
+            tracing::error!("intake: write-ahead log append failed: {e}");
+            refuse(
+                metrics,
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("could not store the records durably ({e}); retry"),
+            )
+        }
     }
-    Metrics::add(&metrics.received, &name, count);
-    answer(metrics, StatusCode::OK, json!({ "received": count }))
 }
 
 /// Reads a body of at most `limit` bytes. A larger one is read on (and dropped) up to four times

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub committed: Family<TableLabel, Counter>,
     /// Records rejected (to `<schema>._rejected`), by the table they were sent to.
     pub rejected: Family<TableLabel, Counter>,
+    /// Records of retried batches already stored (same idempotency key), acknowledged again
+    /// without storing them, by table.
+    pub duplicates: Family<TableLabel, Counter>,
     /// Intake requests, by response status.
     pub requests: Family<StatusLabel, Counter>,
     /// Write-ahead log segments committed.
@@ -53,6 +56,7 @@ impl Default for Metrics {
             received: Family::default(),
             committed: Family::default(),
             rejected: Family::default(),
+            duplicates: Family::default(),
             requests: Family::default(),
             commits: Counter::default(),
             commit_failures: Counter::default(),
@@ -76,6 +80,11 @@ impl Default for Metrics {
             "records_rejected",
             "Records written to <schema>._rejected instead, by the table they were sent to",
             metrics.rejected.clone(),
+        );
+        registry.register(
+            "records_duplicate",
+            "Records of retried batches (same idempotency key) acknowledged without storing them again",
+            metrics.duplicates.clone(),
         );
         registry.register(
             "requests",

@@ -9,9 +9,10 @@
 //! a record that cannot be a row goes to `<schema>._rejected` with the reason.
 
 pub mod body;
-mod columns;
+pub mod columns;
 pub mod committer;
 pub mod config;
+mod dedup;
 mod fields;
 pub mod forward;
 pub mod http;
@@ -33,7 +34,8 @@ pub use metrics::Metrics;
 pub use wal::Wal;
 
 use crate::error::{Error, Result};
-use crate::lake::TableRef;
+use crate::lake::write::transaction_version;
+use crate::lake::{REJECTED, TableRef};
 use crate::query::Session;
 
 /// The state the HTTP handlers share.
@@ -53,7 +55,7 @@ pub struct Intake {
 impl Intake {
     /// Opens the write-ahead log and checks the tables. Returns the shared state and the
     /// committer to run beside the HTTP server.
-    pub fn open(
+    pub async fn open(
         session: &Session,
         config: &IntakeConfig,
         settings: IntakeSettings,
@@ -78,14 +80,33 @@ impl Intake {
             }
         }
         let tables = Arc::new(tables);
-        let wal = Wal::open(&settings.wal_dir, settings.commit_bytes)?;
+        let app_id = format!("gamelake-intake:{}", settings.node);
+        // The tables' exactly-once markers bound the segment numbers already used.
+        let mut floor = 0;
+        for name in tables.keys() {
+            let table = TableRef::parse(name)?;
+            let rejected = TableRef::new(table.schema.clone(), REJECTED)?;
+            for t in [&table, &rejected] {
+                if !session.lake().is_table(t).await? {
+                    continue;
+                }
+                let recorded = transaction_version(session.lake(), t, &app_id).await?;
+                floor = floor.max(recorded.unwrap_or(0).max(0) as u64);
+            }
+        }
+        let wal = Wal::open(
+            &settings.wal_dir,
+            settings.commit_bytes,
+            settings.dedup_window,
+            floor + 1,
+        )?;
         let metrics = Arc::new(Metrics::default());
         let committer = Committer {
             lake: session.lake().clone(),
             state: session.context().state(),
             wal: wal.clone(),
             tables: tables.clone(),
-            app_id: format!("gamelake-intake:{}", settings.node),
+            app_id,
             metrics: metrics.clone(),
         };
         let intake = Arc::new(Self {
@@ -112,14 +133,15 @@ impl Intake {
     }
 
     /// Checks a request's bearer token against the configured ones (comparing digests, so the
-    /// time taken does not reveal how much of a token matched).
+    /// time taken does not reveal how much of a token matched). Answers the sender's name (empty
+    /// when no tokens are configured).
     pub fn check_sender(
         &self,
         bearer: Option<&str>,
         table: &TableRef,
-    ) -> std::result::Result<(), (StatusCode, String)> {
+    ) -> std::result::Result<&str, (StatusCode, String)> {
         if self.tokens.is_empty() {
-            return Ok(());
+            return Ok("");
         }
         let Some(given) = bearer else {
             return Err((
@@ -142,6 +164,6 @@ impl Intake {
                 format!("token '{}' may not write {table}", token.name),
             ));
         }
-        Ok(())
+        Ok(&token.name)
     }
 }

@@ -9,15 +9,21 @@
 //! A segment `<dir>/<seq:020>.wal` is a sequence of frames `[len u32 LE][crc32 u32 LE][payload]`.
 //! A frame whose length or checksum does not match ends the segment: it was torn by a crash
 //! before its fsync, so it was never acknowledged.
+//!
+//! An entry may carry the sender's idempotency key; an append whose key was stored within the
+//! dedup window is answered [`Stored::Duplicate`] without writing it again ([`super::dedup`]).
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::dedup::{KeyFiles, Seen};
 use crate::error::{Error, Result};
 
 /// Records of one request for one table, as the sender wrote them (JSON text each).
@@ -29,13 +35,28 @@ pub struct Entry {
     pub received_at: i64,
     /// The records, each the bytes of one JSON value (possibly invalid: it is judged at commit).
     pub records: Vec<Vec<u8>>,
+    /// The sender's idempotency key for this batch, if it gave one (namespaced by the receiver).
+    pub key: Option<String>,
 }
+
+/// What an append did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// The entry is on disk.
+    New,
+    /// An entry with the same key was stored before (a sender's retry); nothing was written.
+    Duplicate,
+}
+
+/// Answers an append once its fate is durable.
+type Done = oneshot::Sender<std::io::Result<Stored>>;
 
 /// Appends go to one writer thread that fsyncs once for every batch of waiting appends.
 enum Command {
     Append {
         frame: Vec<u8>,
-        done: oneshot::Sender<std::io::Result<()>>,
+        key: Option<(String, i64)>,
+        done: Done,
     },
     /// Close the open segment; answers the number the next segment will have.
     Seal { done: oneshot::Sender<u64> },
@@ -48,21 +69,57 @@ pub struct Wal {
     commands: mpsc::UnboundedSender<Command>,
     pending: Arc<AtomicU64>,
     full: Arc<Notify>,
+    keys: Arc<KeyFiles>,
 }
 
 impl Wal {
     /// Opens (creating) the log folder. Segments left by an earlier run stay for the committer;
     /// new appends go to a new segment after them. `commit_bytes` is the open segment's size at
-    /// which [`Wal::full`] is notified.
-    pub fn open(dir: &Path, commit_bytes: u64) -> Result<Self> {
+    /// which [`Wal::full`] is notified; idempotency keys are remembered for `dedup_window`.
+    ///
+    /// Segment numbers never repeat: they are the exactly-once markers in the tables, so a
+    /// number a table already records would be skipped. The next one is above every segment
+    /// left, above the last one removed (kept in `last-removed`), and at least `min_next` (the
+    /// caller's floor from the tables' markers, for a log folder that was lost).
+    pub fn open(
+        dir: &Path,
+        commit_bytes: u64,
+        dedup_window: Duration,
+        min_next: u64,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let existing = segments(dir)?;
-        let next = existing.last().map(|(seq, _)| seq + 1).unwrap_or(1);
+        let next = existing
+            .last()
+            .map(|(seq, _)| seq + 1)
+            .unwrap_or(1)
+            .max(last_removed(dir)? + 1)
+            .max(min_next);
         let mut pending = 0;
         for (_, path) in &existing {
             pending += std::fs::metadata(path)
                 .map_err(|e| Error::io(path, e))?
                 .len();
+        }
+        let window_us = i64::try_from(dedup_window.as_micros()).unwrap_or(i64::MAX);
+        let keys = Arc::new(KeyFiles::new(dir, window_us));
+        let now = now_us();
+        let mut seen = Seen::new(window_us);
+        if window_us > 0 {
+            let mut known = keys.load(now)?;
+            for (_, path) in &existing {
+                let (entries, _) = read_segment(path)?;
+                known.extend(
+                    entries
+                        .into_iter()
+                        .filter_map(|e| Some((e.received_at, e.key?))),
+                );
+            }
+            known.sort();
+            for (at, key) in known {
+                seen.insert(key, at);
+            }
+            seen.prune(now);
         }
         let pending = Arc::new(AtomicU64::new(pending));
         let full = Arc::new(Notify::new());
@@ -74,6 +131,7 @@ impl Wal {
             commit_bytes,
             pending: pending.clone(),
             full: full.clone(),
+            seen,
         };
         std::thread::Builder::new()
             .name("gamelake-wal".to_string())
@@ -84,15 +142,18 @@ impl Wal {
             commands,
             pending,
             full,
+            keys,
         })
     }
 
-    /// Appends an entry; returns once it is on disk (fsynced).
-    pub async fn append(&self, entry: &Entry) -> Result<()> {
+    /// Appends an entry; returns once it is on disk (fsynced), or once the earlier entry with
+    /// the same key is.
+    pub async fn append(&self, entry: &Entry) -> Result<Stored> {
         let frame = frame(&encode(entry));
+        let key = entry.key.clone().map(|k| (k, entry.received_at));
         let (done, answer) = oneshot::channel();
         self.commands
-            .send(Command::Append { frame, done })
+            .send(Command::Append { frame, key, done })
             .map_err(|_| self.stopped())?;
         answer
             .await
@@ -118,8 +179,17 @@ impl Wal {
             .collect())
     }
 
-    /// Deletes a segment whose entries are all committed.
-    pub fn remove(&self, path: &Path) -> Result<()> {
+    /// Deletes a segment whose entries are all committed, after recording their idempotency
+    /// keys (received at, key) so that a restart still knows them.
+    pub fn remove(&self, path: &Path, keys: &[(i64, &str)]) -> Result<()> {
+        self.keys.record(keys, now_us())?;
+        if let Some(seq) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            record_last_removed(&self.dir, seq)?;
+        }
         let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
         self.pending.fetch_sub(
@@ -160,53 +230,70 @@ struct Writer {
     commit_bytes: u64,
     pending: Arc<AtomicU64>,
     full: Arc<Notify>,
+    seen: Seen,
+}
+
+/// Appends gathered for one write and fsync.
+#[derive(Default)]
+struct Batch {
+    frames: Vec<u8>,
+    waiting: Vec<(Done, Stored)>,
+    keys: HashMap<String, i64>,
 }
 
 impl Writer {
     fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Command>) {
         while let Some(first) = receiver.blocking_recv() {
-            let mut frames = Vec::new();
-            let mut waiting = Vec::new();
+            let mut batch = Batch::default();
             let mut next = Some(first);
             while let Some(command) = next.take() {
                 match command {
-                    Command::Append { frame, done } => {
-                        frames.extend_from_slice(&frame);
-                        waiting.push(done);
-                        if frames.len() < 32 * 1024 * 1024 {
+                    Command::Append { frame, key, done } => {
+                        let repeated = key.as_ref().is_some_and(|(k, _)| {
+                            self.seen.contains(k) || batch.keys.contains_key(k)
+                        });
+                        if repeated {
+                            batch.waiting.push((done, Stored::Duplicate));
+                        } else {
+                            batch.frames.extend_from_slice(&frame);
+                            batch.waiting.push((done, Stored::New));
+                            batch.keys.extend(key);
+                        }
+                        if batch.frames.len() < 32 * 1024 * 1024 {
                             next = receiver.try_recv().ok();
                         }
                     }
                     Command::Seal { done } => {
-                        self.flush(&frames, waiting.drain(..));
-                        frames.clear();
+                        self.flush(std::mem::take(&mut batch));
                         self.open = None;
                         let _ = done.send(self.next);
                         next = receiver.try_recv().ok();
                     }
                 }
             }
-            self.flush(&frames, waiting.into_iter());
+            self.flush(batch);
         }
     }
 
-    /// Writes frames and fsyncs, then answers every waiting sender.
-    fn flush(
-        &mut self,
-        frames: &[u8],
-        waiting: impl Iterator<Item = oneshot::Sender<std::io::Result<()>>>,
-    ) {
-        if frames.is_empty() {
-            return;
-        }
-        let result = self.write(frames);
+    /// Writes a batch's frames and fsyncs, then answers every waiting sender. A duplicate is
+    /// answered with the batch: its original is durable by then (earlier, or in this batch).
+    fn flush(&mut self, batch: Batch) {
+        let result = if batch.frames.is_empty() {
+            Ok(())
+        } else {
+            self.write(&batch.frames)
+        };
         if result.is_ok() {
             self.pending
-                .fetch_add(frames.len() as u64, Ordering::Relaxed);
+                .fetch_add(batch.frames.len() as u64, Ordering::Relaxed);
+            for (key, at) in batch.keys {
+                self.seen.insert(key, at);
+            }
+            self.seen.prune(now_us());
         }
-        for done in waiting {
+        for (done, stored) in batch.waiting {
             let _ = done.send(match &result {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(stored),
                 Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
             });
         }
@@ -250,6 +337,39 @@ impl Writer {
     }
 }
 
+const LAST_REMOVED: &str = "last-removed";
+
+/// The number of the last segment removed (0 when none was).
+fn last_removed(dir: &Path) -> Result<u64> {
+    let path = dir.join(LAST_REMOVED);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| {
+            Error::Unsupported(format!(
+                "{} should hold a segment number, not {text:?}; delete it only if the write-ahead log folder is empty and no table has intake commits",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Records durably (write, fsync, rename, fsync the folder) that segment `seq` was removed.
+fn record_last_removed(dir: &Path, seq: u64) -> Result<()> {
+    let path = dir.join(LAST_REMOVED);
+    let temporary = dir.join(format!("{LAST_REMOVED}.tmp"));
+    let written = std::fs::write(&temporary, seq.to_string())
+        .and_then(|()| File::open(&temporary)?.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .and_then(|()| File::open(dir)?.sync_all());
+    written.map_err(|e| Error::io(&path, e))
+}
+
+/// Now, in microseconds since 1970.
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
 fn segment_name(seq: u64) -> String {
     format!("{seq:020}.wal")
 }
@@ -288,7 +408,8 @@ pub fn read_segment(path: &Path) -> Result<(Vec<Entry>, usize)> {
     Ok((entries, bytes.len() - at))
 }
 
-fn frame(payload: &[u8]) -> Vec<u8> {
+/// A frame holding `payload`.
+pub(super) fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 8);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
@@ -297,7 +418,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// The payload of the frame at `at` and where the next frame starts, if the frame is whole.
-fn next_frame(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
+pub(super) fn next_frame(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let header = bytes.get(at..at + 8)?;
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
@@ -315,6 +436,11 @@ fn encode(entry: &Entry) -> Vec<u8> {
     for record in &entry.records {
         out.extend_from_slice(&(record.len() as u32).to_le_bytes());
         out.extend_from_slice(record);
+    }
+    // The key goes last: a frame written before keys existed simply ends here.
+    if let Some(key) = &entry.key {
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
     }
     out
 }
@@ -335,10 +461,18 @@ fn decode(payload: &[u8]) -> Option<Entry> {
         let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
         records.push(take(len)?.to_vec());
     }
+    let key = match take(2) {
+        Some(len) => {
+            let len = u16::from_le_bytes(len.try_into().ok()?) as usize;
+            Some(String::from_utf8(take(len)?.to_vec()).ok()?)
+        }
+        None => None,
+    };
     Some(Entry {
         table,
         received_at,
         records,
+        key,
     })
 }
 
@@ -353,13 +487,16 @@ mod tests {
             records: (0..n)
                 .map(|i| format!("{{\"i\":{i}}}").into_bytes())
                 .collect(),
+            key: None,
         }
     }
+
+    const HOUR: Duration = Duration::from_secs(3600);
 
     #[tokio::test]
     async fn appended_entries_are_read_back_after_sealing() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), u64::MAX).unwrap();
+        let wal = Wal::open(dir.path(), u64::MAX, HOUR, 0).unwrap();
         let appends = (1..=20).map(|n| {
             let wal = wal.clone();
             async move { wal.append(&entry(n)).await }
@@ -380,7 +517,7 @@ mod tests {
             wal.pending_bytes(),
             std::fs::metadata(&sealed[0].1).unwrap().len()
         );
-        wal.remove(&sealed[0].1).unwrap();
+        wal.remove(&sealed[0].1, &[]).unwrap();
         assert_eq!(wal.pending_bytes(), 0);
     }
 
@@ -388,7 +525,7 @@ mod tests {
     async fn a_torn_tail_is_ignored_and_new_appends_go_to_a_new_segment() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let wal = Wal::open(dir.path(), u64::MAX).unwrap();
+            let wal = Wal::open(dir.path(), u64::MAX, HOUR, 0).unwrap();
             wal.append(&entry(3)).await.unwrap();
             wal.append(&entry(4)).await.unwrap();
         }
@@ -399,7 +536,7 @@ mod tests {
         file.write_all(&frame(&encode(&entry(5)))[..30]).unwrap();
         drop(file);
 
-        let wal = Wal::open(dir.path(), u64::MAX).unwrap();
+        let wal = Wal::open(dir.path(), u64::MAX, HOUR, 0).unwrap();
         assert_eq!(wal.pending_bytes(), whole + 30);
         wal.append(&entry(6)).await.unwrap();
         let next = wal.seal().await.unwrap();
@@ -423,5 +560,71 @@ mod tests {
         let (entries, torn) = read_segment(&path).unwrap();
         assert_eq!(entries, vec![entry(2)]);
         assert!(torn > 0);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_key_is_stored_once_across_commit_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyed = |key: &str| Entry {
+            key: Some(key.to_string()),
+            received_at: now_us(),
+            ..entry(2)
+        };
+        let wal = Wal::open(dir.path(), u64::MAX, HOUR, 0).unwrap();
+        // Two senders retrying the same batch at once: one write.
+        let (one, again) = (keyed("k1"), keyed("k1"));
+        let (a, b) = tokio::join!(wal.append(&one), wal.append(&again));
+        let mut answers = [a.unwrap(), b.unwrap()];
+        answers.sort_by_key(|s| *s == Stored::Duplicate);
+        assert_eq!(answers, [Stored::New, Stored::Duplicate]);
+        assert_eq!(wal.append(&keyed("k2")).await.unwrap(), Stored::New);
+        assert_eq!(wal.append(&entry(1)).await.unwrap(), Stored::New);
+        assert_eq!(wal.append(&entry(1)).await.unwrap(), Stored::New, "no key");
+        let next = wal.seal().await.unwrap();
+        let (_, first) = wal.sealed(next).unwrap().remove(0);
+        let (entries, _) = read_segment(&first).unwrap();
+        assert_eq!(entries.len(), 4);
+        assert_eq!(entries[0].key.as_deref(), Some("k1"));
+        drop(wal);
+
+        // Restarted with the segment not yet committed: its keys are read from it.
+        let wal = Wal::open(dir.path(), u64::MAX, HOUR, 0).unwrap();
+        assert_eq!(wal.append(&keyed("k1")).await.unwrap(), Stored::Duplicate);
+        let keys: Vec<(i64, &str)> = entries
+            .iter()
+            .filter_map(|e| Some((e.received_at, e.key.as_deref()?)))
+            .collect();
+        wal.remove(&first, &keys).unwrap();
+        drop(wal);
+
+        // Restarted after the commit: the keys come from the key file.
+        let wal = Wal::open(dir.path(), u64::MAX, HOUR, 0).unwrap();
+        assert_eq!(wal.append(&keyed("k2")).await.unwrap(), Stored::Duplicate);
+        assert_eq!(wal.append(&keyed("k3")).await.unwrap(), Stored::New);
+        drop(wal);
+        // With no window, keys are not remembered.
+        let wal = Wal::open(dir.path(), u64::MAX, Duration::ZERO, 0).unwrap();
+        assert_eq!(wal.append(&keyed("k3")).await.unwrap(), Stored::New);
+    }
+
+    #[tokio::test]
+    async fn segment_numbers_never_repeat_after_the_log_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), u64::MAX, HOUR, 0).unwrap();
+        wal.append(&entry(1)).await.unwrap();
+        let next = wal.seal().await.unwrap();
+        let (seq, path) = wal.sealed(next).unwrap().remove(0);
+        assert_eq!(seq, 1);
+        wal.remove(&path, &[]).unwrap();
+        drop(wal);
+        // Empty folder: numbering goes on after the removed segment, or above a given floor.
+        for (floor, expected) in [(0, 2), (40, 40)] {
+            let wal = Wal::open(dir.path(), u64::MAX, HOUR, floor).unwrap();
+            wal.append(&entry(1)).await.unwrap();
+            let next = wal.seal().await.unwrap();
+            let (seq, path) = wal.sealed(next).unwrap().remove(0);
+            assert_eq!(seq, expected);
+            wal.remove(&path, &[]).unwrap();
+        }
     }
 }

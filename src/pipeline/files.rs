@@ -1,5 +1,5 @@
-//! `[source] kind = "files"`: log files (NDJSON or JSON arrays, gzip when named `.gz`) on a
-//! local disk or S3 go through the same record → row path as the log intake, each file exactly
+//! `[source] kind = "files"`: log files (NDJSON, JSON arrays, or CSV with a header row when
+//! named `.csv`; gzip when named `.gz`) on a local disk or S3 go through the same record → row path as the log intake, each file exactly
 //! once.
 //!
 //! Each file is its own commit, marked with the transaction `(gamelake:<pipeline>:file:<path>,
@@ -15,10 +15,11 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::config::TableConfig;
+use super::csv_records::csv_records;
 use super::snapshot::SnapshotReport;
 use crate::error::{Error, Result};
 use crate::intake::body::{gunzip, lines};
-use crate::intake::rejected::rejected_batch;
+use crate::intake::rejected::{Rejected, rejected_batch};
 use crate::intake::rows::{DAY, build_rows};
 use crate::lake::write::{
     TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
@@ -90,10 +91,18 @@ pub async fn files_table(
         };
         let existing = lake.table_schema(&target).await?;
         let received_at = chrono::Utc::now().timestamp_micros();
-        let records: Vec<(i64, &[u8])> = split_records(text)
-            .into_iter()
-            .map(|l| (received_at, l))
-            .collect();
+        let csv = file.as_ref().trim_end_matches(".gz").ends_with(".csv");
+        let (csv_rows, unreadable) = if csv {
+            csv_records(text, &settings.columns)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let records = if csv {
+            csv_rows.iter().map(Vec::as_slice).collect()
+        } else {
+            split_records(text)
+        };
+        let records: Vec<(i64, &[u8])> = records.into_iter().map(|r| (received_at, r)).collect();
         let options = |layout| WriteOptions {
             mode: WriteMode::Append,
             layout: Some(layout),
@@ -101,7 +110,13 @@ pub async fn files_table(
             merge_schema: true,
             checkpoint: true,
         };
-        let (batch, rejected) = build_rows(&settings, existing.as_deref(), &records)?;
+        let (batch, mut rejected) = build_rows(&settings, existing.as_deref(), &records)?;
+        rejected.extend(unreadable.into_iter().map(|(reason, record)| Rejected {
+            table: table.to.clone(),
+            received_at,
+            reason: format!("{base}{file}: {reason}"),
+            record,
+        }));
         if !rejected.is_empty() {
             let table = TableRef::new(target.schema.clone(), REJECTED)?;
             let batch = rejected_batch(&rejected)?;

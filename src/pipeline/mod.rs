@@ -3,6 +3,7 @@
 
 mod archive;
 pub mod config;
+mod csv_records;
 mod files;
 mod incremental;
 mod snapshot;

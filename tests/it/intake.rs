@@ -270,10 +270,47 @@ async fn fluent_bit_and_fluentd_bodies_become_rows_and_bad_records_are_kept_with
     );
     assert_eq!(duck.trim(), "(4, 16)");
 
+    // A retried request with the same Idempotency-Key is acknowledged, not stored again.
+    let retried = |key: &'static str| {
+        client
+            .post(format!("http://{addr}/ingest/logs.events"))
+            .bearer_auth(TOKEN)
+            .header("Idempotency-Key", key)
+            .body(r#"{"time":"2026-11-26T02:00:00+08:00","player":100}"#)
+            .send()
+    };
+    let first = retried("batch-1").await.unwrap().text().await.unwrap();
+    let second = retried("batch-1").await.unwrap().text().await.unwrap();
+    let other = retried("batch-2").await.unwrap().text().await.unwrap();
+    assert_eq!(first, r#"{"received":1}"#);
+    assert_eq!(second, r#"{"duplicate":true,"received":1}"#);
+    assert_eq!(other, r#"{"received":1}"#);
+    let metrics = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gamelake_intake_records_duplicate_total{table=\"logs.events\"} 1"),
+        "{metrics}"
+    );
+
     // SIGTERM: a clean stop.
     let (status, out) = server.terminate();
     assert!(status.success(), "{out}");
     assert!(out.contains("stopped"), "{out}");
+    let session = lake.session().await;
+    assert_eq!(
+        rows(
+            &session,
+            "SELECT count(*) FROM logs.events WHERE player = 100"
+        )
+        .await,
+        ["2"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,9 +509,9 @@ async fn kill_9_during_a_steady_stream_loses_no_acknowledged_record_and_commits_
     const SENDERS: usize = 4;
     const BATCH: usize = 50;
 
-    // Senders retry a batch until it is acknowledged, like Fluent Bit and Fluentd do. A batch
-    // whose attempt failed after it was sent may be in the lake twice (no idempotency key);
-    // it may never be in it more often than it was attempted, nor be missing once acknowledged.
+    // Senders retry a batch until it is acknowledged, like Fluent Bit and Fluentd do, with the
+    // same Idempotency-Key: a batch stored by an attempt whose answer was lost to the kill is
+    // not stored again by the retry. Every acknowledged batch must be there exactly once.
     let senders: Vec<_> = (0..SENDERS)
         .map(|sender| {
             let (addr, stop) = (addr.clone(), stop.clone());
@@ -493,6 +530,7 @@ async fn kill_9_during_a_steady_stream_loses_no_acknowledged_record_and_commits_
                         let sent = client
                             .post(format!("http://{target}/ingest/logs.stream"))
                             .bearer_auth(TOKEN)
+                            .header("Idempotency-Key", format!("{sender}-{batch}"))
                             .body(batch_body(sender, batch, BATCH))
                             .send()
                             .await;
@@ -549,13 +587,9 @@ async fn kill_9_during_a_steady_stream_loses_no_acknowledged_record_and_commits_
         for (batch, tries) in tries.iter().enumerate() {
             let key = sender * 10_000 + batch;
             let n = copies.get(&key).copied().unwrap_or(0);
-            assert!(
-                n >= 1,
-                "acknowledged batch {batch} of sender {sender} is missing"
-            );
-            assert!(
-                n <= *tries,
-                "batch {batch} of sender {sender} is there {n} times after {tries} attempts"
+            assert_eq!(
+                n, 1,
+                "acknowledged batch {batch} of sender {sender} is there {n} times after {tries} attempts"
             );
             acknowledged += 1;
         }
@@ -693,6 +727,31 @@ async fn fluentd_forward_protocol_every_mode_acknowledged_after_durable() {
     );
     let (status, out) = server.terminate();
     assert!(status.success(), "{out}");
+
+    // After a restart, chunks resent with the same ids (their acks lost, say) are acknowledged
+    // again but not stored twice; fluent-logger's Message-mode events carry no chunk id.
+    let server = ServeProcess::spawn(
+        &lake,
+        &config,
+        &["--forward", "127.0.0.1:0", "--insecure-no-auth"],
+        &[],
+    );
+    let addr = server.forward_addr();
+    let out = run_python(
+        FORWARD_CLIENT,
+        &[&addr.ip().to_string(), &addr.port().to_string(), ""],
+    );
+    assert_eq!(out, "ack c-forward\nack c-packed\nack c-gzip\n");
+    // Message mode asks no ack: wait until its two events are in, then stop (which commits
+    // everything acknowledged, so resent chunks stored again would show now).
+    wait_for(&lake, "SELECT count(*) FROM logs.game", &["12"]).await;
+    let (status, out) = server.terminate();
+    assert!(status.success(), "{out}");
+    let session = lake.session().await;
+    assert_eq!(
+        rows(&session, "SELECT count(*) FROM logs.game").await,
+        ["12"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -965,6 +1024,43 @@ fn files_pipeline_commits_each_file_once_through_the_intake_record_path() {
     );
     assert_eq!(query("SELECT count(*) AS n FROM logs.backfill"), "n\n4\n");
     assert_eq!(query("SELECT count(*) AS n FROM logs._rejected"), "n\n2\n");
+
+    // CSV files (header row; gzip by name) go the same way; a row that is not one is kept.
+    std::fs::write(
+        dir.join("e.csv.gz"),
+        gzip(b"time,player\n2026-11-26T12:00:00+08:00,6\n2026-11-26T12:00:01+08:00,seven\n2026-11-26T12:00:02+08:00\n"),
+    )
+    .unwrap();
+    let csv_pipeline = dir.join("csv.toml");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(&csv_pipeline, text.replace("*.ndjson*", "*.csv*")).unwrap();
+    let out = crate::support::gamelake(
+        &[
+            "--lake",
+            &lake_arg,
+            "ingest",
+            csv_pipeline.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        query("SELECT player FROM logs.backfill WHERE day = DATE '2026-11-26' ORDER BY player"),
+        "player\n5\n6\n"
+    );
+    let reasons = query(
+        "SELECT reason, record FROM logs._rejected WHERE reason NOT LIKE 'invalid%' AND reason NOT LIKE 'missing%' ORDER BY reason",
+    );
+    assert!(
+        reasons.contains(
+            "e.csv.gz: line 4 has 1 fields but the header has 2,2026-11-26T12:00:02+08:00"
+        ) && reasons.contains("expected bigint, got \"\"seven\"\""),
+        "{reasons}"
+    );
 
     // A files source only fills append tables.
     let bad = dir.join("bad.toml");
