@@ -1,5 +1,6 @@
 //! The command line: flags, and one file per subcommand that calls the library and prints.
 
+mod bench;
 mod demo;
 mod ingest;
 mod lake;
@@ -72,6 +73,8 @@ pub enum Command {
     Lake(lake::LakeCommand),
     /// Run the server: Flight SQL for BI tools (--flight ADDR), log intake (--http ADDR).
     Serve(serve::ServeArgs),
+    /// Time query files: several runs each in one warm session, one JSON line per file.
+    Bench(bench::BenchArgs),
     /// Print the argon2 hash of a password read from standard input (for [[users]] in the config).
     HashPassword,
 }
@@ -100,6 +103,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Sql(args) => sql::run(&context, args).await,
         Command::Lake(cmd) => lake::run(&context, cmd).await,
         Command::Serve(args) => serve::run(&context, args).await,
+        Command::Bench(args) => bench::run(&context, args).await,
         Command::HashPassword => serve::hash_password_command(),
     }
 }

@@ -1,5 +1,6 @@
 //! The one integration-test binary: modules by subject.
 
+mod benchmarks;
 mod cli;
 mod demo;
 mod errors;

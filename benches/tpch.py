@@ -1,0 +1,235 @@
+"""TPC-H through gamelake, DuckDB and bare DataFusion on the same Parquet files, in one run.
+
+Generates TPC-H at --scale with DuckDB's tpch extension (the duckdb-extension-tpch pip
+package), loads each table into a gamelake lake as a Delta table in the default schema (public,
+so the standard query text needs no schema: `CREATE TABLE public.x AS SELECT * FROM
+'x.parquet'`), then runs the 22 queries of benches/tpch/queries/ through:
+
+- gamelake: `gamelake bench` (one warm session; planning with the Delta log included),
+- DuckDB: views over read_parquet of the Delta tables' own data files,
+- bare DataFusion (Python bindings, default SessionConfig): the same files,
+
+each with the same thread count, best of --runs, every answer compared with DuckDB's. Writes the
+table to benches/RESULTS.md (or --results).
+
+    ~/.cache/gamelake/venv/bin/python benches/tpch.py --scale 1 --runs 3
+"""
+
+import argparse
+import datetime
+import decimal
+import importlib
+import json
+import math
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+import duckdb
+import pyarrow.parquet as pq
+
+from bench_common import ROOT, gamelake_binary, write_section
+
+QUERIES = ROOT / "benches" / "tpch" / "queries"
+TABLES = ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="TPC-H scale factor (1 = 6 M lineitems)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per query and engine; the best counts")
+    parser.add_argument("--threads", type=int, default=2, help="threads (target partitions) for every engine")
+    parser.add_argument("--queries", default="", help="e.g. 1,3,18 (default: all 22)")
+    parser.add_argument("--work", help="folder for the data and the lake (default ~/.cache/gamelake/tpch-sf<scale>)")
+    parser.add_argument("--gamelake", help="gamelake binary (default: the release build)")
+    parser.add_argument("--results", default=str(ROOT / "benches" / "RESULTS.md"))
+    args = parser.parse_args()
+
+    work = pathlib.Path(args.work or pathlib.Path.home() / ".cache" / "gamelake" / f"tpch-sf{args.scale:g}")
+    numbers = [int(q) for q in args.queries.split(",") if q] or list(range(1, 23))
+    files = [QUERIES / f"q{n:02d}.sql" for n in numbers]
+    source = generate(work / "parquet", args.scale)
+    lake = work / "lake"
+    binary = gamelake_binary(args.gamelake)
+    load_seconds = load(binary, lake, source)
+    data = {t: f"{lake}/public/{t}/*.parquet" for t in TABLES}
+
+    times, answers = {}, {}
+    times["gamelake"], answers["gamelake"] = run_gamelake(binary, lake, work, files, args)
+    times["DuckDB"], answers["DuckDB"] = run_duckdb(data, files, args)
+    times["DataFusion"], answers["DataFusion"] = run_datafusion(data, files, args)
+
+    lines = report(numbers, times, answers, args, load_seconds, binary)
+    write_section(args.results, f"TPC-H SF{args.scale:g}", lines)
+    wrong = [n for n in numbers if verdict(answers, n) != "ok"]
+    if wrong:
+        sys.exit(f"answers differ from DuckDB's for queries {wrong}")
+
+
+def generate(folder, scale):
+    """TPC-H tables as Parquet files, generated once per scale (kept in the work folder)."""
+    done = folder / "done"
+    if done.exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    con = duckdb.connect()
+    pkg = importlib.import_module("duckdb_extension_tpch")
+    ext = next(pathlib.Path(pkg.__file__).parent.rglob("tpch.duckdb_extension"))
+    con.execute(f"LOAD '{ext}'")
+    print(f"generating TPC-H SF{scale:g} ...", flush=True)
+    con.execute(f"CALL dbgen(sf={scale})")
+    for table in TABLES:
+        con.execute(f"COPY {table} TO '{folder / table}.parquet' (FORMAT parquet)")
+    done.write_text("")
+    return folder
+
+
+def load(binary, lake, source):
+    """A new lake with one Delta table per TPC-H table; answers the seconds it took."""
+    shutil.rmtree(lake, ignore_errors=True)
+    statements = [f"CREATE TABLE public.{t} AS SELECT * FROM '{source / t}.parquet';" for t in TABLES]
+    started = time.perf_counter()
+    subprocess.run([binary, "--lake", str(lake), "sql", "-q", "-c", "\n".join(statements)], check=True)
+    return time.perf_counter() - started
+
+
+def run_gamelake(binary, lake, work, files, args):
+    out = work / "answers-gamelake"
+    shutil.rmtree(out, ignore_errors=True)
+    config = work / "gamelake.toml"
+    config.write_text(f"[query]\ntarget_partitions = {args.threads}\n")
+    done = subprocess.run(
+        [binary, "--lake", str(lake), "--config", str(config), "bench", "--runs", str(args.runs),
+         "--out", str(out)] + [str(f) for f in files],
+        stdout=subprocess.PIPE, text=True)
+    times, answers = {}, {}
+    for line in done.stdout.splitlines():
+        result = json.loads(line)
+        n = int(result["query"][1:])
+        if "error" in result:
+            print(f"gamelake q{n}: {result['error']}", file=sys.stderr)
+            continue
+        times[n] = result["best"]
+        answers[n] = rows(pq.read_table(out / f"{result['query']}.parquet"))
+    return times, answers
+
+
+def run_duckdb(data, files, args):
+    con = duckdb.connect()
+    con.execute(f"SET threads = {args.threads}")
+    for table, glob in data.items():
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}')")
+    return timed_runs(lambda sql: con.execute(sql).to_arrow_table(), files, args.runs, "DuckDB")
+
+
+def run_datafusion(data, files, args):
+    import datafusion
+
+    ctx = datafusion.SessionContext(datafusion.SessionConfig().with_target_partitions(args.threads))
+    for table, glob in data.items():
+        ctx.register_parquet(table, glob)
+    return timed_runs(lambda sql: ctx.sql(sql).to_arrow_table(), files, args.runs, "DataFusion")
+
+
+def timed_runs(execute, files, runs, engine):
+    times, answers = {}, {}
+    for file in files:
+        n = int(file.stem[1:])
+        sql = file.read_text()
+        best = math.inf
+        try:
+            for _ in range(runs):
+                started = time.perf_counter()
+                table = execute(sql)
+                best = min(best, time.perf_counter() - started)
+        except Exception as e:  # a failing query is reported in the table, the rest still run
+            print(f"{engine} q{n}: {e}", file=sys.stderr)
+            continue
+        times[n], answers[n] = best, rows(table)
+    return times, answers
+
+
+def rows(table):
+    """A result as sorted tuples of comparable values (numbers as floats, dates as text)."""
+    def value(v):
+        if isinstance(v, (decimal.Decimal, float, int)) and not isinstance(v, bool):
+            return float(v)
+        if isinstance(v, (datetime.date, datetime.datetime)):
+            return v.isoformat()
+        return v
+    out = [tuple(value(v) for v in row.values()) for row in table.to_pylist()]
+    return sorted(out, key=lambda r: tuple((x is None, round(x, 2) if isinstance(x, float) else str(x)) for x in r))
+
+
+def same(a, b):
+    if a is None or b is None or len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if len(x) != len(y):
+            return False
+        for u, v in zip(x, y):
+            if isinstance(u, float) and isinstance(v, float):
+                if not math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-6):
+                    return False
+            elif u != v:
+                return False
+    return True
+
+
+def verdict(answers, n):
+    expected = answers["DuckDB"].get(n)
+    if expected is None:
+        return "no DuckDB answer"
+    bad = [engine for engine in ("gamelake", "DataFusion") if not same(answers[engine].get(n), expected)]
+    return "ok" if not bad else "differs: " + ", ".join(bad)
+
+
+def report(numbers, times, answers, args, load_seconds, binary):
+    import datafusion
+
+    def cell(engine, n):
+        t = times[engine].get(n)
+        return f"{t:.3f}" if t is not None else "failed"
+
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if a and b else "-"
+
+    lines = [
+        f"TPC-H scale {args.scale:g}, {args.threads} threads for each engine, warm, best of {args.runs};"
+        f" {platform.platform()}, {os.cpu_count()} cores. {version(binary)}, DuckDB {duckdb.__version__},"
+        f" DataFusion {datafusion.__version__} (Python, default config). Every answer compared with DuckDB's.",
+        f"Command: `~/.cache/gamelake/venv/bin/python benches/tpch.py --scale {args.scale:g} --runs {args.runs}"
+        f" --threads {args.threads}`",
+        "",
+        f"Loading the 8 tables into the lake (`CREATE TABLE ... AS SELECT * FROM 'x.parquet'`): {load_seconds:.1f} s.",
+        "",
+        "| query | gamelake s | DuckDB s | DataFusion s | gamelake / DuckDB | gamelake / DataFusion | answers |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for n in numbers:
+        g, d, f = (times[e].get(n) for e in ("gamelake", "DuckDB", "DataFusion"))
+        lines.append(
+            f"| Q{n} | {cell('gamelake', n)} | {cell('DuckDB', n)} | {cell('DataFusion', n)} "
+            f"| {ratio(g, d)} | {ratio(g, f)} | {verdict(answers, n)} |")
+    totals = {e: sum(times[e].get(n, 0.0) for n in numbers) for e in times}
+    complete = all(n in times[e] for e in times for n in numbers)
+    lines.append(
+        f"| **sum** | {totals['gamelake']:.2f} | {totals['DuckDB']:.2f} | {totals['DataFusion']:.2f} "
+        f"| {ratio(totals['gamelake'], totals['DuckDB'])} | {ratio(totals['gamelake'], totals['DataFusion'])} "
+        f"| {'all 22 ran' if complete and len(numbers) == 22 else 'some failed or not run'} |")
+    lines.append("")
+    lines.append("Ratios above 1 mean gamelake took longer. Target: gamelake sum <= 1.0x DuckDB.")
+    return lines
+
+
+def version(binary):
+    return subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip() or "?"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+//! The benchmark harnesses of `benches/` that are not tied to one feature, run at a tiny scale so
+//! they keep working (the full runs are documented commands, not tests).
+
+/// TPC-H at scale 0.01 through gamelake, DuckDB and DataFusion: every query runs on every engine
+/// and every answer equals DuckDB's (the script exits non-zero otherwise).
+#[test]
+fn tpch_harness_runs_all_22_queries_with_answers_equal_to_duckdb() {
+    let work = tempfile::tempdir().unwrap();
+    let text = crate::support::run_tiny_benchmark(
+        "tpch.py",
+        &[
+            "--scale",
+            "0.01",
+            "--runs",
+            "1",
+            "--work",
+            work.path().to_str().unwrap(),
+        ],
+    );
+    assert!(text.contains("## TPC-H SF0.01"), "{text}");
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| Q")).collect();
+    assert_eq!(rows.len(), 22, "{text}");
+    for row in rows {
+        assert!(row.ends_with("| ok |"), "{row}");
+    }
+    assert!(
+        text.contains("| **sum** |") && text.contains("all 22 ran"),
+        "{text}"
+    );
+}
+
+/// History growth at a tiny scale: every size and query is measured, and the one-week query
+/// reads only its week's partitions (pruning is what keeps it flat as history grows).
+#[test]
+fn history_growth_harness_measures_each_size_and_shows_pruning() {
+    let work = tempfile::tempdir().unwrap();
+    let text = crate::support::run_tiny_benchmark(
+        "history.py",
+        &[
+            "--scale",
+            "0.01",
+            "--years",
+            "1,2",
+            "--runs",
+            "1",
+            "--work",
+            work.path().to_str().unwrap(),
+        ],
+    );
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 6, "{text}");
+    for row in rows.iter().filter(|r| r[3] == "week") {
+        let (scanned, total) = row[5].split_once(" / ").unwrap();
+        let (scanned, total): (usize, usize) = (scanned.parse().unwrap(), total.parse().unwrap());
+        assert!((1..=14).contains(&scanned) && total > 300, "{text}");
+    }
+    assert!(text.contains("Growth from 1 to 2 years"), "{text}");
+}
