@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod plain_types;
 pub mod progress;
 pub mod query;
+pub mod report;
 pub mod sources;
 
 pub use error::{Error, Result};

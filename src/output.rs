@@ -28,6 +28,17 @@ pub enum Format {
     Parquet,
 }
 
+/// Writes a collected result to `out` in a format, as [`write_stream`] writes a stream.
+pub async fn write_batches(
+    format: Format,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    batches: Vec<RecordBatch>,
+    out: &mut (dyn Write + Send),
+) -> Result<u64> {
+    let stream = datafusion::physical_plan::memory::MemoryStream::try_new(batches, schema, None)?;
+    write_stream(format, Box::pin(stream), out).await
+}
+
 /// Streams a result to `out` in a format; returns the number of rows written.
 pub async fn write_stream(
     format: Format,

@@ -8,12 +8,11 @@ use std::time::Instant;
 use clap::Args;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use datafusion::physical_plan::memory::MemoryStream;
 use serde_json::json;
 
 use super::Context;
 use crate::error::{Error, Result};
-use crate::output::{Format, write_stream};
+use crate::output::{Format, write_batches};
 use crate::query::{Output, Session};
 
 /// Flags of `gamelake bench`.
@@ -124,10 +123,8 @@ async fn time_file(
 }
 
 async fn write_parquet(path: &PathBuf, (schema, batches): Rows) -> Result<()> {
-    let stream = MemoryStream::try_new(batches, schema, None)?;
-    let mut out: Box<dyn std::io::Write + Send> = Box::new(std::io::BufWriter::new(
-        std::fs::File::create(path).map_err(|e| Error::io(path, e))?,
-    ));
-    write_stream(Format::Parquet, Box::pin(stream), &mut out).await?;
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| Error::io(path, e))?);
+    write_batches(Format::Parquet, schema, batches, &mut out).await?;
     Ok(())
 }

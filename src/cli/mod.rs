@@ -5,6 +5,7 @@ mod demo;
 mod ingest;
 mod lake;
 mod repl;
+mod report;
 mod serve;
 mod sql;
 
@@ -73,6 +74,9 @@ pub enum Command {
     Lake(lake::LakeCommand),
     /// Run the server: Flight SQL for BI tools (--flight ADDR), log intake (--http ADDR).
     Serve(serve::ServeArgs),
+    /// Reports declared in reports/*.toml: list them, or run one now.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Time query files: several runs each in one warm session, one JSON line per file.
     Bench(bench::BenchArgs),
     /// Print the argon2 hash of a password read from standard input (for [[users]] in the config).
@@ -104,6 +108,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Lake(cmd) => lake::run(&context, cmd).await,
         Command::Serve(args) => serve::run(&context, args).await,
         Command::Bench(args) => bench::run(&context, args).await,
+        Command::Report(cmd) => report::run(&context, cmd).await,
         Command::HashPassword => serve::hash_password_command(),
     }
 }

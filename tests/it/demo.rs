@@ -125,12 +125,16 @@ async fn every_saved_query_agrees_with_duckdb() {
     )
     .await
     .unwrap();
-    // Parameters for queries that take them ($player_id: the player with most purchases).
+    // Parameters for queries that take them ($player_id: the player with most purchases;
+    // $since: a day).
     let player = rows(&lake.session().await, "SELECT player_id FROM game.purchases GROUP BY player_id ORDER BY COUNT(*) DESC, player_id LIMIT 1").await[0].clone();
-    let params = gamelake::query::Params::from([(
-        "player_id".to_string(),
-        datafusion::common::ScalarValue::Int64(Some(player.parse().unwrap())),
-    )]);
+    let params = gamelake::query::Params::from([
+        (
+            "player_id".to_string(),
+            datafusion::common::ScalarValue::Int64(Some(player.parse().unwrap())),
+        ),
+        gamelake::query::parse_param("since=2026-10-01").unwrap(),
+    ]);
     let session = lake.session().await.with_params(params);
     let mut queries = BTreeMap::new();
     for entry in std::fs::read_dir(repo_root().join("queries")).unwrap() {
@@ -143,13 +147,15 @@ async fn every_saved_query_agrees_with_duckdb() {
     assert!(queries.len() >= 14, "{queries:?}");
     let script = format!(
         "{DUCKDB_DELTA}
-import json, re, sys
-lake, queries, params = sys.argv[1], json.loads(sys.argv[2]), {{'player_id': int(sys.argv[3])}}
+import datetime, json, re, sys
+lake, queries = sys.argv[1], json.loads(sys.argv[2])
+given = {{'player_id': int(sys.argv[3]), 'since': datetime.date(2026, 10, 1)}}
 con = duck()
 out = {{}}
 for name, sql in queries.items():
     sql = re.sub(r'\\b(game|logs)\\.([a-z_]+)\\b', lambda m: f\"delta_scan('{{lake}}/{{m.group(1)}}/{{m.group(2)}}')\", sql)
-    rows = (con.execute(sql, params) if '$' in sql else con.execute(sql)).fetchall()
+    params = {{k: v for k, v in given.items() if '$' + k in sql}}
+    rows = (con.execute(sql, params) if params else con.execute(sql)).fetchall()
     out[name] = ['|'.join('NULL' if v is None else str(v) for v in r) for r in rows]
 print(json.dumps(out))"
     );

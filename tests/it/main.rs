@@ -9,6 +9,7 @@ mod intake;
 mod interop;
 mod pipelines;
 mod postgres;
+mod reports;
 mod s3;
 mod slt;
 mod support;

@@ -1,0 +1,12 @@
+//! Reports: declared in `reports/NAME.toml` ([`config`]), run with relative-date parameters
+//! ([`params`]) into a self-contained HTML page with SVG charts ([`html`], [`chart`]) plus CSV
+//! and Parquet of each result, under `<lake>/_reports/NAME/<run time>/` ([`run`]).
+
+pub mod chart;
+pub mod config;
+pub mod html;
+pub mod params;
+pub mod run;
+
+pub use config::{Report, load_all};
+pub use run::{Destination, RunSummary, run_report};

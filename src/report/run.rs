@@ -1,0 +1,212 @@
+//! Running a report: its queries with resolved parameters, then the run's files (a page, and a
+//! CSV and a Parquet copy of each result) in the run's folder, and the report's index of runs.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use chrono::{DateTime, Utc};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use super::config::Report;
+use super::html::{Section, index_page, run_page};
+use super::params::resolve;
+use crate::error::{Error, Result};
+use crate::output::{Format, write_batches};
+use crate::query::{Output, Session, parse_param};
+
+/// Where a report's runs go.
+pub enum Destination {
+    /// `<lake>/_reports/<name>/` (local or S3, through the lake's store).
+    Lake,
+    /// A local folder given with `--out`.
+    Folder(std::path::PathBuf),
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// The run's page (a path or URL).
+    pub page: String,
+    /// One line per query: its title and row count.
+    pub lines: Vec<String>,
+}
+
+/// Runs a report now: `overrides` (`name=value`) win over the file's parameters; `at` is the run
+/// time (relative dates are resolved on its day in the report's zone).
+pub async fn run_report(
+    session: &Session,
+    report: &Report,
+    overrides: &[String],
+    at: DateTime<Utc>,
+    destination: &Destination,
+) -> Result<RunSummary> {
+    let today = at.with_timezone(&report.zone).date_naive();
+    let (store, base, shown_base) = open(session, report, destination)?;
+    let folder = at.format("%Y-%m-%dT%H-%M-%SZ").to_string();
+    let run_path = |file: &str| StorePath::from(format!("{base}/{folder}/{file}"));
+    let mut results: Vec<(String, Arc<arrow::datatypes::Schema>, Vec<RecordBatch>)> = Vec::new();
+    let mut used_params = Vec::new();
+    for query in &report.config.queries {
+        let mut values = report.config.params.clone();
+        values.extend(query.params.clone());
+        for given in overrides {
+            let (name, value) = given.split_once('=').ok_or_else(|| {
+                Error::Unsupported(format!("--param '{given}': expected name=value"))
+            })?;
+            values.insert(name.trim().to_string(), value.to_string());
+        }
+        let mut params = crate::query::Params::new();
+        for (name, value) in &values {
+            let resolved = resolve(value, today);
+            let (name, scalar) = parse_param(&format!("{name}={resolved}"))?;
+            if !used_params.contains(&format!("{name}={resolved}")) {
+                used_params.push(format!("{name}={resolved}"));
+            }
+            params.insert(name, scalar);
+        }
+        let path = report.query_path(query);
+        let sql = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let query_session = session.clone().with_params(params);
+        let mut result = None;
+        for statement in query_session.parse(&sql)? {
+            if let Output::Rows(df) = query_session.execute(statement).await? {
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                result = Some((schema, df.collect().await.map_err(Error::from_datafusion)?));
+            }
+        }
+        let (schema, batches) = result.ok_or_else(|| {
+            Error::Unsupported(format!(
+                "report {}: {} returns no rows (its last statement must be a query)",
+                report.name,
+                path.display()
+            ))
+        })?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "query".to_string());
+        let mut slug = stem.clone();
+        let mut n = 2;
+        while results.iter().any(|(s, _, _)| *s == slug) {
+            slug = format!("{stem}-{n}");
+            n += 1;
+        }
+        results.push((slug, schema, batches));
+    }
+
+    let mut sections = Vec::new();
+    let mut lines = Vec::new();
+    for (query, (slug, schema, batches)) in report.config.queries.iter().zip(&results) {
+        let title = query
+            .title
+            .clone()
+            .unwrap_or_else(|| slug.replace('_', " "));
+        let mut csv = Vec::new();
+        let rows = write_batches(Format::Csv, schema.clone(), batches.clone(), &mut csv).await?;
+        let mut parquet = Vec::new();
+        write_batches(
+            Format::Parquet,
+            schema.clone(),
+            batches.clone(),
+            &mut parquet,
+        )
+        .await?;
+        put(&store, &run_path(&format!("{slug}.csv")), csv).await?;
+        put(&store, &run_path(&format!("{slug}.parquet")), parquet).await?;
+        let svg = match &query.chart {
+            Some(chart) => Some(super::chart::svg(batches, chart).map_err(|e| {
+                Error::Unsupported(format!("report {}, {title}: {e}", report.name))
+            })?),
+            None => None,
+        };
+        lines.push(format!("{title}: {rows} rows"));
+        sections.push((title, svg, slug, schema, batches));
+    }
+    let sections: Vec<Section> = sections
+        .iter()
+        .map(|(title, svg, slug, schema, batches)| Section {
+            title,
+            svg: svg.clone(),
+            batches,
+            columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            files: (format!("{slug}.csv"), format!("{slug}.parquet")),
+        })
+        .collect();
+    let local = at.with_timezone(&report.zone);
+    let meta = if used_params.is_empty() {
+        format!("Run at {}", local.format("%Y-%m-%d %H:%M:%S %:z"))
+    } else {
+        format!(
+            "Run at {}; parameters: {}",
+            local.format("%Y-%m-%d %H:%M:%S %:z"),
+            used_params.join(", ")
+        )
+    };
+    let page = run_page(report.title(), &meta, &sections)?;
+    put(&store, &run_path("index.html"), page.into_bytes()).await?;
+    write_index(&store, &base, report).await?;
+    Ok(RunSummary {
+        page: format!("{shown_base}/{folder}/index.html"),
+        lines,
+    })
+}
+
+/// The store holding the runs, the runs' folder in it, and that folder as shown to users.
+fn open(
+    session: &Session,
+    report: &Report,
+    destination: &Destination,
+) -> Result<(Arc<dyn ObjectStore>, String, String)> {
+    match destination {
+        Destination::Lake => {
+            let location = session.lake().location();
+            let base = format!("_reports/{}", report.name);
+            let shown = format!("{}/{base}", location.url().as_str().trim_end_matches('/'));
+            Ok((location.object_store()?, base, shown))
+        }
+        Destination::Folder(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            let store = LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| Error::Unsupported(format!("{}: {e}", dir.display())))?;
+            let shown = dir.join(&report.name).display().to_string();
+            Ok((Arc::new(store), report.name.clone(), shown))
+        }
+    }
+}
+
+async fn put(store: &Arc<dyn ObjectStore>, path: &StorePath, bytes: Vec<u8>) -> Result<()> {
+    store
+        .put(path, PutPayload::from(bytes))
+        .await
+        .map_err(|e| Error::Unsupported(format!("cannot write {path}: {e}")))?;
+    Ok(())
+}
+
+/// Rewrites the report's index page from the run folders that exist, newest first.
+async fn write_index(store: &Arc<dyn ObjectStore>, base: &str, report: &Report) -> Result<()> {
+    let prefix = StorePath::from(base);
+    let listing = store
+        .list_with_delimiter(Some(&prefix))
+        .await
+        .map_err(|e| Error::Unsupported(format!("cannot list {base}: {e}")))?;
+    let mut runs: Vec<String> = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
+        .collect();
+    runs.sort();
+    runs.reverse();
+    let entries: Vec<(String, String)> = runs
+        .into_iter()
+        .map(|folder| (folder.clone(), format!("run of {folder}")))
+        .collect();
+    let page = index_page(&format!("{} — runs", report.title()), &entries);
+    put(
+        store,
+        &StorePath::from(format!("{base}/index.html")),
+        page.into_bytes(),
+    )
+    .await
+}

@@ -1,0 +1,283 @@
+//! Reports (`reports/*.toml`, `gamelake report list|run`): a run over a demo lake writes a page
+//! whose charts and tables hold the query's numbers, and CSV/Parquet equal to `gamelake sql`.
+
+use std::path::Path;
+
+use crate::support::{TempLake, gamelake, gamelake_ok, repo_root};
+
+/// The demo at the test size, once per test.
+fn demo_lake() -> TempLake {
+    let lake = TempLake::new();
+    gamelake_ok(
+        &[
+            "--lake",
+            &lake.location(),
+            "demo",
+            "--scale",
+            "0.01",
+            "--no-queries",
+        ],
+        &[],
+    );
+    lake
+}
+
+/// The `<td>` texts of each row of the page's tables, table by table.
+fn tables(page: &str) -> Vec<Vec<Vec<String>>> {
+    page.split("<tbody>")
+        .skip(1)
+        .map(|t| {
+            let body = t.split("</tbody>").next().unwrap();
+            body.split("<tr>")
+                .skip(1)
+                .map(|row| {
+                    row.split("<td")
+                        .skip(1)
+                        .map(|cell| {
+                            let text = cell.split_once('>').unwrap().1;
+                            text.split("</td>").next().unwrap().to_string()
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The points of the page's polylines with more than two points (the plotted series; axis and
+/// legend marks have fewer).
+fn polylines(svg: &str) -> Vec<Vec<(f64, f64)>> {
+    svg.split("<polyline")
+        .skip(1)
+        .map(|p| {
+            let points = p
+                .split("points=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            points
+                .split_whitespace()
+                .map(|xy| {
+                    let (x, y) = xy.split_once(',').unwrap();
+                    (x.parse().unwrap(), y.parse().unwrap())
+                })
+                .collect::<Vec<(f64, f64)>>()
+        })
+        .filter(|p| p.len() > 2)
+        .collect()
+}
+
+#[test]
+fn a_report_run_writes_a_page_with_the_numbers_and_csv_parquet_equal_to_sql() {
+    let lake = demo_lake();
+    let loc = lake.location();
+    let reports = repo_root().join("reports");
+    let reports_arg = reports.to_str().unwrap();
+    let listed = gamelake_ok(&["report", "list", "--reports", reports_arg], &[]);
+    assert!(
+        listed.contains("daily_kpis") && listed.contains("0 8 * * *") && listed.contains("+08:00"),
+        "{listed}"
+    );
+
+    let out = gamelake(
+        &[
+            "--lake",
+            &loc,
+            "report",
+            "run",
+            "daily_kpis",
+            "--reports",
+            reports_arg,
+            "--param",
+            "since=2026-10-01",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let page_path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let page_path = page_path.trim_start_matches("file://");
+    assert!(page_path.contains("/_reports/daily_kpis/"), "{page_path}");
+    let page = std::fs::read_to_string(page_path).unwrap();
+    let run_dir = Path::new(page_path).parent().unwrap();
+
+    // The tables hold what `gamelake sql` answers; the CSV files are byte for byte its output.
+    let dau_sql = repo_root().join("queries/dau_by_region.sql");
+    let dau_csv = gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "--format",
+            "csv",
+            "-f",
+            dau_sql.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let revenue_sql = repo_root().join("queries/revenue_by_region.sql");
+    let revenue_csv = gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "--format",
+            "csv",
+            "-f",
+            revenue_sql.to_str().unwrap(),
+            "--param",
+            "since=2026-10-01",
+        ],
+        &[],
+    );
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("dau_by_region.csv")).unwrap(),
+        dau_csv
+    );
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("revenue_by_region.csv")).unwrap(),
+        revenue_csv
+    );
+    let page_tables = tables(&page);
+    assert_eq!(page_tables.len(), 2);
+    for (table, csv) in page_tables.iter().zip([&dau_csv, &revenue_csv]) {
+        let expected: Vec<Vec<String>> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect();
+        assert_eq!(table, &expected);
+    }
+    // The Parquet copies read back as the same rows.
+    let parquet = run_dir.join("revenue_by_region.parquet");
+    let again = gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "--format",
+            "csv",
+            "-c",
+            &format!("SELECT * FROM '{}'", parquet.display()),
+        ],
+        &[],
+    );
+    assert_eq!(again, revenue_csv);
+
+    // The line chart: one line per region, one point per day, heights proportional to DAU.
+    let dau: Vec<Vec<String>> = page_tables[0].clone();
+    let mut regions: Vec<&str> = dau.iter().map(|r| r[1].as_str()).collect();
+    regions.dedup();
+    regions.sort();
+    regions.dedup();
+    let svgs: Vec<&str> = page
+        .split("<figure>")
+        .skip(1)
+        .map(|f| f.split("</figure>").next().unwrap())
+        .collect();
+    assert_eq!(svgs.len(), 2);
+    let texts: Vec<&str> = svgs[0]
+        .split("<text")
+        .skip(1)
+        .filter_map(|t| Some(t.split_once('>')?.1.split("</text>").next()?.trim()))
+        .collect();
+    for region in &regions {
+        assert!(texts.contains(region), "legend lacks {region}: {texts:?}");
+    }
+    let lines = polylines(svgs[0]);
+    assert_eq!(lines.len(), regions.len(), "one line per region");
+    let beijing: Vec<f64> = dau
+        .iter()
+        .filter(|r| r[1] == "beijing")
+        .map(|r| r[2].parse().unwrap())
+        .collect();
+    let line = lines
+        .iter()
+        .find(|l| l.len() == beijing.len() && proportional(l, &beijing))
+        .unwrap_or_else(|| panic!("no line plots beijing's DAU {beijing:?}: {lines:?}"));
+    assert!(
+        line.windows(2).all(|w| w[0].0 < w[1].0),
+        "days left to right"
+    );
+
+    // The bar chart: a bar per region, heights proportional to revenue.
+    let revenue: Vec<f64> = page_tables[1]
+        .iter()
+        .map(|r| r[1].parse().unwrap())
+        .collect();
+    let heights: Vec<f64> = svgs[1]
+        .split("<rect")
+        .skip(1)
+        .filter(|r| !r.contains("fill=\"#FFFFFF\""))
+        .filter_map(|r| attribute(r, "height"))
+        .collect();
+    let tallest = revenue.iter().cloned().fold(0.0, f64::max);
+    let max_height = heights.iter().cloned().fold(0.0, f64::max);
+    for value in &revenue {
+        let expected = value / tallest * max_height;
+        assert!(
+            heights.iter().any(|h| (h - expected).abs() <= 1.5),
+            "no bar of height {expected:.1} for revenue {value}: {heights:?}"
+        );
+    }
+
+    // The index lists the run; a second run is listed first.
+    let index = std::fs::read_to_string(run_dir.parent().unwrap().join("index.html")).unwrap();
+    let folder = run_dir.file_name().unwrap().to_string_lossy();
+    assert!(
+        index.contains(&format!("href=\"{folder}/index.html\"")),
+        "{index}"
+    );
+}
+
+/// Whether pixel heights follow values: y = a - b * value with b > 0 (within a pixel).
+fn proportional(points: &[(f64, f64)], values: &[f64]) -> bool {
+    let (lo, hi) = (0..values.len()).fold((0, 0), |(lo, hi), i| {
+        (
+            if values[i] < values[lo] { i } else { lo },
+            if values[i] > values[hi] { i } else { hi },
+        )
+    });
+    if values[hi] == values[lo] {
+        return points.iter().all(|p| (p.1 - points[0].1).abs() <= 1.0);
+    }
+    let b = (points[lo].1 - points[hi].1) / (values[hi] - values[lo]);
+    b > 0.0
+        && points
+            .iter()
+            .zip(values)
+            .all(|(p, v)| (p.1 - (points[lo].1 - b * (v - values[lo]))).abs() <= 1.5)
+}
+
+fn attribute(element: &str, name: &str) -> Option<f64> {
+    element
+        .split(&format!(" {name}=\""))
+        .nth(1)?
+        .split('"')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn report_mistakes_say_where_and_what() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("weekly.toml"),
+        "title = \"W\"\n[[query]]\nfile = \"nope.sql\"\n",
+    )
+    .unwrap();
+    let arg = dir.path().to_str().unwrap();
+    let out = gamelake(&["report", "list", "--reports", arg], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("weekly.toml:3:") && err.contains("nope.sql does not exist"),
+        "{err}"
+    );
+    let out = gamelake(&["report", "run", "monthly", "--reports", arg], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no report 'monthly'"), "{err}");
+}
