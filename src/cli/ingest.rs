@@ -45,6 +45,15 @@ pub async fn ingest(context: &Context, args: IngestArgs) -> Result<()> {
         return Ok(());
     }
     let session = context.session().await?;
+    if pipeline.sink.is_some() {
+        for report in crate::pipeline::publish_all(&session, &pipeline).await? {
+            eprintln!(
+                "{}: {} rows published to PostgreSQL in {:.1}s",
+                report.table, report.rows, report.seconds
+            );
+        }
+        return Ok(());
+    }
     for report in run_pipeline(&session, &pipeline, args.full_refresh).await? {
         eprintln!(
             "{}: {} rows in {:.1}s ({:.0} rows/s), {:?}",

@@ -14,17 +14,23 @@ use crate::error::{Error, Result};
 pub struct PipelineConfig {
     /// Name, used in the lake's transaction markers (`gamelake:NAME:schema.table`).
     pub name: String,
-    /// Where rows come from.
+    /// Where rows come from (default: the lake, for a pipeline with a `[sink]`).
+    #[serde(default)]
     pub source: SourceConfig,
+    /// Where rows go when it is not the lake: query results published to PostgreSQL.
+    pub sink: Option<SinkConfig>,
     /// The tables to fill.
     #[serde(rename = "table")]
     pub tables: Vec<TableConfig>,
 }
 
 /// `[source]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
+    /// The lake itself: the tables' queries run over it (a pipeline with a `[sink]`).
+    #[default]
+    Lake,
     /// A PostgreSQL database.
     Postgres {
         /// Connection URL (`postgres://user:pass@host:5432/db`) or key=value string; use
@@ -40,6 +46,17 @@ pub enum SourceConfig {
         /// A glob: `/data/logs/2025-*/*.ndjson.gz`, `s3://bucket/logs/**/*.json` (S3 settings
         /// from the AWS_* environment variables).
         path: String,
+    },
+}
+
+/// `[sink]`: where a lake-sourced pipeline publishes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// A PostgreSQL database: each table's query result replaces (or upserts into) a table.
+    Postgres {
+        /// Connection URL; use `${PG_URL}` to keep the password out of the file.
+        url: String,
     },
 }
 
@@ -59,6 +76,10 @@ pub enum Mode {
     Archive,
     /// Records of new files appended (files sources), like the log intake's.
     Append,
+    /// `[sink]` pipelines: the target's rows are replaced by the result in one transaction.
+    Replace,
+    /// `[sink]` pipelines: the result's rows are inserted or updated by `key`.
+    Upsert,
 }
 
 /// `[[table]]`.
@@ -69,6 +90,9 @@ pub struct TableConfig {
     pub from: Option<String>,
     /// Source query, for a transform or a cast of unsupported types (or use `from`).
     pub query: Option<String>,
+    /// `[sink]` pipelines: a file holding the query (relative to the pipeline file), e.g.
+    /// `../queries/friend_suggestions.sql`.
+    pub query_file: Option<std::path::PathBuf>,
     /// Lake table, `schema.table`.
     pub to: String,
     /// Sync mode.
@@ -188,7 +212,7 @@ impl PipelineConfig {
     /// Parses pipeline text; `path` names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let substituted = substitute_env(text, path)?;
-        let config: Self = toml::from_str(&substituted).map_err(|e| {
+        let mut config: Self = toml::from_str(&substituted).map_err(|e| {
             let (line, column) = e
                 .span()
                 .map(|s| line_column(&substituted, s.start))
@@ -196,7 +220,64 @@ impl PipelineConfig {
             Error::config(path, line, column, e.message())
         })?;
         config.check(text, path)?;
+        for table in &mut config.tables {
+            if let Some(file) = &table.query_file {
+                let file = match path.parent() {
+                    Some(dir) if file.is_relative() => dir.join(file),
+                    _ => file.clone(),
+                };
+                let sql = std::fs::read_to_string(&file).map_err(|e| {
+                    let (line, column) = text
+                        .find("query_file")
+                        .map(|o| line_column(text, o))
+                        .unwrap_or((1, 1));
+                    let message = format!(
+                        "query_file {}: {e} (paths are relative to the pipeline file)",
+                        file.display()
+                    );
+                    Error::config(path, line, column, &message)
+                })?;
+                table.query = Some(sql);
+            }
+        }
         Ok(config)
+    }
+
+    /// Checks the tables of a `[sink]` pipeline: PostgreSQL targets filled by lake queries.
+    fn check_sink(&self, text: &str, path: &Path) -> Result<()> {
+        for t in &self.tables {
+            let (line, column) = text
+                .find(&format!("\"{}\"", t.to))
+                .map(|o| line_column(text, o))
+                .unwrap_or((1, 1));
+            let fail = |message: String| Err(Error::config(path, line, column, &message));
+            crate::lake::TableRef::parse(&t.to)
+                .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
+            let given = [t.from.is_some(), t.query.is_some(), t.query_file.is_some()];
+            if given.iter().filter(|g| **g).count() != 1 {
+                return fail(format!(
+                    "table {}: give exactly one of from (a lake table), query or query_file",
+                    t.to
+                ));
+            }
+            match t.mode {
+                Mode::Replace => {}
+                Mode::Upsert if t.key.is_empty() => {
+                    return fail(format!(
+                        "table {}: upsert needs key = [\"column\", ...] (the target's primary key)",
+                        t.to
+                    ));
+                }
+                Mode::Upsert => {}
+                _ => {
+                    return fail(format!(
+                        "table {}: a [sink] table has mode = \"replace\" or \"upsert\"",
+                        t.to
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check(&self, text: &str, path: &Path) -> Result<()> {
@@ -207,6 +288,27 @@ impl PipelineConfig {
         };
         if self.tables.is_empty() {
             return Err(Error::config(path, 1, 1, "no [[table]]: add at least one"));
+        }
+        match (&self.source, &self.sink) {
+            (SourceConfig::Lake, None) => {
+                return Err(Error::config(
+                    path,
+                    1,
+                    1,
+                    "no [source] (kind = \"postgres\" or \"files\") and no [sink] (kind = \"postgres\"): add one",
+                ));
+            }
+            (SourceConfig::Lake, Some(_)) => return self.check_sink(text, path),
+            (_, Some(_)) => {
+                let (line, column) = at("[sink]");
+                return Err(Error::config(
+                    path,
+                    line,
+                    column,
+                    "a pipeline with a [sink] reads the lake: remove its [source]",
+                ));
+            }
+            _ => {}
         }
         for t in &self.tables {
             let (line, column) = at(&format!("\"{}\"", t.to));
@@ -267,6 +369,12 @@ impl PipelineConfig {
                 Mode::Append => {
                     return fail(format!(
                         "table {}: mode = \"append\" is for files sources; PostgreSQL tables use snapshot, incremental or archive",
+                        t.to
+                    ));
+                }
+                Mode::Replace | Mode::Upsert => {
+                    return fail(format!(
+                        "table {}: replace and upsert are for [sink] pipelines; PostgreSQL tables use snapshot, incremental or archive",
                         t.to
                     ));
                 }
@@ -351,5 +459,56 @@ mode = "snapshot"
         .unwrap_err()
         .to_string();
         assert!(err.contains("schema.table"), "{err}");
+    }
+
+    #[test]
+    fn sink_pipelines_are_checked() {
+        let sink = "name = \"reco\"\n[sink]\nkind = \"postgres\"\nurl = \"host=db\"\n[[table]]\nto = \"reco.s\"\nmode = \"replace\"\nquery = \"SELECT 1 AS a\"\n";
+        let ok = PipelineConfig::parse(sink, Path::new("p.toml")).unwrap();
+        assert!(matches!(ok.source, SourceConfig::Lake) && ok.sink.is_some());
+        let cases = [
+            (
+                sink.replace("\"replace\"", "\"upsert\""),
+                "p.toml:6:",
+                "upsert needs key",
+            ),
+            (
+                sink.replace("\"replace\"", "\"snapshot\""),
+                "p.toml:6:",
+                "\"replace\" or \"upsert\"",
+            ),
+            (
+                sink.replace("query = ", "from = \"a.b\"\nquery = "),
+                "p.toml:6:",
+                "exactly one of",
+            ),
+            (
+                sink.replace(
+                    "[sink]",
+                    "[source]\nkind = \"files\"\npath = \"/x/*\"\n[sink]",
+                ),
+                "p.toml:",
+                "remove its [source]",
+            ),
+            (
+                sink.replace("[sink]\nkind = \"postgres\"\nurl = \"host=db\"\n", ""),
+                "p.toml:1:",
+                "no [source]",
+            ),
+            (
+                sink.replace("query = \"SELECT 1 AS a\"", "query_file = \"nope.sql\""),
+                "p.toml:",
+                "query_file nope.sql",
+            ),
+        ];
+        for (text, place, message) in cases {
+            let err = PipelineConfig::parse(&text, Path::new("p.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(place) && err.contains(message),
+                "{text}\n{err}"
+            );
+        }
     }
 }

@@ -6,11 +6,13 @@ pub mod config;
 mod csv_records;
 mod files;
 mod incremental;
+mod sink;
 mod snapshot;
 
 pub use archive::archive_table;
-pub use config::{Mode, PipelineConfig, SourceConfig, TableConfig};
+pub use config::{Mode, PipelineConfig, SinkConfig, SourceConfig, TableConfig};
 pub use incremental::incremental_table;
+pub use sink::{PublishReport, publish};
 pub use snapshot::{SnapshotReport, snapshot_table};
 
 use crate::error::{Error, Result};
@@ -28,6 +30,12 @@ pub async fn run(
     full_refresh: bool,
 ) -> Result<Vec<SnapshotReport>> {
     let (url, parallelism) = match &pipeline.source {
+        SourceConfig::Lake => {
+            return Err(Error::Unsupported(format!(
+                "pipeline {} publishes from the lake: run it with publish_all",
+                pipeline.name
+            )));
+        }
         SourceConfig::Postgres { url, parallelism } => (url, parallelism),
         SourceConfig::Files { path } => {
             let mut reports = Vec::new();
@@ -53,9 +61,9 @@ pub async fn run(
             Mode::Snapshot => {
                 snapshot_table(session, url, &pipeline.name, table, *parallelism).await?
             }
-            Mode::Append => {
+            Mode::Append | Mode::Replace | Mode::Upsert => {
                 return Err(Error::Unsupported(format!(
-                    "{}: mode = \"append\" needs a files source",
+                    "{}: append needs a files source; replace and upsert a [sink]",
                     table.to
                 )));
             }
@@ -64,12 +72,41 @@ pub async fn run(
     Ok(reports)
 }
 
+/// Runs every table of a `[sink]` pipeline once: each query over the lake published to its
+/// PostgreSQL table.
+pub async fn publish_all(
+    session: &Session,
+    pipeline: &PipelineConfig,
+) -> Result<Vec<PublishReport>> {
+    let Some(SinkConfig::Postgres { url }) = &pipeline.sink else {
+        return Err(Error::Unsupported(format!(
+            "pipeline {} has no [sink]",
+            pipeline.name
+        )));
+    };
+    let mut reports = Vec::new();
+    for table in &pipeline.tables {
+        reports.push(publish(session, url, table).await?);
+    }
+    Ok(reports)
+}
+
 /// Checks a pipeline against its source without writing: connects, and maps every column of
 /// every table to Arrow (unsupported types are reported with the cast that fixes them).
 pub async fn dry_run(pipeline: &PipelineConfig) -> Result<Vec<(String, usize)>> {
-    let url = match &pipeline.source {
-        SourceConfig::Postgres { url, .. } => url,
-        SourceConfig::Files { .. } => {
+    let url = match (&pipeline.source, &pipeline.sink) {
+        (_, Some(SinkConfig::Postgres { url })) => {
+            connect(url).await?;
+            return Ok(pipeline.tables.iter().map(|t| (t.to.clone(), 0)).collect());
+        }
+        (SourceConfig::Lake, None) => {
+            return Err(Error::Unsupported(format!(
+                "pipeline {} has no [source] and no [sink]",
+                pipeline.name
+            )));
+        }
+        (SourceConfig::Postgres { url, .. }, None) => url,
+        (SourceConfig::Files { .. }, None) => {
             return Ok(pipeline.tables.iter().map(|t| (t.to.clone(), 0)).collect());
         }
     };

@@ -555,3 +555,139 @@ async fn source_schema_changes_between_runs_fail_clearly_and_commit_nothing() {
     );
     assert_eq!(out, "n,a\n101,x\n");
 }
+
+/// `[sink] kind = "postgres"`: friend suggestions computed over the lake fill a real PostgreSQL
+/// table; a reader polling during the refresh sees the old set or the new one, never an empty or
+/// partial table; the rows equal the query's answer in `gamelake sql`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_pipeline_publishes_friend_suggestions_atomically() {
+    use crate::postgres::TestDb;
+    use crate::support::{gamelake, gamelake_ok, repo_root};
+    use gamelake::sources::postgres::connect;
+
+    let lake = crate::support::TempLake::new();
+    let loc = lake.location();
+    gamelake_ok(
+        &["--lake", &loc, "demo", "--scale", "0.01", "--no-queries"],
+        &[],
+    );
+    let db = TestDb::new().await;
+    let url = db.url();
+    let client = connect(&url).await.unwrap();
+    // An earlier set the game is reading now.
+    client
+        .batch_execute(
+            "CREATE SCHEMA reco;
+             CREATE TABLE reco.friend_suggestions (player_id bigint, suggested_id bigint, score double precision, computed_at timestamptz, PRIMARY KEY (player_id, suggested_id));
+             INSERT INTO reco.friend_suggestions SELECT g, g + 1, 1.0, now() FROM generate_series(1, 7) g;",
+        )
+        .await
+        .unwrap();
+
+    let pipeline = repo_root().join("pipelines/friend_suggestions.toml");
+    let text = std::fs::read_to_string(&pipeline)
+        .unwrap()
+        .replace("${PG_URL}", &url);
+    let query = gamelake::pipeline::PipelineConfig::parse(&text, &pipeline)
+        .unwrap()
+        .tables[0]
+        .source_query();
+    let expected = gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "--format",
+            "csv",
+            "-c",
+            &format!("SELECT count(*) AS n FROM ({query}) q"),
+        ],
+        &[],
+    );
+    let new_count: i64 = expected.lines().nth(1).unwrap().parse().unwrap();
+    assert!(new_count > 100, "{expected}");
+
+    // A reader in a loop on its own connection while the pipeline runs (twice).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (url, stop) = (url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let client = connect(&url).await.unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let row = client
+                    .query_one("SELECT count(*) FROM reco.friend_suggestions", &[])
+                    .await
+                    .unwrap();
+                seen.insert(row.get::<_, i64>(0));
+            }
+            seen
+        })
+    };
+    for _ in 0..2 {
+        let out = gamelake(
+            &["--lake", &loc, "ingest", pipeline.to_str().unwrap()],
+            &[("PG_URL", &url)],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "reco.friend_suggestions: {new_count} rows published"
+            )),
+            "{stderr}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = reader.await.unwrap();
+    assert!(
+        seen.iter().all(|n| *n == 7 || *n == new_count),
+        "the reader saw {seen:?}"
+    );
+    assert!(seen.contains(&new_count), "the reader saw {seen:?}");
+
+    // The table holds exactly the query's rows (computed_at aside).
+    let published = client
+        .query(
+            "SELECT player_id, suggested_id, score FROM reco.friend_suggestions ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    let published: Vec<String> = published
+        .iter()
+        .map(|r| {
+            format!(
+                "{},{},{:?}",
+                r.get::<_, i64>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, f64>(2)
+            )
+        })
+        .collect();
+    let ours = gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "--format",
+            "csv",
+            "-c",
+            &format!("SELECT player_id, suggested_id, score FROM ({query}) q ORDER BY 1, 2"),
+        ],
+        &[],
+    );
+    let ours: Vec<String> = ours.lines().skip(1).map(str::to_string).collect();
+    assert_eq!(published, ours);
+    let stamps = client
+        .query_one(
+            "SELECT count(DISTINCT computed_at), max(computed_at) > now() - interval '5 minutes' FROM reco.friend_suggestions",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (stamps.get::<_, i64>(0), stamps.get::<_, bool>(1)),
+        (1, true)
+    );
+}
