@@ -14,7 +14,7 @@
 //! role = "reader"                   # or "admin"
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::time::Duration;
 
@@ -106,19 +106,7 @@ impl Config {
 
     /// Parses config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let text = &substitute_env(text, path)?;
-        toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_column(text, s.start))
-                .unwrap_or((1, 1));
-            Error::Config {
-                file: PathBuf::from(path),
-                line,
-                column,
-                message: e.message().to_string(),
-            }
-        })
+        parse_toml(text, path)
     }
 
     /// The engine settings this config asks for.
@@ -129,6 +117,19 @@ impl Config {
             ..QuerySettings::default()
         }
     }
+}
+
+/// Parses a TOML file's text after `${VAR}` substitution (gamelake.toml, pipelines, reports):
+/// a bad key or value is an error naming the file, line and column.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    let text = &substitute_env(text, path)?;
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map(|s| line_column(text, s.start))
+            .unwrap_or((1, 1));
+        Error::config(path, line, column, e.message())
+    })
 }
 
 /// Replaces `${NAME}` with the environment variable's value; a missing one is an error at its line.
@@ -200,6 +201,7 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn reads_a_full_config() {

@@ -45,12 +45,7 @@ pub struct BenchArgs {
 
 /// Runs `gamelake bench`.
 pub async fn run(context: &Context, args: BenchArgs) -> Result<()> {
-    let params = args
-        .params
-        .iter()
-        .map(|p| crate::query::parse_param(p))
-        .collect::<Result<_>>()?;
-    let session = context.session().await?.with_params(params);
+    let session = context.session_with_params(&args.params).await?;
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }

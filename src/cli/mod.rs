@@ -136,6 +136,15 @@ impl Context {
         self.session_with(&self.settings).await
     }
 
+    /// Opens a SQL session with `--param NAME=VALUE` values bound.
+    pub async fn session_with_params(&self, params: &[String]) -> Result<Session> {
+        let params = params
+            .iter()
+            .map(|p| crate::query::parse_param(p))
+            .collect::<Result<_>>()?;
+        Ok(self.session().await?.with_params(params))
+    }
+
     /// Opens a SQL session over the lake with other engine settings.
     pub async fn session_with(&self, settings: &QuerySettings) -> Result<Session> {
         let session = Session::new(self.lake()?, settings).await?;

@@ -54,12 +54,7 @@ pub async fn run(context: &Context, args: SqlArgs) -> Result<()> {
                 .into(),
         ));
     }
-    let params = args
-        .params
-        .iter()
-        .map(|p| crate::query::parse_param(p))
-        .collect::<Result<_>>()?;
-    let session = context.session().await?.with_params(params);
+    let session = context.session_with_params(&args.params).await?;
     if args.commands.is_empty() && args.files.is_empty() {
         return super::repl::run(&session).await;
     }

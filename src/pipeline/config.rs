@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{line_column, substitute_env};
+use crate::config::{line_column, parse_toml};
 use crate::error::{Error, Result};
 
 /// One pipeline: a source and the tables it fills.
@@ -211,14 +211,7 @@ impl PipelineConfig {
 
     /// Parses pipeline text; `path` names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let substituted = substitute_env(text, path)?;
-        let mut config: Self = toml::from_str(&substituted).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_column(&substituted, s.start))
-                .unwrap_or((1, 1));
-            Error::config(path, line, column, e.message())
-        })?;
+        let mut config: Self = parse_toml(text, path)?;
         config.check(text, path)?;
         for table in &mut config.tables {
             if let Some(file) = &table.query_file {

@@ -12,6 +12,10 @@
 //! file = "../queries/dau_by_region.sql"   # relative to this file
 //! title = "DAU by region"
 //! chart = { kind = "line", x = "day", y = ["dau"], series = "region" }
+//! [[delivery]]
+//! kind = "webhook"
+//! url = "${KPI_WEBHOOK}"
+//! format = "dingtalk"                # json (default), slack, dingtalk, wecom
 //! ```
 
 use std::collections::BTreeMap;
@@ -21,7 +25,7 @@ use std::str::FromStr;
 use arrow::array::timezone::Tz;
 use serde::Deserialize;
 
-use crate::config::{line_column, substitute_env};
+use crate::config::{line_column, parse_toml};
 use crate::error::{Error, Result};
 
 /// One report: what to run, when, and how to show it.
@@ -42,6 +46,9 @@ pub struct ReportConfig {
     /// The queries, in the order they appear on the page.
     #[serde(rename = "query")]
     pub queries: Vec<QueryConfig>,
+    /// Where each run is announced (webhooks), after its files are written.
+    #[serde(default, rename = "delivery")]
+    pub deliveries: Vec<super::deliver::DeliveryConfig>,
 }
 
 /// `[[query]]`: one result on the report's page.
@@ -108,14 +115,7 @@ impl Report {
 
     /// Parses report text; `path` names the file in errors and anchors relative query files.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let substituted = substitute_env(text, path)?;
-        let config: ReportConfig = toml::from_str(&substituted).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_column(&substituted, s.start))
-                .unwrap_or((1, 1));
-            Error::config(path, line, column, e.message())
-        })?;
+        let config: ReportConfig = parse_toml(text, path)?;
         let at = |needle: &str| {
             text.find(needle)
                 .map(|o| line_column(text, o))

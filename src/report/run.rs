@@ -2,6 +2,7 @@
 //! CSV and a Parquet copy of each result) in the run's folder, and the report's index of runs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
@@ -10,11 +11,15 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::config::Report;
+use super::deliver::{Message, deliver_all};
 use super::html::{Section, index_page, run_page};
 use super::params::resolve;
 use crate::error::{Error, Result};
 use crate::output::{Format, write_batches};
 use crate::query::{Output, Session, parse_param};
+
+/// Attempts per delivery (waits of 1, 2, 4 s between them).
+const DELIVERY_ATTEMPTS: u32 = 4;
 
 /// Where a report's runs go.
 pub enum Destination {
@@ -147,10 +152,31 @@ pub async fn run_report(
     let page = run_page(report.title(), &meta, &sections)?;
     put(&store, &run_path("index.html"), page.into_bytes()).await?;
     write_index(&store, &base, report).await?;
-    Ok(RunSummary {
-        page: format!("{shown_base}/{folder}/index.html"),
-        lines,
-    })
+    let page = format!("{shown_base}/{folder}/index.html");
+    if !report.config.deliveries.is_empty() {
+        let message = Message {
+            title: report.title(),
+            lines: &lines,
+            link: &page,
+        };
+        let records = deliver_all(
+            &report.config.deliveries,
+            &message,
+            DELIVERY_ATTEMPTS,
+            Duration::from_secs(1),
+        )
+        .await?;
+        let json = serde_json::to_vec_pretty(&records)
+            .map_err(|e| Error::Unsupported(format!("deliveries.json: {e}")))?;
+        put(&store, &run_path("deliveries.json"), json).await?;
+        if let Some(failed) = records.iter().find(|r| r.outcome != "ok") {
+            return Err(Error::Unsupported(format!(
+                "report {} is written ({page}), but its delivery to {} failed after {} attempts: {} (recorded in deliveries.json)",
+                report.name, failed.target, failed.attempts, failed.outcome
+            )));
+        }
+    }
+    Ok(RunSummary { page, lines })
 }
 
 /// The store holding the runs, the runs' folder in it, and that folder as shown to users.

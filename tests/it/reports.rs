@@ -281,3 +281,114 @@ fn report_mistakes_say_where_and_what() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no report 'monthly'"), "{err}");
 }
+
+/// Webhook deliveries: a receiver that fails once gets the message on the retry, in the
+/// format asked for; a receiver that never answers is recorded as failed after the retries,
+/// the command fails, and the run's files are there all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_are_retried_recorded_and_never_lose_the_run() {
+    use std::sync::{Arc, Mutex};
+
+    let received: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = {
+        let (received, failures) = (received.clone(), failures.clone());
+        axum::Router::new().route(
+            "/hook/{name}",
+            axum::routing::post(
+                move |axum::extract::Path(name): axum::extract::Path<String>, body: String| {
+                    let (received, failures) = (received.clone(), failures.clone());
+                    async move {
+                        // The first request fails, as a busy receiver would.
+                        if failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        let body = serde_json::from_str(&body).unwrap();
+                        received.lock().unwrap().push((name, body));
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let lake = demo_lake();
+    let dir = tempfile::tempdir().unwrap();
+    let query = repo_root().join("queries/dau_by_region.sql");
+    let dead = crate::support::free_port();
+    let report = format!(
+        "title = \"DAU\"\n[[query]]\nfile = \"{}\"\n[[delivery]]\nkind = \"webhook\"\nurl = \"http://{addr}/hook/plain\"\n[[delivery]]\nkind = \"webhook\"\nurl = \"http://{addr}/hook/ding\"\nformat = \"dingtalk\"\n",
+        query.display()
+    );
+    std::fs::write(dir.path().join("dau.toml"), &report).unwrap();
+    let reports = dir.path().to_str().unwrap().to_string();
+    let run = |reports: String| {
+        let loc = lake.location();
+        tokio::task::spawn_blocking(move || {
+            gamelake(
+                &[
+                    "--lake",
+                    &loc,
+                    "report",
+                    "run",
+                    "dau",
+                    "--reports",
+                    &reports,
+                ],
+                &[],
+            )
+        })
+    };
+    let out = run(reports.clone()).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].0, "plain");
+    assert_eq!(got[0].1["title"], "DAU");
+    assert_eq!(got[0].1["link"], page.as_str());
+    assert!(
+        got[0].1["summary"][0].as_str().unwrap().contains("rows"),
+        "{got:?}"
+    );
+    assert_eq!(got[1].0, "ding");
+    assert_eq!(got[1].1["msgtype"], "markdown");
+    let run_dir = Path::new(page.trim_start_matches("file://"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let record = std::fs::read_to_string(run_dir.join("deliveries.json")).unwrap();
+    assert!(
+        record.contains("\"attempts\": 2") && record.contains("\"outcome\": \"ok\""),
+        "{record}"
+    );
+
+    // A receiver that is down: the run is written, the failure recorded, the command fails.
+    std::fs::write(
+        dir.path().join("dau.toml"),
+        report.replace(
+            &format!("{addr}/hook/ding"),
+            &format!("127.0.0.1:{dead}/hook"),
+        ),
+    )
+    .unwrap();
+    let out = run(reports).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("is written") && err.contains("failed after 4 attempts"),
+        "{err}"
+    );
+    let runs = std::fs::read_dir(run_dir.parent().unwrap())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("index.html").exists())
+        .count();
+    assert_eq!(runs, 2, "both runs keep their files");
+}
