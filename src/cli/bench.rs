@@ -13,7 +13,7 @@ use serde_json::json;
 use super::Context;
 use crate::error::{Error, Result};
 use crate::output::{Format, write_batches};
-use crate::query::{Output, Session};
+use crate::query::Session;
 
 /// Flags of `gamelake bench`.
 #[derive(Debug, Args)]
@@ -102,15 +102,10 @@ async fn time_file(
     let mut result: Rows = (Arc::new(Schema::empty()), Vec::new());
     for _ in 0..runs {
         let started = Instant::now();
-        for statement in session.parse(&text)? {
-            result = match session.execute(statement).await? {
-                Output::Rows(df) => {
-                    let schema = Arc::new(df.schema().as_arrow().clone());
-                    (schema, df.collect().await.map_err(Error::from_datafusion)?)
-                }
-                Output::Done(_) => (Arc::new(Schema::empty()), Vec::new()),
-            };
-        }
+        result = session
+            .collect_last(&text)
+            .await?
+            .unwrap_or_else(|| (Arc::new(Schema::empty()), Vec::new()));
         seconds.push(started.elapsed().as_secs_f64());
         bar.inc(1);
     }

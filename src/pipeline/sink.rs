@@ -18,7 +18,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::config::{Mode, TableConfig};
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
-use crate::query::{Output, Session};
+use crate::query::Session;
 use crate::sources::postgres::{connect, pg_error};
 
 /// What publishing one table did.
@@ -76,14 +76,9 @@ impl Staged {
 pub async fn publish(session: &Session, url: &str, table: &TableConfig) -> Result<PublishReport> {
     let started = Instant::now();
     let target = TableRef::parse(&table.to)?;
-    let mut result = None;
-    for statement in session.parse(&table.source_query())? {
-        if let Output::Rows(df) = session.execute(statement).await? {
-            let schema = df.schema().as_arrow().clone();
-            result = Some((schema, df.collect().await.map_err(Error::from_datafusion)?));
-        }
-    }
-    let (schema, batches) = result
+    let (schema, batches) = session
+        .collect_last(&table.source_query())
+        .await?
         .ok_or_else(|| Error::Unsupported(format!("{}: the query returns no rows", table.to)))?;
     let columns = schema
         .fields()

@@ -196,6 +196,27 @@ impl Session {
         }
     }
 
+    /// Runs every statement of `sql` and collects the rows of the last one that returns rows
+    /// (None when none does): for reports, sinks and `gamelake bench`.
+    pub async fn collect_last(
+        &self,
+        sql: &str,
+    ) -> Result<
+        Option<(
+            datafusion::arrow::datatypes::SchemaRef,
+            Vec<datafusion::arrow::array::RecordBatch>,
+        )>,
+    > {
+        let mut result = None;
+        for statement in self.parse(sql)? {
+            if let Output::Rows(df) = self.execute(statement).await? {
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                result = Some((schema, df.collect().await.map_err(Error::from_datafusion)?));
+            }
+        }
+        Ok(result)
+    }
+
     /// Runs one parsed statement.
     pub async fn execute(&self, statement: DFStatement) -> Result<Output> {
         self.catalog.refresh_within(self.catalog_ttl).await?;

@@ -5,18 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, Utc};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::config::Report;
+use super::config::{QueryConfig, Report};
 use super::deliver::{Message, deliver_all};
 use super::html::{Section, index_page, run_page};
 use super::params::resolve;
 use crate::error::{Error, Result};
 use crate::output::{Format, write_batches};
-use crate::query::{Output, Session, parse_param};
+use crate::query::{Params, Session, parse_param};
 
 /// Attempts per delivery (waits of 1, 2, 4 s between them).
 const DELIVERY_ATTEMPTS: u32 = 4;
@@ -51,43 +52,12 @@ pub async fn run_report(
     let (store, base, shown_base) = open(session, report, destination)?;
     let folder = at.format("%Y-%m-%dT%H-%M-%SZ").to_string();
     let run_path = |file: &str| StorePath::from(format!("{base}/{folder}/{file}"));
-    let mut results: Vec<(String, Arc<arrow::datatypes::Schema>, Vec<RecordBatch>)> = Vec::new();
+    let mut results: Vec<(String, SchemaRef, Vec<RecordBatch>)> = Vec::new();
     let mut used_params = Vec::new();
     for query in &report.config.queries {
-        let mut values = report.config.params.clone();
-        values.extend(query.params.clone());
-        for given in overrides {
-            let (name, value) = given.split_once('=').ok_or_else(|| {
-                Error::Unsupported(format!("--param '{given}': expected name=value"))
-            })?;
-            values.insert(name.trim().to_string(), value.to_string());
-        }
-        let mut params = crate::query::Params::new();
-        for (name, value) in &values {
-            let resolved = resolve(value, today);
-            let (name, scalar) = parse_param(&format!("{name}={resolved}"))?;
-            if !used_params.contains(&format!("{name}={resolved}")) {
-                used_params.push(format!("{name}={resolved}"));
-            }
-            params.insert(name, scalar);
-        }
+        let params = params_for(report, query, overrides, today, &mut used_params)?;
         let path = report.query_path(query);
-        let sql = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let query_session = session.clone().with_params(params);
-        let mut result = None;
-        for statement in query_session.parse(&sql)? {
-            if let Output::Rows(df) = query_session.execute(statement).await? {
-                let schema = Arc::new(df.schema().as_arrow().clone());
-                result = Some((schema, df.collect().await.map_err(Error::from_datafusion)?));
-            }
-        }
-        let (schema, batches) = result.ok_or_else(|| {
-            Error::Unsupported(format!(
-                "report {}: {} returns no rows (its last statement must be a query)",
-                report.name,
-                path.display()
-            ))
-        })?;
+        let (schema, batches) = run_query(&session.clone().with_params(params), &path).await?;
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -177,6 +147,49 @@ pub async fn run_report(
         }
     }
     Ok(RunSummary { page, lines })
+}
+
+/// A query's parameters: the report's, the query's own, then `--param` overrides, relative
+/// dates resolved on `today`. Each `name=value` used is added to `used` (for the page).
+fn params_for(
+    report: &Report,
+    query: &QueryConfig,
+    overrides: &[String],
+    today: chrono::NaiveDate,
+    used: &mut Vec<String>,
+) -> Result<Params> {
+    let mut values = report.config.params.clone();
+    values.extend(query.params.clone());
+    for given in overrides {
+        let (name, value) = given
+            .split_once('=')
+            .ok_or_else(|| Error::Unsupported(format!("--param '{given}': expected name=value")))?;
+        values.insert(name.trim().to_string(), value.to_string());
+    }
+    let mut params = Params::new();
+    for (name, value) in &values {
+        let binding = format!("{name}={}", resolve(value, today));
+        let (name, scalar) = parse_param(&binding)?;
+        if !used.contains(&binding) {
+            used.push(binding);
+        }
+        params.insert(name, scalar);
+    }
+    Ok(params)
+}
+
+/// Runs a query file; answers its last statement's result.
+async fn run_query(
+    session: &Session,
+    path: &std::path::Path,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let sql = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    session.collect_last(&sql).await?.ok_or_else(|| {
+        Error::Unsupported(format!(
+            "{} returns no rows (its last statement must be a query)",
+            path.display()
+        ))
+    })
 }
 
 /// The store holding the runs, the runs' folder in it, and that folder as shown to users.
