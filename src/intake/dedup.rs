@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::wal::{frame, next_frame};
+use super::segment::{frame, next_frame};
 use crate::error::{Error, Result};
 
 /// Keys stored within the window, with the time (µs since 1970) their entry was received.

@@ -29,7 +29,8 @@ use sha2::{Digest, Sha512};
 use super::Intake;
 use super::config::{IntakeTable, IntakeToken, TimeFormat};
 use super::metrics::{Metrics, StatusLabel};
-use super::wal::{Entry, Stored};
+use super::segment::Entry;
+use super::wal::Stored;
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
 

@@ -21,7 +21,8 @@ use serde_json::json;
 use super::Intake;
 use super::body::{BodyError, gunzip, records};
 use super::metrics::{Metrics, StatusLabel};
-use super::wal::{Entry, Stored};
+use super::segment::Entry;
+use super::wal::Stored;
 use crate::lake::TableRef;
 
 /// The request header naming a batch, so that its retries are stored once.

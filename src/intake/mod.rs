@@ -20,6 +20,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod rejected;
 pub mod rows;
+pub mod segment;
 pub mod wal;
 
 use std::collections::BTreeMap;

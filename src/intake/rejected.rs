@@ -7,7 +7,7 @@ use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray, TimestampMic
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 use super::rows::{DAY, RECEIVED_AT};
-use super::wal::Entry;
+use super::segment::Entry;
 use crate::error::Result;
 
 /// A record that cannot be a row, and why.
