@@ -9,8 +9,11 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    TimeUnit, TimestampMicrosecondType,
+};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -249,74 +252,48 @@ fn row_values(
     let mut out = Vec::with_capacity(columns.len());
     for (array, column) in batch.columns().iter().zip(columns) {
         let array = array.as_ref();
-        let n = array.len();
-        let valid = |i: usize| array.is_valid(i);
         let values: Vec<Box<dyn ToSql + Sync + Send>> = match column.staged {
             Staged::CastText => {
                 let formatter = ArrayFormatter::try_new(array, &options)?;
-                (0..n)
-                    .map(|i| boxed(valid(i).then(|| formatter.value(i).to_string())))
+                (0..array.len())
+                    .map(|i| boxed(array.is_valid(i).then(|| formatter.value(i).to_string())))
                     .collect()
             }
-            Staged::Bool => {
-                let a = array.as_boolean();
-                (0..n)
-                    .map(|i| boxed(valid(i).then(|| a.value(i))))
-                    .collect()
-            }
-            Staged::I16 => {
-                let a = arrow::compute::cast(array, &DataType::Int16)?;
-                let a = a.as_primitive::<Int16Type>();
-                (0..n)
-                    .map(|i| boxed(valid(i).then(|| a.value(i))))
-                    .collect()
-            }
-            Staged::I32 => {
-                let a = arrow::compute::cast(array, &DataType::Int32)?;
-                let a = a.as_primitive::<Int32Type>();
-                (0..n)
-                    .map(|i| boxed(valid(i).then(|| a.value(i))))
-                    .collect()
-            }
-            Staged::I64 => {
-                let a = arrow::compute::cast(array, &DataType::Int64)?;
-                let a = a.as_primitive::<Int64Type>();
-                (0..n)
-                    .map(|i| boxed(valid(i).then(|| a.value(i))))
-                    .collect()
-            }
-            Staged::F32 => {
-                let a = array.as_primitive::<Float32Type>();
-                (0..n)
-                    .map(|i| boxed(valid(i).then(|| a.value(i))))
-                    .collect()
-            }
-            Staged::F64 => {
-                let a = array.as_primitive::<Float64Type>();
-                (0..n)
-                    .map(|i| boxed(valid(i).then(|| a.value(i))))
-                    .collect()
-            }
+            Staged::Bool => array.as_boolean().iter().map(boxed).collect(),
+            Staged::I16 => primitive::<Int16Type, _>(array, DataType::Int16, |v| v)?,
+            Staged::I32 => primitive::<Int32Type, _>(array, DataType::Int32, |v| v)?,
+            Staged::I64 => primitive::<Int64Type, _>(array, DataType::Int64, |v| v)?,
+            Staged::F32 => primitive::<Float32Type, _>(array, DataType::Float32, |v| v)?,
+            Staged::F64 => primitive::<Float64Type, _>(array, DataType::Float64, |v| v)?,
             Staged::Text => {
-                let a = arrow::compute::cast(array, &DataType::Utf8)?;
-                let a = a.as_string::<i32>();
-                (0..n)
-                    .map(|i| boxed(valid(i).then(|| a.value(i).to_string())))
-                    .collect()
+                let text = arrow::compute::cast(array, &DataType::Utf8)?;
+                let text = text.as_string::<i32>();
+                text.iter().map(|v| boxed(v.map(str::to_string))).collect()
             }
-            Staged::Timestamp | Staged::TimestampTz => {
-                // Microseconds since 1970 (UTC), sent as SystemTime.
-                let micros = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None);
-                let a = arrow::compute::cast(array, &micros)?;
-                let a = a.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-                (0..n)
-                    .map(|i| boxed(valid(i).then(|| system_time(a.value(i)))))
-                    .collect()
-            }
+            // Microseconds since 1970 (UTC), sent as SystemTime.
+            Staged::Timestamp | Staged::TimestampTz => primitive::<TimestampMicrosecondType, _>(
+                array,
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                system_time,
+            )?,
         };
         out.push(values);
     }
     Ok(out)
+}
+
+/// A column cast to `T`'s type, each value converted (NULL kept) and boxed for binary COPY.
+fn primitive<T: ArrowPrimitiveType, V: ToSql + Sync + Send + 'static>(
+    array: &dyn Array,
+    to: DataType,
+    convert: impl Fn(T::Native) -> V,
+) -> Result<Vec<Box<dyn ToSql + Sync + Send>>> {
+    let cast = arrow::compute::cast(array, &to)?;
+    Ok(cast
+        .as_primitive::<T>()
+        .iter()
+        .map(|v| boxed(v.map(&convert)))
+        .collect())
 }
 
 fn boxed<T: ToSql + Sync + Send + 'static>(value: Option<T>) -> Box<dyn ToSql + Sync + Send> {
