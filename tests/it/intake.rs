@@ -685,13 +685,12 @@ fn forward_config(lake: &TempLake, tokens: &str) -> PathBuf {
     path
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fluentd_forward_protocol_every_mode_acknowledged_after_durable() {
-    let lake = TempLake::new();
-    let config = forward_config(&lake, "");
+/// Starts `serve --forward` without tokens and runs the forward client against it; every
+/// chunk it sends must be acknowledged.
+fn serve_and_send_forward(lake: &TempLake, config: &std::path::Path) -> ServeProcess {
     let server = ServeProcess::spawn(
-        &lake,
-        &config,
+        lake,
+        config,
         &["--forward", "127.0.0.1:0", "--insecure-no-auth"],
         &[],
     );
@@ -701,6 +700,14 @@ async fn fluentd_forward_protocol_every_mode_acknowledged_after_durable() {
         &[&addr.ip().to_string(), &addr.port().to_string(), ""],
     );
     assert_eq!(out, "ack c-forward\nack c-packed\nack c-gzip\n");
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fluentd_forward_protocol_every_mode_acknowledged_after_durable() {
+    let lake = TempLake::new();
+    let config = forward_config(&lake, "");
+    let server = serve_and_send_forward(&lake, &config);
     wait_for(&lake, "SELECT count(*) FROM logs.game", &["10"]).await;
     let session = lake.session().await;
     assert_eq!(
@@ -730,18 +737,7 @@ async fn fluentd_forward_protocol_every_mode_acknowledged_after_durable() {
 
     // After a restart, chunks resent with the same ids (their acks lost, say) are acknowledged
     // again but not stored twice; fluent-logger's Message-mode events carry no chunk id.
-    let server = ServeProcess::spawn(
-        &lake,
-        &config,
-        &["--forward", "127.0.0.1:0", "--insecure-no-auth"],
-        &[],
-    );
-    let addr = server.forward_addr();
-    let out = run_python(
-        FORWARD_CLIENT,
-        &[&addr.ip().to_string(), &addr.port().to_string(), ""],
-    );
-    assert_eq!(out, "ack c-forward\nack c-packed\nack c-gzip\n");
+    let server = serve_and_send_forward(&lake, &config);
     // Message mode asks no ack: wait until its two events are in, then stop (which commits
     // everything acknowledged, so resent chunks stored again would show now).
     wait_for(&lake, "SELECT count(*) FROM logs.game", &["12"]).await;
@@ -945,7 +941,7 @@ async fn maintenance_compacts_small_files_while_appends_continue_then_vacuum_del
 
 #[test]
 fn files_pipeline_commits_each_file_once_through_the_intake_record_path() {
-    use crate::support::{gamelake_err, gamelake_ok};
+    use crate::support::{gamelake_err, sql_csv};
     let lake = TempLake::new();
     let logs = tempfile::tempdir().unwrap();
     let dir = logs.path();
@@ -992,12 +988,7 @@ fn files_pipeline_commits_each_file_once_through_the_intake_record_path() {
         first.contains("2 files matched, 0 already committed, 2 new"),
         "{first}"
     );
-    let query = |sql: &str| {
-        gamelake_ok(
-            &["--lake", &lake_arg, "sql", "--format", "csv", "-c", sql],
-            &[],
-        )
-    };
+    let query = |sql: &str| sql_csv(&lake_arg, &["-c", sql]);
     assert_eq!(
         query("SELECT player, CAST(day AS VARCHAR) AS d FROM logs.backfill ORDER BY player"),
         "player,d\n1,2026-11-25\n2,2026-11-25\n3,2026-11-25\n"

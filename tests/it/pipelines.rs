@@ -562,7 +562,7 @@ async fn source_schema_changes_between_runs_fail_clearly_and_commit_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_pipeline_publishes_friend_suggestions_atomically() {
     use crate::postgres::TestDb;
-    use crate::support::{gamelake, gamelake_ok, repo_root};
+    use crate::support::{gamelake, gamelake_ok, repo_root, sql_csv};
     use gamelake::sources::postgres::connect;
 
     let lake = crate::support::TempLake::new();
@@ -592,17 +592,9 @@ async fn sink_pipeline_publishes_friend_suggestions_atomically() {
         .unwrap()
         .tables[0]
         .source_query();
-    let expected = gamelake_ok(
-        &[
-            "--lake",
-            &loc,
-            "sql",
-            "--format",
-            "csv",
-            "-c",
-            &format!("SELECT count(*) AS n FROM ({query}) q"),
-        ],
-        &[],
+    let expected = sql_csv(
+        &loc,
+        &["-c", &format!("SELECT count(*) AS n FROM ({query}) q")],
     );
     let new_count: i64 = expected.lines().nth(1).unwrap().parse().unwrap();
     assert!(new_count > 100, "{expected}");
@@ -665,17 +657,12 @@ async fn sink_pipeline_publishes_friend_suggestions_atomically() {
             )
         })
         .collect();
-    let ours = gamelake_ok(
+    let ours = sql_csv(
+        &loc,
         &[
-            "--lake",
-            &loc,
-            "sql",
-            "--format",
-            "csv",
             "-c",
             &format!("SELECT player_id, suggested_id, score FROM ({query}) q ORDER BY 1, 2"),
         ],
-        &[],
     );
     let ours: Vec<String> = ours.lines().skip(1).map(str::to_string).collect();
     assert_eq!(published, ours);

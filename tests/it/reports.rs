@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::{TempLake, gamelake, gamelake_ok, repo_root};
+use crate::support::{TempLake, gamelake, gamelake_ok, repo_root, sql_csv};
 
 /// The demo at the test size, once per test.
 fn demo_lake() -> TempLake {
@@ -105,32 +105,16 @@ fn a_report_run_writes_a_page_with_the_numbers_and_csv_parquet_equal_to_sql() {
 
     // The tables hold what `gamelake sql` answers; the CSV files are byte for byte its output.
     let dau_sql = repo_root().join("queries/dau_by_region.sql");
-    let dau_csv = gamelake_ok(
-        &[
-            "--lake",
-            &loc,
-            "sql",
-            "--format",
-            "csv",
-            "-f",
-            dau_sql.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let dau_csv = sql_csv(&loc, &["-f", dau_sql.to_str().unwrap()]);
     let revenue_sql = repo_root().join("queries/revenue_by_region.sql");
-    let revenue_csv = gamelake_ok(
+    let revenue_csv = sql_csv(
+        &loc,
         &[
-            "--lake",
-            &loc,
-            "sql",
-            "--format",
-            "csv",
             "-f",
             revenue_sql.to_str().unwrap(),
             "--param",
             "since=2026-10-01",
         ],
-        &[],
     );
     assert_eq!(
         std::fs::read_to_string(run_dir.join("dau_by_region.csv")).unwrap(),
@@ -152,17 +136,9 @@ fn a_report_run_writes_a_page_with_the_numbers_and_csv_parquet_equal_to_sql() {
     }
     // The Parquet copies read back as the same rows.
     let parquet = run_dir.join("revenue_by_region.parquet");
-    let again = gamelake_ok(
-        &[
-            "--lake",
-            &loc,
-            "sql",
-            "--format",
-            "csv",
-            "-c",
-            &format!("SELECT * FROM '{}'", parquet.display()),
-        ],
-        &[],
+    let again = sql_csv(
+        &loc,
+        &["-c", &format!("SELECT * FROM '{}'", parquet.display())],
     );
     assert_eq!(again, revenue_csv);
 

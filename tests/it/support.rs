@@ -109,6 +109,13 @@ pub fn gamelake_ok(args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `gamelake --lake LAKE sql --format csv ARGS...`: the CSV it printed (panics on failure).
+pub fn sql_csv(lake: &str, args: &[&str]) -> String {
+    let mut all = vec!["--lake", lake, "sql", "--format", "csv"];
+    all.extend_from_slice(args);
+    gamelake_ok(&all, &[])
+}
+
 /// Stderr of a failed run; panics if it succeeded, crashed, or printed a panic.
 pub fn gamelake_err(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = gamelake(args, env);
