@@ -76,7 +76,7 @@ def measure(binary, lake, runs):
     files = [str(ROOT / "benches" / "history" / f"{q}.sql") for q in QUERIES]
     out = subprocess.run([binary, "--lake", str(lake), "bench", "--runs", str(runs), "--param", f"player_id={PLAYER}"]
                          + files, check=True, stdout=subprocess.PIPE, text=True).stdout
-    seconds = {json.loads(line)["query"]: json.loads(line)["best"] for line in out.splitlines()}
+    seconds = {r["query"]: r["best"] for r in map(json.loads, out.splitlines())}
     pruning = {q: pruned(binary, lake, q) for q in QUERIES}
     sessions = int(subprocess.run([binary, "--lake", str(lake), "sql", "-q", "--format", "csv", "-c",
                                    "SELECT count(*) AS n FROM game.sessions"],

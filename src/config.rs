@@ -191,6 +191,14 @@ fn comment_start(line: &str) -> usize {
 }
 
 /// 1-based line and column of a byte offset.
+/// Line and column of the first `needle` in a file's text, for errors about a value (1:1 when
+/// it is not there).
+pub(crate) fn position_of(text: &str, needle: &str) -> (usize, usize) {
+    text.find(needle)
+        .map(|offset| line_column(text, offset))
+        .unwrap_or((1, 1))
+}
+
 pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;

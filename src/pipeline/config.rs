@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{line_column, parse_toml};
+use crate::config::{parse_toml, position_of};
 use crate::error::{Error, Result};
 
 /// One pipeline: a source and the tables it fills.
@@ -220,10 +220,7 @@ impl PipelineConfig {
                     _ => file.clone(),
                 };
                 let sql = std::fs::read_to_string(&file).map_err(|e| {
-                    let (line, column) = text
-                        .find("query_file")
-                        .map(|o| line_column(text, o))
-                        .unwrap_or((1, 1));
+                    let (line, column) = position_of(text, "query_file");
                     let message = format!(
                         "query_file {}: {e} (paths are relative to the pipeline file)",
                         file.display()
@@ -239,10 +236,7 @@ impl PipelineConfig {
     /// Checks the tables of a `[sink]` pipeline: PostgreSQL targets filled by lake queries.
     fn check_sink(&self, text: &str, path: &Path) -> Result<()> {
         for t in &self.tables {
-            let (line, column) = text
-                .find(&format!("\"{}\"", t.to))
-                .map(|o| line_column(text, o))
-                .unwrap_or((1, 1));
+            let (line, column) = position_of(text, &format!("\"{}\"", t.to));
             let fail = |message: String| Err(Error::config(path, line, column, &message));
             crate::lake::TableRef::parse(&t.to)
                 .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
@@ -274,11 +268,7 @@ impl PipelineConfig {
     }
 
     fn check(&self, text: &str, path: &Path) -> Result<()> {
-        let at = |needle: &str| {
-            text.find(needle)
-                .map(|o| line_column(text, o))
-                .unwrap_or((1, 1))
-        };
+        let at = |needle: &str| position_of(text, needle);
         if self.tables.is_empty() {
             return Err(Error::config(path, 1, 1, "no [[table]]: add at least one"));
         }

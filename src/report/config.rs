@@ -25,7 +25,7 @@ use std::str::FromStr;
 use arrow::array::timezone::Tz;
 use serde::Deserialize;
 
-use crate::config::{line_column, parse_toml};
+use crate::config::{parse_toml, position_of};
 use crate::error::{Error, Result};
 
 /// One report: what to run, when, and how to show it.
@@ -116,13 +116,8 @@ impl Report {
     /// Parses report text; `path` names the file in errors and anchors relative query files.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let config: ReportConfig = parse_toml(text, path)?;
-        let at = |needle: &str| {
-            text.find(needle)
-                .map(|o| line_column(text, o))
-                .unwrap_or((1, 1))
-        };
         let fail = |needle: &str, message: String| {
-            let (line, column) = at(needle);
+            let (line, column) = position_of(text, needle);
             Error::config(path, line, column, &message)
         };
         let name = path
