@@ -88,9 +88,6 @@ impl Intake {
             let table = TableRef::parse(name)?;
             let rejected = TableRef::new(table.schema.clone(), REJECTED)?;
             for t in [&table, &rejected] {
-                if !session.lake().is_table(t).await? {
-                    continue;
-                }
                 let recorded = transaction_version(session.lake(), t, &app_id).await?;
                 floor = floor.max(recorded.unwrap_or(0).max(0) as u64);
             }

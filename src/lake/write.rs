@@ -224,14 +224,21 @@ pub enum WriteOutcome {
     },
 }
 
-/// The version a table records for a pipeline (`app_id`), if any.
+/// The version a table records for a pipeline (`app_id`), if any; None too when there is no
+/// table yet. Only reads: a missing table's folder is not created.
 pub async fn transaction_version(
     lake: &Lake,
     table: &TableRef,
     app_id: &str,
 ) -> Result<Option<i64>> {
-    let dt = lake.table_for_write(table).await?;
-    recorded_version(&dt, table, app_id).await
+    match lake
+        .open_table(table, &crate::lake::TableVersion::Latest)
+        .await
+    {
+        Ok(dt) => recorded_version(&dt, table, app_id).await,
+        Err(Error::TableNotFound { .. } | Error::NotADeltaTable { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 async fn recorded_version(dt: &DeltaTable, table: &TableRef, app_id: &str) -> Result<Option<i64>> {
