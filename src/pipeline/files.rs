@@ -1,6 +1,6 @@
 //! `[source] kind = "files"`: log files (NDJSON, JSON arrays, or CSV with a header row when
-//! named `.csv`; gzip when named `.gz`) on a local disk or S3 go through the same record → row path as the log intake, each file exactly
-//! once.
+//! named `.csv`; gzip when named `.gz`) on a local disk or S3 go through the same record → row
+//! path as the log intake, each file exactly once.
 //!
 //! Each file is its own commit, marked with the transaction `(gamelake:<pipeline>:file:<path>,
 //! 1)`: a rerun skips the files the table records. As in the intake, a file's rejected records
