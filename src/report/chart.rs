@@ -120,9 +120,20 @@ fn numbers(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>> {
 
 type Drawn = std::result::Result<(), Box<dyn std::error::Error>>;
 
+/// Width of the legend beside the plot, when there is one.
+const LEGEND_WIDTH: u32 = 170;
+
 fn draw(out: &mut String, labels: &[String], series: &[Series], chart: &ChartConfig) -> Drawn {
     let root = SVGBackend::with_string(out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
+    // The legend sits to the right of the plot, never over its lines or bars.
+    let legend = series.len() > 1 || chart.series.is_some();
+    let (area, legend_area) = if legend {
+        let (plot, side) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+        (plot, Some(side))
+    } else {
+        (root.clone(), None)
+    };
     let all = series
         .iter()
         .flat_map(|s| s.values.iter().flatten().copied());
@@ -137,10 +148,10 @@ fn draw(out: &mut String, labels: &[String], series: &[Series], chart: &ChartCon
     }
     let pad = ((high - low) * 0.05).max(1e-9);
     let n = labels.len().max(1);
-    let mut plot = ChartBuilder::on(&root)
+    let mut plot = ChartBuilder::on(&area)
         .margin(12)
-        .x_label_area_size(48)
-        .y_label_area_size(72)
+        .x_label_area_size(52)
+        .y_label_area_size(76)
         .build_cartesian_2d(-0.5..(n as f64 - 0.5), (low - pad)..(high + pad))?;
     let label_at = |v: &f64| {
         let i = v.round();
@@ -152,38 +163,53 @@ fn draw(out: &mut String, labels: &[String], series: &[Series], chart: &ChartCon
     };
     plot.configure_mesh()
         .disable_x_mesh()
-        .x_labels(n.min(14))
+        .x_labels(n.min(12))
         .x_label_formatter(&label_at)
+        .y_label_formatter(&|v: &f64| {
+            if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        })
+        .light_line_style(WHITE)
+        .x_label_style(("sans-serif", 13))
+        .y_label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
         .x_desc(chart.x.as_str())
         .draw()?;
     let width = 0.8 / series.len().max(1) as f64;
     for (k, one) in series.iter().enumerate() {
         let color = Palette99::pick(k).to_rgba();
-        let drawn = match chart.kind {
-            ChartKind::Line => plot.draw_series(LineSeries::new(
-                one.values
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| v.map(|v| (i as f64, v))),
-                color.stroke_width(2),
-            ))?,
+        match chart.kind {
+            ChartKind::Line => {
+                plot.draw_series(LineSeries::new(
+                    one.values
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, v)| v.map(|v| (i as f64, v))),
+                    color.stroke_width(2),
+                ))?;
+            }
             ChartKind::Bar => {
                 plot.draw_series(one.values.iter().enumerate().filter_map(|(i, v)| {
                     let left = i as f64 - 0.4 + k as f64 * width;
                     v.map(|v| Rectangle::new([(left, 0.0), (left + width, v)], color.filled()))
-                }))?
+                }))?;
             }
-        };
-        drawn
-            .label(one.name.as_str())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+        }
     }
-    if series.len() > 1 || chart.series.is_some() {
-        plot.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()?;
+    if let Some(side) = legend_area {
+        for (k, one) in series.iter().enumerate() {
+            let color = Palette99::pick(k).to_rgba();
+            let y = 24 + 22 * k as i32;
+            side.draw(&Rectangle::new([(6, y - 6), (20, y + 6)], color.filled()))?;
+            side.draw(&Text::new(
+                one.name.clone(),
+                (28, y - 8),
+                ("sans-serif", 14),
+            ))?;
+        }
     }
     root.present()?;
     Ok(())
