@@ -20,6 +20,7 @@ pub mod plain_types;
 pub mod progress;
 pub mod query;
 pub mod report;
+pub mod schedule;
 pub mod sources;
 
 pub use error::{Error, Result};

@@ -36,6 +36,7 @@ Examples:
   gamelake serve --flight 127.0.0.1:50051 --insecure-no-auth      local tryout, no logins
   GAMELAKE_TOKEN_SECRET=... gamelake serve ...                    replicas behind a load balancer share it
   gamelake --config gamelake.toml serve --http 0.0.0.0:8080       log intake for Fluent Bit / Fluentd
+  gamelake serve --schedule --metrics 127.0.0.1:9090             scheduled reports/ and pipelines/
   curl -H \"Authorization: Bearer $INTAKE_TOKEN\" --data-binary @events.ndjson http://host:8080/ingest/logs.events
 
 Clients: any Flight SQL driver, e.g. Python ADBC:
@@ -56,6 +57,30 @@ pub struct ServeArgs {
     /// Bit `forward`) on this address. Tags map to tables by `tags` in [[intake.tables]].
     #[arg(long, value_name = "ADDR")]
     pub forward: Option<SocketAddr>,
+
+    /// Run the reports and pipelines that have a `schedule` (files in --reports and
+    /// --pipelines), each due time once across restarts and replicas: runs are recorded in
+    /// <lake>/_schedule/. After downtime only the latest missed run is made up, once.
+    #[arg(long)]
+    pub schedule: bool,
+
+    /// Folder of report files for --schedule [default: reports, if there is one].
+    #[arg(long, env = "GAMELAKE_REPORTS", value_name = "DIR")]
+    pub reports: Option<PathBuf>,
+
+    /// Folder of pipeline files for --schedule [default: pipelines, if there is one].
+    #[arg(long, env = "GAMELAKE_PIPELINES", value_name = "DIR")]
+    pub pipelines: Option<PathBuf>,
+
+    /// How often a scheduled run in progress records that it is alive; a run silent for three
+    /// intervals (its process died) is run again by the next process that looks.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub schedule_heartbeat: Duration,
+
+    /// Serve /metrics (Prometheus text: the scheduler's and the intake's) and /healthz on this
+    /// address. No login: bind it where only your monitoring reaches.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 
     /// TLS certificate chain (PEM); with --tls-key, clients connect with grpc+tls://.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -83,9 +108,9 @@ pub struct ServeArgs {
 
 /// Runs `gamelake serve` until Ctrl-C or SIGTERM.
 pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
-    if args.flight.is_none() && args.http.is_none() && args.forward.is_none() {
+    if args.flight.is_none() && args.http.is_none() && args.forward.is_none() && !args.schedule {
         return Err(Error::Unsupported(
-            "nothing to serve: give --flight ADDR (queries), --http ADDR and/or --forward ADDR (log intake), e.g. --flight 127.0.0.1:50051".to_string(),
+            "nothing to serve: give --flight ADDR (queries), --http ADDR and/or --forward ADDR (log intake), and/or --schedule (scheduled reports and pipelines), e.g. --flight 127.0.0.1:50051".to_string(),
         ));
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -95,8 +120,21 @@ pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
             flight(context, &args, addr, stopped.clone()).await?,
         ));
     }
+    let mut exposed = Exposed::default();
     if args.http.is_some() || args.forward.is_some() {
-        servers.push(tokio::spawn(intake(context, &args, stopped.clone()).await?));
+        let (server, metrics) = intake(context, &args, stopped.clone()).await?;
+        exposed.intake = Some(metrics);
+        servers.push(tokio::spawn(server));
+    }
+    if args.schedule {
+        let (server, metrics) = scheduler(context, &args, stopped.clone()).await?;
+        exposed.schedule = Some(metrics);
+        servers.push(tokio::spawn(server));
+    }
+    if let Some(addr) = args.metrics {
+        servers.push(tokio::spawn(
+            metrics_server(addr, exposed, stopped.clone()).await?,
+        ));
     }
     std::io::stdout().flush().ok();
     tokio::spawn(async move {
@@ -227,13 +265,118 @@ async fn flight(
     ))
 }
 
+/// The metrics that `--metrics` shows.
+#[derive(Clone, Default)]
+struct Exposed {
+    intake: Option<Arc<crate::intake::Metrics>>,
+    schedule: Option<Arc<crate::schedule::Metrics>>,
+}
+
+impl Exposed {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        if let Some(m) = &self.intake {
+            m.encode_into(&mut out);
+        }
+        if let Some(m) = &self.schedule {
+            m.encode_into(&mut out);
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+}
+
+/// Prepares the `--metrics` listener; the returned future serves until `stopped`.
+async fn metrics_server(
+    addr: SocketAddr,
+    exposed: Exposed,
+    stopped: watch::Receiver<bool>,
+) -> Result<impl Future<Output = Result<()>> + use<>> {
+    use axum::routing::get;
+    let (listener, bound) = bind(addr).await?;
+    println!("gamelake serve: metrics on http://{bound}/metrics");
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = exposed.render();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    Ok(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(until(stopped))
+            .await
+            .map_err(|e| Error::Unsupported(format!("metrics on {bound} failed: {e}")))
+    })
+}
+
+/// A folder given on the command line (it must exist), or `default` when there is one.
+fn folder(given: Option<&PathBuf>, default: &str) -> Result<Option<PathBuf>> {
+    match given {
+        Some(dir) if !dir.is_dir() => Err(Error::Unsupported(format!(
+            "{} is not a folder",
+            dir.display()
+        ))),
+        Some(dir) => Ok(Some(dir.clone())),
+        None => Ok(Some(PathBuf::from(default)).filter(|d| d.is_dir())),
+    }
+}
+
+/// Prepares the scheduler of `--schedule`; the returned future runs it until `stopped`.
+async fn scheduler(
+    context: &Context,
+    args: &ServeArgs,
+    stopped: watch::Receiver<bool>,
+) -> Result<(
+    impl Future<Output = Result<()>> + use<>,
+    Arc<crate::schedule::Metrics>,
+)> {
+    use crate::schedule::{Records, Scheduler, SystemClock, load_jobs};
+    let session = context.session().await?;
+    let reports = folder(args.reports.as_ref(), "reports")?;
+    let pipelines = folder(args.pipelines.as_ref(), "pipelines")?;
+    let jobs = load_jobs(&session, reports.as_deref(), pipelines.as_deref())?;
+    if jobs.is_empty() {
+        return Err(Error::Unsupported(format!(
+            "--schedule: no report or pipeline has a schedule (looked in {} and {}); add schedule = \"0 8 * * *\" to one, or give --reports/--pipelines",
+            reports.map_or("no reports folder".to_string(), |d| d.display().to_string()),
+            pipelines.map_or("no pipelines folder".to_string(), |d| d
+                .display()
+                .to_string()),
+        )));
+    }
+    let records = Records::new(session.lake().location().object_store()?, "_schedule");
+    let metrics = Arc::new(crate::schedule::Metrics::default());
+    let scheduler = Scheduler::new(jobs, records, Arc::new(SystemClock), metrics.clone())
+        .with_heartbeat(args.schedule_heartbeat);
+    println!(
+        "gamelake serve: scheduler running {} (records in {}/_schedule)",
+        scheduler.job_names().join(", "),
+        context.location
+    );
+    Ok((Arc::new(scheduler).run(stopped), metrics))
+}
+
 /// Prepares the log intake (HTTP and/or forward listeners, and the committer); the returned
 /// future serves until `stopped`, then commits what was acknowledged.
 async fn intake(
     context: &Context,
     args: &ServeArgs,
     stopped: watch::Receiver<bool>,
-) -> Result<impl Future<Output = Result<()>> + use<>> {
+) -> Result<(
+    impl Future<Output = Result<()>> + use<>,
+    Arc<crate::intake::Metrics>,
+)> {
     let config = &context.config.intake;
     let session = context.session().await?;
     let location = session.lake().location();
@@ -295,7 +438,8 @@ async fn intake(
             until(stopped.clone()),
         )));
     }
-    Ok(async move {
+    let metrics = intake.metrics.clone();
+    let server = async move {
         let (commit_stop, commit_stopped) = watch::channel(false);
         let committing = tokio::spawn(committer.run(interval, commit_stopped));
         let maintaining = maintenance.map(tokio::spawn);
@@ -316,7 +460,8 @@ async fn intake(
             let _ = task.await;
         }
         result
-    })
+    };
+    Ok((server, metrics))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

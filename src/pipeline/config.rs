@@ -22,6 +22,11 @@ pub struct PipelineConfig {
     /// The tables to fill.
     #[serde(rename = "table")]
     pub tables: Vec<TableConfig>,
+    /// When `gamelake serve --schedule` runs it: cron fields (minute hour day-of-month month
+    /// day-of-week). None: only when `gamelake ingest` is run.
+    pub schedule: Option<String>,
+    /// Zone of `schedule` (default `+08:00`, the game's server day).
+    pub timezone: Option<String>,
 }
 
 /// `[source]`.
@@ -213,6 +218,10 @@ impl PipelineConfig {
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let mut config: Self = parse_toml(text, path)?;
         config.check(text, path)?;
+        config.timing().map_err(|e| {
+            let (line, column) = position_of(text, "schedule");
+            Error::config(path, line, column, &e)
+        })?;
         for table in &mut config.tables {
             if let Some(file) = &table.query_file {
                 let file = match path.parent() {
@@ -231,6 +240,15 @@ impl PipelineConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Its schedule, parsed (None: run on demand only).
+    pub fn timing(&self) -> std::result::Result<Option<crate::schedule::Timing>, String> {
+        let zone = self.timezone.as_deref().unwrap_or("+08:00");
+        match &self.schedule {
+            Some(text) => crate::schedule::Timing::parse(text, zone).map(Some),
+            None => crate::schedule::parse_zone(zone).map(|_| None),
+        }
     }
 
     /// Checks the tables of a `[sink]` pipeline: PostgreSQL targets filled by lake queries.

@@ -20,13 +20,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use arrow::array::timezone::Tz;
 use serde::Deserialize;
 
 use crate::config::{parse_toml, position_of};
 use crate::error::{Error, Result};
+use crate::schedule::{Timing, parse_zone};
 
 /// One report: what to run, when, and how to show it.
 #[derive(Clone, Debug, Deserialize)]
@@ -46,7 +46,10 @@ pub struct ReportConfig {
     /// The queries, in the order they appear on the page.
     #[serde(rename = "query")]
     pub queries: Vec<QueryConfig>,
-    /// Where each run is announced (webhooks), after its files are written.
+    /// Where links to a run point: the runs' folder as served over HTTP (e.g.
+    /// `https://reports.example.com/_reports/daily_kpis`). Default: the folder's lake path/URL.
+    pub link_base: Option<String>,
+    /// Where each run is announced (webhooks, email), after its files are written.
     #[serde(default, rename = "delivery")]
     pub deliveries: Vec<super::deliver::DeliveryConfig>,
 }
@@ -102,8 +105,8 @@ pub struct Report {
     pub config: ReportConfig,
     /// The time zone of its schedule and relative dates.
     pub zone: Tz,
-    /// Its schedule, parsed.
-    pub schedule: Option<cron::Schedule>,
+    /// Its schedule, parsed (None: on demand only).
+    pub timing: Option<Timing>,
 }
 
 impl Report {
@@ -125,17 +128,10 @@ impl Report {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let zone_text = config.timezone.as_deref().unwrap_or("+08:00");
-        let zone = Tz::from_str(zone_text).map_err(|e| {
-            fail(
-                "timezone",
-                format!(
-                    "timezone '{zone_text}' is not a zone ({e}); write e.g. \"+08:00\", \"UTC\" or \"Asia/Shanghai\""
-                ),
-            )
-        })?;
-        let schedule = match &config.schedule {
+        let zone = parse_zone(zone_text).map_err(|e| fail("timezone", e))?;
+        let timing = match &config.schedule {
             None => None,
-            Some(text) => Some(parse_schedule(text).map_err(|e| fail("schedule", e))?),
+            Some(text) => Some(Timing::parse(text, zone_text).map_err(|e| fail("schedule", e))?),
         };
         if config.queries.is_empty() {
             return Err(Error::config(
@@ -150,8 +146,11 @@ impl Report {
             path: path.to_path_buf(),
             config,
             zone,
-            schedule,
+            timing,
         };
+        for delivery in &report.config.deliveries {
+            delivery.check().map_err(|e| fail("[[delivery]]", e))?;
+        }
         for query in &report.config.queries {
             let file = report.query_path(query);
             if !file.is_file() {
@@ -193,43 +192,16 @@ impl Report {
         &self,
         after: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        let schedule = self.schedule.as_ref()?;
-        let local = after.with_timezone(&self.zone);
-        schedule
-            .after(&local)
-            .next()
-            .map(|t| t.with_timezone(&chrono::Utc))
+        self.timing.as_ref()?.next_after(after)
     }
-}
-
-/// A cron expression of five fields (minute first) or six/seven (seconds first, as the `cron`
-/// crate reads them).
-fn parse_schedule(text: &str) -> std::result::Result<cron::Schedule, String> {
-    let fields = text.split_whitespace().count();
-    let full = if fields == 5 {
-        format!("0 {text}")
-    } else {
-        text.to_string()
-    };
-    cron::Schedule::from_str(&full).map_err(|e| {
-        format!(
-            "schedule '{text}' is not a cron expression ({e}); write minute hour day-of-month month day-of-week, e.g. \"0 8 * * *\" for 08:00 every day"
-        )
-    })
 }
 
 /// All reports in a folder (`*.toml`), by name.
 pub fn load_all(dir: &Path) -> Result<Vec<Report>> {
-    let mut reports = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    for entry in entries {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            reports.push(Report::load(&path)?);
-        }
-    }
-    reports.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(reports)
+    crate::config::toml_files(dir)?
+        .iter()
+        .map(|path| Report::load(path))
+        .collect()
 }
 
 #[cfg(test)]
@@ -292,6 +264,16 @@ mod tests {
                 "[[query]]\nfile = \"q.sql\"\nchart = { kind = \"pie\", x = \"a\", y = [\"b\"] }\n",
                 "bad.toml:3:",
                 "unknown variant `pie`",
+            ),
+            (
+                "[[query]]\nfile = \"q.sql\"\n[[delivery]]\nkind = \"email\"\nurl = \"smtp://mail\"\nfrom = \"reports\"\nto = [\"ops@example.com\"]\n",
+                "bad.toml:3:",
+                "'reports' is not an address",
+            ),
+            (
+                "[[query]]\nfile = \"q.sql\"\n[[delivery]]\nkind = \"email\"\nurl = \"http://mail\"\nfrom = \"r@example.com\"\nto = [\"ops@example.com\"]\n",
+                "bad.toml:3:",
+                "must start with smtp:// or smtps://",
             ),
         ];
         for (text, place, message) in cases {

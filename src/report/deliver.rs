@@ -1,7 +1,8 @@
 //! Deliveries of a report run: a webhook message (generic JSON, Slack, DingTalk or WeCom robot
-//! format) with the title, one summary line per query and a link to the run's page. Each is
-//! retried with backoff; every attempt is recorded in the run's `deliveries.json`. A delivery
-//! runs after the run's files are written, so a failed one never loses them.
+//! format) with the title, one summary line per query and a link to the run's page; or an email
+//! over SMTP (lettre) with the page inline and the results attached. Each is retried with
+//! backoff; every attempt is recorded in the run's `deliveries.json`. A delivery runs after the
+//! run's files are written, so a failed one never loses them.
 
 use std::time::Duration;
 
@@ -22,6 +23,94 @@ pub enum DeliveryConfig {
         #[serde(default)]
         format: WebhookFormat,
     },
+    /// An email: the run's page as the HTML body (a plain-text summary beside it), each
+    /// result attached.
+    Email {
+        /// The SMTP server: `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465`
+        /// (TLS), `smtp://host:25` (plain, for a relay on a private network). Credentials go in
+        /// the URL: `smtps://user:${SMTP_PASSWORD}@smtp.example.com`.
+        url: String,
+        /// The sender: `Reports <reports@example.com>`.
+        from: String,
+        /// The recipients.
+        to: Vec<String>,
+        /// Which copies of each result to attach: `csv`, `parquet` (default `["csv"]`).
+        #[serde(default = "default_attach")]
+        attach: Vec<AttachKind>,
+    },
+}
+
+/// Copies of a result an email carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachKind {
+    /// The result as CSV (opens in a spreadsheet).
+    Csv,
+    /// The result as Parquet.
+    Parquet,
+}
+
+fn default_attach() -> Vec<AttachKind> {
+    vec![AttachKind::Csv]
+}
+
+impl DeliveryConfig {
+    /// Checks what can be checked before a run: addresses and the SMTP URL. The error says
+    /// what is expected.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let DeliveryConfig::Email { url, from, to, .. } = self else {
+            return Ok(());
+        };
+        mailbox(from)?;
+        if to.is_empty() {
+            return Err(
+                "email: to names no recipient; write to = [\"ops@example.com\"]".to_string(),
+            );
+        }
+        for address in to {
+            mailbox(address)?;
+        }
+        let parsed = url::Url::parse(url).map_err(|e| {
+            format!("email: url '{}' is not a URL ({e}); write e.g. \"smtps://user:${{SMTP_PASSWORD}}@smtp.example.com\"", redact(url))
+        })?;
+        if !matches!(parsed.scheme(), "smtp" | "smtps") {
+            return Err(format!(
+                "email: url '{}' must start with smtp:// or smtps://",
+                redact(url)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where it goes, without secrets (for records and errors).
+    pub fn target(&self) -> String {
+        match self {
+            DeliveryConfig::Webhook { url, .. } => {
+                url.split('?').next().unwrap_or_default().to_string()
+            }
+            DeliveryConfig::Email { url, to, .. } => {
+                format!("{} to {}", redact(url), to.join(", "))
+            }
+        }
+    }
+}
+
+/// A URL without its password and query string.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.to_string()
+        }
+        Err(_) => "<unreadable URL>".to_string(),
+    }
+}
+
+fn mailbox(address: &str) -> std::result::Result<lettre::message::Mailbox, String> {
+    address.parse().map_err(|e| {
+        format!("email: '{address}' is not an address ({e}); write e.g. \"Reports <reports@example.com>\"")
+    })
 }
 
 /// The message shapes robots and chat tools accept.
@@ -47,11 +136,17 @@ pub struct Message<'a> {
     pub lines: &'a [String],
     /// The run's page.
     pub link: &'a str,
+    /// The run's page itself (the body of emails).
+    pub html: &'a str,
+    /// The run's result files: name, bytes, and which copy they are.
+    pub files: &'a [(String, Vec<u8>, AttachKind)],
 }
 
 /// The body of a webhook message in a format.
 pub fn body(format: WebhookFormat, message: &Message) -> Value {
-    let Message { title, lines, link } = message;
+    let Message {
+        title, lines, link, ..
+    } = message;
     match format {
         WebhookFormat::Json => json!({ "title": title, "summary": lines, "link": link }),
         WebhookFormat::Slack => {
@@ -107,26 +202,17 @@ pub async fn deliver_all(
         .map_err(|e| Error::Unsupported(format!("cannot build an HTTP client: {e}")))?;
     let mut records = Vec::new();
     for delivery in deliveries {
-        let DeliveryConfig::Webhook { url, format } = delivery;
-        let payload = body(*format, message).to_string();
         let mut wait = first_wait;
         let mut record = Delivered {
-            target: url.split('?').next().unwrap_or_default().to_string(),
+            target: delivery.target(),
             attempts: 0,
             outcome: String::new(),
         };
         while record.attempts < attempts.max(1) {
             record.attempts += 1;
-            let sent = client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(payload.clone())
-                .send()
-                .await;
-            record.outcome = match sent {
-                Ok(response) if response.status().is_success() => "ok".to_string(),
-                Ok(response) => format!("HTTP {}", response.status()),
-                Err(e) => e.without_url().to_string(),
+            record.outcome = match send(&client, delivery, message).await {
+                Ok(()) => "ok".to_string(),
+                Err(e) => e,
             };
             if record.outcome == "ok" {
                 break;
@@ -141,6 +227,88 @@ pub async fn deliver_all(
     Ok(records)
 }
 
+/// One attempt at one delivery; the error is what the record shows.
+async fn send(
+    client: &reqwest::Client,
+    delivery: &DeliveryConfig,
+    message: &Message<'_>,
+) -> std::result::Result<(), String> {
+    match delivery {
+        DeliveryConfig::Webhook { url, format } => {
+            let sent = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body(*format, message).to_string())
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => Err(format!("HTTP {}", response.status())),
+                Err(e) => Err(e.without_url().to_string()),
+            }
+        }
+        DeliveryConfig::Email {
+            url,
+            from,
+            to,
+            attach,
+        } => {
+            use lettre::AsyncTransport;
+            let mail = email(message, from, to, attach)?;
+            let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
+                .map_err(|e| format!("SMTP URL {}: {e}", redact(url)))?
+                .timeout(Some(Duration::from_secs(30)))
+                .build();
+            transport
+                .send(mail)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("SMTP: {e}"))
+        }
+    }
+}
+
+/// The email of a run: the page as HTML with a plain-text summary beside it, and the chosen
+/// copies of each result attached.
+fn email(
+    message: &Message<'_>,
+    from: &str,
+    to: &[String],
+    attach: &[AttachKind],
+) -> std::result::Result<lettre::Message, String> {
+    use lettre::message::header::ContentType;
+    use lettre::message::{Attachment, MultiPart};
+    let mut builder = lettre::Message::builder()
+        .from(mailbox(from)?)
+        .subject(message.title);
+    for address in to {
+        builder = builder.to(mailbox(address)?);
+    }
+    let mut text = String::new();
+    for line in message.lines {
+        text.push_str(&format!("- {line}\n"));
+    }
+    text.push_str(&format!("\nThe report: {}\n", message.link));
+    let mut mixed = MultiPart::mixed().multipart(MultiPart::alternative_plain_html(
+        text,
+        message.html.to_string(),
+    ));
+    for (name, bytes, kind) in message.files {
+        if !attach.contains(kind) {
+            continue;
+        }
+        let content_type = match kind {
+            AttachKind::Csv => "text/csv; charset=utf-8",
+            AttachKind::Parquet => "application/vnd.apache.parquet",
+        };
+        let content_type = ContentType::parse(content_type).map_err(|e| e.to_string())?;
+        mixed = mixed.singlepart(Attachment::new(name.clone()).body(bytes.clone(), content_type));
+    }
+    builder
+        .multipart(mixed)
+        .map_err(|e| format!("cannot build the email: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +320,8 @@ mod tests {
             title: "Daily KPIs",
             lines: &lines,
             link: "http://lake/_reports/daily/x/index.html",
+            html: "<html></html>",
+            files: &[],
         };
         assert_eq!(
             body(WebhookFormat::Json, &message),

@@ -12,7 +12,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::config::{QueryConfig, Report};
-use super::deliver::{Message, deliver_all};
+use super::deliver::{AttachKind, Message, deliver_all};
 use super::html::{Section, index_page, run_page};
 use super::params::resolve;
 use crate::error::{Error, Result};
@@ -73,6 +73,7 @@ pub async fn run_report(
 
     let mut sections = Vec::new();
     let mut lines = Vec::new();
+    let mut files = Vec::new();
     for (query, (slug, schema, batches)) in report.config.queries.iter().zip(&results) {
         let title = query
             .title
@@ -88,13 +89,21 @@ pub async fn run_report(
             &mut parquet,
         )
         .await?;
-        put(&store, &run_path(&format!("{slug}.csv")), csv).await?;
-        put(&store, &run_path(&format!("{slug}.parquet")), parquet).await?;
+        put(&store, &run_path(&format!("{slug}.csv")), csv.clone()).await?;
+        put(
+            &store,
+            &run_path(&format!("{slug}.parquet")),
+            parquet.clone(),
+        )
+        .await?;
+        files.push((format!("{slug}.csv"), csv, AttachKind::Csv));
+        files.push((format!("{slug}.parquet"), parquet, AttachKind::Parquet));
+        // An empty result gets no (empty) chart; its table says "0 rows".
         let svg = match &query.chart {
-            Some(chart) => Some(super::chart::svg(batches, chart).map_err(|e| {
+            Some(chart) if rows > 0 => Some(super::chart::svg(batches, chart).map_err(|e| {
                 Error::Unsupported(format!("report {}, {title}: {e}", report.name))
             })?),
-            None => None,
+            _ => None,
         };
         lines.push(format!("{title}: {rows} rows"));
         sections.push((title, svg, slug, schema, batches));
@@ -120,14 +129,19 @@ pub async fn run_report(
         )
     };
     let page = run_page(report.title(), &meta, &sections)?;
-    put(&store, &run_path("index.html"), page.into_bytes()).await?;
+    put(&store, &run_path("index.html"), page.clone().into_bytes()).await?;
     write_index(&store, &base, report).await?;
-    let page = format!("{shown_base}/{folder}/index.html");
+    let link = match &report.config.link_base {
+        Some(link_base) => format!("{}/{folder}/index.html", link_base.trim_end_matches('/')),
+        None => format!("{shown_base}/{folder}/index.html"),
+    };
     if !report.config.deliveries.is_empty() {
         let message = Message {
             title: report.title(),
             lines: &lines,
-            link: &page,
+            link: &link,
+            html: &page,
+            files: &files,
         };
         let records = deliver_all(
             &report.config.deliveries,
@@ -141,12 +155,12 @@ pub async fn run_report(
         put(&store, &run_path("deliveries.json"), json).await?;
         if let Some(failed) = records.iter().find(|r| r.outcome != "ok") {
             return Err(Error::Unsupported(format!(
-                "report {} is written ({page}), but its delivery to {} failed after {} attempts: {} (recorded in deliveries.json)",
+                "report {} is written ({link}), but its delivery to {} failed after {} attempts: {} (recorded in deliveries.json)",
                 report.name, failed.target, failed.attempts, failed.outcome
             )));
         }
     }
-    Ok(RunSummary { page, lines })
+    Ok(RunSummary { page: link, lines })
 }
 
 /// A query's parameters: the report's, the query's own, then `--param` overrides, relative

@@ -11,6 +11,7 @@ mod pipelines;
 mod postgres;
 mod reports;
 mod s3;
+mod schedule;
 mod slt;
 mod support;
 mod write_path;

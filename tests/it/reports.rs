@@ -368,3 +368,120 @@ async fn webhook_deliveries_are_retried_recorded_and_never_lose_the_run() {
         .count();
     assert_eq!(runs, 2, "both runs keep their files");
 }
+
+/// Email delivery against a real SMTP server (Python's aiosmtpd, saving to a maildir): the
+/// page is the HTML body, a plain-text summary sits beside it, and each result is attached as
+/// CSV and Parquet equal to the run's files.
+#[test]
+fn email_delivery_sends_the_page_inline_and_the_results_attached() {
+    use crate::support::{free_port, python, run_python};
+
+    let maildir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut smtp = std::process::Command::new(python())
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(maildir.path().join("inbox"))
+        .spawn()
+        .expect("start aiosmtpd (pip install aiosmtpd)");
+    let ready = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(ready, "aiosmtpd did not listen on {port}");
+
+    let lake = demo_lake();
+    let dir = tempfile::tempdir().unwrap();
+    let query = repo_root().join("queries/dau_by_region.sql");
+    std::fs::write(
+        dir.path().join("dau.toml"),
+        format!(
+            "title = \"Daily active players\"\nlink_base = \"https://reports.game.example/dau\"\n[[query]]\nfile = \"{}\"\n[[delivery]]\nkind = \"email\"\nurl = \"smtp://127.0.0.1:{port}\"\nfrom = \"Reports <reports@game.example>\"\nto = [\"ops@game.example\", \"cfo@game.example\"]\nattach = [\"csv\", \"parquet\"]\n",
+            query.display()
+        ),
+    )
+    .unwrap();
+    let out = gamelake(
+        &[
+            "--lake",
+            &lake.location(),
+            "report",
+            "run",
+            "dau",
+            "--reports",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let _ = smtp.kill();
+    let _ = smtp.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        link.starts_with("https://reports.game.example/dau/") && link.ends_with("/index.html"),
+        "{link}"
+    );
+    let folder = link.split('/').rev().nth(1).unwrap();
+    let run_dir = lake.path().join("_reports/dau").join(folder);
+
+    let mail = run_python(
+        r#"
+import email, email.policy, json, mailbox, sys
+box = mailbox.Maildir(sys.argv[1], factory=None, create=False)
+out = []
+for key in box.keys():
+    msg = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
+    parts = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        data = part.get_payload(decode=True)
+        parts.append({"type": part.get_content_type(), "name": part.get_filename(),
+                      "text": data.decode("utf-8", "replace").replace("\r\n", "\n"),
+                      "size": len(data)})
+    out.append({"subject": msg["subject"], "from": msg["from"], "to": msg["to"], "parts": parts})
+print(json.dumps(out))
+"#,
+        &[maildir.path().join("inbox").to_str().unwrap()],
+    );
+    let mail: serde_json::Value = serde_json::from_str(&mail).unwrap();
+    assert_eq!(mail.as_array().unwrap().len(), 1, "{mail}");
+    let mail = &mail[0];
+    assert_eq!(mail["subject"], "Daily active players");
+    assert_eq!(mail["from"], "Reports <reports@game.example>");
+    assert_eq!(mail["to"], "ops@game.example, cfo@game.example");
+    let part = |kind: &str| {
+        mail["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} part: {mail}"))
+            .clone()
+    };
+    let page = std::fs::read_to_string(run_dir.join("index.html")).unwrap();
+    assert_eq!(
+        part("text/html")["text"].as_str().unwrap().trim_end(),
+        page.trim_end()
+    );
+    let text = part("text/plain")["text"].as_str().unwrap().to_string();
+    assert!(text.contains("rows") && text.contains(&link), "{text}");
+    let csv = part("text/csv");
+    assert_eq!(csv["name"], "dau_by_region.csv");
+    assert_eq!(
+        csv["text"].as_str().unwrap(),
+        std::fs::read_to_string(run_dir.join("dau_by_region.csv")).unwrap()
+    );
+    let parquet = part("application/vnd.apache.parquet");
+    assert_eq!(parquet["name"], "dau_by_region.parquet");
+    assert_eq!(
+        parquet["size"].as_u64().unwrap(),
+        std::fs::metadata(run_dir.join("dau_by_region.parquet"))
+            .unwrap()
+            .len()
+    );
+}

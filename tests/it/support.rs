@@ -304,6 +304,7 @@ pub struct ServeProcess {
     flight: Option<std::net::SocketAddr>,
     http: Option<std::net::SocketAddr>,
     forward: Option<std::net::SocketAddr>,
+    metrics: Option<std::net::SocketAddr>,
 }
 
 impl ServeProcess {
@@ -323,9 +324,14 @@ impl ServeProcess {
         let mut child = cmd.spawn().expect("start gamelake serve");
         let expected = args
             .iter()
-            .filter(|a| matches!(**a, "--flight" | "--http" | "--forward"))
+            .filter(|a| {
+                matches!(
+                    **a,
+                    "--flight" | "--http" | "--forward" | "--schedule" | "--metrics"
+                )
+            })
             .count();
-        let (mut flight, mut http, mut forward) = (None, None, None);
+        let (mut flight, mut http, mut forward, mut metrics) = (None, None, None, None);
         let mut out = std::io::BufReader::new(child.stdout.as_mut().expect("stdout"));
         let address = |line: &str, scheme: &str| -> Option<std::net::SocketAddr> {
             let rest = line.split(scheme).nth(1)?;
@@ -337,7 +343,13 @@ impl ServeProcess {
         for _ in 0..expected {
             let mut line = String::new();
             out.read_line(&mut line).expect("read serve output");
-            if let Some(a) = address(&line, "grpc://").or_else(|| address(&line, "grpc+tls://")) {
+            if line.contains("scheduler running") {
+                continue;
+            } else if let Some(a) = address(&line, "metrics on http://") {
+                metrics = Some(a);
+            } else if let Some(a) =
+                address(&line, "grpc://").or_else(|| address(&line, "grpc+tls://"))
+            {
                 flight = Some(a);
             } else if let Some(a) = address(&line, "http://") {
                 http = Some(a);
@@ -352,7 +364,13 @@ impl ServeProcess {
             flight,
             http,
             forward,
+            metrics,
         }
+    }
+
+    /// The `--metrics` address.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.metrics.expect("started without --metrics")
     }
 
     /// The Flight SQL address.

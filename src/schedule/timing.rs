@@ -1,0 +1,115 @@
+//! When a job is due: a cron expression read in a time zone.
+
+use std::str::FromStr;
+
+use arrow::array::timezone::Tz;
+use chrono::{DateTime, Utc};
+
+/// A parsed schedule: cron fields read in a zone.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// The expression as written (five fields, or six with seconds first).
+    pub text: String,
+    /// The zone its fields are read in.
+    pub zone: Tz,
+    cron: cron::Schedule,
+}
+
+impl Timing {
+    /// Parses `schedule` (five fields, minute first; or six/seven, seconds first as the `cron`
+    /// crate reads them) in `zone` (`+08:00`, `UTC`, `Asia/Shanghai`). The error says what to
+    /// write instead.
+    pub fn parse(schedule: &str, zone: &str) -> std::result::Result<Self, String> {
+        let zone = parse_zone(zone)?;
+        let fields = schedule.split_whitespace().count();
+        let full = if fields == 5 {
+            format!("0 {schedule}")
+        } else {
+            schedule.to_string()
+        };
+        let cron = cron::Schedule::from_str(&full).map_err(|e| {
+            format!(
+                "schedule '{schedule}' is not a cron expression ({e}); write minute hour day-of-month month day-of-week, e.g. \"0 8 * * *\" for 08:00 every day"
+            )
+        })?;
+        Ok(Self {
+            text: schedule.to_string(),
+            zone,
+            cron,
+        })
+    }
+
+    /// The first due time strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = after.with_timezone(&self.zone);
+        self.cron
+            .after(&local)
+            .next()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The latest due time at or before `now`.
+    pub fn latest_due(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Cron times are whole seconds; the iterator steps back from strictly before its start.
+        let start = (now + chrono::Duration::seconds(1)).with_timezone(&self.zone);
+        self.cron
+            .after(&start)
+            .next_back()
+            .map(|t| t.with_timezone(&Utc))
+            .filter(|t| *t <= now)
+    }
+}
+
+/// A zone: a fixed offset (`+08:00`), `UTC`, or an IANA name (`Asia/Shanghai`).
+pub fn parse_zone(text: &str) -> std::result::Result<Tz, String> {
+    Tz::from_str(text).map_err(|e| {
+        format!(
+            "timezone '{text}' is not a zone ({e}); write e.g. \"+08:00\", \"UTC\" or \"Asia/Shanghai\""
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn due_times_are_read_in_the_zone() {
+        let daily = Timing::parse("0 8 * * *", "+08:00").unwrap();
+        // 08:00 at +08:00 is 00:00 UTC.
+        assert_eq!(
+            daily.next_after(at("2026-11-25T03:00:00Z")),
+            Some(at("2026-11-26T00:00:00Z"))
+        );
+        assert_eq!(
+            daily.latest_due(at("2026-11-25T03:00:00Z")),
+            Some(at("2026-11-25T00:00:00Z"))
+        );
+        // A due time is due at its own instant, not a second later.
+        assert_eq!(
+            daily.latest_due(at("2026-11-25T00:00:00Z")),
+            Some(at("2026-11-25T00:00:00Z"))
+        );
+        let every_minute = Timing::parse("* * * * *", "UTC").unwrap();
+        assert_eq!(
+            every_minute.latest_due(at("2026-11-25T03:00:59Z")),
+            Some(at("2026-11-25T03:00:00Z"))
+        );
+        assert!(
+            Timing::parse("every day", "UTC")
+                .unwrap_err()
+                .contains("minute hour")
+        );
+        assert!(
+            Timing::parse("* * * * *", "Mars/Olympus")
+                .unwrap_err()
+                .contains("not a zone")
+        );
+    }
+}
