@@ -140,6 +140,55 @@ pub async fn publish(session: &Session, url: &str, table: &TableConfig) -> Resul
     ))
     .await
     .map_err(|e| pg_error(&context("staging table"), &e))?;
+
+    let selected: Vec<String> = columns
+        .iter()
+        .map(|c| match c.staged {
+            Staged::CastText => format!("{}::{}", quote(&c.name), c.pg_type),
+            _ => quote(&c.name),
+        })
+        .collect();
+    // `filter` is "" for the real move, " WHERE false" for the probe below.
+    let insert = |filter: &str| {
+        format!(
+            "INSERT INTO {target_name} ({}) SELECT {} FROM gamelake_stage{filter}",
+            quoted.join(", "),
+            selected.join(", ")
+        )
+    };
+    let upsert = |insert: String| {
+        let key: Vec<String> = table.key.iter().map(|k| quote(k)).collect();
+        let updates: Vec<String> = columns
+            .iter()
+            .filter(|c| !table.key.contains(&c.name))
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote(&c.name)))
+            .collect();
+        let action = if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        format!("{insert} ON CONFLICT ({}) {action}", key.join(", "))
+    };
+    let (probe, statement) = match table.mode {
+        Mode::Upsert => (upsert(insert(" WHERE false")), upsert(insert(""))),
+        _ => (
+            insert(" WHERE false"),
+            format!("DELETE FROM {target_name};\n{}", insert("")),
+        ),
+    };
+    // The move, planned on no rows before any is loaded: a target whose columns do not fit the
+    // result (missing, or of a type the result cannot be assigned to, or no unique key for an
+    // upsert) fails here, naming the column, and the transaction leaves the table as it was.
+    tx.batch_execute(&probe).await.map_err(|e| {
+        pg_error(
+            &format!(
+                "{}: the table does not fit the query's result; CAST the column in the query, or alter or drop the table (it is created from the result when missing)",
+                table.to
+            ),
+            &e,
+        )
+    })?;
     let sink = tx
         .copy_in(&format!(
             "COPY gamelake_stage ({}) FROM STDIN (FORMAT binary)",
@@ -171,35 +220,6 @@ pub async fn publish(session: &Session, url: &str, table: &TableConfig) -> Resul
         .await
         .map_err(|e| pg_error(&context("COPY"), &e))?;
 
-    let selected: Vec<String> = columns
-        .iter()
-        .map(|c| match c.staged {
-            Staged::CastText => format!("{}::{}", quote(&c.name), c.pg_type),
-            _ => quote(&c.name),
-        })
-        .collect();
-    let insert = format!(
-        "INSERT INTO {target_name} ({}) SELECT {} FROM gamelake_stage",
-        quoted.join(", "),
-        selected.join(", ")
-    );
-    let statement = match table.mode {
-        Mode::Upsert => {
-            let key: Vec<String> = table.key.iter().map(|k| quote(k)).collect();
-            let updates: Vec<String> = columns
-                .iter()
-                .filter(|c| !table.key.contains(&c.name))
-                .map(|c| format!("{0} = EXCLUDED.{0}", quote(&c.name)))
-                .collect();
-            let action = if updates.is_empty() {
-                "DO NOTHING".to_string()
-            } else {
-                format!("DO UPDATE SET {}", updates.join(", "))
-            };
-            format!("{insert} ON CONFLICT ({}) {action}", key.join(", "))
-        }
-        _ => format!("DELETE FROM {target_name};\n{insert}"),
-    };
     tx.batch_execute(&statement)
         .await
         .map_err(|e| pg_error(&context("moving the staged rows in"), &e))?;

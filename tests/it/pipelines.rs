@@ -678,3 +678,62 @@ async fn sink_pipeline_publishes_friend_suggestions_atomically() {
         (1, true)
     );
 }
+
+/// A `[sink]` whose PostgreSQL table does not fit the query's result (a column of another type,
+/// a column missing) fails before any row is loaded, naming the column, and the game keeps
+/// reading the old rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_into_a_table_that_does_not_fit_fails_and_keeps_the_old_rows() {
+    use crate::postgres::TestDb;
+    use crate::support::{gamelake, gamelake_ok, repo_root};
+    use gamelake::sources::postgres::connect;
+
+    let lake = crate::support::TempLake::new();
+    let loc = lake.location();
+    gamelake_ok(
+        &["--lake", &loc, "demo", "--scale", "0.01", "--no-queries"],
+        &[],
+    );
+    let db = TestDb::new().await;
+    let url = db.url();
+    let client = connect(&url).await.unwrap();
+    let pipeline = repo_root().join("pipelines/friend_suggestions.toml");
+    let cases = [
+        (
+            "player_id bigint, suggested_id bigint, score uuid, computed_at timestamptz",
+            "\"score\" is of type uuid",
+        ),
+        (
+            "player_id bigint, suggested_id bigint, score double precision",
+            "column \"computed_at\" of relation \"friend_suggestions\" does not exist",
+        ),
+    ];
+    for (columns, expected) in cases {
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS reco CASCADE; CREATE SCHEMA reco;
+                 CREATE TABLE reco.friend_suggestions ({columns});
+                 INSERT INTO reco.friend_suggestions (player_id, suggested_id) SELECT g, g + 1 FROM generate_series(1, 7) g;"
+            ))
+            .await
+            .unwrap();
+        let out = gamelake(
+            &["--lake", &loc, "ingest", pipeline.to_str().unwrap()],
+            &[("PG_URL", &url)],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{columns}: {stderr}");
+        assert!(
+            stderr.contains("reco.friend_suggestions: the table does not fit the query's result")
+                && stderr.contains(expected)
+                && stderr.contains("CAST"),
+            "{columns}: {stderr}"
+        );
+        let kept: i64 = client
+            .query_one("SELECT count(*) FROM reco.friend_suggestions", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(kept, 7, "{columns}: the old rows stay");
+    }
+}
