@@ -234,9 +234,37 @@ impl LakeSchema {
             Err(Error::TableNotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let provider = dt.table_provider().await.map_err(Error::from_datafusion)?;
+        let provider = dt
+            .table_provider()
+            .with_session(delta_scan_settings())
+            .await
+            .map_err(Error::from_datafusion)?;
         Ok(Some(provider))
     }
+}
+
+/// What deltalake's scans are built with. deltalake reads its scan settings from a session; this
+/// one exists only for them. Parquet pushdown is off *in deltalake*: it would hand the scan's
+/// filters to the Parquet reader itself, and then DataFusion's own filter pushdown (the query
+/// session's `pushdown_filters`) adds the same filters again, so every predicate was evaluated
+/// twice per row. deltalake still skips files by their statistics; DataFusion gives the Parquet
+/// reader the predicate once (row groups, pages, bloom filters, late materialization).
+fn delta_scan_settings() -> Arc<datafusion::execution::SessionState> {
+    static SETTINGS: std::sync::OnceLock<Arc<datafusion::execution::SessionState>> =
+        std::sync::OnceLock::new();
+    SETTINGS
+        .get_or_init(|| {
+            let mut config = datafusion::prelude::SessionConfig::new();
+            let parquet = &mut config.options_mut().execution.parquet;
+            parquet.pushdown_filters = false;
+            parquet.schema_force_view_types = true;
+            Arc::new(
+                datafusion::execution::SessionStateBuilder::new()
+                    .with_config(config)
+                    .build(),
+            )
+        })
+        .clone()
 }
 
 #[async_trait]
