@@ -86,12 +86,7 @@ impl Records {
         let Some(slot) = self.slots(job).await?.pop() else {
             return Ok(None);
         };
-        let prefix = StorePath::from(format!("{}/{job}/{slot}", self.base));
-        let listing = self
-            .store
-            .list_with_delimiter(Some(&prefix))
-            .await
-            .map_err(|e| store_error(&prefix, e))?;
+        let listing = self.list(&format!("{job}/{slot}")).await?;
         let newest = listing
             .objects
             .iter()
@@ -121,14 +116,18 @@ impl Records {
             .map_err(|e| Error::Unsupported(format!("schedule record {location}: {e}")))
     }
 
-    /// The job's slot folders, oldest first.
-    async fn slots(&self, job: &str) -> Result<Vec<String>> {
-        let prefix = StorePath::from(format!("{}/{job}", self.base));
-        let listing = self
-            .store
+    /// What is directly under `<base>/<folder>`.
+    async fn list(&self, folder: &str) -> Result<object_store::ListResult> {
+        let prefix = StorePath::from(format!("{}/{folder}", self.base));
+        self.store
             .list_with_delimiter(Some(&prefix))
             .await
-            .map_err(|e| store_error(&prefix, e))?;
+            .map_err(|e| store_error(&prefix, e))
+    }
+
+    /// The job's slot folders, oldest first.
+    async fn slots(&self, job: &str) -> Result<Vec<String>> {
+        let listing = self.list(job).await?;
         let mut slots: Vec<String> = listing
             .common_prefixes
             .iter()
@@ -168,13 +167,7 @@ impl Records {
         let slots = self.slots(job).await?;
         let old = slots.len().saturating_sub(KEPT_SLOTS);
         for slot in &slots[..old] {
-            let prefix = StorePath::from(format!("{}/{job}/{slot}", self.base));
-            let listing = self
-                .store
-                .list_with_delimiter(Some(&prefix))
-                .await
-                .map_err(|e| store_error(&prefix, e))?;
-            for object in listing.objects {
+            for object in self.list(&format!("{job}/{slot}")).await?.objects {
                 self.store
                     .delete(&object.location)
                     .await

@@ -556,6 +556,26 @@ async fn source_schema_changes_between_runs_fail_clearly_and_commit_nothing() {
     assert_eq!(out, "n,a\n101,x\n");
 }
 
+/// The query of `pipelines/friend_suggestions.toml`.
+pub(crate) fn friend_suggestions_query() -> String {
+    let pipeline = crate::support::repo_root().join("pipelines/friend_suggestions.toml");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    gamelake::pipeline::PipelineConfig::parse(&text.replace("${PG_URL}", "unused"), &pipeline)
+        .unwrap()
+        .tables[0]
+        .source_query()
+}
+
+/// How many rows that query answers over the lake at `loc` (through `gamelake sql`).
+pub(crate) fn friend_suggestions_count(loc: &str) -> i64 {
+    let query = friend_suggestions_query();
+    let csv = crate::support::sql_csv(
+        loc,
+        &["-c", &format!("SELECT count(*) AS n FROM ({query}) q")],
+    );
+    csv.lines().nth(1).unwrap().parse().unwrap()
+}
+
 /// `[sink] kind = "postgres"`: friend suggestions computed over the lake fill a real PostgreSQL
 /// table; a reader polling during the refresh sees the old set or the new one, never an empty or
 /// partial table; the rows equal the query's answer in `gamelake sql`.
@@ -585,19 +605,9 @@ async fn sink_pipeline_publishes_friend_suggestions_atomically() {
         .unwrap();
 
     let pipeline = repo_root().join("pipelines/friend_suggestions.toml");
-    let text = std::fs::read_to_string(&pipeline)
-        .unwrap()
-        .replace("${PG_URL}", &url);
-    let query = gamelake::pipeline::PipelineConfig::parse(&text, &pipeline)
-        .unwrap()
-        .tables[0]
-        .source_query();
-    let expected = sql_csv(
-        &loc,
-        &["-c", &format!("SELECT count(*) AS n FROM ({query}) q")],
-    );
-    let new_count: i64 = expected.lines().nth(1).unwrap().parse().unwrap();
-    assert!(new_count > 100, "{expected}");
+    let query = friend_suggestions_query();
+    let new_count = friend_suggestions_count(&loc);
+    assert!(new_count > 100, "{new_count}");
 
     // A reader in a loop on its own connection while the pipeline runs (twice).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -407,7 +407,7 @@ async fn a_failing_job_does_not_stop_the_others_and_metrics_count_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_scheduled_reports_and_sinks_and_counts_them_in_metrics() {
     use crate::postgres::TestDb;
-    use crate::support::{ServeProcess, TempLake, gamelake_ok, repo_root, sql_csv};
+    use crate::support::{ServeProcess, TempLake, gamelake_ok, repo_root};
 
     let lake = TempLake::new();
     let loc = lake.location();
@@ -553,19 +553,7 @@ async fn serve_runs_scheduled_reports_and_sinks_and_counts_them_in_metrics() {
     );
 
     // The sink filled PostgreSQL with the query's rows.
-    let pipeline = repo_root().join("pipelines/friend_suggestions.toml");
-    let text = std::fs::read_to_string(&pipeline)
-        .unwrap()
-        .replace("${PG_URL}", &url);
-    let query = gamelake::pipeline::PipelineConfig::parse(&text, &pipeline)
-        .unwrap()
-        .tables[0]
-        .source_query();
-    let expected = sql_csv(
-        &loc,
-        &["-c", &format!("SELECT count(*) AS n FROM ({query}) q")],
-    );
-    let expected: i64 = expected.lines().nth(1).unwrap().parse().unwrap();
+    let expected = crate::pipelines::friend_suggestions_count(&loc);
     let pg = gamelake::sources::postgres::connect(&url).await.unwrap();
     let published: i64 = pg
         .query_one("SELECT count(*) FROM reco.friend_suggestions", &[])
