@@ -14,6 +14,7 @@ pub mod error;
 pub mod flight;
 pub mod intake;
 pub mod lake;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod plain_types;

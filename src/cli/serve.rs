@@ -274,15 +274,10 @@ struct Exposed {
 
 impl Exposed {
     fn render(&self) -> String {
-        let mut out = String::new();
-        if let Some(m) = &self.intake {
-            m.encode_into(&mut out);
-        }
-        if let Some(m) = &self.schedule {
-            m.encode_into(&mut out);
-        }
-        out.push_str("# EOF\n");
-        out
+        let intake = self.intake.as_ref().map(|m| m.registry());
+        let schedule = self.schedule.as_ref().map(|m| m.registry());
+        let registries: Vec<_> = intake.into_iter().chain(schedule).collect();
+        crate::metrics::exposition(&registries)
     }
 }
 

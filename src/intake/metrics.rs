@@ -140,16 +140,11 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        self.encode_into(&mut out);
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
-        out
+        crate::metrics::exposition(&[&self.registry])
     }
 
-    /// Appends the metrics without the closing `# EOF` (to expose several sets in one page).
-    pub fn encode_into(&self, out: &mut String) {
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
+    /// The registry holding these metrics (to expose it beside others).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
