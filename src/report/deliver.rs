@@ -139,7 +139,7 @@ pub struct Message<'a> {
     /// The run's page itself (the body of emails).
     pub html: &'a str,
     /// The run's result files: name, bytes, and which copy they are.
-    pub files: &'a [(String, Vec<u8>, AttachKind)],
+    pub files: &'a [(String, bytes::Bytes, AttachKind)],
 }
 
 /// The body of a webhook message in a format.
@@ -302,7 +302,7 @@ fn email(
             AttachKind::Parquet => "application/vnd.apache.parquet",
         };
         let content_type = ContentType::parse(content_type).map_err(|e| e.to_string())?;
-        mixed = mixed.singlepart(Attachment::new(name.clone()).body(bytes.clone(), content_type));
+        mixed = mixed.singlepart(Attachment::new(name.clone()).body(bytes.to_vec(), content_type));
     }
     builder
         .multipart(mixed)

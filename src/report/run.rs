@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
@@ -89,6 +90,8 @@ pub async fn run_report(
             &mut parquet,
         )
         .await?;
+        // Bytes: the files below share these buffers with the store's writes, no copy.
+        let (csv, parquet) = (Bytes::from(csv), Bytes::from(parquet));
         put(&store, &run_path(&format!("{slug}.csv")), csv.clone()).await?;
         put(
             &store,
@@ -129,7 +132,7 @@ pub async fn run_report(
         )
     };
     let page = run_page(report.title(), &meta, &sections)?;
-    put(&store, &run_path("index.html"), page.clone().into_bytes()).await?;
+    put(&store, &run_path("index.html"), page.clone()).await?;
     write_index(&store, &base, report).await?;
     let link = match &report.config.link_base {
         Some(link_base) => format!("{}/{folder}/index.html", link_base.trim_end_matches('/')),
@@ -229,9 +232,13 @@ fn open(
     }
 }
 
-async fn put(store: &Arc<dyn ObjectStore>, path: &StorePath, bytes: Vec<u8>) -> Result<()> {
+async fn put(
+    store: &Arc<dyn ObjectStore>,
+    path: &StorePath,
+    bytes: impl Into<Bytes>,
+) -> Result<()> {
     store
-        .put(path, PutPayload::from(bytes))
+        .put(path, PutPayload::from(bytes.into()))
         .await
         .map_err(|e| Error::Unsupported(format!("cannot write {path}: {e}")))?;
     Ok(())
