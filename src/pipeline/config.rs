@@ -244,10 +244,10 @@ impl PipelineConfig {
 
     /// Its schedule, parsed (None: run on demand only).
     pub fn timing(&self) -> std::result::Result<Option<crate::schedule::Timing>, String> {
-        let zone = self.timezone.as_deref().unwrap_or("+08:00");
+        let zone = crate::schedule::parse_zone(self.timezone.as_deref().unwrap_or("+08:00"))?;
         match &self.schedule {
             Some(text) => crate::schedule::Timing::parse(text, zone).map(Some),
-            None => crate::schedule::parse_zone(zone).map(|_| None),
+            None => Ok(None),
         }
     }
 

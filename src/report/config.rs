@@ -131,7 +131,7 @@ impl Report {
         let zone = parse_zone(zone_text).map_err(|e| fail("timezone", e))?;
         let timing = match &config.schedule {
             None => None,
-            Some(text) => Some(Timing::parse(text, zone_text).map_err(|e| fail("schedule", e))?),
+            Some(text) => Some(Timing::parse(text, zone).map_err(|e| fail("schedule", e))?),
         };
         if config.queries.is_empty() {
             return Err(Error::config(

@@ -106,11 +106,12 @@ pub fn load_jobs(
     }
     if let Some(dir) = pipelines {
         for path in crate::config::toml_files(dir)? {
-            if !has_schedule(&path)? {
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            if !has_schedule(&text) {
                 // Not scheduled: not loaded, so its ${VAR}s need not be set for the server.
                 continue;
             }
-            let pipeline = PipelineConfig::load(&path)?;
+            let pipeline = PipelineConfig::parse(&text, &path)?;
             let timing = pipeline
                 .timing()
                 .map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))?;
@@ -131,12 +132,11 @@ pub fn load_jobs(
     Ok(jobs)
 }
 
-/// Whether a file sets `schedule` at its top level (read before `${VAR}` substitution; a file
-/// that does not parse is loaded in full, for the error).
-fn has_schedule(path: &Path) -> Result<bool> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(match text.parse::<toml::Table>() {
+/// Whether a pipeline file's text sets `schedule` at its top level (read before `${VAR}`
+/// substitution; text that does not parse counts as scheduled, so loading it reports the error).
+fn has_schedule(text: &str) -> bool {
+    match text.parse::<toml::Table>() {
         Ok(table) => table.contains_key("schedule"),
         Err(_) => true,
-    })
+    }
 }

@@ -17,10 +17,9 @@ pub struct Timing {
 
 impl Timing {
     /// Parses `schedule` (five fields, minute first; or six/seven, seconds first as the `cron`
-    /// crate reads them) in `zone` (`+08:00`, `UTC`, `Asia/Shanghai`). The error says what to
-    /// write instead.
-    pub fn parse(schedule: &str, zone: &str) -> std::result::Result<Self, String> {
-        let zone = parse_zone(zone)?;
+    /// crate reads them), read in `zone` (see [`parse_zone`]). The error says what to write
+    /// instead.
+    pub fn parse(schedule: &str, zone: Tz) -> std::result::Result<Self, String> {
         let fields = schedule.split_whitespace().count();
         let full = if fields == 5 {
             format!("0 {schedule}")
@@ -81,7 +80,7 @@ mod tests {
 
     #[test]
     fn due_times_are_read_in_the_zone() {
-        let daily = Timing::parse("0 8 * * *", "+08:00").unwrap();
+        let daily = Timing::parse("0 8 * * *", parse_zone("+08:00").unwrap()).unwrap();
         // 08:00 at +08:00 is 00:00 UTC.
         assert_eq!(
             daily.next_after(at("2026-11-25T03:00:00Z")),
@@ -96,18 +95,18 @@ mod tests {
             daily.latest_due(at("2026-11-25T00:00:00Z")),
             Some(at("2026-11-25T00:00:00Z"))
         );
-        let every_minute = Timing::parse("* * * * *", "UTC").unwrap();
+        let every_minute = Timing::parse("* * * * *", parse_zone("UTC").unwrap()).unwrap();
         assert_eq!(
             every_minute.latest_due(at("2026-11-25T03:00:59Z")),
             Some(at("2026-11-25T03:00:00Z"))
         );
         assert!(
-            Timing::parse("every day", "UTC")
+            Timing::parse("every day", parse_zone("UTC").unwrap())
                 .unwrap_err()
                 .contains("minute hour")
         );
         assert!(
-            Timing::parse("* * * * *", "Mars/Olympus")
+            parse_zone("Mars/Olympus")
                 .unwrap_err()
                 .contains("not a zone")
         );

@@ -556,6 +556,25 @@ async fn source_schema_changes_between_runs_fail_clearly_and_commit_nothing() {
     assert_eq!(out, "n,a\n101,x\n");
 }
 
+/// A demo lake at the test size, a fresh PostgreSQL database, and a connection to it.
+pub(crate) async fn demo_lake_and_database() -> (TempLake, TestDb, tokio_postgres::Client) {
+    let lake = TempLake::new();
+    gamelake_ok(
+        &[
+            "--lake",
+            &lake.location(),
+            "demo",
+            "--scale",
+            "0.01",
+            "--no-queries",
+        ],
+        &[],
+    );
+    let db = TestDb::new().await;
+    let client = connect(&db.url()).await.unwrap();
+    (lake, db, client)
+}
+
 /// The query of `pipelines/friend_suggestions.toml`.
 pub(crate) fn friend_suggestions_query() -> String {
     let pipeline = crate::support::repo_root().join("pipelines/friend_suggestions.toml");
@@ -581,19 +600,11 @@ pub(crate) fn friend_suggestions_count(loc: &str) -> i64 {
 /// partial table; the rows equal the query's answer in `gamelake sql`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_pipeline_publishes_friend_suggestions_atomically() {
-    use crate::postgres::TestDb;
-    use crate::support::{gamelake, gamelake_ok, repo_root, sql_csv};
+    use crate::support::{gamelake, repo_root, sql_csv};
     use gamelake::sources::postgres::connect;
 
-    let lake = crate::support::TempLake::new();
-    let loc = lake.location();
-    gamelake_ok(
-        &["--lake", &loc, "demo", "--scale", "0.01", "--no-queries"],
-        &[],
-    );
-    let db = TestDb::new().await;
-    let url = db.url();
-    let client = connect(&url).await.unwrap();
+    let (lake, db, client) = demo_lake_and_database().await;
+    let (loc, url) = (lake.location(), db.url());
     // An earlier set the game is reading now.
     client
         .batch_execute(
@@ -694,19 +705,10 @@ async fn sink_pipeline_publishes_friend_suggestions_atomically() {
 /// reading the old rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_into_a_table_that_does_not_fit_fails_and_keeps_the_old_rows() {
-    use crate::postgres::TestDb;
-    use crate::support::{gamelake, gamelake_ok, repo_root};
-    use gamelake::sources::postgres::connect;
+    use crate::support::{gamelake, repo_root};
 
-    let lake = crate::support::TempLake::new();
-    let loc = lake.location();
-    gamelake_ok(
-        &["--lake", &loc, "demo", "--scale", "0.01", "--no-queries"],
-        &[],
-    );
-    let db = TestDb::new().await;
-    let url = db.url();
-    let client = connect(&url).await.unwrap();
+    let (lake, db, client) = demo_lake_and_database().await;
+    let (loc, url) = (lake.location(), db.url());
     let pipeline = repo_root().join("pipelines/friend_suggestions.toml");
     let cases = [
         (

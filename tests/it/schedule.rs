@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use gamelake::error::{Error, Result};
-use gamelake::schedule::{Job, ManualClock, Metrics, Outcome, Record, Records, Scheduler, Timing};
+use gamelake::schedule::{
+    Job, ManualClock, Metrics, Outcome, Record, Records, Scheduler, Timing, parse_zone,
+};
 use object_store::local::LocalFileSystem;
 use tokio::sync::{Semaphore, watch};
 
@@ -43,7 +45,7 @@ impl Probe {
     fn new(name: &str, behaviour: Behaviour) -> Self {
         Self {
             name: name.to_string(),
-            timing: Timing::parse("* * * * *", "UTC").unwrap(),
+            timing: Timing::parse("* * * * *", parse_zone("UTC").unwrap()).unwrap(),
             behaviour,
             log: Arc::default(),
             running: Arc::default(),
@@ -406,16 +408,10 @@ async fn a_failing_job_does_not_stop_the_others_and_metrics_count_runs() {
 /// the runs land in the lake and in PostgreSQL, and /metrics counts them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_scheduled_reports_and_sinks_and_counts_them_in_metrics() {
-    use crate::postgres::TestDb;
-    use crate::support::{ServeProcess, TempLake, gamelake_ok, repo_root};
+    use crate::support::{ServeProcess, repo_root};
 
-    let lake = TempLake::new();
+    let (lake, db, pg) = crate::pipelines::demo_lake_and_database().await;
     let loc = lake.location();
-    gamelake_ok(
-        &["--lake", &loc, "demo", "--scale", "0.01", "--no-queries"],
-        &[],
-    );
-    let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let reports = dir.path().join("reports");
     let pipelines = dir.path().join("pipelines");
@@ -554,7 +550,6 @@ async fn serve_runs_scheduled_reports_and_sinks_and_counts_them_in_metrics() {
 
     // The sink filled PostgreSQL with the query's rows.
     let expected = crate::pipelines::friend_suggestions_count(&loc);
-    let pg = gamelake::sources::postgres::connect(&url).await.unwrap();
     let published: i64 = pg
         .query_one("SELECT count(*) FROM reco.friend_suggestions", &[])
         .await
