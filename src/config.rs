@@ -95,6 +95,8 @@ pub struct QueryConfig {
     pub target_partitions: Option<usize>,
     /// Memory per session before operators spill or fail, in MiB (default: unbounded).
     pub memory_limit_mb: Option<usize>,
+    /// Run queries on this Ballista cluster, `df://host:port` (`--cluster` wins).
+    pub cluster: Option<String>,
 }
 
 impl Config {

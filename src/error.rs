@@ -106,6 +106,10 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// Distributed mode: a bad `--cluster` address, an unreachable scheduler, an unsafe bind.
+    #[error("cluster: {0}")]
+    Cluster(String),
+
     /// The configuration file is malformed.
     #[error("{file}:{line}:{column}: {message}")]
     Config {

@@ -2,12 +2,14 @@
 //! with DataFusion.
 //!
 //! Layers, lowest first: [`lake`] (storage, Delta tables, the write path) → [`catalog`] (the lake
-//! as `schema.table`) → [`query`] (the SQL session) → [`cli`].
+//! as `schema.table`) → [`query`] (the SQL session) → [`cli`]. [`cluster`] runs the same
+//! queries on Apache Ballista.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;

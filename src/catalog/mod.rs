@@ -28,11 +28,23 @@ use crate::error::{Error, Result};
 use crate::lake::history::{history_batch, read_history};
 use crate::lake::{Lake, TableRef, TableVersion};
 
+/// How a catalog plans its lake tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableScan {
+    /// deltalake's provider (the embedded engine).
+    Delta,
+    /// The version's Parquet files as a plain DataFusion scan, which Ballista can ship.
+    Cluster,
+}
+
 /// The catalog over a lake. Registered as the session's default catalog.
 #[derive(Debug)]
 pub struct LakeCatalog {
     lake: Arc<Lake>,
     schemas: RwLock<BTreeMap<String, Arc<LakeSchema>>>,
+    /// How tables are planned: deltalake's scan here, or a plain Parquet scan the cluster can
+    /// ship (see `crate::cluster::table`).
+    scan: TableScan,
     /// When the names were last listed.
     refreshed: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -40,8 +52,14 @@ pub struct LakeCatalog {
 impl LakeCatalog {
     /// A catalog over a lake; call [`LakeCatalog::refresh`] to load the names.
     pub fn new(lake: Arc<Lake>) -> Self {
+        Self::with_scan(lake, TableScan::Delta)
+    }
+
+    /// A catalog whose tables are planned as `scan` says.
+    pub fn with_scan(lake: Arc<Lake>, scan: TableScan) -> Self {
         Self {
             lake,
+            scan,
             schemas: RwLock::new(BTreeMap::new()),
             refreshed: std::sync::Mutex::new(None),
         }
@@ -63,7 +81,7 @@ impl LakeCatalog {
         for (name, tables) in &found {
             schemas
                 .entry(name.clone())
-                .or_insert_with(|| Arc::new(LakeSchema::new(self.lake.clone(), name)))
+                .or_insert_with(|| Arc::new(LakeSchema::new(self.lake.clone(), name, self.scan)))
                 .set_lake_tables(tables.clone());
         }
         for (name, schema) in schemas.iter() {
@@ -122,7 +140,7 @@ impl LakeCatalog {
         let mut schemas = self.schemas.write().unwrap_or_else(|p| p.into_inner());
         schemas
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(LakeSchema::new(self.lake.clone(), name)))
+            .or_insert_with(|| Arc::new(LakeSchema::new(self.lake.clone(), name, self.scan)))
             .clone()
     }
 }
@@ -160,16 +178,18 @@ impl CatalogProvider for LakeCatalog {
 pub struct LakeSchema {
     lake: Arc<Lake>,
     name: String,
+    scan: TableScan,
     lake_tables: RwLock<BTreeSet<String>>,
     session_tables: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
     open: RwLock<HashMap<String, DeltaTable>>,
 }
 
 impl LakeSchema {
-    fn new(lake: Arc<Lake>, name: &str) -> Self {
+    fn new(lake: Arc<Lake>, name: &str, scan: TableScan) -> Self {
         Self {
             lake,
             name: name.to_string(),
+            scan,
             lake_tables: RwLock::default(),
             session_tables: RwLock::default(),
             open: RwLock::default(),
@@ -234,6 +254,10 @@ impl LakeSchema {
             Err(Error::TableNotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
+        if self.scan == TableScan::Cluster {
+            let table = crate::cluster::table::LakeFilesTable::try_new(&dt)?;
+            return Ok(Some(Arc::new(table)));
+        }
         let provider = dt
             .table_provider()
             .with_session(delta_scan_settings())

@@ -1,6 +1,7 @@
 //! The command line: flags, and one file per subcommand that calls the library and prints.
 
 mod bench;
+mod cluster;
 mod demo;
 mod ingest;
 mod lake;
@@ -31,6 +32,7 @@ use crate::query::{QuerySettings, Session};
   gamelake --lake s3://bucket/lake sql -f q.sql  a script on S3 (AWS_* variables for the endpoint and keys)
   gamelake lake history shop.orders              commits of a table
   gamelake --config gamelake.toml serve --flight 0.0.0.0:50051   Flight SQL for BI tools
+  gamelake --cluster df://127.0.0.1:50050 sql -f q.sql   run on a Ballista cluster (gamelake scheduler/executor)
   PG_URL=postgres://app@db/game gamelake ingest pipelines/oltp_snapshot.toml")]
 pub struct Cli {
     /// Where the lake lives: a local folder or s3://bucket/prefix (S3 settings from AWS_ENDPOINT_URL,
@@ -47,6 +49,11 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub pg_url: Option<String>,
+
+    /// Run queries on a Ballista cluster (`gamelake scheduler` + `gamelake executor`) instead
+    /// of in this process: df://HOST:PORT. Applies to sql, serve, report and bench.
+    #[arg(long, global = true, env = "GAMELAKE_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
 
     /// Configuration file (gamelake.toml); see the README for its keys.
     #[arg(long, global = true, env = "GAMELAKE_CONFIG", value_name = "FILE")]
@@ -79,6 +86,10 @@ pub enum Command {
     Report(report::ReportCommand),
     /// Time query files: several runs each in one warm session, one JSON line per file.
     Bench(bench::BenchArgs),
+    /// Run a Ballista scheduler: plans distributed queries for clients using --cluster.
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a Ballista executor: runs tasks of distributed queries for a scheduler.
+    Executor(cluster::ExecutorArgs),
     /// Print the argon2 hash of a password read from standard input (for [[users]] in the config).
     HashPassword,
 }
@@ -94,9 +105,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         .clone()
         .or_else(|| config.lake.clone())
         .unwrap_or_else(|| "./lake".to_string());
+    let mut settings = config.query_settings();
+    if let Some(url) = cli.cluster.as_ref().or(config.query.cluster.as_ref()) {
+        settings.cluster = Some(crate::cluster::ClusterUrl::parse(url)?);
+    }
     let context = Context {
         location,
-        settings: config.query_settings(),
+        settings,
         pg_url: cli.pg_url.clone(),
         config,
     };
@@ -109,6 +124,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::run(&context, args).await,
         Command::Bench(args) => bench::run(&context, args).await,
         Command::Report(cmd) => report::run(&context, cmd).await,
+        Command::Scheduler(args) => cluster::scheduler(args).await,
+        Command::Executor(args) => cluster::executor(args).await,
         Command::HashPassword => serve::hash_password_command(),
     }
 }

@@ -168,7 +168,7 @@ pub async fn generate(session: &Session, options: &DemoOptions) -> Result<DemoRe
         ("logs.events", events),
     ];
     let mut report = DemoReport { tables: Vec::new() };
-    let state = session.context().state();
+    let state = session.write_state();
     for (name, batch) in batches {
         let table = TableRef::parse(name)?;
         let rows = batch.num_rows();

@@ -120,7 +120,7 @@ async fn write_loop(
 
 async fn append(session: &Session, records: &[QueryRecord]) -> Result<()> {
     let table = TableRef::parse(QUERY_LOG_TABLE)?;
-    let state = session.context().state();
+    let state = session.write_state();
     let options = WriteOptions {
         layout: Some(TableLayout::partitioned_by(&["day"])),
         ..WriteOptions::new(WriteMode::Append)

@@ -101,7 +101,7 @@ impl Intake {
         let metrics = Arc::new(Metrics::default());
         let committer = Committer {
             lake: session.lake().clone(),
-            state: session.context().state(),
+            state: session.write_state(),
             wal: wal.clone(),
             tables: tables.clone(),
             app_id,

@@ -105,7 +105,7 @@ pub async fn archive_table(
     let outcome = write_plan(
         lake,
         &target,
-        &ctx.state(),
+        &session.write_state(),
         to_append.logical_plan().clone(),
         options,
     )

@@ -55,7 +55,7 @@ pub async fn files_table(
         .map_err(|e| Error::Unsupported(format!("cannot list {base}: {e}")))?;
     files.sort();
     let lake = session.lake();
-    let state = session.context().state();
+    let state = session.write_state();
     let settings = table.record_settings();
     let bar = crate::progress::bar(
         files.len() as u64,

@@ -104,7 +104,7 @@ pub async fn incremental_table(
         write_batches(
             session.lake(),
             &target,
-            &session.context().state(),
+            &session.write_state(),
             batches,
             options,
         )
@@ -151,7 +151,7 @@ async fn merge(
         .merge(source, predicate)
         .with_source_alias("source")
         .with_target_alias("target")
-        .with_session_state(Arc::new(session.context().state()))
+        .with_session_state(Arc::new(session.write_state()))
         .with_commit_properties(
             CommitProperties::default()
                 .with_application_transaction(Transaction::new(app_id, upper)),

@@ -100,7 +100,7 @@ pub async fn snapshot_table(
         WriteMode::Create
     };
     let options = table.write_options(mode, app_id, position);
-    let state = session.context().state();
+    let state = session.write_state();
     let outcome = write_streams(session.lake(), &target, &state, schema, streams, options).await?;
     bar.finish_and_clear();
     let rows = match &outcome {

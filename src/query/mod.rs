@@ -18,7 +18,7 @@ use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use deltalake::delta_datafusion::planner::DeltaPlanner;
 
-use crate::catalog::{LakeCatalog, suggest_tables};
+use crate::catalog::{LakeCatalog, TableScan, suggest_tables};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 
@@ -43,6 +43,8 @@ pub struct QuerySettings {
     /// Read strings and binaries from Parquet as plain `Utf8`/`Binary` instead of DataFusion's
     /// view types (servers whose clients need plain types anyway: no cast at the boundary).
     pub plain_strings: bool,
+    /// Run queries on this Ballista cluster instead of in this process (`--cluster`).
+    pub cluster: Option<crate::cluster::ClusterUrl>,
 }
 
 /// What one statement produced.
@@ -62,6 +64,8 @@ pub struct Session {
     catalog: Arc<LakeCatalog>,
     params: Arc<Params>,
     catalog_ttl: std::time::Duration,
+    /// Whether queries run on a Ballista cluster.
+    on_cluster: bool,
 }
 
 impl Session {
@@ -94,19 +98,31 @@ impl Session {
                 "datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values",
                 0,
             );
-        let state = SessionStateBuilder::new()
+        if settings.cluster.is_some() {
+            // Writes read the lake's files here too (see `Session::write_state`).
+            runtime = runtime.with_object_store_registry(Arc::new(
+                crate::cluster::stores::LakeStores::default(),
+            ));
+        }
+        let mut state = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime.build_arc()?)
             .with_query_planner(DeltaPlanner::new())
             .build();
+        let mut scan = TableScan::Delta;
+        if let Some(cluster) = &settings.cluster {
+            cluster.check_reachable().await?;
+            state = crate::cluster::client_state(state, cluster)?;
+            scan = TableScan::Cluster;
+        }
         let ctx = SessionContext::new_with_state(state);
         let ctx = if settings.deny_file_paths {
             ctx
         } else {
             ctx.enable_url_table()
         };
-        let catalog = Arc::new(LakeCatalog::new(lake));
+        let catalog = Arc::new(LakeCatalog::with_scan(lake, scan));
         catalog.refresh().await?;
         ctx.register_catalog(CATALOG, catalog.clone());
         Ok(Self {
@@ -114,6 +130,7 @@ impl Session {
             catalog,
             params: Arc::default(),
             catalog_ttl: settings.catalog_ttl,
+            on_cluster: settings.cluster.is_some(),
         })
     }
 
@@ -144,6 +161,23 @@ impl Session {
     /// The DataFusion context (for registering functions or running DataFrames).
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Whether this session's queries run on a Ballista cluster (`--cluster`).
+    pub fn on_cluster(&self) -> bool {
+        self.on_cluster
+    }
+
+    /// The state writers plan with: this session's, except on a cluster, where deltalake's
+    /// writers (which wrap their input in nodes Ballista cannot ship) plan and run here.
+    pub fn write_state(&self) -> datafusion::execution::SessionState {
+        let state = self.ctx.state();
+        if !self.on_cluster {
+            return state;
+        }
+        SessionStateBuilder::new_from_existing(state)
+            .with_query_planner(DeltaPlanner::new())
+            .build()
     }
 
     /// The lake catalog.

@@ -42,7 +42,22 @@ pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Re
             session.ctx.execute_logical_plan(plan).await?;
             Ok(Output::Done("OK".to_string()))
         }
-        plan => Ok(Output::Rows(session.ctx.execute_logical_plan(plan).await?)),
+        plan => {
+            if session.on_cluster {
+                crate::cluster::check_shippable(&plan)?;
+            }
+            Ok(Output::Rows(session.ctx.execute_logical_plan(plan).await?))
+        }
+    }
+}
+
+/// A write's input: on a cluster, the query runs there and the local writer reads its result.
+async fn write_input(session: &Session, input: LogicalPlan) -> Result<LogicalPlan> {
+    if session.on_cluster {
+        crate::cluster::check_shippable(&input)?;
+        crate::cluster::remote::remote_input(&session.ctx.state(), input).await
+    } else {
+        Ok(input)
     }
 }
 
@@ -101,14 +116,10 @@ async fn create_table(
         layout: Some(layout),
         ..WriteOptions::new(mode)
     };
-    let outcome = write_plan(
-        lake,
-        &table,
-        &session.ctx.state(),
-        (*create.input).clone(),
-        options,
-    )
-    .await;
+    let outcome = match write_input(session, (*create.input).clone()).await {
+        Ok(input) => write_plan(lake, &table, &session.write_state(), input, options).await,
+        Err(e) => Err(e),
+    };
     session
         .catalog
         .note_table(&table, lake.is_table(&table).await.unwrap_or(false));
@@ -142,14 +153,8 @@ async fn write_dml(session: &Session, dml: DmlStatement) -> Result<Output> {
             };
             // INSERT (OVERWRITE) keeps the table's layout.
             let options = WriteOptions::new(mode);
-            let outcome = write_plan(
-                lake,
-                &table,
-                &session.ctx.state(),
-                (*dml.input).clone(),
-                options,
-            )
-            .await?;
+            let input = write_input(session, (*dml.input).clone()).await?;
+            let outcome = write_plan(lake, &table, &session.write_state(), input, options).await?;
             session.catalog.note_table(&table, true);
             let verb = if mode == WriteMode::Overwrite {
                 "INSERT OVERWRITE"
@@ -166,7 +171,7 @@ async fn write_dml(session: &Session, dml: DmlStatement) -> Result<Output> {
                 .await?;
             let mut builder = dt
                 .delete()
-                .with_session_state(std::sync::Arc::new(session.ctx.state()));
+                .with_session_state(std::sync::Arc::new(session.write_state()));
             if let Some(p) = predicate {
                 builder = builder.with_predicate(p);
             }
