@@ -60,3 +60,30 @@ fn history_growth_harness_measures_each_size_and_shows_pruning() {
     }
     assert!(text.contains("Growth from 1 to 2 years"), "{text}");
 }
+
+/// Embedded vs cluster at a tiny scale: every saved query runs both ways on a real scheduler
+/// and two executors, and every answer is the same.
+#[test]
+fn cluster_harness_runs_every_saved_query_both_ways_with_equal_answers() {
+    let work = tempfile::tempdir().unwrap();
+    let text = crate::support::run_tiny_benchmark(
+        "cluster.py",
+        &[
+            "--scale",
+            "0.01",
+            "--runs",
+            "1",
+            "--work",
+            work.path().to_str().unwrap(),
+        ],
+    );
+    assert!(text.contains("## Embedded vs cluster (Ballista)"), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| query") && !l.starts_with("| **"))
+        .collect();
+    assert!(rows.len() >= 14, "{text}");
+    for row in rows {
+        assert!(row.ends_with("| equal |"), "{row}");
+    }
+}

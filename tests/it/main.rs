@@ -2,6 +2,7 @@
 
 mod benchmarks;
 mod cli;
+mod cluster;
 mod demo;
 mod errors;
 mod flight;
