@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 use gamelake::cluster::ClusterUrl;
 use gamelake::demo::{DemoOptions, generate};
 use gamelake::lake::LakeLocation;
-use gamelake::query::{Params, parse_param};
 use gamelake::{Lake, QuerySettings, Session};
 
 use crate::support::{
     S3Server, ServeProcess, TempLake, free_port, gamelake_err, gamelake_ok, render, repo_root,
-    run_python,
+    run_python, saved_queries, saved_query_params,
 };
 
 /// A scheduler and executors as child processes; all killed on drop.
@@ -116,30 +115,15 @@ async fn session(location: &str, options: HashMap<String, String>, s: &QuerySett
     Session::new(lake, s).await.expect("session")
 }
 
-/// The saved queries of `queries/`, by file name.
-fn saved_queries() -> BTreeMap<String, String> {
-    let mut queries = BTreeMap::new();
-    for entry in std::fs::read_dir(repo_root().join("queries")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "sql") {
-            let name = path.file_name().unwrap().to_string_lossy().to_string();
-            queries.insert(name, std::fs::read_to_string(&path).unwrap());
-        }
-    }
-    assert!(queries.len() >= 14, "{queries:?}");
-    queries
-}
-
-/// Values for the saved queries' `$player_id` and `$since`.
-async fn demo_params(session: &Session) -> Params {
-    let player = crate::support::rows(session, "SELECT player_id FROM game.purchases GROUP BY player_id ORDER BY COUNT(*) DESC, player_id LIMIT 1").await[0].clone();
-    Params::from([
-        (
-            "player_id".to_string(),
-            datafusion::common::ScalarValue::Int64(Some(player.parse().unwrap())),
-        ),
-        parse_param("since=2026-10-01").unwrap(),
-    ])
+/// A year of demo data at `scale`.
+async fn demo(session: &Session, scale: f64, seed: u64) {
+    let options = DemoOptions {
+        scale,
+        seed,
+        years: 1,
+        replace: false,
+    };
+    generate(session, &options).await.unwrap();
 }
 
 /// Rows equal, numbers within 1e-9 relative (sums of doubles may add in another order when
@@ -241,20 +225,10 @@ for t in ["customer", "lineitem", "nation", "orders", "part", "partsupp", "regio
 async fn saved_queries_and_tpch_on_a_cluster_equal_embedded() {
     let lake = TempLake::new();
     let embedded = lake.session().await;
-    generate(
-        &embedded,
-        &DemoOptions {
-            scale: 0.02,
-            seed: 42,
-            years: 1,
-            replace: false,
-        },
-    )
-    .await
-    .unwrap();
+    demo(&embedded, 0.02, 42).await;
     load_tpch(&embedded).await;
     let cluster = Cluster::start(2, &[]);
-    let params = demo_params(&embedded).await;
+    let params = saved_query_params(&embedded).await;
     let embedded = lake.session().await.with_params(params.clone());
     let on_cluster = session(&lake.location(), HashMap::new(), &cluster.settings())
         .await
@@ -378,21 +352,11 @@ async fn saved_queries_on_a_cluster_over_s3_equal_embedded() {
     let s3 = S3Server::start();
     let url = s3.lake_url("cluster");
     let embedded = session(&url, s3.options(), &QuerySettings::default()).await;
-    generate(
-        &embedded,
-        &DemoOptions {
-            scale: 0.01,
-            seed: 7,
-            years: 1,
-            replace: false,
-        },
-    )
-    .await
-    .unwrap();
+    demo(&embedded, 0.01, 7).await;
     load_tpch(&embedded).await;
     // The executors reach the bucket with the AWS_* variables of their own environment.
     let cluster = Cluster::start(2, &s3.env());
-    let params = demo_params(&embedded).await;
+    let params = saved_query_params(&embedded).await;
     let embedded = embedded.with_params(params.clone());
     let on_cluster = session(&url, s3.options(), &cluster.settings())
         .await
@@ -417,17 +381,7 @@ async fn saved_queries_on_a_cluster_over_s3_equal_embedded() {
 async fn a_killed_executor_fails_or_retries_its_query_and_the_cluster_goes_on() {
     let lake = TempLake::new();
     let embedded = lake.session().await;
-    generate(
-        &embedded,
-        &DemoOptions {
-            scale: 0.01,
-            seed: 1,
-            years: 1,
-            replace: false,
-        },
-    )
-    .await
-    .unwrap();
+    demo(&embedded, 0.01, 1).await;
     // Long enough to be cut: a non-equi self join the cluster evaluates pair by pair.
     let slow = "SELECT count(*) FROM game.sessions a JOIN game.sessions b \
                 ON a.player_id < b.player_id AND a.login_at > b.logout_at";

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use gamelake::demo::{DemoOptions, TABLES, generate};
 
 use crate::support::{
-    DUCKDB_DELTA, TempLake, gamelake_err, gamelake_ok, render, repo_root, rows, run_python,
+    DUCKDB_DELTA, TempLake, gamelake_err, gamelake_ok, render, rows, run_python, saved_queries,
+    saved_query_params,
 };
 
 fn options(seed: u64) -> DemoOptions {
@@ -125,26 +126,12 @@ async fn every_saved_query_agrees_with_duckdb() {
     )
     .await
     .unwrap();
-    // Parameters for queries that take them ($player_id: the player with most purchases;
-    // $since: a day).
     let player = rows(&lake.session().await, "SELECT player_id FROM game.purchases GROUP BY player_id ORDER BY COUNT(*) DESC, player_id LIMIT 1").await[0].clone();
-    let params = gamelake::query::Params::from([
-        (
-            "player_id".to_string(),
-            datafusion::common::ScalarValue::Int64(Some(player.parse().unwrap())),
-        ),
-        gamelake::query::parse_param("since=2026-10-01").unwrap(),
-    ]);
-    let session = lake.session().await.with_params(params);
-    let mut queries = BTreeMap::new();
-    for entry in std::fs::read_dir(repo_root().join("queries")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "sql") {
-            let name = path.file_name().unwrap().to_string_lossy().to_string();
-            queries.insert(name, std::fs::read_to_string(&path).unwrap());
-        }
-    }
-    assert!(queries.len() >= 14, "{queries:?}");
+    let session = lake.session().await;
+    let session = session
+        .clone()
+        .with_params(saved_query_params(&session).await);
+    let queries = saved_queries();
     let script = format!(
         "{DUCKDB_DELTA}
 import datetime, json, re, sys

@@ -1,7 +1,7 @@
 //! Shared test helpers: temporary lakes, the gamelake binary, the Python peers and a loopback S3
 //! server (moto). A helper whose tool is missing panics with what to install: tests never skip.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -410,4 +410,30 @@ impl Drop for ServeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The saved queries of `queries/`, by file name.
+pub fn saved_queries() -> BTreeMap<String, String> {
+    let mut queries = BTreeMap::new();
+    for entry in std::fs::read_dir(repo_root().join("queries")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sql") {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            queries.insert(name, std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    assert!(queries.len() >= 14, "{queries:?}");
+    queries
+}
+
+/// Values for the saved queries' `$player_id` (the player with most purchases) and `$since`.
+pub async fn saved_query_params(session: &Session) -> gamelake::query::Params {
+    let player = rows(session, "SELECT player_id FROM game.purchases GROUP BY player_id ORDER BY COUNT(*) DESC, player_id LIMIT 1").await[0].clone();
+    gamelake::query::Params::from([
+        (
+            "player_id".to_string(),
+            datafusion::common::ScalarValue::Int64(Some(player.parse().unwrap())),
+        ),
+        gamelake::query::parse_param("since=2026-10-01").unwrap(),
+    ])
 }
