@@ -65,6 +65,11 @@ impl LakeCatalog {
         }
     }
 
+    /// How this catalog plans its lake tables.
+    pub fn scan(&self) -> TableScan {
+        self.scan
+    }
+
     /// The lake this catalog shows.
     pub fn lake(&self) -> &Arc<Lake> {
         &self.lake

@@ -19,7 +19,7 @@ pub mod roles;
 pub mod stores;
 pub mod table;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -167,11 +167,7 @@ fn base_config() -> SessionConfig {
 
 /// Refuses to listen beyond this machine unless the operator said the network is private.
 pub fn check_bind(bind: &SocketAddr, private_network: bool, role: &str) -> Result<()> {
-    let loopback = match bind.ip() {
-        IpAddr::V4(ip) => ip.is_loopback(),
-        IpAddr::V6(ip) => ip.is_loopback(),
-    };
-    if loopback || private_network {
+    if bind.ip().is_loopback() || private_network {
         return Ok(());
     }
     Err(Error::Cluster(format!(

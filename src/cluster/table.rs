@@ -200,6 +200,15 @@ impl LakeFilesTable {
         })
     }
 
+    /// Statistics over `columns` that know only the row count (from the log), when it is known.
+    fn row_statistics(&self, columns: &Schema) -> Statistics {
+        let mut stats = Statistics::new_unknown(columns);
+        if let Some(rows) = self.rows {
+            stats.num_rows = Precision::Exact(rows);
+        }
+        stats
+    }
+
     /// The file list this table was built from.
     pub fn file_list(&self) -> &FileList {
         &self.list
@@ -268,11 +277,7 @@ impl TableProvider for LakeFilesTable {
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        let mut stats = Statistics::new_unknown(&self.schema);
-        if let Some(rows) = self.rows {
-            stats.num_rows = Precision::Exact(rows);
-        }
-        Some(stats)
+        Some(self.row_statistics(&self.schema))
     }
 
     async fn scan(
@@ -296,10 +301,7 @@ impl TableProvider for LakeFilesTable {
         let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
         let source = format.file_source(self.scan_schema.clone());
         let groups = file_groups(&self.files, state.config().target_partitions());
-        let mut stats = Statistics::new_unknown(self.scan_schema.table_schema());
-        if let Some(rows) = self.rows {
-            stats.num_rows = Precision::Exact(rows);
-        }
+        let stats = self.row_statistics(self.scan_schema.table_schema());
         let config = FileScanConfigBuilder::new(self.store.clone(), source)
             .with_file_groups(groups)
             .with_statistics(stats)

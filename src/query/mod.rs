@@ -64,8 +64,6 @@ pub struct Session {
     catalog: Arc<LakeCatalog>,
     params: Arc<Params>,
     catalog_ttl: std::time::Duration,
-    /// Whether queries run on a Ballista cluster.
-    on_cluster: bool,
 }
 
 impl Session {
@@ -130,7 +128,6 @@ impl Session {
             catalog,
             params: Arc::default(),
             catalog_ttl: settings.catalog_ttl,
-            on_cluster: settings.cluster.is_some(),
         })
     }
 
@@ -165,14 +162,14 @@ impl Session {
 
     /// Whether this session's queries run on a Ballista cluster (`--cluster`).
     pub fn on_cluster(&self) -> bool {
-        self.on_cluster
+        self.catalog.scan() == TableScan::Cluster
     }
 
     /// The state writers plan with: this session's, except on a cluster, where deltalake's
     /// writers (which wrap their input in nodes Ballista cannot ship) plan and run here.
     pub fn write_state(&self) -> datafusion::execution::SessionState {
         let state = self.ctx.state();
-        if !self.on_cluster {
+        if !self.on_cluster() {
             return state;
         }
         SessionStateBuilder::new_from_existing(state)

@@ -43,7 +43,7 @@ pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Re
             Ok(Output::Done("OK".to_string()))
         }
         plan => {
-            if session.on_cluster {
+            if session.on_cluster() {
                 crate::cluster::check_shippable(&plan)?;
             }
             Ok(Output::Rows(session.ctx.execute_logical_plan(plan).await?))
@@ -53,7 +53,7 @@ pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Re
 
 /// A write's input: on a cluster, the query runs there and the local writer reads its result.
 async fn write_input(session: &Session, input: LogicalPlan) -> Result<LogicalPlan> {
-    if session.on_cluster {
+    if session.on_cluster() {
         crate::cluster::check_shippable(&input)?;
         crate::cluster::remote::remote_input(&session.ctx.state(), input).await
     } else {

@@ -240,31 +240,21 @@ async fn saved_queries_and_tpch_on_a_cluster_equal_embedded() {
     // The command line: --cluster (and GAMELAKE_CLUSTER) send `gamelake sql` to the cluster.
     let sql =
         "SELECT region, count(*) AS players FROM game.players GROUP BY region ORDER BY region";
-    let local = gamelake_ok(
-        &[
-            "--lake",
-            &lake.location(),
-            "sql",
-            "--format",
-            "csv",
-            "-c",
-            sql,
-        ],
-        &[],
-    );
-    let remote = gamelake_ok(
-        &[
-            "--lake",
-            &lake.location(),
-            "sql",
-            "--format",
-            "csv",
-            "-c",
-            sql,
-        ],
-        &[("GAMELAKE_CLUSTER", &cluster.url)],
-    );
-    assert_eq!(local, remote);
+    let csv = |env: &[(&str, &str)]| {
+        gamelake_ok(
+            &[
+                "--lake",
+                &lake.location(),
+                "sql",
+                "--format",
+                "csv",
+                "-c",
+                sql,
+            ],
+            env,
+        )
+    };
+    assert_eq!(csv(&[]), csv(&[("GAMELAKE_CLUSTER", &cluster.url)]));
     let explain = gamelake_ok(
         &[
             "--lake",
