@@ -85,15 +85,17 @@ def measure(binary, lake, runs):
 
 
 def pruned(binary, lake, query):
-    """What a query's scans read, from the metrics of EXPLAIN ANALYZE: files kept by partition
-    pruning (Delta) out of the files of the tables it reads, and row groups kept by statistics and
-    then by bloom filters."""
+    """What a query's scans read, from the metrics of EXPLAIN ANALYZE: files opened (after the
+    planner kept those whose partition values and logged bounds can match, and the opener skipped
+    more by the same bounds and by join filters) out of the files of the tables it reads, and row
+    groups kept by statistics and then by bloom filters."""
     sql = (ROOT / "benches" / "history" / f"{query}.sql").read_text()
     sql = "\n".join(line for line in sql.splitlines() if not line.startswith("--"))
     plan = subprocess.run([binary, "--lake", str(lake), "sql", "-q", "--format", "csv", "--param",
                            f"player_id={PLAYER}", "-c", f"EXPLAIN ANALYZE {sql}"],
                           check=True, capture_output=True, text=True).stdout
-    scanned = sum(int(n) for n in re.findall(r"count_files_scanned=(\d+)", plan))
+    opened = re.findall(r"files_ranges_pruned_statistics=(\d+) total \u2192 (\d+) matched", plan)
+    scanned = sum(int(m) for _, m in opened)
     in_tables = sum(len(list((lake / "game" / t).rglob("*.parquet"))) for t in TABLES_READ[query])
     stats = re.findall(r"row_groups_pruned_statistics=(\d+) total \u2192 (\d+) matched", plan)
     bloom = re.findall(r"row_groups_pruned_bloom_filter=(\d+) total \u2192 (\d+) matched", plan)

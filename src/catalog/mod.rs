@@ -11,6 +11,7 @@
 //! - `"orders@2026-11-24T08:00:00Z"`: the table as of an instant (RFC 3339);
 //! - `"orders$history"`: the table's commits, newest first.
 
+pub mod files_table;
 mod names;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,13 +29,16 @@ use crate::error::{Error, Result};
 use crate::lake::history::{history_batch, read_history};
 use crate::lake::{Lake, TableRef, TableVersion};
 
-/// How a catalog plans its lake tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TableScan {
-    /// deltalake's provider (the embedded engine).
-    Delta,
-    /// The version's Parquet files as a plain DataFusion scan, which Ballista can ship.
-    Cluster,
+/// How a catalog plans its lake tables. Each is a [`files_table::LakeFilesTable`], a DataFusion
+/// Parquet scan over the version's files, unless it uses a Delta feature that scan cannot read:
+/// then deltalake's provider reads it here, and a cluster refuses it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableScan {
+    /// Queries run on a Ballista cluster, which can ship only the files scan.
+    pub cluster: bool,
+    /// Strings and binaries as plain `Utf8`/`Binary` rather than DataFusion's view types
+    /// ([`crate::query::QuerySettings::plain_strings`]).
+    pub plain_strings: bool,
 }
 
 /// The catalog over a lake. Registered as the session's default catalog.
@@ -42,8 +46,7 @@ pub enum TableScan {
 pub struct LakeCatalog {
     lake: Arc<Lake>,
     schemas: RwLock<BTreeMap<String, Arc<LakeSchema>>>,
-    /// How tables are planned: deltalake's scan here, or a plain Parquet scan the cluster can
-    /// ship (see `crate::cluster::table`).
+    /// How tables are planned.
     scan: TableScan,
     /// When the names were last listed.
     refreshed: std::sync::Mutex<Option<std::time::Instant>>,
@@ -52,7 +55,7 @@ pub struct LakeCatalog {
 impl LakeCatalog {
     /// A catalog over a lake; call [`LakeCatalog::refresh`] to load the names.
     pub fn new(lake: Arc<Lake>) -> Self {
-        Self::with_scan(lake, TableScan::Delta)
+        Self::with_scan(lake, TableScan::default())
     }
 
     /// A catalog whose tables are planned as `scan` says.
@@ -259,8 +262,8 @@ impl LakeSchema {
             Err(Error::TableNotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        if self.scan == TableScan::Cluster {
-            let table = crate::cluster::table::LakeFilesTable::try_new(&dt)?;
+        if self.scan.cluster || files_table::unreadable_feature(&dt)?.is_none() {
+            let table = files_table::LakeFilesTable::try_new(&dt, self.scan.plain_strings)?;
             return Ok(Some(Arc::new(table)));
         }
         let provider = dt
@@ -272,12 +275,12 @@ impl LakeSchema {
     }
 }
 
-/// What deltalake's scans are built with. deltalake reads its scan settings from a session; this
-/// one exists only for them. Parquet pushdown is off *in deltalake*: it would hand the scan's
-/// filters to the Parquet reader itself, and then DataFusion's own filter pushdown (the query
-/// session's `pushdown_filters`) adds the same filters again, so every predicate was evaluated
-/// twice per row. deltalake still skips files by their statistics; DataFusion gives the Parquet
-/// reader the predicate once (row groups, pages, bloom filters, late materialization).
+/// What deltalake's scans (tables the files scan cannot read) are built with. deltalake reads
+/// its scan settings from a session; this one exists only for them. Parquet pushdown is off *in
+/// deltalake*: it would hand the scan's filters to the Parquet reader itself, and then
+/// DataFusion's own filter pushdown (the query session's `pushdown_filters`) adds the same
+/// filters again, so every predicate was evaluated twice per row. deltalake still skips files by
+/// their statistics; DataFusion gives the Parquet reader the predicate once.
 fn delta_scan_settings() -> Arc<datafusion::execution::SessionState> {
     static SETTINGS: std::sync::OnceLock<Arc<datafusion::execution::SessionState>> =
         std::sync::OnceLock::new();

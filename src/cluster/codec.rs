@@ -2,7 +2,7 @@
 //!
 //! Everything else in the plan (expressions, built-in functions, Ballista's own nodes, listing
 //! tables of file paths) is Ballista's and DataFusion's protobuf; only our table provider needs
-//! a codec. Physical plans need none: [`super::table::LakeFilesTable`] plans DataFusion's own
+//! a codec. Physical plans need none: [`crate::catalog::files_table::LakeFilesTable`] plans DataFusion's own
 //! Parquet scan.
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF, WindowUDF};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 
-use super::table::{FileList, LakeFilesTable};
+use crate::catalog::files_table::{FileList, LakeFilesTable};
 
 /// Marks our tables' bytes, so anything else goes to Ballista's codec.
 const TAG: &[u8] = b"gamelake-files:";

@@ -3,8 +3,9 @@
 //!
 //! Nothing distributed is written here; Ballista plans stages, ships them and shuffles. gamelake
 //! adds what Ballista cannot know:
-//! - [`table::LakeFilesTable`]: lake tables as DataFusion Parquet scans, so every physical plan
-//!   has a protobuf form (deltalake's own scan node has none);
+//! - the catalog plans lake tables as
+//!   [`LakeFilesTable`](crate::catalog::files_table::LakeFilesTable)s, DataFusion Parquet scans,
+//!   so every physical plan has a protobuf form (deltalake's own scan node has none);
 //! - [`codec::LakeLogicalCodec`]: how those tables travel from the client to the scheduler;
 //! - [`stores::LakeStores`]: object stores (`file://`, `s3://` with `AWS_*`) made on first use
 //!   on the scheduler and executors;
@@ -17,7 +18,6 @@ pub mod codec;
 pub mod remote;
 pub mod roles;
 pub mod stores;
-pub mod table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +33,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionConfig;
 use url::Url;
 
+use crate::catalog::files_table::LakeFilesTable;
 use crate::error::{Error, Result};
 
 /// Where Ballista's scheduler listens when no port is given.
@@ -139,7 +140,7 @@ pub fn check_shippable(plan: &LogicalPlan) -> Result<()> {
             let provider = source_as_provider(&scan.source)?;
             if let Some(view) = provider.get_logical_plan() {
                 check_shippable(&view).map_err(|e| DataFusionError::External(Box::new(e)))?;
-            } else if provider.downcast_ref::<table::LakeFilesTable>().is_none()
+            } else if provider.downcast_ref::<LakeFilesTable>().is_none()
                 && provider.downcast_ref::<ListingTable>().is_none()
             {
                 refused = Some(name.to_string());

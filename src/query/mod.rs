@@ -108,11 +108,13 @@ impl Session {
             .with_runtime_env(runtime.build_arc()?)
             .with_query_planner(DeltaPlanner::new())
             .build();
-        let mut scan = TableScan::Delta;
+        let scan = TableScan {
+            cluster: settings.cluster.is_some(),
+            plain_strings: settings.plain_strings,
+        };
         if let Some(cluster) = &settings.cluster {
             cluster.check_reachable().await?;
             state = crate::cluster::client_state(state, cluster)?;
-            scan = TableScan::Cluster;
         }
         let ctx = SessionContext::new_with_state(state);
         let ctx = if settings.deny_file_paths {
@@ -162,7 +164,7 @@ impl Session {
 
     /// Whether this session's queries run on a Ballista cluster (`--cluster`).
     pub fn on_cluster(&self) -> bool {
-        self.catalog.scan() == TableScan::Cluster
+        self.catalog.scan().cluster
     }
 
     /// The state writers plan with: this session's, except on a cluster, where deltalake's

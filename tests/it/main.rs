@@ -12,6 +12,7 @@ mod pipelines;
 mod postgres;
 mod reports;
 mod s3;
+mod scan;
 mod schedule;
 mod slt;
 mod support;

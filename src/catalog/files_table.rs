@@ -1,0 +1,761 @@
+//! A lake table as a plain DataFusion Parquet scan over one Delta version's files.
+//!
+//! The table's files, sizes, partition values and per-file statistics (row count, min, max,
+//! null count) come from the Delta log; DataFusion's own Parquet `DataSourceExec` reads them.
+//! Two reasons to plan it so rather than through deltalake's provider:
+//! - **Statistics.** deltalake 1.1's scan passes column statistics only for the columns of the
+//!   query's predicate, so join keys have none and DataFusion's join planning guesses (TPC-H Q7
+//!   built a hash table from 1.7M rows). Here every column's bounds reach the planner, and each
+//!   file's exact bounds reach the Parquet opener, which skips whole files by them, including by
+//!   the dynamic filters a hash join pushes into its probe side.
+//! - **The cluster.** deltalake's `DeltaScanExec` has no protobuf form, so Ballista cannot send
+//!   it to executors; DataFusion's protobuf carries this scan as it is (paths, sizes, partition
+//!   values, statistics, projection, limit, predicate), and executors need nothing of Delta.
+//!
+//! It reads what gamelake writes: Parquet files, partition values and statistics in the log.
+//! Tables that use deletion vectors or column mapping (written by another engine) are read by
+//! deltalake's provider instead, and refused on a cluster ([`unreadable_feature`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::pruning::PrunableStatistics;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::{Column, ColumnStatistics, DFSchema, ScalarValue, Statistics};
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::transform_schema_to_view;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::Result as DFResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use deltalake::DeltaTable;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// What the cluster needs to know of one table version: where its files are, how big, and
+/// their partition values. It travels inside the logical plan from the client to the scheduler
+/// (as JSON, see [`super::codec`]), so neither needs to read the Delta log again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileList {
+    /// The table's root URL (`file:///…/schema/table/` or `s3://bucket/prefix/schema/table/`).
+    pub url: Url,
+    /// The Delta version the list is from.
+    pub version: u64,
+    /// Partition columns, in the log's order.
+    pub partition_columns: Vec<String>,
+    /// The version's data files.
+    pub files: Vec<FileEntry>,
+}
+
+/// One data file of a [`FileList`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the table root, not percent-encoded.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Partition values as the log writes them, in `partition_columns` order (None = null).
+    pub partition: Vec<Option<String>>,
+    /// Rows in the file, when the log's statistics say.
+    pub rows: Option<usize>,
+    /// The log's statistics of the file as the log holds them (JSON with `minValues`,
+    /// `maxValues`, `nullCount`), when it has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<String>,
+}
+
+impl FileList {
+    /// Lists the files of an opened table version.
+    pub fn of_table(table: &DeltaTable) -> Result<(Self, SchemaRef)> {
+        let url = table.table_url().clone();
+        let name = url.to_string();
+        if let Some(feature) = unreadable_feature(table)? {
+            return Err(Error::Unsupported(format!(
+                "table {name} uses {feature}, which the cluster cannot read; query it without --cluster"
+            )));
+        }
+        let state = table.snapshot().map_err(|e| Error::delta(&name, e))?;
+        let partition_columns = state.metadata().partition_columns().to_vec();
+        let mut files = Vec::new();
+        for file in state.log_data().iter() {
+            let mut raw = file.partition_values_map();
+            files.push(FileEntry {
+                path: file.path().into_owned(),
+                size: u64::try_from(file.size()).unwrap_or_default(),
+                partition: partition_columns
+                    .iter()
+                    .map(|c| raw.remove(c).flatten())
+                    .collect(),
+                rows: file.num_records(),
+                stats: file.stats(),
+            });
+        }
+        let list = Self {
+            url,
+            version: table.version().unwrap_or_default(),
+            partition_columns,
+            files,
+        };
+        Ok((list, state.snapshot().arrow_schema()))
+    }
+}
+
+/// One Delta version of a table, as a file list DataFusion scans directly.
+#[derive(Debug)]
+pub struct LakeFilesTable {
+    /// Where the files are (what the codec sends).
+    list: FileList,
+    /// Columns in the table's order, partition columns where the table has them.
+    schema: SchemaRef,
+    /// Non-partition columns first, then partition columns: the order the Parquet scan produces.
+    scan_schema: TableSchema,
+    /// For each column of `schema`, its index in the scan's order.
+    scan_index: Vec<usize>,
+    /// The object store all files are in.
+    store: ObjectStoreUrl,
+    /// The files as DataFusion scans them: full path in the store, size, typed partition values.
+    files: Vec<PartitionedFile>,
+    /// The version's statistics in the scan's column order: row count (exact when every file's
+    /// is known) and each column's bounds over all files (inexact, see [`table_statistics`]).
+    statistics: Statistics,
+}
+
+impl LakeFilesTable {
+    /// Lists a table version's files from the Delta log. Strings and binaries are read as
+    /// DataFusion's view types unless `plain_strings`.
+    pub fn try_new(table: &DeltaTable, plain_strings: bool) -> Result<Self> {
+        let (list, schema) = FileList::of_table(table)?;
+        let schema = if plain_strings {
+            schema
+        } else {
+            Arc::new(transform_schema_to_view(&schema))
+        };
+        Self::from_list(list, schema)
+    }
+
+    /// Builds the table from its file list and columns (on the scheduler: as the client sent
+    /// them).
+    pub fn from_list(list: FileList, schema: SchemaRef) -> Result<Self> {
+        let (file_fields, partition_fields): (Vec<FieldRef>, Vec<FieldRef>) = schema
+            .fields()
+            .iter()
+            .cloned()
+            .partition(|f| !list.partition_columns.contains(f.name()));
+        // Partition fields in the order of the log's partitionColumns.
+        let partition_fields: Vec<FieldRef> = list
+            .partition_columns
+            .iter()
+            .map(|c| {
+                partition_fields
+                    .iter()
+                    .find(|f| f.name() == c)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::Unsupported(format!(
+                            "partition column {c} of {} is not among its columns",
+                            list.url
+                        ))
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let scan_order: Vec<&FieldRef> = file_fields.iter().chain(&partition_fields).collect();
+        let scan_index = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                scan_order
+                    .iter()
+                    .position(|s| s.name() == f.name())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let (store, prefix) = store_and_prefix(&list.url)?;
+        let files = list
+            .files
+            .iter()
+            .map(|file| {
+                let values = partition_fields
+                    .iter()
+                    .zip(&file.partition)
+                    .map(|(field, raw)| partition_value(raw.clone(), field))
+                    .collect::<Result<Vec<_>>>()?;
+                let stats = file_statistics(file, &file_fields, &values);
+                let mut scanned = PartitionedFile::new(format!("{prefix}{}", file.path), file.size)
+                    .with_partition_values(values);
+                scanned.statistics = Some(Arc::new(stats));
+                Ok(scanned)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let scan_schema = TableSchema::builder(Arc::new(Schema::new(file_fields)))
+            .with_table_partition_cols(
+                partition_fields
+                    .iter()
+                    .map(|f| Arc::new(Field::new(f.name(), f.data_type().clone(), true)))
+                    .collect::<Vec<FieldRef>>(),
+            )
+            .build();
+        let statistics = table_statistics(&files, scan_schema.table_schema())?;
+        Ok(Self {
+            list,
+            schema,
+            scan_schema,
+            scan_index,
+            store,
+            files,
+            statistics,
+        })
+    }
+
+    /// The file list this table was built from.
+    pub fn file_list(&self) -> &FileList {
+        &self.list
+    }
+}
+
+/// The Delta feature of a table version this scan cannot read, if it uses one: column mapping
+/// (Parquet columns named apart from the table's) or deletion vectors (rows deleted outside the
+/// files). gamelake writes neither; other engines may.
+pub fn unreadable_feature(table: &DeltaTable) -> Result<Option<&'static str>> {
+    let state = table
+        .snapshot()
+        .map_err(|e| Error::delta(table.table_url().as_str(), e))?;
+    if let Some(mode) = state
+        .metadata()
+        .configuration()
+        .get("delta.columnMapping.mode")
+        && mode != "none"
+    {
+        return Ok(Some("column mapping"));
+    }
+    if state
+        .log_data()
+        .iter()
+        .any(|file| file.deletion_vector_descriptor().is_some())
+    {
+        return Ok(Some("deletion vectors"));
+    }
+    Ok(None)
+}
+
+/// The object store URL (`file://` or `s3://bucket`) and the path prefix of the table's files
+/// inside it (ending in `/`).
+fn store_and_prefix(table: &Url) -> Result<(ObjectStoreUrl, String)> {
+    let bad = |reason: String| Error::LakeUrl {
+        url: table.to_string(),
+        reason,
+    };
+    let root = match table.host_str() {
+        Some(host) if table.scheme() != "file" => format!("{}://{host}", table.scheme()),
+        _ => "file://".to_string(),
+    };
+    let store = ObjectStoreUrl::parse(&root).map_err(|e| bad(e.to_string()))?;
+    let path =
+        object_store::path::Path::from_url_path(table.path()).map_err(|e| bad(e.to_string()))?;
+    let mut prefix = path.to_string();
+    if !prefix.is_empty() {
+        prefix.push('/');
+    }
+    Ok((store, prefix))
+}
+
+/// A partition value from the log's string form, typed as the column (Delta writes
+/// `__HIVE_DEFAULT_PARTITION__`-free nulls as a missing value).
+fn partition_value(raw: Option<String>, field: &Field) -> Result<ScalarValue> {
+    match raw {
+        None => ScalarValue::try_from(field.data_type()).map_err(Error::from_datafusion),
+        Some(text) => ScalarValue::try_from_string(text.clone(), field.data_type()).map_err(|e| {
+            Error::Unsupported(format!(
+                "partition value '{text}' of column {} is not a {}: {e}",
+                field.name(),
+                field.data_type()
+            ))
+        }),
+    }
+}
+
+#[async_trait]
+impl TableProvider for LakeFilesTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        // The Parquet scan prunes files (partition values), row groups and pages with them;
+        // the filter itself stays above the scan.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        // The provider's columns are in the table's order; the statistics in the scan's.
+        let mut stats = self.statistics.clone();
+        stats.column_statistics = self
+            .scan_index
+            .iter()
+            .map(|i| {
+                self.statistics
+                    .column_statistics
+                    .get(*i)
+                    .cloned()
+                    .unwrap_or_else(ColumnStatistics::new_unknown)
+            })
+            .collect();
+        Some(stats)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let columns: Vec<usize> = match projection {
+            Some(p) => p.iter().map(|i| self.scan_index[*i]).collect(),
+            None => self.scan_index.clone(),
+        };
+        let files = self.matching_files(state, filters);
+        if files.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        // Read strings as the table's columns say, whatever the session's default.
+        let mut options = state.table_options().parquet.clone();
+        options.global.schema_force_view_types = self
+            .schema
+            .fields()
+            .iter()
+            .any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView));
+        let format = ParquetFormat::default().with_options(options);
+        let source = format.file_source(self.scan_schema.clone());
+        let stats = table_statistics(&files, self.scan_schema.table_schema())
+            .map_err(Error::into_datafusion)?;
+        let groups = file_groups(&files, state.config().target_partitions());
+        let config = FileScanConfigBuilder::new(self.store.clone(), source)
+            .with_file_groups(groups)
+            .with_statistics(stats)
+            .with_projection_indices(Some(columns))?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}
+
+impl LakeFilesTable {
+    /// The files that may hold rows matching `filters`, judged at planning time by their
+    /// partition values and the log's bounds (the Parquet opener judges again, with dynamic
+    /// filters, and then row groups and pages). A filter that cannot be judged keeps every file.
+    fn matching_files(&self, state: &dyn Session, filters: &[Expr]) -> Vec<PartitionedFile> {
+        // The filters name the table's columns qualified by how the query named the table;
+        // the pruning schema is unqualified.
+        let unqualified = filters.iter().cloned().map(|filter| {
+            filter
+                .transform_up(|e| match e {
+                    Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
+                        c.name,
+                    )))),
+                    other => Ok(Transformed::no(other)),
+                })
+                .data()
+        });
+        let keep = (|| -> DFResult<Option<Vec<bool>>> {
+            let Some(predicate) = conjunction(unqualified.collect::<DFResult<Vec<_>>>()?) else {
+                return Ok(None);
+            };
+            let schema = self.scan_schema.table_schema();
+            let columns = DFSchema::try_from(schema.as_ref().clone())?;
+            let predicate = state.create_physical_expr(predicate, &columns)?;
+            let Some(pruning) = PruningPredicateBuilder::new()
+                .with_file_schema(schema.clone())
+                .build(predicate)
+            else {
+                return Ok(None);
+            };
+            let unknown = Arc::new(Statistics::new_unknown(schema));
+            let stats = self
+                .files
+                .iter()
+                .map(|f| f.statistics.clone().unwrap_or_else(|| unknown.clone()))
+                .collect();
+            pruning
+                .prune(&PrunableStatistics::new(stats, schema.clone()))
+                .map(Some)
+        })();
+        match keep {
+            Ok(Some(keep)) => self
+                .files
+                .iter()
+                .zip(keep)
+                .filter(|(_, keep)| *keep)
+                .map(|(f, _)| f.clone())
+                .collect(),
+            Ok(None) => self.files.clone(),
+            Err(e) => {
+                tracing::debug!("files of {} not pruned: {e}", self.list.url);
+                self.files.clone()
+            }
+        }
+    }
+}
+
+/// One file's statistics in the scan's column order (file columns, then partition columns), from
+/// the log. The bounds are exact bounds, which is what the Parquet opener needs to skip files by
+/// them; a timestamp's maximum is rounded up, because the log keeps milliseconds.
+fn file_statistics(
+    file: &FileEntry,
+    file_fields: &[FieldRef],
+    partition: &[ScalarValue],
+) -> Statistics {
+    let rows = file.rows.map_or(Precision::Absent, Precision::Exact);
+    let logged: Option<LoggedStats> = file
+        .stats
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok());
+    let mut columns: Vec<ColumnStatistics> = file_fields
+        .iter()
+        .map(|field| {
+            let byte_size = match (field.data_type().primitive_width(), file.rows) {
+                (Some(width), Some(rows)) => Precision::Exact(width * rows),
+                _ => Precision::Absent,
+            };
+            let Some(logged) = &logged else {
+                return ColumnStatistics {
+                    byte_size,
+                    ..ColumnStatistics::new_unknown()
+                };
+            };
+            ColumnStatistics {
+                null_count: logged
+                    .null_count
+                    .get(field.name())
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .map_or(Precision::Absent, Precision::Exact),
+                min_value: bound(logged.min_values.get(field.name()), field, Bound::Min),
+                max_value: bound(logged.max_values.get(field.name()), field, Bound::Max),
+                byte_size,
+                ..ColumnStatistics::new_unknown()
+            }
+        })
+        .collect();
+    for value in partition {
+        columns.push(if value.is_null() {
+            ColumnStatistics {
+                null_count: rows,
+                ..ColumnStatistics::new_unknown()
+            }
+        } else {
+            ColumnStatistics {
+                null_count: Precision::Exact(0),
+                min_value: Precision::Exact(value.clone()),
+                max_value: Precision::Exact(value.clone()),
+                distinct_count: Precision::Exact(1),
+                ..ColumnStatistics::new_unknown()
+            }
+        });
+    }
+    Statistics {
+        num_rows: rows,
+        total_byte_size: Precision::Inexact(usize::try_from(file.size).unwrap_or(usize::MAX)),
+        column_statistics: columns,
+    }
+}
+
+/// The parts of a Delta `stats` JSON this scan uses.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LoggedStats {
+    #[serde(default)]
+    min_values: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    max_values: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    null_count: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Which end of a column's range a logged value bounds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Min,
+    Max,
+}
+
+/// A logged minimum or maximum as a value of the column's type, when the log has one this scan
+/// can trust: numbers, dates, timestamps, strings and booleans. Decimals are left out: the log
+/// writes them as JSON numbers, which serde reads as `f64`, and a rounded bound is no bound.
+fn bound(logged: Option<&serde_json::Value>, field: &Field, end: Bound) -> Precision<ScalarValue> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let text = match logged {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(serde_json::Value::Bool(b)) => b.to_string(),
+        _ => return Precision::Absent,
+    };
+    if matches!(
+        field.data_type(),
+        DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+    ) {
+        return Precision::Absent;
+    }
+    let Ok(value) = ScalarValue::try_from_string(text, field.data_type()) else {
+        return Precision::Absent;
+    };
+    if value.is_null() {
+        return Precision::Absent;
+    }
+    // The log truncates timestamps to milliseconds: the true maximum may be up to a
+    // millisecond minus one unit later.
+    let value = match (end, field.data_type(), value) {
+        (
+            Bound::Max,
+            DataType::Timestamp(TimeUnit::Microsecond, _),
+            ScalarValue::TimestampMicrosecond(Some(v), tz),
+        ) => ScalarValue::TimestampMicrosecond(Some(v.saturating_add(999)), tz),
+        (
+            Bound::Max,
+            DataType::Timestamp(TimeUnit::Nanosecond, _),
+            ScalarValue::TimestampNanosecond(Some(v), tz),
+        ) => ScalarValue::TimestampNanosecond(Some(v.saturating_add(999_999)), tz),
+        (_, _, value) => value,
+    };
+    Precision::Exact(value)
+}
+
+/// Statistics of a set of files: the row count (exact when every file knows its own) and each
+/// column's bounds over them. Column statistics are made inexact here: the log's bounds bound
+/// the values but are not always values (timestamps rounded to milliseconds, long strings
+/// truncated by the Parquet writer), and DataFusion answers `MIN`/`MAX` from exact statistics
+/// without reading.
+fn table_statistics(files: &[PartitionedFile], schema: &SchemaRef) -> Result<Statistics> {
+    if files.is_empty() {
+        return Ok(Statistics::new_unknown(schema).with_num_rows(Precision::Exact(0)));
+    }
+    let unknown = Statistics::new_unknown(schema);
+    let mut stats = Statistics::try_merge_iter(
+        files
+            .iter()
+            .map(|f| f.statistics.as_deref().unwrap_or(&unknown)),
+        schema,
+    )
+    .map_err(Error::from_datafusion)?;
+    stats.column_statistics = stats
+        .column_statistics
+        .into_iter()
+        .map(ColumnStatistics::to_inexact)
+        .collect();
+    Ok(stats)
+}
+
+/// Spreads files over `n` groups, largest first onto the smallest group, so each partition
+/// reads about the same number of bytes. (DataFusion splits large files into byte ranges
+/// afterwards when the plan wants more partitions.)
+fn file_groups(files: &[PartitionedFile], n: usize) -> Vec<FileGroup> {
+    let n = n.clamp(1, files.len().max(1));
+    let mut sorted: Vec<&PartitionedFile> = files.iter().collect();
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); n];
+    for file in sorted {
+        if let Some(smallest) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
+            smallest.0 += file.object_meta.size;
+            smallest.1.push(file.clone());
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(_, files)| !files.is_empty())
+        .map(|(_, files)| FileGroup::new(files))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_and_prefix_of_local_and_s3_tables() {
+        let (store, prefix) =
+            store_and_prefix(&Url::parse("file:///tmp/my%20lake/game/events/").unwrap()).unwrap();
+        assert_eq!(store.as_str(), "file:///");
+        assert_eq!(prefix, "tmp/my lake/game/events/");
+        let (store, prefix) =
+            store_and_prefix(&Url::parse("s3://bucket/lake/game/events").unwrap()).unwrap();
+        assert_eq!(store.as_str(), "s3://bucket/");
+        assert_eq!(prefix, "lake/game/events/");
+    }
+
+    #[test]
+    fn files_are_spread_by_size() {
+        let files: Vec<PartitionedFile> = [100, 90, 10, 5, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, size)| PartitionedFile::new(format!("f{i}"), *size))
+            .collect();
+        let groups = file_groups(&files, 2);
+        let bytes: Vec<u64> = groups
+            .iter()
+            .map(|g| g.iter().map(|f| f.object_meta.size).sum())
+            .collect();
+        assert_eq!(bytes, vec![105, 101]);
+        assert_eq!(file_groups(&files[..1], 8).len(), 1);
+    }
+
+    #[test]
+    fn partition_values_are_typed_and_nulls_kept() {
+        let field = Field::new("day", datafusion::arrow::datatypes::DataType::Date32, true);
+        let value = partition_value(Some("2024-02-29".into()), &field).unwrap();
+        assert_eq!(value.to_string(), "2024-02-29");
+        assert!(partition_value(None, &field).unwrap().is_null());
+        let err = partition_value(Some("yesterday".into()), &field).unwrap_err();
+        assert!(err.to_string().contains("day"), "{err}");
+    }
+
+    fn entry(stats: &str) -> FileEntry {
+        FileEntry {
+            path: "part-0.parquet".into(),
+            size: 1000,
+            partition: vec![],
+            rows: Some(10),
+            stats: Some(stats.into()),
+        }
+    }
+
+    #[test]
+    fn logged_bounds_become_typed_exact_bounds() {
+        use datafusion::arrow::datatypes::{DataType, TimeUnit};
+        let fields: Vec<FieldRef> = vec![
+            Arc::new(Field::new("id", DataType::Int64, false)),
+            Arc::new(Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            )),
+            Arc::new(Field::new("day", DataType::Date32, true)),
+            Arc::new(Field::new("name", DataType::Utf8View, true)),
+            Arc::new(Field::new("price", DataType::Decimal128(10, 2), true)),
+            Arc::new(Field::new("unlogged", DataType::Float64, true)),
+        ];
+        let file = entry(
+            r#"{"numRecords":10,"minValues":{"id":-3,"at":"2026-01-01T00:00:00.000Z","day":"2026-01-01","name":"ann","price":1.5},
+                "maxValues":{"id":9007199254740993,"at":"2026-01-02T10:00:00.123Z","day":"2026-01-31","name":"zed","price":99.99},
+                "nullCount":{"id":0,"at":2,"day":0,"name":1,"price":0}}"#,
+        );
+        let stats = file_statistics(&file, &fields, &[]);
+        assert_eq!(stats.num_rows, Precision::Exact(10));
+        let c = &stats.column_statistics;
+        assert_eq!(
+            c[0].min_value,
+            Precision::Exact(ScalarValue::Int64(Some(-3)))
+        );
+        // Integers beyond f64's precision stay exact.
+        assert_eq!(
+            c[0].max_value,
+            Precision::Exact(ScalarValue::Int64(Some(9007199254740993)))
+        );
+        assert_eq!(c[0].byte_size, Precision::Exact(80));
+        // 10:00:00.123 was logged in milliseconds: the bound covers up to .123999.
+        let max_at = "2026-01-02T10:00:00.123999Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap();
+        assert_eq!(
+            c[1].max_value,
+            Precision::Exact(ScalarValue::TimestampMicrosecond(
+                Some(max_at.timestamp_micros()),
+                Some("UTC".into())
+            ))
+        );
+        assert_eq!(c[1].null_count, Precision::Exact(2));
+        assert_eq!(
+            c[2].max_value
+                .get_value()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("2026-01-31")
+        );
+        assert_eq!(
+            c[3].min_value,
+            Precision::Exact(ScalarValue::Utf8View(Some("ann".into())))
+        );
+        assert_eq!(
+            c[4].min_value,
+            Precision::Absent,
+            "decimals are not trusted from JSON"
+        );
+        assert_eq!(c[4].null_count, Precision::Exact(0));
+        assert_eq!(c[5].min_value, Precision::Absent);
+        assert_eq!(c[5].null_count, Precision::Absent);
+    }
+
+    #[test]
+    fn partition_columns_are_exact_and_a_null_partition_is_all_nulls() {
+        let fields: Vec<FieldRef> = vec![];
+        let day = ScalarValue::Utf8(Some("2026-01-01".into()));
+        let stats = file_statistics(
+            &entry("{}"),
+            &fields,
+            &[day.clone(), ScalarValue::Utf8(None)],
+        );
+        assert_eq!(
+            stats.column_statistics[0].min_value,
+            Precision::Exact(day.clone())
+        );
+        assert_eq!(stats.column_statistics[0].max_value, Precision::Exact(day));
+        assert_eq!(stats.column_statistics[0].null_count, Precision::Exact(0));
+        assert_eq!(stats.column_statistics[1].null_count, Precision::Exact(10));
+        assert_eq!(stats.column_statistics[1].min_value, Precision::Absent);
+    }
+
+    #[test]
+    fn table_statistics_keep_exact_rows_and_inexact_bounds() {
+        use datafusion::arrow::datatypes::DataType;
+        let fields: Vec<FieldRef> = vec![Arc::new(Field::new("id", DataType::Int64, false))];
+        let schema: SchemaRef = Arc::new(Schema::new(fields.clone()));
+        let files: Vec<PartitionedFile> = [(1, 5), (7, 20)]
+            .iter()
+            .map(|(lo, hi)| {
+                let json = format!(r#"{{"minValues":{{"id":{lo}}},"maxValues":{{"id":{hi}}},"nullCount":{{"id":0}}}}"#);
+                let mut f = PartitionedFile::new("f", 1000);
+                f.statistics = Some(Arc::new(file_statistics(&entry(&json), &fields, &[])));
+                f
+            })
+            .collect();
+        let stats = table_statistics(&files, &schema).unwrap();
+        assert_eq!(stats.num_rows, Precision::Exact(20));
+        assert_eq!(
+            stats.column_statistics[0].min_value,
+            Precision::Inexact(ScalarValue::Int64(Some(1)))
+        );
+        assert_eq!(
+            stats.column_statistics[0].max_value,
+            Precision::Inexact(ScalarValue::Int64(Some(20)))
+        );
+        assert_eq!(
+            table_statistics(&[], &schema).unwrap().num_rows,
+            Precision::Exact(0)
+        );
+    }
+}

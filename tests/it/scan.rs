@@ -1,0 +1,194 @@
+//! How lake tables are scanned: the log's statistics reach DataFusion's planner and the Parquet
+//! opener, so files are skipped by partition values, by the log's bounds and by a join's
+//! dynamic filter; and the bounds never stand in for values.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use gamelake::lake::TableRef;
+use gamelake::lake::write::{WriteMode, WriteOptions, write_batches};
+use gamelake::query::Session;
+
+use crate::support::{TempLake, rows};
+
+/// `logs.events`: two days, and three writes of 100 players each (1–100, 101–200, 201–300), so
+/// six files whose player ranges do not overlap.
+async fn events(session: &Session) {
+    for (first, last) in [(1, 100), (101, 200), (201, 300)] {
+        let select = format!(
+            "SELECT CASE WHEN value % 2 = 0 THEN DATE '2026-11-01' ELSE DATE '2026-11-02' END AS day, \
+             value AS player_id FROM generate_series({first}, {last})"
+        );
+        let sql = if first == 1 {
+            format!("CREATE TABLE logs.events PARTITIONED BY (day) AS {select}")
+        } else {
+            format!("INSERT INTO logs.events {select}")
+        };
+        session
+            .sql(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// The physical plan's text.
+async fn plan(session: &Session, sql: &str) -> String {
+    rows(session, &format!("EXPLAIN {sql}")).await.join("\n")
+}
+
+/// How many data files the plan's scan reads.
+fn files_in(plan: &str) -> usize {
+    plan.matches(".parquet").count()
+}
+
+#[tokio::test]
+async fn partition_values_and_logged_bounds_skip_files_when_planning() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    events(&session).await;
+    let all = "SELECT count(*) FROM logs.events WHERE player_id > 0";
+    assert_eq!(files_in(&plan(&session, all).await), 6);
+    assert_eq!(rows(&session, all).await, ["300"]);
+
+    let one_day = "SELECT count(*) FROM logs.events WHERE day = DATE '2026-11-02'";
+    assert_eq!(files_in(&plan(&session, one_day).await), 3);
+    assert_eq!(rows(&session, one_day).await, ["150"]);
+
+    // One day and one player range: the log's bounds leave one file.
+    let lookup = "SELECT count(*) FROM logs.events \
+                  WHERE day = DATE '2026-11-02' AND player_id BETWEEN 120 AND 130";
+    assert_eq!(files_in(&plan(&session, lookup).await), 1);
+    assert_eq!(rows(&session, lookup).await, ["5"]);
+
+    // Nothing can match: no file is read and the answer is still right.
+    let none = "SELECT count(*) FROM logs.events WHERE player_id > 1000";
+    assert_eq!(files_in(&plan(&session, none).await), 0);
+    assert_eq!(rows(&session, none).await, ["0"]);
+}
+
+#[tokio::test]
+async fn a_joins_dynamic_filter_skips_files_by_their_bounds() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    events(&session).await;
+    let sql = "SELECT e.player_id, e.day FROM logs.events e \
+               JOIN (SELECT 150 AS id) p ON e.player_id = p.id";
+    assert_eq!(rows(&session, sql).await, ["150|2026-11-01"]);
+    // All six files are planned (the player is not known when planning); the opener skips the
+    // ones whose bounds exclude the join's build side.
+    let analyzed = rows(&session, &format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .join("\n");
+    assert!(
+        analyzed.contains("files_ranges_pruned_statistics=6 total → 2 matched"),
+        "{analyzed}"
+    );
+}
+
+#[tokio::test]
+async fn logged_bounds_never_replace_values() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    // The log keeps timestamps in milliseconds and the Parquet writer truncates long strings'
+    // statistics: neither may change an answer.
+    let long = "x".repeat(80);
+    session
+        .sql(&format!(
+            "CREATE TABLE game.moments AS SELECT * FROM (VALUES \
+             (TIMESTAMP '2026-01-01 10:00:00.123456', '{long}b'), \
+             (TIMESTAMP '2026-01-01 09:00:00.000001', 'a')) v(at, name)"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(
+            &session,
+            "SELECT max(at), min(at), max(name) = repeat('x', 80) || 'b' FROM game.moments"
+        )
+        .await,
+        ["2026-01-01T10:00:00.123456|2026-01-01T09:00:00.000001|true"]
+    );
+    for filter in [
+        "at > TIMESTAMP '2026-01-01 10:00:00.1234'",
+        "at = TIMESTAMP '2026-01-01 10:00:00.123456'",
+        "name > repeat('x', 80) || 'a'",
+        "name = repeat('x', 80) || 'b'",
+    ] {
+        let sql = format!("SELECT count(*) FROM game.moments WHERE {filter}");
+        assert_eq!(rows(&session, &sql).await, ["1"], "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn null_partitions_and_columns_added_later_are_read() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    session
+        .sql(
+            "CREATE TABLE game.players PARTITIONED BY (region) AS SELECT * FROM (VALUES \
+             (1, 'bj'), (2, CAST(NULL AS VARCHAR))) v(id, region)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&session, "SELECT id FROM game.players WHERE region IS NULL").await,
+        ["2"]
+    );
+    assert_eq!(
+        rows(&session, "SELECT id FROM game.players WHERE region = 'bj'").await,
+        ["1"]
+    );
+    assert_eq!(
+        rows(
+            &session,
+            "SELECT id FROM game.players WHERE region IS NOT NULL"
+        )
+        .await,
+        ["1"]
+    );
+
+    // A later write adds a column (as intake does): older files have no statistics for it and
+    // no values; they read as NULL and are not skipped by it.
+    let table = TableRef::new("game", "scores").unwrap();
+    let write = |columns: Vec<(&str, i64)>| {
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|(name, _)| Field::new(*name, DataType::Int64, true))
+                .collect::<Vec<_>>(),
+        ));
+        let arrays = columns
+            .iter()
+            .map(|(_, v)| Arc::new(Int64Array::from(vec![*v])) as _)
+            .collect();
+        RecordBatch::try_new(schema, arrays).unwrap()
+    };
+    for batch in [write(vec![("id", 1)]), write(vec![("id", 2), ("level", 5)])] {
+        let options = WriteOptions {
+            merge_schema: true,
+            ..WriteOptions::new(WriteMode::Append)
+        };
+        write_batches(
+            session.lake(),
+            &table,
+            &session.context().state(),
+            vec![batch],
+            options,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        rows(&session, "SELECT id, level FROM game.scores ORDER BY id").await,
+        ["1|NULL", "2|5"]
+    );
+    assert_eq!(
+        rows(&session, "SELECT id FROM game.scores WHERE level IS NULL").await,
+        ["1"]
+    );
+    assert_eq!(
+        rows(&session, "SELECT id FROM game.scores WHERE level = 5").await,
+        ["2"]
+    );
+}
