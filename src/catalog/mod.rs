@@ -190,6 +190,8 @@ pub struct LakeSchema {
     lake_tables: RwLock<BTreeSet<String>>,
     session_tables: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
     open: RwLock<HashMap<String, DeltaTable>>,
+    /// The newest version of each table as a files scan (see [`LakeSchema::files_table`]).
+    files: RwLock<HashMap<String, Arc<files_table::LakeFilesTable>>>,
 }
 
 impl LakeSchema {
@@ -201,6 +203,7 @@ impl LakeSchema {
             lake_tables: RwLock::default(),
             session_tables: RwLock::default(),
             open: RwLock::default(),
+            files: RwLock::default(),
         }
     }
 
@@ -210,6 +213,10 @@ impl LakeSchema {
 
     fn forget(&self, table: &str) {
         self.open
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(table);
+        self.files
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(table);
@@ -238,6 +245,43 @@ impl LakeSchema {
         Ok(fresh)
     }
 
+    /// The table version as a files scan, or `None` when it uses a Delta feature that scan
+    /// cannot read (deltalake's provider reads it then; a cluster refuses it). The newest
+    /// version's scan is kept until the table changes: parsing every file's statistics is most
+    /// of the work, and a server asks for the same tables all day.
+    fn files_table(
+        &self,
+        name: &str,
+        dt: &DeltaTable,
+        latest: bool,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        let version = dt.version().unwrap_or_default();
+        if latest
+            && let Some(kept) = self
+                .files
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .filter(|t| t.file_list().version == version)
+        {
+            return Ok(Some(kept.clone()));
+        }
+        if !self.scan.cluster && files_table::unreadable_feature(dt)?.is_some() {
+            return Ok(None);
+        }
+        let table = Arc::new(files_table::LakeFilesTable::try_new(
+            dt,
+            self.scan.plain_strings,
+        )?);
+        if latest {
+            self.files
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string(), table.clone());
+        }
+        Ok(Some(table))
+    }
+
     async fn resolve(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         // Names that cannot be folders (file paths, URLs) are not lake tables; DataFusion's
         // file-path tables get their turn.
@@ -262,9 +306,8 @@ impl LakeSchema {
             Err(Error::TableNotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        if self.scan.cluster || files_table::unreadable_feature(&dt)?.is_none() {
-            let table = files_table::LakeFilesTable::try_new(&dt, self.scan.plain_strings)?;
-            return Ok(Some(Arc::new(table)));
+        if let Some(files) = self.files_table(&table.table, &dt, parsed.version.is_none())? {
+            return Ok(Some(files));
         }
         let provider = dt
             .table_provider()

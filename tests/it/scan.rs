@@ -65,6 +65,14 @@ async fn partition_values_and_logged_bounds_skip_files_when_planning() {
     let none = "SELECT count(*) FROM logs.events WHERE player_id > 1000";
     assert_eq!(files_in(&plan(&session, none).await), 0);
     assert_eq!(rows(&session, none).await, ["0"]);
+
+    // The session keeps each table's scan between queries; a new version replaces it.
+    session
+        .sql("INSERT INTO logs.events VALUES (DATE '2026-11-02', 1001)")
+        .await
+        .unwrap();
+    assert_eq!(rows(&session, none).await, ["1"]);
+    assert_eq!(rows(&session, all).await, ["301"]);
 }
 
 #[tokio::test]
