@@ -266,8 +266,14 @@ impl LakeSchema {
         {
             return Ok(Some(kept.clone()));
         }
-        if !self.scan.cluster && files_table::unreadable_feature(dt)?.is_some() {
-            return Ok(None);
+        if let Some(feature) = files_table::unreadable_feature(dt)? {
+            if !self.scan.cluster {
+                return Ok(None);
+            }
+            return Err(Error::Unsupported(format!(
+                "table {} uses {feature}, which the cluster cannot read; query it without --cluster",
+                dt.table_url()
+            )));
         }
         let table = Arc::new(files_table::LakeFilesTable::try_new(
             dt,
