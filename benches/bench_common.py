@@ -1,6 +1,10 @@
 """Helpers shared by the benchmark scripts: PostgreSQL via psql, timing, the gamelake binary,
-and writing one section of benches/RESULTS.md."""
+the demo lake, answers compared across engines, and writing one section of benches/RESULTS.md."""
 
+import datetime
+import decimal
+import importlib
+import math
 import os
 import pathlib
 import shutil
@@ -31,6 +35,76 @@ def gamelake_binary(explicit=None):
     """The binary to measure: --gamelake, else `gamelake` on PATH, else the release build."""
     return explicit or shutil.which("gamelake") or str(
         pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "gamelake")
+
+
+def gamelake_version(binary):
+    """`gamelake --version` of the measured binary."""
+    return subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip() or "?"
+
+
+def demo_lake(binary, work, scale):
+    """The demo lake at `scale` in `work/lake`, generated once per folder (a `done` marker keeps
+    it for the next run). Answers the lake and the seconds generating took (0 when kept)."""
+    lake = work / "lake"
+    if (work / "done").exists():
+        return lake, 0.0
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    print(f"demo at scale {scale:g} ...", flush=True)
+    seconds = timed(lambda: subprocess.run([binary, "--lake", str(lake), "demo", "--scale", str(scale),
+                                            "--no-queries"], check=True, stdout=subprocess.DEVNULL))
+    (work / "done").write_text("")
+    return lake, seconds
+
+
+def busiest_player(binary, lake):
+    """The player with the most purchases: the value of the saved queries' $player_id."""
+    return subprocess.run([binary, "--lake", str(lake), "sql", "--format", "csv", "-c",
+                           "SELECT player_id FROM game.purchases GROUP BY player_id ORDER BY count(*) DESC,"
+                           " player_id LIMIT 1"], check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()[1]
+
+
+def duckdb_with_delta():
+    """A DuckDB connection with the delta extension of the duckdb-extension-delta pip package."""
+    import duckdb
+
+    con = duckdb.connect()
+    pkg = importlib.import_module("duckdb_extension_delta")
+    ext = next(pathlib.Path(pkg.__file__).parent.rglob("delta.duckdb_extension"))
+    con.execute(f"LOAD '{ext}'")
+    return con
+
+
+def comparable_rows(table):
+    """An Arrow result as sorted tuples of comparable values: numbers as floats, dates and times
+    as ISO text (times with a zone in UTC, without it), so engines' types need not match."""
+    def value(v):
+        if isinstance(v, (decimal.Decimal, float, int)) and not isinstance(v, bool):
+            return float(v)
+        if isinstance(v, datetime.datetime) and v.tzinfo is not None:
+            v = v.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        if isinstance(v, (datetime.date, datetime.datetime)):
+            return v.isoformat()
+        return v
+    out = [tuple(value(v) for v in row.values()) for row in table.to_pylist()]
+    return sorted(out, key=lambda r: tuple((x is None, round(x, 2) if isinstance(x, float) else str(x)) for x in r))
+
+
+def same_rows(a, b, abs_tol=1e-6):
+    """Whether two [`comparable_rows`] answers are equal, numbers within `abs_tol` (or 1e-9
+    relative); a missing answer (None) is never equal."""
+    if a is None or b is None or len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if len(x) != len(y):
+            return False
+        for u, v in zip(x, y):
+            if isinstance(u, float) and isinstance(v, float):
+                if not math.isclose(u, v, rel_tol=1e-9, abs_tol=abs_tol):
+                    return False
+            elif u != v:
+                return False
+    return True
 
 
 def write_section(results, title, lines):

@@ -21,7 +21,7 @@ import time
 
 import pyarrow.parquet as pq
 
-from bench_common import ROOT, gamelake_binary, write_section
+from bench_common import ROOT, busiest_player, comparable_rows, demo_lake, gamelake_binary, same_rows, write_section
 
 
 def main():
@@ -29,25 +29,16 @@ def main():
     parser.add_argument("--scale", type=float, default=1.0, help="demo scale (players = 100,000 x scale)")
     parser.add_argument("--runs", type=int, default=3, help="runs per query; the best counts")
     parser.add_argument("--executors", type=int, default=2)
-    parser.add_argument("--work", help="folder for the lake (default ~/.cache/gamelake/cluster-demo-<scale>)")
+    parser.add_argument("--work", help="folder for the lake (default ~/.cache/gamelake/demo-<scale>, shared with game.py)")
     parser.add_argument("--gamelake", help="gamelake binary (default: the release build)")
     parser.add_argument("--results", default=str(ROOT / "benches" / "RESULTS.md"))
     args = parser.parse_args()
 
     binary = gamelake_binary(args.gamelake)
-    work = pathlib.Path(args.work or pathlib.Path.home() / ".cache" / "gamelake" / f"cluster-demo-{args.scale:g}")
-    lake = work / "lake"
-    if not (work / "done").exists():
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        print(f"demo at scale {args.scale:g} ...", flush=True)
-        subprocess.run([binary, "--lake", str(lake), "demo", "--scale", str(args.scale), "--no-queries"],
-                       check=True, stdout=subprocess.DEVNULL)
-        (work / "done").write_text("")
+    work = pathlib.Path(args.work or pathlib.Path.home() / ".cache" / "gamelake" / f"demo-{args.scale:g}")
+    lake, _ = demo_lake(binary, work, args.scale)
     files = sorted((ROOT / "queries").glob("*.sql"))
-    player = subprocess.run([binary, "--lake", str(lake), "sql", "--format", "csv", "-c",
-                             "SELECT player_id FROM game.purchases GROUP BY player_id ORDER BY count(*) DESC, player_id LIMIT 1"],
-                            check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()[1]
+    player = busiest_player(binary, lake)
     params = ["--param", f"player_id={player}", "--param", "since=2026-10-01"]
 
     embedded = bench(binary, lake, files, params, args.runs, work / "embedded", [])
@@ -72,7 +63,8 @@ def main():
     for f in files:
         q = f.stem
         e, c = embedded[q], cluster[q]
-        same = answer(work / "embedded", q) == answer(work / "cluster", q)
+        # Sums may add in another order on the cluster.
+        same = same_rows(answer(work / "embedded", q), answer(work / "cluster", q))
         total_e += e
         total_c += c
         lines.append(f"| {q} | {e:.3f} | {c:.3f} | {c / e:.2f}x | {c - e:+.3f} | {'equal' if same else 'DIFFERENT'} |")
@@ -97,10 +89,7 @@ def bench(binary, lake, files, params, runs, out, extra):
 
 
 def answer(folder, query):
-    """Rows as sorted tuples, doubles rounded (sums may add in another order on the cluster)."""
-    table = pq.read_table(folder / f"{query}.parquet")
-    rows = [tuple(round(v, 6) if isinstance(v, float) else v for v in r.values()) for r in table.to_pylist()]
-    return sorted(rows, key=repr)
+    return comparable_rows(pq.read_table(folder / f"{query}.parquet"))
 
 
 def free_port():

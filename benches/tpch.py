@@ -16,8 +16,6 @@ table to benches/RESULTS.md (or --results).
 """
 
 import argparse
-import datetime
-import decimal
 import importlib
 import json
 import math
@@ -32,7 +30,7 @@ import time
 import duckdb
 import pyarrow.parquet as pq
 
-from bench_common import ROOT, gamelake_binary, write_section
+from bench_common import ROOT, comparable_rows, gamelake_binary, gamelake_version, same_rows, write_section
 
 QUERIES = ROOT / "benches" / "tpch" / "queries"
 TABLES = ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"]
@@ -115,7 +113,7 @@ def run_gamelake(binary, lake, work, files, args):
             print(f"gamelake q{n}: {result['error']}", file=sys.stderr)
             continue
         times[n] = result["best"]
-        answers[n] = rows(pq.read_table(out / f"{result['query']}.parquet"))
+        answers[n] = comparable_rows(pq.read_table(out / f"{result['query']}.parquet"))
     return times, answers
 
 
@@ -150,42 +148,15 @@ def timed_runs(execute, files, runs, engine):
         except Exception as e:  # a failing query is reported in the table, the rest still run
             print(f"{engine} q{n}: {e}", file=sys.stderr)
             continue
-        times[n], answers[n] = best, rows(table)
+        times[n], answers[n] = best, comparable_rows(table)
     return times, answers
-
-
-def rows(table):
-    """A result as sorted tuples of comparable values (numbers as floats, dates as text)."""
-    def value(v):
-        if isinstance(v, (decimal.Decimal, float, int)) and not isinstance(v, bool):
-            return float(v)
-        if isinstance(v, (datetime.date, datetime.datetime)):
-            return v.isoformat()
-        return v
-    out = [tuple(value(v) for v in row.values()) for row in table.to_pylist()]
-    return sorted(out, key=lambda r: tuple((x is None, round(x, 2) if isinstance(x, float) else str(x)) for x in r))
-
-
-def same(a, b):
-    if a is None or b is None or len(a) != len(b):
-        return False
-    for x, y in zip(a, b):
-        if len(x) != len(y):
-            return False
-        for u, v in zip(x, y):
-            if isinstance(u, float) and isinstance(v, float):
-                if not math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-6):
-                    return False
-            elif u != v:
-                return False
-    return True
 
 
 def verdict(answers, n):
     expected = answers["DuckDB"].get(n)
     if expected is None:
         return "no DuckDB answer"
-    bad = [engine for engine in ("gamelake", "DataFusion") if not same(answers[engine].get(n), expected)]
+    bad = [engine for engine in ("gamelake", "DataFusion") if not same_rows(answers[engine].get(n), expected)]
     return "ok" if not bad else "differs: " + ", ".join(bad)
 
 
@@ -201,7 +172,7 @@ def report(numbers, times, answers, args, load_seconds, binary):
 
     lines = [
         f"TPC-H scale {args.scale:g}, {args.threads} threads for each engine, warm, best of {args.runs};"
-        f" {platform.platform()}, {os.cpu_count()} cores. {version(binary)}, DuckDB {duckdb.__version__},"
+        f" {platform.platform()}, {os.cpu_count()} cores. {gamelake_version(binary)}, DuckDB {duckdb.__version__},"
         f" DataFusion {datafusion.__version__} (Python, default config). Every answer compared with DuckDB's.",
         f"Command: `~/.cache/gamelake/venv/bin/python benches/tpch.py --scale {args.scale:g} --runs {args.runs}"
         f" --threads {args.threads}`",
@@ -225,10 +196,6 @@ def report(numbers, times, answers, args, load_seconds, binary):
     lines.append("")
     lines.append("Ratios above 1 mean gamelake took longer. Target: gamelake sum <= 1.0x DuckDB.")
     return lines
-
-
-def version(binary):
-    return subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip() or "?"
 
 
 if __name__ == "__main__":

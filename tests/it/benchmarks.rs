@@ -87,3 +87,35 @@ fn cluster_harness_runs_every_saved_query_both_ways_with_equal_answers() {
         assert!(row.ends_with("| equal |"), "{row}");
     }
 }
+
+/// The game workload at a tiny scale: every saved query runs through gamelake and through
+/// DuckDB's `delta_scan` over the same Delta tables, and every answer is equal (the script
+/// exits non-zero otherwise).
+#[test]
+fn game_workload_harness_runs_every_saved_query_on_both_engines() {
+    let work = tempfile::tempdir().unwrap();
+    let text = crate::support::run_tiny_benchmark(
+        "game.py",
+        &[
+            "--scale",
+            "0.01",
+            "--runs",
+            "1",
+            "--work",
+            work.path().to_str().unwrap(),
+        ],
+    );
+    assert!(text.contains("## Game workload"), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| query") && !l.starts_with("| **"))
+        .collect();
+    let saved = std::fs::read_dir(crate::support::repo_root().join("queries"))
+        .unwrap()
+        .count();
+    assert_eq!(rows.len(), saved, "{text}");
+    for row in rows {
+        assert!(row.ends_with("| equal |"), "{row}");
+    }
+    assert!(text.contains("all ran"), "{text}");
+}
