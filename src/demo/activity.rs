@@ -43,11 +43,61 @@ fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
+/// Rows per batch of the simulated tables.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// The Arrow builders of one table's columns.
+trait TableBuilders: Default {
+    /// The rows appended since the last call, as one batch; the builders start empty again.
+    fn finish(&mut self) -> Result<RecordBatch>;
+}
+
+/// One table's rows as batches of at most [`BATCH_ROWS`] rows. Not one batch for all: an Arrow
+/// string array holds at most 2 GiB of text (32-bit offsets), which the event log's attributes
+/// pass at scale 10.
+#[derive(Default)]
+struct Batches<T> {
+    open: T,
+    rows: usize,
+    done: Vec<RecordBatch>,
+}
+
+impl<T: TableBuilders> Batches<T> {
+    /// Appends one row with `append`, closing the batch when it is full.
+    fn push(&mut self, append: impl FnOnce(&mut T)) -> Result<()> {
+        append(&mut self.open);
+        self.rows += 1;
+        if self.rows == BATCH_ROWS {
+            self.done.push(self.open.finish()?);
+            self.rows = 0;
+        }
+        Ok(())
+    }
+
+    /// Every batch (at least one, perhaps empty, so the table has its columns).
+    fn finish(mut self) -> Result<Vec<RecordBatch>> {
+        if self.rows > 0 || self.done.is_empty() {
+            self.done.push(self.open.finish()?);
+        }
+        Ok(self.done)
+    }
+}
+
 /// Sessions, purchases and events of all players.
 pub struct Activity {
-    sessions: Sessions,
-    purchases: Purchases,
-    events: Events,
+    sessions: Batches<Sessions>,
+    purchases: Batches<Purchases>,
+    events: Batches<Events>,
+}
+
+/// The simulated tables, each as batches.
+pub struct ActivityTables {
+    /// `game.sessions`.
+    pub sessions: Vec<RecordBatch>,
+    /// `game.purchases`.
+    pub purchases: Vec<RecordBatch>,
+    /// `logs.events`.
+    pub events: Vec<RecordBatch>,
 }
 
 impl Activity {
@@ -58,16 +108,16 @@ impl Activity {
         players: &[Player],
         items: &[Item],
         progress: &indicatif::ProgressBar,
-    ) -> Self {
+    ) -> Result<Self> {
         let base = Rng::new(seed, "activity");
         let mut by_category: Vec<Vec<&Item>> = vec![Vec::new(); CATEGORIES.len()];
         for item in items {
             by_category[item.category].push(item);
         }
         let mut out = Self {
-            sessions: Sessions::default(),
-            purchases: Purchases::default(),
-            events: Events::default(),
+            sessions: Batches::default(),
+            purchases: Batches::default(),
+            events: Batches::default(),
         };
         let mut purchase_id = 0i64;
         for p in players {
@@ -97,18 +147,13 @@ impl Activity {
                     let logout = login + length * 1_000_000;
                     let version = format!("2.{}", day / 60);
                     out.sessions
-                        .push(p, &cal, day, login, logout, &server, &version);
-                    out.events.push(
-                        p,
-                        cal.date(day),
-                        login,
-                        "login",
-                        &server,
-                        format!(
-                            r#"{{"client_version":"{version}","device":"{}"}}"#,
-                            DEVICES[p.device]
-                        ),
+                        .push(|s| s.push(p, &cal, day, login, logout, &server, &version))?;
+                    let attrs = format!(
+                        r#"{{"client_version":"{version}","device":"{}"}}"#,
+                        DEVICES[p.device]
                     );
+                    out.events
+                        .push(|e| e.push(p, cal.date(day), login, "login", &server, attrs))?;
                     for _ in 0..r.range(1, 4) {
                         let at = login + r.range(0, length) * 1_000_000;
                         let kind = [
@@ -123,7 +168,8 @@ impl Activity {
                             r.range(1, 9),
                             r.range(0, 5000)
                         );
-                        out.events.push(p, cal.date(day), at, kind, &server, attrs);
+                        out.events
+                            .push(|e| e.push(p, cal.date(day), at, kind, &server, attrs))?;
                     }
                     // Spending: payers buy in proportion to their propensity; non-payers rarely try.
                     let p_buy = if p.spend > 0.0 {
@@ -147,37 +193,29 @@ impl Activity {
                         let item = choices[k.min(choices.len() - 1)];
                         purchase_id += 1;
                         let at = login + r.range(0, length) * 1_000_000;
-                        out.purchases.push(purchase_id, p, &cal, day, item, at);
-                        out.events.push(
-                            p,
-                            cal.date(day),
-                            at,
-                            "purchase",
-                            &server,
-                            format!(r#"{{"item_id":{},"purchase_id":{purchase_id}}}"#, item.id),
-                        );
+                        out.purchases
+                            .push(|b| b.push(purchase_id, p, &cal, day, item, at))?;
+                        let attrs =
+                            format!(r#"{{"item_id":{},"purchase_id":{purchase_id}}}"#, item.id);
+                        out.events
+                            .push(|e| e.push(p, cal.date(day), at, "purchase", &server, attrs))?;
                     }
-                    out.events.push(
-                        p,
-                        cal.date(day),
-                        logout,
-                        "logout",
-                        &server,
-                        format!(r#"{{"seconds":{length}}}"#),
-                    );
+                    let attrs = format!(r#"{{"seconds":{length}}}"#);
+                    out.events
+                        .push(|e| e.push(p, cal.date(day), logout, "logout", &server, attrs))?;
                 }
             }
         }
-        out
+        Ok(out)
     }
 
-    /// The finished tables: sessions, purchases, events.
-    pub fn finish(self) -> Result<(RecordBatch, RecordBatch, RecordBatch)> {
-        Ok((
-            self.sessions.finish()?,
-            self.purchases.finish()?,
-            self.events.finish()?,
-        ))
+    /// The finished tables.
+    pub fn finish(self) -> Result<ActivityTables> {
+        Ok(ActivityTables {
+            sessions: self.sessions.finish()?,
+            purchases: self.purchases.finish()?,
+            events: self.events.finish()?,
+        })
     }
 }
 
@@ -212,8 +250,10 @@ impl Sessions {
         self.server.append_value(server);
         self.version.append_value(version);
     }
+}
 
-    fn finish(mut self) -> Result<RecordBatch> {
+impl TableBuilders for Sessions {
+    fn finish(&mut self) -> Result<RecordBatch> {
         let schema: SchemaRef = Arc::new(Schema::new(vec![
             Field::new("player_id", DataType::Int64, false),
             Field::new("login_at", ts(), false),
@@ -274,8 +314,10 @@ impl Purchases {
             _ => "alipay",
         });
     }
+}
 
-    fn finish(mut self) -> Result<RecordBatch> {
+impl TableBuilders for Purchases {
+    fn finish(&mut self) -> Result<RecordBatch> {
         let schema: SchemaRef = Arc::new(Schema::new(vec![
             Field::new("purchase_id", DataType::Int64, false),
             Field::new("player_id", DataType::Int64, false),
@@ -331,8 +373,10 @@ impl Events {
         self.region.append_value(REGIONS[p.region]);
         self.attributes.append_value(attributes);
     }
+}
 
-    fn finish(mut self) -> Result<RecordBatch> {
+impl TableBuilders for Events {
+    fn finish(&mut self) -> Result<RecordBatch> {
         let schema: SchemaRef = Arc::new(Schema::new(vec![
             Field::new("event_time", ts(), false),
             Field::new("event_date", DataType::Date32, false),
@@ -352,5 +396,42 @@ impl Events {
             Arc::new(self.attributes.finish()),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The event log is cut into batches (one array for all of it overflowed at scale 10),
+    /// and every row is in one of them.
+    #[test]
+    fn rows_are_cut_into_batches_of_at_most_batch_rows() {
+        let player = Player {
+            id: 7,
+            region: 0,
+            device: 0,
+            signup_day: 0,
+            signup_second: 0,
+            last_day: 0,
+            activity: 0.5,
+            spend: 0.0,
+            interest: 0,
+            community: 0,
+        };
+        let mut events: Batches<Events> = Batches::default();
+        for i in 0..(2 * BATCH_ROWS + 5) as i64 {
+            events
+                .push(|e| e.push(&player, 0, i, "login", "s-01", "{}".to_string()))
+                .unwrap();
+        }
+        let batches = events.finish().unwrap();
+        let sizes: Vec<usize> = batches.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, vec![BATCH_ROWS, BATCH_ROWS, 5]);
+        let empty: Batches<Events> = Batches::default();
+        let batches = empty.finish().unwrap();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].num_rows(), 0);
+        assert_eq!(batches[0].num_columns(), 7);
     }
 }

@@ -148,30 +148,34 @@ pub async fn generate(session: &Session, options: &DemoOptions) -> Result<DemoRe
     let items = world::items(options.seed);
     let pairs = world::friendships(options.seed, &players);
     let bar = crate::progress::bar(n as u64, "players", "simulating");
-    let activity = Activity::simulate(options.seed, cal, &players, &items, &bar);
+    let activity = Activity::simulate(options.seed, cal, &players, &items, &bar)?;
     bar.finish_and_clear();
-    let (sessions, purchases, events) = activity.finish()?;
+    let simulated = activity.finish()?;
+    let rows = |batches: &[RecordBatch]| batches.iter().map(RecordBatch::num_rows).sum::<usize>();
     eprintln!(
         "generated {} players, {} sessions, {} purchases, {} events in {:.1}s",
         players.len(),
-        sessions.num_rows(),
-        purchases.num_rows(),
-        events.num_rows(),
+        rows(&simulated.sessions),
+        rows(&simulated.purchases),
+        rows(&simulated.events),
         started.elapsed().as_secs_f64()
     );
-    let batches: Vec<(&str, RecordBatch)> = vec![
-        ("game.players", tables::players(&cal, &players)?),
-        ("game.items", tables::items(&items)?),
-        ("game.friendships", tables::friendships(&cal, &pairs)?),
-        ("game.purchases", purchases),
-        ("game.sessions", sessions),
-        ("logs.events", events),
+    let batches: Vec<(&str, Vec<RecordBatch>)> = vec![
+        ("game.players", slices(tables::players(&cal, &players)?)),
+        ("game.items", slices(tables::items(&items)?)),
+        (
+            "game.friendships",
+            slices(tables::friendships(&cal, &pairs)?),
+        ),
+        ("game.purchases", simulated.purchases),
+        ("game.sessions", simulated.sessions),
+        ("logs.events", simulated.events),
     ];
     let mut report = DemoReport { tables: Vec::new() };
     let state = session.write_state();
-    for (name, batch) in batches {
+    for (name, batches) in batches {
         let table = TableRef::parse(name)?;
-        let rows = batch.num_rows();
+        let rows = rows(&batches);
         let started = Instant::now();
         let mode = if lake.is_table(&table).await? {
             WriteMode::Overwrite
@@ -183,7 +187,7 @@ pub async fn generate(session: &Session, options: &DemoOptions) -> Result<DemoRe
             layout: Some(layout(name)),
             ..WriteOptions::new(mode)
         };
-        write_batches(lake, &table, &state, slices(batch), options).await?;
+        write_batches(lake, &table, &state, batches, options).await?;
         spinner.finish_and_clear();
         session.catalog().note_table(&table, true);
         let secs = started.elapsed().as_secs_f64();
