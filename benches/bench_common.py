@@ -57,11 +57,18 @@ def demo_lake(binary, work, scale):
     return lake, seconds
 
 
-def busiest_player(binary, lake):
-    """The player with the most purchases: the value of the saved queries' $player_id."""
-    return subprocess.run([binary, "--lake", str(lake), "sql", "--format", "csv", "-c",
-                           "SELECT player_id FROM game.purchases GROUP BY player_id ORDER BY count(*) DESC,"
-                           " player_id LIMIT 1"], check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()[1]
+def saved_query_params(binary, lake):
+    """Values for the saved queries' parameters on a demo lake: `$player_id` the player with the
+    most purchases, `$since` the first day of the demo's last month."""
+    player = subprocess.run([binary, "--lake", str(lake), "sql", "--format", "csv", "-c",
+                             "SELECT player_id FROM game.purchases GROUP BY player_id ORDER BY count(*) DESC,"
+                             " player_id LIMIT 1"], check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()[1]
+    return {"player_id": player, "since": "2026-10-01"}
+
+
+def param_flags(params):
+    """`--param NAME=VALUE` flags for gamelake."""
+    return [flag for name, value in params.items() for flag in ("--param", f"{name}={value}")]
 
 
 def duckdb_with_delta():

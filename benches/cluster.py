@@ -21,7 +21,8 @@ import time
 
 import pyarrow.parquet as pq
 
-from bench_common import ROOT, busiest_player, comparable_rows, demo_lake, gamelake_binary, same_rows, write_section
+from bench_common import (ROOT, comparable_rows, demo_lake, gamelake_binary, param_flags, same_rows,
+                          saved_query_params, write_section)
 
 
 def main():
@@ -38,8 +39,7 @@ def main():
     work = pathlib.Path(args.work or pathlib.Path.home() / ".cache" / "gamelake" / f"demo-{args.scale:g}")
     lake, _ = demo_lake(binary, work, args.scale)
     files = sorted((ROOT / "queries").glob("*.sql"))
-    player = busiest_player(binary, lake)
-    params = ["--param", f"player_id={player}", "--param", "since=2026-10-01"]
+    params = param_flags(saved_query_params(binary, lake))
 
     embedded = bench(binary, lake, files, params, args.runs, work / "embedded", [])
     procs, url = start_cluster(binary, args.executors)

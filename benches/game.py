@@ -23,8 +23,8 @@ import time
 
 import duckdb
 
-from bench_common import (ROOT, busiest_player, comparable_rows, demo_lake, duckdb_with_delta, gamelake_binary,
-                          gamelake_version, same_rows, write_section)
+from bench_common import (ROOT, comparable_rows, demo_lake, duckdb_with_delta, gamelake_binary, gamelake_version,
+                          param_flags, same_rows, saved_query_params, write_section)
 
 
 def main():
@@ -41,8 +41,7 @@ def main():
     work = pathlib.Path(args.work or pathlib.Path.home() / ".cache" / "gamelake" / f"demo-{args.scale:g}")
     lake, generated = demo_lake(binary, work, args.scale)
     files = sorted((ROOT / "queries").glob("*.sql"))
-    player = busiest_player(binary, lake)
-    params = {"player_id": player, "since": "2026-10-01"}
+    params = saved_query_params(binary, lake)
 
     ours, ours_answers = run_gamelake(binary, lake, work, files, params, args)
     theirs, their_answers = run_duckdb(lake, files, params, args)
@@ -96,9 +95,8 @@ def run_gamelake(binary, lake, work, files, params, args):
     shutil.rmtree(out, ignore_errors=True)
     config = work / "gamelake.toml"
     config.write_text(f"[query]\ntarget_partitions = {args.threads}\n")
-    flags = [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
     done = subprocess.run([binary, "--lake", str(lake), "--config", str(config), "bench", "--runs", str(args.runs),
-                           "--out", str(out)] + flags + [str(f) for f in files], stdout=subprocess.PIPE, text=True)
+                           "--out", str(out)] + param_flags(params) + [str(f) for f in files], stdout=subprocess.PIPE, text=True)
     times, answers = {}, {}
     for line in done.stdout.splitlines():
         result = json.loads(line)

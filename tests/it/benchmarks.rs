@@ -1,6 +1,13 @@
 //! The benchmark harnesses of `benches/` that are not tied to one feature, run at a tiny scale so
 //! they keep working (the full runs are documented commands, not tests).
 
+/// The per-query rows of a results table: neither its header nor its sum.
+fn query_rows(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| query") && !l.starts_with("| **"))
+        .collect()
+}
+
 /// TPC-H at scale 0.01 through gamelake, DuckDB and DataFusion: every query runs on every engine
 /// and every answer equals DuckDB's (the script exits non-zero otherwise).
 #[test]
@@ -78,10 +85,7 @@ fn cluster_harness_runs_every_saved_query_both_ways_with_equal_answers() {
         ],
     );
     assert!(text.contains("## Embedded vs cluster (Ballista)"), "{text}");
-    let rows: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| query") && !l.starts_with("| **"))
-        .collect();
+    let rows = query_rows(&text);
     assert!(rows.len() >= 14, "{text}");
     for row in rows {
         assert!(row.ends_with("| equal |"), "{row}");
@@ -106,10 +110,7 @@ fn game_workload_harness_runs_every_saved_query_on_both_engines() {
         ],
     );
     assert!(text.contains("## Game workload"), "{text}");
-    let rows: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| query") && !l.starts_with("| **"))
-        .collect();
+    let rows = query_rows(&text);
     let saved = std::fs::read_dir(crate::support::repo_root().join("queries"))
         .unwrap()
         .count();
