@@ -74,6 +74,11 @@ impl<T: TableBuilders> Batches<T> {
         Ok(())
     }
 
+    /// Rows appended so far.
+    fn len(&self) -> usize {
+        self.done.len() * BATCH_ROWS + self.rows
+    }
+
     /// Every batch (at least one, perhaps empty, so the table has its columns).
     fn finish(mut self) -> Result<Vec<RecordBatch>> {
         if self.rows > 0 || self.done.is_empty() {
@@ -81,13 +86,6 @@ impl<T: TableBuilders> Batches<T> {
         }
         Ok(self.done)
     }
-}
-
-/// Sessions, purchases and events of all players.
-pub struct Activity {
-    sessions: Batches<Sessions>,
-    purchases: Batches<Purchases>,
-    events: Batches<Events>,
 }
 
 /// The simulated tables, each as batches.
@@ -100,122 +98,171 @@ pub struct ActivityTables {
     pub events: Vec<RecordBatch>,
 }
 
-impl Activity {
-    /// Simulates every player's life.
-    pub fn simulate(
-        seed: u64,
-        cal: Calendar,
-        players: &[Player],
-        items: &[Item],
-        progress: &indicatif::ProgressBar,
-    ) -> Result<Self> {
+/// Every player's life, simulated day after day and taken out in pieces, so the tables can be
+/// written a range of days at a time (the whole history at scale 10 does not fit in memory).
+/// Each player draws from their own random stream, day after day, so the rows do not depend on
+/// where the pieces are cut; purchase ids grow with time, as a shop's would.
+pub struct Simulation<'a> {
+    cal: Calendar,
+    players: &'a [Player],
+    by_category: Vec<Vec<&'a Item>>,
+    /// One random stream per player, in the order of `players`.
+    streams: Vec<Rng>,
+    /// Each player's game server.
+    servers: Vec<String>,
+    purchase_id: i64,
+    /// The next day to simulate.
+    day: i64,
+    sessions: Batches<Sessions>,
+    purchases: Batches<Purchases>,
+    events: Batches<Events>,
+}
+
+impl<'a> Simulation<'a> {
+    /// A simulation at day 0, before anyone played.
+    pub fn new(seed: u64, cal: Calendar, players: &'a [Player], items: &'a [Item]) -> Self {
         let base = Rng::new(seed, "activity");
         let mut by_category: Vec<Vec<&Item>> = vec![Vec::new(); CATEGORIES.len()];
         for item in items {
             by_category[item.category].push(item);
         }
-        let mut out = Self {
+        Self {
+            cal,
+            players,
+            by_category,
+            streams: players.iter().map(|p| base.fork(p.id as u64)).collect(),
+            servers: players
+                .iter()
+                .map(|p| format!("{}-{:02}", REGIONS[p.region], 1 + p.id % 4))
+                .collect(),
+            purchase_id: 0,
+            day: 0,
             sessions: Batches::default(),
             purchases: Batches::default(),
             events: Batches::default(),
-        };
-        let mut purchase_id = 0i64;
-        for p in players {
-            if p.id % 1024 == 0 {
-                progress.set_position(p.id as u64);
-            }
-            let mut r = base.fork(p.id as u64);
-            let server = format!("{}-{:02}", REGIONS[p.region], 1 + p.id % 4);
-            for day in p.signup_day..=p.last_day {
-                let weekday = (cal.first_epoch_day + day + 3).rem_euclid(7); // 0 = Monday
-                let weekend = if weekday >= 5 { 1.3 } else { 1.0 };
-                let boost = event_boost(cal.day_of_year(day), day);
-                let plays =
-                    day == p.signup_day || r.chance((p.activity * weekend * boost).min(0.97));
-                if !plays {
-                    continue;
-                }
-                let n_sessions = 1 + usize::from(r.chance(0.25 * boost));
-                for s in 0..n_sessions {
-                    let start = if day == p.signup_day && s == 0 {
-                        p.signup_second
-                    } else {
-                        diurnal_second(&mut r)
-                    };
-                    let length = r.lognormal(1500.0, 0.8).clamp(60.0, 6.0 * 3600.0) as i64;
-                    let login = cal.micros(day, start);
-                    let logout = login + length * 1_000_000;
-                    let version = format!("2.{}", day / 60);
-                    out.sessions
-                        .push(|s| s.push(p, &cal, day, login, logout, &server, &version))?;
-                    let attrs = format!(
-                        r#"{{"client_version":"{version}","device":"{}"}}"#,
-                        DEVICES[p.device]
-                    );
-                    out.events
-                        .push(|e| e.push(p, cal.date(day), login, "login", &server, attrs))?;
-                    for _ in 0..r.range(1, 4) {
-                        let at = login + r.range(0, length) * 1_000_000;
-                        let kind = [
-                            "match_start",
-                            "match_end",
-                            "level_up",
-                            "quest_complete",
-                            "chat",
-                        ][r.weighted(&[4.0, 4.0, 1.0, 2.0, 1.5])];
-                        let attrs = format!(
-                            r#"{{"map":"m{}","score":{}}}"#,
-                            r.range(1, 9),
-                            r.range(0, 5000)
-                        );
-                        out.events
-                            .push(|e| e.push(p, cal.date(day), at, kind, &server, attrs))?;
-                    }
-                    // Spending: payers buy in proportion to their propensity; non-payers rarely try.
-                    let p_buy = if p.spend > 0.0 {
-                        (0.04 * p.spend).min(0.7)
-                    } else {
-                        0.003
-                    };
-                    if r.chance(p_buy) {
-                        let category = if r.chance(0.7) {
-                            p.interest
-                        } else {
-                            r.range(0, CATEGORIES.len() as i64) as usize
-                        };
-                        let choices = &by_category[category];
-                        // Whales lean to the expensive end of a category.
-                        let k = if p.spend > 8.0 {
-                            choices.len() - 1 - r.range(0, 5) as usize
-                        } else {
-                            r.range(0, choices.len() as i64) as usize
-                        };
-                        let item = choices[k.min(choices.len() - 1)];
-                        purchase_id += 1;
-                        let at = login + r.range(0, length) * 1_000_000;
-                        out.purchases
-                            .push(|b| b.push(purchase_id, p, &cal, day, item, at))?;
-                        let attrs =
-                            format!(r#"{{"item_id":{},"purchase_id":{purchase_id}}}"#, item.id);
-                        out.events
-                            .push(|e| e.push(p, cal.date(day), at, "purchase", &server, attrs))?;
-                    }
-                    let attrs = format!(r#"{{"seconds":{length}}}"#);
-                    out.events
-                        .push(|e| e.push(p, cal.date(day), logout, "logout", &server, attrs))?;
-                }
-            }
         }
-        Ok(out)
     }
 
-    /// The finished tables.
-    pub fn finish(self) -> Result<ActivityTables> {
+    /// The next day to simulate, counted from the first day of the data.
+    pub fn day(&self) -> i64 {
+        self.day
+    }
+
+    /// True when every day has been simulated.
+    pub fn is_done(&self) -> bool {
+        self.day >= self.cal.days
+    }
+
+    /// Event rows simulated and not yet taken (the largest of the three tables).
+    pub fn held_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Simulates the next day for every player who plays the game on it.
+    pub fn step(&mut self) -> Result<()> {
+        let day = self.day;
+        let players = self.players;
+        for (i, p) in players.iter().enumerate() {
+            if day < p.signup_day || day > p.last_day {
+                continue;
+            }
+            self.play(i, p, day)?;
+        }
+        self.day += 1;
+        Ok(())
+    }
+
+    /// The rows simulated since the last call.
+    pub fn take(&mut self) -> Result<ActivityTables> {
         Ok(ActivityTables {
-            sessions: self.sessions.finish()?,
-            purchases: self.purchases.finish()?,
-            events: self.events.finish()?,
+            sessions: std::mem::take(&mut self.sessions).finish()?,
+            purchases: std::mem::take(&mut self.purchases).finish()?,
+            events: std::mem::take(&mut self.events).finish()?,
         })
+    }
+
+    /// One player's day: whether they play, their sessions, the events those log and what they buy.
+    fn play(&mut self, i: usize, p: &Player, day: i64) -> Result<()> {
+        let cal = self.cal;
+        let r = &mut self.streams[i];
+        let server = self.servers[i].as_str();
+        let weekday = (cal.first_epoch_day + day + 3).rem_euclid(7); // 0 = Monday
+        let weekend = if weekday >= 5 { 1.3 } else { 1.0 };
+        let boost = event_boost(cal.day_of_year(day), day);
+        let plays = day == p.signup_day || r.chance((p.activity * weekend * boost).min(0.97));
+        if !plays {
+            return Ok(());
+        }
+        let n_sessions = 1 + usize::from(r.chance(0.25 * boost));
+        for s in 0..n_sessions {
+            let start = if day == p.signup_day && s == 0 {
+                p.signup_second
+            } else {
+                diurnal_second(r)
+            };
+            let length = r.lognormal(1500.0, 0.8).clamp(60.0, 6.0 * 3600.0) as i64;
+            let login = cal.micros(day, start);
+            let logout = login + length * 1_000_000;
+            let version = format!("2.{}", day / 60);
+            self.sessions
+                .push(|s| s.push(p, &cal, day, login, logout, server, &version))?;
+            let attrs = format!(
+                r#"{{"client_version":"{version}","device":"{}"}}"#,
+                DEVICES[p.device]
+            );
+            self.events
+                .push(|e| e.push(p, cal.date(day), login, "login", server, attrs))?;
+            for _ in 0..r.range(1, 4) {
+                let at = login + r.range(0, length) * 1_000_000;
+                let kind = [
+                    "match_start",
+                    "match_end",
+                    "level_up",
+                    "quest_complete",
+                    "chat",
+                ][r.weighted(&[4.0, 4.0, 1.0, 2.0, 1.5])];
+                let attrs = format!(
+                    r#"{{"map":"m{}","score":{}}}"#,
+                    r.range(1, 9),
+                    r.range(0, 5000)
+                );
+                self.events
+                    .push(|e| e.push(p, cal.date(day), at, kind, server, attrs))?;
+            }
+            // Spending: payers buy in proportion to their propensity; non-payers rarely try.
+            let p_buy = if p.spend > 0.0 {
+                (0.04 * p.spend).min(0.7)
+            } else {
+                0.003
+            };
+            if r.chance(p_buy) {
+                let category = if r.chance(0.7) {
+                    p.interest
+                } else {
+                    r.range(0, CATEGORIES.len() as i64) as usize
+                };
+                let choices = &self.by_category[category];
+                // Whales lean to the expensive end of a category.
+                let k = if p.spend > 8.0 {
+                    choices.len() - 1 - r.range(0, 5) as usize
+                } else {
+                    r.range(0, choices.len() as i64) as usize
+                };
+                let item = choices[k.min(choices.len() - 1)];
+                self.purchase_id += 1;
+                let id = self.purchase_id;
+                let at = login + r.range(0, length) * 1_000_000;
+                self.purchases
+                    .push(|b| b.push(id, p, &cal, day, item, at))?;
+                let attrs = format!(r#"{{"item_id":{},"purchase_id":{id}}}"#, item.id);
+                self.events
+                    .push(|e| e.push(p, cal.date(day), at, "purchase", server, attrs))?;
+            }
+            let attrs = format!(r#"{{"seconds":{length}}}"#);
+            self.events
+                .push(|e| e.push(p, cal.date(day), logout, "logout", server, attrs))?;
+        }
+        Ok(())
     }
 }
 
@@ -402,6 +449,54 @@ impl TableBuilders for Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rows of all days, in one table each.
+    fn all_rows(pieces: Vec<ActivityTables>) -> [RecordBatch; 3] {
+        let concat = |f: fn(&ActivityTables) -> &Vec<RecordBatch>| {
+            let batches: Vec<RecordBatch> = pieces.iter().flat_map(|t| f(t).clone()).collect();
+            datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+        };
+        [
+            concat(|t| &t.sessions),
+            concat(|t| &t.purchases),
+            concat(|t| &t.events),
+        ]
+    }
+
+    /// Written a few days at a time (as the demo does at large scales), the tables hold exactly
+    /// the rows of one piece: where the pieces are cut changes nothing.
+    #[test]
+    fn pieces_of_days_hold_the_same_rows_as_one_piece() {
+        let cal = Calendar {
+            first_epoch_day: 20_000,
+            days: 40,
+        };
+        let players = super::super::world::players(3, 200, cal.days);
+        let items = super::super::world::items(3);
+        let run = |every: i64| {
+            let mut sim = Simulation::new(3, cal, &players, &items);
+            let mut pieces = Vec::new();
+            while !sim.is_done() {
+                sim.step().unwrap();
+                if sim.day() % every == 0 || sim.is_done() {
+                    pieces.push(sim.take().unwrap());
+                }
+            }
+            pieces
+        };
+        let whole = run(cal.days);
+        assert_eq!(whole.len(), 1);
+        let cut = run(7);
+        assert_eq!(cut.len(), 6);
+        let (whole, cut) = (all_rows(whole), all_rows(cut));
+        assert!(
+            whole[0].num_rows() > 1000,
+            "{} sessions",
+            whole[0].num_rows()
+        );
+        assert!(whole[1].num_rows() > 0, "no purchases");
+        assert_eq!(whole, cut);
+    }
 
     /// The event log is cut into batches (one array for all of it overflowed at scale 10),
     /// and every row is in one of them.
