@@ -168,8 +168,8 @@ pub async fn generate(session: &Session, options: &DemoOptions) -> Result<DemoRe
         if simulation.held_events() >= EVENTS_PER_WRITE || simulation.is_done() {
             bar.set_message(format!("writing days up to {}", simulation.day()));
             let rows = simulation.take()?;
-            writer.write("game.sessions", rows.sessions).await?;
             writer.write("game.purchases", rows.purchases).await?;
+            writer.write("game.sessions", rows.sessions).await?;
             writer.write("logs.events", rows.events).await?;
             bar.set_message("simulating");
         }
