@@ -94,15 +94,26 @@ def pruned(binary, lake, query):
     plan = subprocess.run([binary, "--lake", str(lake), "sql", "-q", "--format", "csv", "--param",
                            f"player_id={PLAYER}", "-c", f"EXPLAIN ANALYZE {sql}"],
                           check=True, capture_output=True, text=True).stdout
-    opened = re.findall(r"files_ranges_pruned_statistics=(\d+) total \u2192 (\d+) matched", plan)
-    scanned = sum(int(m) for _, m in opened)
+    def pairs(metric):
+        return re.findall(metric + r"=(" + COUNT + r") total \u2192 (" + COUNT + r") matched", plan)
+
+    scanned = sum(count(m) for _, m in pairs("files_ranges_pruned_statistics"))
     in_tables = sum(len(list((lake / "game" / t).rglob("*.parquet"))) for t in TABLES_READ[query])
-    stats = re.findall(r"row_groups_pruned_statistics=(\d+) total \u2192 (\d+) matched", plan)
-    bloom = re.findall(r"row_groups_pruned_bloom_filter=(\d+) total \u2192 (\d+) matched", plan)
-    groups = sum(int(t) for t, _ in stats)
-    after_stats = sum(int(m) for _, m in stats)
-    after_bloom = sum(int(m) for _, m in bloom)
-    return {"files": f"{scanned} / {in_tables}", "row_groups": f"{groups} → {after_stats} → {after_bloom}"}
+    stats = pairs("row_groups_pruned_statistics")
+    groups = sum(count(t) for t, _ in stats)
+    after_stats = sum(count(m) for _, m in stats)
+    after_bloom = sum(count(m) for _, m in pairs("row_groups_pruned_bloom_filter"))
+    return {"files": f"{scanned:,} / {in_tables:,}", "row_groups": f"{groups:,} → {after_stats:,} → {after_bloom:,}"}
+
+
+# A count in EXPLAIN ANALYZE's metrics: exact below 1,000, then rounded with a unit ("1.17 K").
+COUNT = r"\d+(?:\.\d+)?(?: [KMB])?"
+
+
+def count(text):
+    """The number a metric's count stands for (rounded ones to their three digits)."""
+    number, _, unit = text.partition(" ")
+    return round(float(number) * {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}[unit])
 
 
 if __name__ == "__main__":
