@@ -103,7 +103,7 @@ def pruned(binary, lake, query):
     groups = sum(count(t) for t, _ in stats)
     after_stats = sum(count(m) for _, m in stats)
     after_bloom = sum(count(m) for _, m in pairs("row_groups_pruned_bloom_filter"))
-    return {"files": f"{scanned:,} / {in_tables:,}", "row_groups": f"{groups:,} → {after_stats:,} → {after_bloom:,}"}
+    return {"files": f"{scanned} / {in_tables}", "row_groups": f"{groups} → {after_stats} → {after_bloom}"}
 
 
 # A count in EXPLAIN ANALYZE's metrics: exact below 1,000, then rounded with a unit ("1.17 K").
