@@ -43,8 +43,8 @@ fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-/// Rows per batch of the simulated tables.
-const BATCH_ROWS: usize = 64 * 1024;
+/// Rows per batch of the demo's tables (the simulated ones and the slices of the others).
+pub(super) const BATCH_ROWS: usize = 64 * 1024;
 
 /// The Arrow builders of one table's columns.
 trait TableBuilders: Default {

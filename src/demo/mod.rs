@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::lake::TableRef;
 use crate::lake::write::{TableLayout, WriteMode, WriteOptions, write_batches};
 use crate::query::Session;
-use activity::{Calendar, Simulation};
+use activity::{BATCH_ROWS, Calendar, Simulation};
 
 /// The last day of demo data (server time). Fixed, so the same seed gives the same rows on any day.
 pub const LAST_DATE: (i32, u32, u32) = (2026, 10, 31);
@@ -249,9 +249,8 @@ impl<'a> DemoWriter<'a> {
 
 /// Splits a large batch into pieces of a size the writer handles well.
 fn slices(batch: RecordBatch) -> Vec<RecordBatch> {
-    const ROWS: usize = 64 * 1024;
     (0..batch.num_rows().max(1))
-        .step_by(ROWS)
-        .map(|start| batch.slice(start, ROWS.min(batch.num_rows() - start)))
+        .step_by(BATCH_ROWS)
+        .map(|start| batch.slice(start, BATCH_ROWS.min(batch.num_rows() - start)))
         .collect()
 }
