@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use gamelake::lake::TableRef;
-use gamelake::lake::write::{WriteMode, WriteOptions, write_batches};
+use gamelake::lake::write::{TableLayout, WriteMode, WriteOptions, write_batches};
 use gamelake::query::Session;
 
 use crate::support::{TempLake, rows};
@@ -92,6 +92,76 @@ async fn a_joins_dynamic_filter_skips_files_by_their_bounds() {
         analyzed.contains("files_ranges_pruned_statistics=6 total → 2 matched"),
         "{analyzed}"
     );
+}
+
+/// A one-player lookup over files that all span the player ids (each write holds every third
+/// player: 0, 3, 6… then 1, 4, 7… then 2, 5, 8…), so min/max skip none: the planner asks the
+/// files' bloom filters and the scan opens only the file holding the player.
+#[tokio::test]
+async fn bloom_filters_skip_files_when_planning() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    let table = TableRef::new("game", "lookups").unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "player_id",
+        DataType::Int64,
+        false,
+    )]));
+    for first in 0..3 {
+        let players: Int64Array = (0..100).map(|i| 3 * i + first).collect();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(players)]).unwrap();
+        let options = WriteOptions {
+            layout: Some(TableLayout {
+                bloom_filter_columns: vec!["player_id".into()],
+                ..Default::default()
+            }),
+            ..WriteOptions::new(if first == 0 {
+                WriteMode::Create
+            } else {
+                WriteMode::Append
+            })
+        };
+        let state = session.context().state();
+        write_batches(session.lake(), &table, &state, vec![batch], options)
+            .await
+            .unwrap();
+    }
+    let count = |filter: &str| format!("SELECT count(*) FROM game.lookups WHERE {filter}");
+    for (filter, files, found) in [
+        ("player_id = 151", 1, "1"),
+        ("player_id IN (151, 152)", 2, "2"),
+        ("player_id = 151 OR player_id = 3", 2, "2"),
+        // Not an equality: bloom filters cannot judge it, min/max keep all three.
+        ("player_id > 150", 3, "149"),
+    ] {
+        let sql = count(filter);
+        assert_eq!(files_in(&plan(&session, &sql).await), files, "{sql}");
+        assert_eq!(rows(&session, &sql).await, [found], "{sql}");
+    }
+    // Asked again (the filters are kept now), and after a write adds a file holding 151.
+    assert_eq!(
+        files_in(&plan(&session, &count("player_id = 151")).await),
+        1
+    );
+    session
+        .sql("INSERT INTO game.lookups VALUES (151)")
+        .await
+        .unwrap();
+    assert_eq!(
+        files_in(&plan(&session, &count("player_id = 151")).await),
+        2
+    );
+    assert_eq!(rows(&session, &count("player_id = 151")).await, ["2"]);
+    // The session setting that turns bloom filters off turns this off too.
+    session
+        .sql("SET datafusion.execution.parquet.bloom_filter_on_read = false")
+        .await
+        .unwrap();
+    assert_eq!(
+        files_in(&plan(&session, &count("player_id = 151")).await),
+        4
+    );
+    assert_eq!(rows(&session, &count("player_id = 151")).await, ["2"]);
 }
 
 #[tokio::test]

@@ -28,14 +28,16 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::transform_schema_to_view;
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, transform_schema_to_view,
+};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result as DFResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use deltalake::DeltaTable;
@@ -43,7 +45,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::lake::write::TableLayout;
 
+mod blooms;
 mod stats;
 use stats::{file_statistics, table_statistics};
 
@@ -60,6 +64,10 @@ pub struct FileList {
     pub partition_columns: Vec<String>,
     /// The version's data files.
     pub files: Vec<FileEntry>,
+    /// Columns whose bloom filters the files hold (the table's `gamelake.bloomFilterColumns`);
+    /// the planner skips files by them ([`blooms`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bloom_columns: Vec<String>,
 }
 
 /// One data file of a [`FileList`].
@@ -87,6 +95,8 @@ impl FileList {
         let name = url.to_string();
         let state = table.snapshot().map_err(|e| Error::delta(&name, e))?;
         let partition_columns = state.metadata().partition_columns().to_vec();
+        let bloom_columns =
+            TableLayout::from_properties(state.metadata().configuration()).bloom_filter_columns;
         let mut files = Vec::new();
         for file in state.log_data().iter() {
             let mut raw = file.partition_values_map();
@@ -106,6 +116,7 @@ impl FileList {
             version: table.version().unwrap_or_default(),
             partition_columns,
             files,
+            bloom_columns,
         };
         Ok((list, state.snapshot().arrow_schema()))
     }
@@ -331,7 +342,25 @@ impl TableProvider for LakeFilesTable {
             Some(p) => p.iter().map(|i| self.scan_index[*i]).collect(),
             None => self.scan_index.clone(),
         };
-        let files = self.matching_files(state, filters);
+        let pruning = self.pruning_predicate(state, filters).unwrap_or_else(|e| {
+            tracing::debug!("files of {} not pruned: {e}", self.list.url);
+            None
+        });
+        let mut files = self.matching_files(pruning.as_deref());
+        if let Some(pruning) = &pruning
+            && !self.list.bloom_columns.is_empty()
+            && state
+                .config_options()
+                .execution
+                .parquet
+                .bloom_filter_on_read
+            && let Ok(store) = state.runtime_env().object_store(&self.store)
+        {
+            let metadata = state.runtime_env().cache_manager.get_file_metadata_cache();
+            let reader = CachedParquetFileReaderFactory::new(store, metadata);
+            let columns = &self.list.bloom_columns;
+            files = blooms::skip_files(&reader, &self.store, pruning, columns, files).await;
+        }
         if files.is_empty() {
             let projected = match projection {
                 Some(p) => Arc::new(self.schema.project(p)?),
@@ -362,54 +391,62 @@ impl TableProvider for LakeFilesTable {
 }
 
 impl LakeFilesTable {
-    /// The files that may hold rows matching `filters`, judged at planning time by their
-    /// partition values and the log's bounds (the Parquet opener judges again, with dynamic
-    /// filters, and then row groups and pages). A filter that cannot be judged keeps every file.
-    fn matching_files(&self, state: &dyn Session, filters: &[Expr]) -> Vec<PartitionedFile> {
+    /// The scan's filters as a predicate over file statistics, `None` when there are none or
+    /// none can be judged by statistics.
+    fn pruning_predicate(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+    ) -> DFResult<Option<Arc<PruningPredicate>>> {
         // The filters name the table's columns qualified by how the query named the table;
         // the pruning schema is unqualified.
-        let unqualified = filters.iter().cloned().map(|filter| {
-            filter
-                .transform_up(|e| match e {
-                    Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
-                        c.name,
-                    )))),
-                    other => Ok(Transformed::no(other)),
-                })
-                .data()
-        });
-        let keep = (|| -> DFResult<Option<Vec<bool>>> {
-            let Some(predicate) = conjunction(unqualified.collect::<DFResult<Vec<_>>>()?) else {
-                return Ok(None);
-            };
-            let schema = self.scan_schema.table_schema();
-            let columns = DFSchema::try_from(schema.as_ref().clone())?;
-            let predicate = state.create_physical_expr(predicate, &columns)?;
-            let Some(pruning) = PruningPredicateBuilder::new()
-                .with_file_schema(schema.clone())
-                .build(predicate)
-            else {
-                return Ok(None);
-            };
-            let unknown = Arc::new(Statistics::new_unknown(schema));
-            let stats = self
-                .files
-                .iter()
-                .map(|f| f.statistics.clone().unwrap_or_else(|| unknown.clone()))
-                .collect();
-            pruning
-                .prune(&PrunableStatistics::new(stats, schema.clone()))
-                .map(Some)
-        })();
-        match keep {
-            Ok(Some(keep)) => self
+        let unqualified = filters
+            .iter()
+            .cloned()
+            .map(|filter| {
+                filter
+                    .transform_up(|e| match e {
+                        Expr::Column(c) => Ok(Transformed::yes(Expr::Column(
+                            Column::new_unqualified(c.name),
+                        ))),
+                        other => Ok(Transformed::no(other)),
+                    })
+                    .data()
+            })
+            .collect::<DFResult<Vec<_>>>()?;
+        let Some(predicate) = conjunction(unqualified) else {
+            return Ok(None);
+        };
+        let schema = self.scan_schema.table_schema();
+        let columns = DFSchema::try_from(schema.as_ref().clone())?;
+        let predicate = state.create_physical_expr(predicate, &columns)?;
+        Ok(PruningPredicateBuilder::new()
+            .with_file_schema(schema.clone())
+            .build(predicate))
+    }
+
+    /// The files that may hold rows matching `pruning`, judged at planning time by their
+    /// partition values and the log's bounds (the Parquet opener judges again, with dynamic
+    /// filters, and then row groups and pages). Without a predicate, every file.
+    fn matching_files(&self, pruning: Option<&PruningPredicate>) -> Vec<PartitionedFile> {
+        let Some(pruning) = pruning else {
+            return self.files.clone();
+        };
+        let schema = self.scan_schema.table_schema();
+        let unknown = Arc::new(Statistics::new_unknown(schema));
+        let stats = self
+            .files
+            .iter()
+            .map(|f| f.statistics.clone().unwrap_or_else(|| unknown.clone()))
+            .collect();
+        match pruning.prune(&PrunableStatistics::new(stats, schema.clone())) {
+            Ok(keep) => self
                 .files
                 .iter()
                 .zip(keep)
                 .filter(|(_, keep)| *keep)
                 .map(|(f, _)| f.clone())
                 .collect(),
-            Ok(None) => self.files.clone(),
             Err(e) => {
                 tracing::debug!("files of {} not pruned: {e}", self.list.url);
                 self.files.clone()
