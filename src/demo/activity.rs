@@ -111,6 +111,11 @@ pub struct Simulation<'a> {
     /// Each player's game server.
     servers: Vec<String>,
     purchase_id: i64,
+    /// Indexes of `players` by sign-up day (then index), and how many of them have signed up.
+    by_signup: Vec<usize>,
+    signed_up: usize,
+    /// Players signed up and not yet gone, in index order (the order fixes the purchase ids).
+    active: Vec<usize>,
     /// The next day to simulate.
     day: i64,
     sessions: Batches<Sessions>,
@@ -136,6 +141,13 @@ impl<'a> Simulation<'a> {
                 .map(|p| format!("{}-{:02}", REGIONS[p.region], 1 + p.id % 4))
                 .collect(),
             purchase_id: 0,
+            by_signup: {
+                let mut order: Vec<usize> = (0..players.len()).collect();
+                order.sort_by_key(|&i| (players[i].signup_day, i));
+                order
+            },
+            signed_up: 0,
+            active: Vec::new(),
             day: 0,
             sessions: Batches::default(),
             purchases: Batches::default(),
@@ -158,16 +170,28 @@ impl<'a> Simulation<'a> {
         self.events.len()
     }
 
-    /// Simulates the next day for every player who plays the game on it.
+    /// Simulates the next day for every player who plays the game on it. Only the players
+    /// signed up and not yet gone are visited, so a long history costs its player-days.
     pub fn step(&mut self) -> Result<()> {
         let day = self.day;
         let players = self.players;
-        for (i, p) in players.iter().enumerate() {
-            if day < p.signup_day || day > p.last_day {
-                continue;
-            }
-            self.play(i, p, day)?;
+        let joined = self.by_signup[self.signed_up..]
+            .iter()
+            .take_while(|&&i| players[i].signup_day <= day)
+            .count();
+        if joined > 0 {
+            let new = &self.by_signup[self.signed_up..self.signed_up + joined];
+            self.active.extend_from_slice(new);
+            // Two sorted runs: the sort merges them.
+            self.active.sort();
+            self.signed_up += joined;
         }
+        let active = std::mem::take(&mut self.active);
+        for &i in &active {
+            self.play(i, &players[i], day)?;
+        }
+        self.active = active;
+        self.active.retain(|&i| players[i].last_day > day);
         self.day += 1;
         Ok(())
     }
