@@ -86,9 +86,9 @@ def measure(binary, lake, runs):
 
 def pruned(binary, lake, query):
     """What a query's scans read, from the metrics of EXPLAIN ANALYZE: files opened (after the
-    planner kept those whose partition values and logged bounds can match, and the opener skipped
-    more by the same bounds and by join filters) out of the files of the tables it reads, and row
-    groups kept by statistics and then by bloom filters."""
+    planner kept those whose partition values, logged bounds and bloom filters can match, and the
+    opener skipped more by the same bounds and by join filters) out of the files of the tables it
+    reads, and row groups kept by statistics and then by bloom filters."""
     sql = (ROOT / "benches" / "history" / f"{query}.sql").read_text()
     sql = "\n".join(line for line in sql.splitlines() if not line.startswith("--"))
     plan = subprocess.run([binary, "--lake", str(lake), "sql", "-q", "--format", "csv", "--param",

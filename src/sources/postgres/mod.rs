@@ -2,6 +2,7 @@
 
 mod columns;
 mod decode;
+mod frames;
 mod live;
 
 use std::sync::Arc;
@@ -13,12 +14,11 @@ use std::pin::Pin;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
-use tokio_postgres::binary_copy::BinaryCopyOutStream;
-use tokio_postgres::types::{FromSql, Type};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, CopyOutStream, NoTls};
 
 pub use columns::{PgColumn, PgKind};
 use decode::ColumnBuilder;
+use frames::{Frame, Frames, fields};
 pub use live::{PgCatalog, PgTable};
 
 use crate::error::{Error, Result};
@@ -88,7 +88,8 @@ struct CopyReader {
     query: String,
     columns: Vec<PgColumn>,
     schema: SchemaRef,
-    rows: Pin<Box<BinaryCopyOutStream>>,
+    rows: Pin<Box<CopyOutStream>>,
+    frames: Frames,
     builders: Vec<ColumnBuilder>,
     count: usize,
     /// The COPY stream ended (it must not be polled again).
@@ -101,7 +102,6 @@ impl CopyReader {
         let schema: SchemaRef = Arc::new(Schema::new(
             columns.iter().map(PgColumn::field).collect::<Vec<_>>(),
         ));
-        let types: Vec<Type> = columns.iter().map(|c| c.pg_type.clone()).collect();
         let copy = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
         let stream = client
             .copy_out(copy.as_str())
@@ -115,7 +115,8 @@ impl CopyReader {
             query: query.to_string(),
             columns,
             schema,
-            rows: Box::pin(BinaryCopyOutStream::new(stream, &types)),
+            rows: Box::pin(stream),
+            frames: Frames::default(),
             builders,
             count: 0,
             done: false,
@@ -126,23 +127,45 @@ impl CopyReader {
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         let mut in_batch = 0;
         while in_batch < BATCH_ROWS && !self.done {
-            let Some(row) = self.rows.next().await else {
-                self.done = true;
-                break;
-            };
-            let row = row.map_err(|e| pg_error(&self.query, &e))?;
-            for (i, builder) in self.builders.iter_mut().enumerate() {
-                let raw: Option<Raw> = row.try_get(i).map_err(|e| pg_error(&self.query, &e))?;
-                builder.append(raw.map(|r| r.0)).map_err(|e| {
-                    Error::Unsupported(format!(
-                        "column \"{}\", row {}: {e}",
-                        self.columns[i].name,
-                        self.count + 1
-                    ))
-                })?;
+            let frame = self
+                .frames
+                .next(self.builders.len())
+                .map_err(|e| Error::Unsupported(format!("{}: {e}", self.query)))?;
+            match frame {
+                Some(Frame::Row(row)) => {
+                    for (i, (builder, raw)) in
+                        self.builders.iter_mut().zip(fields(&row)).enumerate()
+                    {
+                        builder.append(raw).map_err(|e| {
+                            Error::Unsupported(format!(
+                                "column \"{}\", row {}: {e}",
+                                self.columns[i].name,
+                                self.count + 1
+                            ))
+                        })?;
+                    }
+                    self.count += 1;
+                    in_batch += 1;
+                }
+                Some(Frame::End) => {
+                    // Let the COPY complete, so the connection can run its next statement.
+                    while let Some(rest) = self.rows.next().await {
+                        rest.map_err(|e| pg_error(&self.query, &e))?;
+                    }
+                    self.done = true;
+                }
+                None => match self.rows.next().await {
+                    Some(bytes) => self
+                        .frames
+                        .push(&bytes.map_err(|e| pg_error(&self.query, &e))?),
+                    None => {
+                        return Err(Error::Unsupported(format!(
+                            "PostgreSQL ({}): the COPY ended before its trailer",
+                            self.query
+                        )));
+                    }
+                },
             }
-            self.count += 1;
-            in_batch += 1;
         }
         if in_batch == 0 {
             return Ok(None);
@@ -157,22 +180,6 @@ fn finish(schema: &SchemaRef, builders: &mut [ColumnBuilder]) -> Result<RecordBa
         .map(ColumnBuilder::finish)
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), arrays)?)
-}
-
-/// A value's bytes as PostgreSQL sent them, for every type.
-struct Raw<'a>(&'a [u8]);
-
-impl<'a> FromSql<'a> for Raw<'a> {
-    fn from_sql(
-        _: &Type,
-        raw: &'a [u8],
-    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(raw))
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
 }
 
 /// A PostgreSQL error with what it concerned, in one line.

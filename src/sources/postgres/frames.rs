@@ -1,0 +1,190 @@
+//! The frames of a binary COPY stream (header, rows, trailer), split out of the bytes PostgreSQL
+//! sends. Written here rather than using tokio-postgres's `BinaryCopyOutStream`: that one
+//! allocates each row's field ranges and goes through `FromSql` per value, which profiled at
+//! about a fifth of a snapshot's client time; the rows here go to the builders as they are.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::error::{Error, Result};
+
+/// The binary COPY signature, before the flags and the header extension.
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// One frame of the stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A row: its field count and then each field as a length (-1 = NULL) and bytes.
+    Row(Bytes),
+    /// The trailer: no rows follow.
+    End,
+}
+
+/// Bytes received and not yet split into frames.
+#[derive(Default)]
+pub struct Frames {
+    pending: BytesMut,
+    header_read: bool,
+}
+
+impl Frames {
+    /// Adds bytes as they arrived (frames may span arrivals).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame of rows of `columns` fields, `None` until more bytes arrive.
+    pub fn next(&mut self, columns: usize) -> Result<Option<Frame>> {
+        if !self.header_read {
+            let fixed = SIGNATURE.len() + 8;
+            if self.pending.len() < fixed {
+                return Ok(None);
+            }
+            if &self.pending[..SIGNATURE.len()] != SIGNATURE {
+                return Err(malformed(
+                    "the stream does not start with the binary COPY signature",
+                ));
+            }
+            let extension = read_i32(&self.pending, SIGNATURE.len() + 4).unwrap_or_default();
+            let extension = usize::try_from(extension)
+                .map_err(|_| malformed("negative header extension length"))?;
+            if self.pending.len() < fixed + extension {
+                return Ok(None);
+            }
+            self.pending.advance(fixed + extension);
+            self.header_read = true;
+        }
+        let Some(count) = self.pending.get(0..2) else {
+            return Ok(None);
+        };
+        let count = i16::from_be_bytes([count[0], count[1]]);
+        if count == -1 {
+            self.pending.advance(2);
+            return Ok(Some(Frame::End));
+        }
+        if usize::try_from(count).ok() != Some(columns) {
+            return Err(malformed(&format!(
+                "a row of {count} fields where {columns} were expected"
+            )));
+        }
+        let mut end = 2;
+        for _ in 0..columns {
+            let Some(len) = read_i32(&self.pending, end) else {
+                return Ok(None);
+            };
+            end += 4 + usize::try_from(len).unwrap_or(0);
+        }
+        if end > self.pending.len() {
+            return Ok(None);
+        }
+        Ok(Some(Frame::Row(self.pending.split_to(end).freeze())))
+    }
+}
+
+/// The fields of a row frame, in order (`None` = NULL).
+pub fn fields(row: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
+    let mut at = 2;
+    std::iter::from_fn(move || {
+        let len = read_i32(row, at)?;
+        at += 4;
+        if len < 0 {
+            return Some(None);
+        }
+        let value = row.get(at..at + len as usize)?;
+        at += len as usize;
+        Some(Some(value))
+    })
+}
+
+fn read_i32(bytes: &[u8], at: usize) -> Option<i32> {
+    let b = bytes.get(at..at + 4)?;
+    Some(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn malformed(what: &str) -> Error {
+    Error::Unsupported(format!("malformed binary COPY data: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream of two rows of (int4, text): (1, 'ab'), (NULL, ''), then the trailer.
+    fn stream() -> Vec<u8> {
+        let mut s = SIGNATURE.to_vec();
+        s.extend_from_slice(&0i32.to_be_bytes()); // flags
+        s.extend_from_slice(&2i32.to_be_bytes()); // extension length
+        s.extend_from_slice(b"xx");
+        for (a, b) in [
+            (Some(&1i32.to_be_bytes()[..]), Some(&b"ab"[..])),
+            (None, Some(&b""[..])),
+        ] {
+            s.extend_from_slice(&2i16.to_be_bytes());
+            for field in [a, b] {
+                match field {
+                    Some(v) => {
+                        s.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                        s.extend_from_slice(v);
+                    }
+                    None => s.extend_from_slice(&(-1i32).to_be_bytes()),
+                }
+            }
+        }
+        s.extend_from_slice(&(-1i16).to_be_bytes());
+        s
+    }
+
+    /// Every frame and field, whatever the bytes' arrival is cut into.
+    #[test]
+    fn frames_are_the_same_wherever_the_bytes_are_cut() {
+        let bytes = stream();
+        for cut in 0..=bytes.len() {
+            let mut frames = Frames::default();
+            let mut rows = Vec::new();
+            let mut ended = false;
+            for piece in [&bytes[..cut], &bytes[cut..]] {
+                frames.push(piece);
+                while let Some(frame) = frames.next(2).unwrap() {
+                    match frame {
+                        Frame::Row(row) => rows.push(
+                            fields(&row)
+                                .map(|f| f.map(<[u8]>::to_vec))
+                                .collect::<Vec<_>>(),
+                        ),
+                        Frame::End => ended = true,
+                    }
+                }
+            }
+            assert!(ended && frames.pending.is_empty(), "cut at {cut}");
+            assert_eq!(
+                rows,
+                vec![
+                    vec![Some(1i32.to_be_bytes().to_vec()), Some(b"ab".to_vec())],
+                    vec![None, Some(Vec::new())],
+                ],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_row_of_the_wrong_width_or_a_foreign_stream_is_an_error() {
+        let mut frames = Frames::default();
+        frames.push(&stream());
+        assert!(
+            frames
+                .next(3)
+                .unwrap_err()
+                .to_string()
+                .contains("2 fields where 3")
+        );
+        let mut frames = Frames::default();
+        frames.push(b"COPY 1\n not binary at all");
+        assert!(
+            frames
+                .next(2)
+                .unwrap_err()
+                .to_string()
+                .contains("signature")
+        );
+    }
+}
