@@ -59,7 +59,7 @@ pub async fn skip_files(
     // files is not, for the compiler).
     let loads: Vec<BoxFuture<'_, Option<Arc<FileBlooms>>>> = files
         .iter()
-        .map(|file| blooms_of(reader, store_url, file.clone(), bloom_columns).boxed())
+        .map(|file| blooms_of(reader, store_url, file, bloom_columns).boxed())
         .collect();
     let blooms = futures::stream::iter(loads)
         .buffered(CONCURRENT_READS)
@@ -105,7 +105,7 @@ fn cache() -> &'static Mutex<Cache> {
 async fn blooms_of(
     reader: &dyn ParquetFileReaderFactory,
     store_url: &ObjectStoreUrl,
-    file: PartitionedFile,
+    file: &PartitionedFile,
     columns: &[String],
 ) -> Option<Arc<FileBlooms>> {
     let key = format!(
@@ -123,7 +123,7 @@ async fn blooms_of(
     if kept.is_some() {
         return kept;
     }
-    let blooms = match read_blooms(reader, file, columns).await {
+    let blooms = match read_blooms(reader, file.clone(), columns).await {
         Ok(blooms) => Arc::new(blooms),
         Err(e) => {
             tracing::debug!("bloom filters of {key} not read: {e}");

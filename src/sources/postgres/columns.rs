@@ -137,13 +137,11 @@ impl PgKind {
     }
 }
 
-/// A source column: its name, PostgreSQL type and decoding.
+/// A source column: its name and how its PostgreSQL type is decoded.
 #[derive(Clone, Debug)]
 pub struct PgColumn {
     /// Column name.
     pub name: String,
-    /// PostgreSQL type (for error messages and the COPY stream).
-    pub pg_type: Type,
     /// How to decode it.
     pub kind: PgKind,
 }
@@ -159,7 +157,6 @@ impl PgColumn {
         })?;
         Ok(Self {
             name: name.to_string(),
-            pg_type: pg_type.clone(),
             kind,
         })
     }

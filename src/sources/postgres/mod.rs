@@ -130,7 +130,7 @@ impl CopyReader {
             let frame = self
                 .frames
                 .next(self.builders.len())
-                .map_err(|e| Error::Unsupported(format!("{}: {e}", self.query)))?;
+                .map_err(|e| Error::Unsupported(format!("PostgreSQL ({}): {e}", self.query)))?;
             match frame {
                 Some(Frame::Row(row)) => {
                     for (i, (builder, raw)) in
