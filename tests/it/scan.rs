@@ -234,7 +234,11 @@ async fn null_partitions_and_columns_added_later_are_read() {
             .collect();
         RecordBatch::try_new(schema, arrays).unwrap()
     };
-    for batch in [write(vec![("id", 1)]), write(vec![("id", 2), ("level", 5)])] {
+    for batch in [
+        write(vec![("id", 1)]),
+        write(vec![("id", 2), ("level", 5)]),
+        write(vec![("id", 3), ("level", 9)]),
+    ] {
         let options = WriteOptions {
             merge_schema: true,
             ..WriteOptions::new(WriteMode::Append)
@@ -251,7 +255,7 @@ async fn null_partitions_and_columns_added_later_are_read() {
     }
     assert_eq!(
         rows(&session, "SELECT id, level FROM game.scores ORDER BY id").await,
-        ["1|NULL", "2|5"]
+        ["1|NULL", "2|5", "3|9"]
     );
     assert_eq!(
         rows(&session, "SELECT id FROM game.scores WHERE level IS NULL").await,
@@ -261,4 +265,10 @@ async fn null_partitions_and_columns_added_later_are_read() {
         rows(&session, "SELECT id FROM game.scores WHERE level = 5").await,
         ["2"]
     );
+
+    // The file without bounds on `level` is kept; the one whose bounds exclude 9 is not, so a
+    // file written before a column existed does not stop pruning by it.
+    let nine = "SELECT id FROM game.scores WHERE level = 9";
+    assert_eq!(files_in(&plan(&session, nine).await), 2);
+    assert_eq!(rows(&session, nine).await, ["3"]);
 }

@@ -36,44 +36,80 @@ const CACHE_BYTES: usize = 256 * 1024 * 1024;
 /// Files whose filters are read at once when they are not kept yet.
 const CONCURRENT_READS: usize = 8;
 
-/// The files of `files` that may hold rows matching `pruning`, judged by the bloom filters of
-/// `bloom_columns` (the table's): a file goes when, for a column the predicate compares with
-/// literals, every row group's filter says none of the literals is there. A file whose filters
-/// cannot be read is kept. `reader` opens the files (the scan's own, so footers read here are
-/// the ones its metadata cache keeps).
-pub async fn skip_files(
-    reader: &dyn ParquetFileReaderFactory,
-    store_url: &ObjectStoreUrl,
-    pruning: &PruningPredicate,
-    bloom_columns: &[String],
-    files: Vec<PartitionedFile>,
-) -> Vec<PartitionedFile> {
-    if !pruning
-        .literal_columns()
-        .iter()
-        .any(|c| bloom_columns.contains(c))
-    {
-        return files;
+/// A table version's bloom columns and each file's filters once read. The process-wide cache
+/// keeps them across table versions; this keeps them by file index, so a warm query over
+/// thousands of files does no lookup by path.
+#[derive(Debug)]
+pub(super) struct TableBlooms {
+    /// The table's `gamelake.bloomFilterColumns`.
+    columns: Vec<String>,
+    /// Per file of the version, its filters once read.
+    files: Vec<OnceLock<Arc<FileBlooms>>>,
+}
+
+impl TableBlooms {
+    /// Nothing read yet for a version of `files` files whose bloom columns are `columns`.
+    pub(super) fn new(columns: Vec<String>, files: usize) -> Self {
+        Self {
+            columns,
+            files: (0..files).map(|_| OnceLock::new()).collect(),
+        }
     }
-    // Boxed, so the scan's future stays `Send` (a stream mapped by a closure over borrowed
-    // files is not, for the compiler).
-    let loads: Vec<BoxFuture<'_, Option<Arc<FileBlooms>>>> = files
-        .iter()
-        .map(|file| blooms_of(reader, store_url, file, bloom_columns).boxed())
-        .collect();
-    let blooms = futures::stream::iter(loads)
-        .buffered(CONCURRENT_READS)
-        .collect::<Vec<_>>()
-        .await;
-    match pruning.prune(&FilesBlooms(blooms)) {
-        Ok(keep) => files
-            .into_iter()
-            .zip(keep)
-            .filter_map(|(file, keep)| keep.then_some(file))
-            .collect(),
-        Err(e) => {
-            tracing::debug!("files not pruned by bloom filters: {e}");
-            files
+
+    /// Whether `pruning` compares a bloom column with literals (else filters cannot help).
+    pub(super) fn can_prune(&self, pruning: &PruningPredicate) -> bool {
+        pruning
+            .literal_columns()
+            .iter()
+            .any(|c| self.columns.contains(c))
+    }
+
+    /// The files of `candidates` (indexes into `files`, the version's files) that may hold
+    /// rows matching `pruning`, judged by the bloom filters: a file goes when, for a column the
+    /// predicate compares with literals, every row group's filter says none of the literals is
+    /// there. A file whose filters cannot be read is kept. `reader` opens the files (the
+    /// scan's own, so footers read here are the ones its metadata cache keeps).
+    pub(super) async fn skip_files(
+        &self,
+        reader: &dyn ParquetFileReaderFactory,
+        store_url: &ObjectStoreUrl,
+        pruning: &PruningPredicate,
+        files: &[PartitionedFile],
+        candidates: Vec<usize>,
+    ) -> Vec<usize> {
+        // Boxed, so the scan's future stays `Send` (a stream mapped by a closure over borrowed
+        // files is not, for the compiler).
+        let missing: Vec<BoxFuture<'_, ()>> = candidates
+            .iter()
+            .filter(|i| self.files.get(**i).is_some_and(|kept| kept.get().is_none()))
+            .filter_map(|i| Some((files.get(*i)?, self.files.get(*i)?)))
+            .map(|(file, kept)| {
+                async move {
+                    if let Some(blooms) = blooms_of(reader, store_url, file, &self.columns).await {
+                        let _ = kept.set(blooms);
+                    }
+                }
+                .boxed()
+            })
+            .collect();
+        futures::stream::iter(missing)
+            .buffer_unordered(CONCURRENT_READS)
+            .collect::<()>()
+            .await;
+        let blooms = candidates
+            .iter()
+            .map(|i| self.files.get(*i).and_then(|kept| kept.get().cloned()))
+            .collect();
+        match pruning.prune(&FilesBlooms(blooms)) {
+            Ok(keep) => candidates
+                .into_iter()
+                .zip(keep)
+                .filter_map(|(file, keep)| keep.then_some(file))
+                .collect(),
+            Err(e) => {
+                tracing::debug!("files not pruned by bloom filters: {e}");
+                candidates
+            }
         }
     }
 }

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::pruning::PrunableStatistics;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Column, ColumnStatistics, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::TableType;
@@ -48,7 +47,10 @@ use crate::error::{Error, Result};
 use crate::lake::write::TableLayout;
 
 mod blooms;
+mod pruning;
 mod stats;
+use blooms::TableBlooms;
+use pruning::FilesStatistics;
 use stats::{file_statistics, table_statistics};
 
 /// What the cluster needs to know of one table version: where its files are, how big, and
@@ -140,6 +142,10 @@ pub struct LakeFilesTable {
     /// The version's statistics in the scan's column order: row count (exact when every file's
     /// is known) and each column's bounds over all files (inexact, see [`table_statistics`]).
     statistics: Statistics,
+    /// Each file's bounds as the arrays a pruning predicate asks for, kept for the version.
+    file_statistics: FilesStatistics,
+    /// The bloom columns and each file's filters once read.
+    blooms: TableBlooms,
 }
 
 impl LakeFilesTable {
@@ -217,7 +223,11 @@ impl LakeFilesTable {
             )
             .build();
         let statistics = table_statistics(&files, scan_schema.table_schema())?;
+        let file_statistics = FilesStatistics::new(&files, scan_schema.table_schema());
+        let blooms = TableBlooms::new(list.bloom_columns.clone(), files.len());
         Ok(Self {
+            file_statistics,
+            blooms,
             list,
             schema,
             scan_schema,
@@ -346,9 +356,9 @@ impl TableProvider for LakeFilesTable {
             tracing::debug!("files of {} not pruned: {e}", self.list.url);
             None
         });
-        let mut files = self.matching_files(pruning.as_deref());
+        let mut chosen = self.matching_files(pruning.as_deref());
         if let Some(pruning) = &pruning
-            && !self.list.bloom_columns.is_empty()
+            && self.blooms.can_prune(pruning)
             && state
                 .config_options()
                 .execution
@@ -358,9 +368,16 @@ impl TableProvider for LakeFilesTable {
         {
             let metadata = state.runtime_env().cache_manager.get_file_metadata_cache();
             let reader = CachedParquetFileReaderFactory::new(store, metadata);
-            let columns = &self.list.bloom_columns;
-            files = blooms::skip_files(&reader, &self.store, pruning, columns, files).await;
+            chosen = self
+                .blooms
+                .skip_files(&reader, &self.store, pruning, &self.files, chosen)
+                .await;
         }
+        let all = chosen.len() == self.files.len();
+        let files: Vec<PartitionedFile> = chosen
+            .into_iter()
+            .filter_map(|i| self.files.get(i).cloned())
+            .collect();
         if files.is_empty() {
             let projected = match projection {
                 Some(p) => Arc::new(self.schema.project(p)?),
@@ -377,8 +394,12 @@ impl TableProvider for LakeFilesTable {
             .any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView));
         let format = ParquetFormat::default().with_options(options);
         let source = format.file_source(self.scan_schema.clone());
-        let stats = table_statistics(&files, self.scan_schema.table_schema())
-            .map_err(Error::into_datafusion)?;
+        let stats = if all {
+            self.statistics.clone()
+        } else {
+            table_statistics(&files, self.scan_schema.table_schema())
+                .map_err(Error::into_datafusion)?
+        };
         let groups = file_groups(&files, state.config().target_partitions());
         let config = FileScanConfigBuilder::new(self.store.clone(), source)
             .with_file_groups(groups)
@@ -425,31 +446,24 @@ impl LakeFilesTable {
             .build(predicate))
     }
 
-    /// The files that may hold rows matching `pruning`, judged at planning time by their
-    /// partition values and the log's bounds (the Parquet opener judges again, with dynamic
-    /// filters, and then row groups and pages). Without a predicate, every file.
-    fn matching_files(&self, pruning: Option<&PruningPredicate>) -> Vec<PartitionedFile> {
+    /// The files (indexes into `files`) that may hold rows matching `pruning`, judged at
+    /// planning time by their partition values and the log's bounds (the Parquet opener judges
+    /// again, with dynamic filters, and then row groups and pages). Without a predicate, every
+    /// file.
+    fn matching_files(&self, pruning: Option<&PruningPredicate>) -> Vec<usize> {
+        let every = || (0..self.files.len()).collect();
         let Some(pruning) = pruning else {
-            return self.files.clone();
+            return every();
         };
-        let schema = self.scan_schema.table_schema();
-        let unknown = Arc::new(Statistics::new_unknown(schema));
-        let stats = self
-            .files
-            .iter()
-            .map(|f| f.statistics.clone().unwrap_or_else(|| unknown.clone()))
-            .collect();
-        match pruning.prune(&PrunableStatistics::new(stats, schema.clone())) {
-            Ok(keep) => self
-                .files
-                .iter()
-                .zip(keep)
-                .filter(|(_, keep)| *keep)
-                .map(|(f, _)| f.clone())
+        match pruning.prune(&self.file_statistics) {
+            Ok(keep) => keep
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, keep)| keep.then_some(i))
                 .collect(),
             Err(e) => {
                 tracing::debug!("files of {} not pruned: {e}", self.list.url);
-                self.files.clone()
+                every()
             }
         }
     }
