@@ -31,6 +31,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--parallelism", type=int, default=2, help="gamelake snapshot connections")
+    ap.add_argument("--zstd-levels", type=lambda t: [int(x) for x in t.split(",")], default=[3, 1],
+                    help="gamelake runs, one per zstd level of the lake files (the pipeline's zstd_level)")
     ap.add_argument("--gamelake", default=None, help="binary (default: the release build)")
     ap.add_argument("--results", default=str(ROOT / "benches" / "RESULTS.md"))
     args = ap.parse_args()
@@ -56,20 +58,26 @@ def main():
                 db, "COPY (SELECT * FROM purchases) TO STDOUT (FORMAT binary)", out=null)) for _ in range(2))
 
         work = pathlib.Path(tempfile.mkdtemp())
-        pipeline = work / "bench.toml"
-        pipeline.write_text(f'''name = "bench"
+        sizes = {}
+        for level in args.zstd_levels:
+            pipeline = work / f"bench-{level}.toml"
+            pipeline.write_text(f'''name = "bench"
 [source]
 kind = "postgres"
 url = "{PG} dbname={db}"
 parallelism = {args.parallelism}
 [[table]]
 from = "public.purchases"
-to = "bench.purchases"
+to = "bench.purchases_zstd{level}"
 mode = "snapshot"
+zstd_level = {level}
 ''')
-        results[f"gamelake ingest (snapshot, {args.parallelism} connections) -> Delta"] = min(timed(lambda: subprocess.run(
-            [binary, "--lake", str(work / "lake"), "ingest", str(pipeline)], check=True,
-            stderr=subprocess.DEVNULL)) for _ in range(2))
+            name = f"gamelake ingest (snapshot, {args.parallelism} connections, zstd {level}) -> Delta"
+            results[name] = min(timed(lambda: subprocess.run(
+                [binary, "--lake", str(work / "lake"), "ingest", str(pipeline)], check=True,
+                stderr=subprocess.DEVNULL)) for _ in range(2))
+            table = work / "lake" / "bench" / f"purchases_zstd{level}"
+            sizes[name] = sum(f.stat().st_size for f in table.glob("*.parquet"))
 
         import duckdb
         ext_dir = work / "ext"
@@ -81,6 +89,7 @@ mode = "snapshot"
         con.execute(f"ATTACH '{PG} dbname={db}' AS pg (TYPE postgres, READ_ONLY)")
         results["DuckDB postgres extension -> Parquet"] = min(timed(lambda: con.execute(
             f"COPY (SELECT * FROM pg.public.purchases) TO '{work / 'duck.parquet'}' (FORMAT parquet)")) for _ in range(2))
+        sizes["DuckDB postgres extension -> Parquet"] = (work / "duck.parquet").stat().st_size
         con.close()
         shutil.rmtree(work, ignore_errors=True)
     finally:
@@ -91,16 +100,19 @@ mode = "snapshot"
         f"{args.rows:,} rows (7 columns: bigint, int, int, numeric(12,2), text, timestamptz, text; {size} on disk),",
         f"local PostgreSQL 15, {os.cpu_count()} cores, {platform.platform()}. Best of 2 runs each.",
         "Command: `~/.cache/gamelake/venv/bin/python benches/pg_snapshot.py "
-        f"--rows {args.rows} --parallelism {args.parallelism}`",
+        f"--rows {args.rows} --parallelism {args.parallelism} "
+        f"--zstd-levels {','.join(map(str, args.zstd_levels))}`",
         "",
         "The limit is one psql connection; gamelake and DuckDB both read with several connections",
-        "(DuckDB by ctid ranges too), so either can pass 100%.",
+        "(DuckDB by ctid ranges too), so either can pass 100%. DuckDB writes snappy; gamelake zstd",
+        "at the pipeline's `zstd_level` (default 3).",
         "",
-        "| path | seconds | rows/s | share of the COPY limit |",
-        "|---|---:|---:|---:|",
+        "| path | seconds | rows/s | share of the COPY limit | MB written |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, secs in results.items():
-        lines.append(f"| {name} | {secs:.2f} | {args.rows / secs:,.0f} | {limit / secs:.0%} |")
+        written = f"{sizes[name] / 1e6:,.0f}" if name in sizes else ""
+        lines.append(f"| {name} | {secs:.2f} | {args.rows / secs:,.0f} | {limit / secs:.0%} | {written} |")
     write_section(args.results, "PostgreSQL snapshot", lines)
 
 

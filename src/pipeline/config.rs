@@ -123,6 +123,9 @@ pub struct TableConfig {
     /// Columns with bloom filters.
     #[serde(default)]
     pub bloom_filter_columns: Vec<String>,
+    /// zstd level of the lake table's Parquet files: 1 (fastest to write) to 22 (smallest);
+    /// default 3. A large snapshot that the client's CPU limits writes faster at 1.
+    pub zstd_level: Option<i32>,
     /// Files sources: the record field with the event time (as in `[[intake.tables]]`).
     pub time_field: Option<String>,
     /// Files sources: how the time field is written (rfc3339, epoch_s, epoch_ms, epoch_us).
@@ -178,6 +181,9 @@ impl TableConfig {
             partition_by: self.partition_by.clone(),
             sort_by: self.sort_by.clone(),
             bloom_filter_columns: self.bloom_filter_columns.clone(),
+            zstd_level: self
+                .zstd_level
+                .unwrap_or(crate::lake::write::TableLayout::default().zstd_level),
             ..Default::default()
         }
     }
@@ -316,6 +322,17 @@ impl PipelineConfig {
             let fail = |message: String| Err(Error::config(path, line, column, &message));
             crate::lake::TableRef::parse(&t.to)
                 .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
+            if let Some(level) = t.zstd_level
+                && !(1..=22).contains(&level)
+            {
+                let (line, column) = at("zstd_level");
+                return Err(Error::config(
+                    path,
+                    line,
+                    column,
+                    &format!("table {}: zstd_level = {level}: expected 1 to 22", t.to),
+                ));
+            }
             let files = matches!(self.source, SourceConfig::Files { .. });
             if files {
                 if t.mode != Mode::Append || t.from.is_some() || t.query.is_some() {
@@ -460,6 +477,22 @@ mode = "snapshot"
         .unwrap_err()
         .to_string();
         assert!(err.contains("schema.table"), "{err}");
+    }
+
+    #[test]
+    fn zstd_level_reaches_the_layout_and_is_checked() {
+        let p =
+            PipelineConfig::parse(&format!("{GOOD}zstd_level = 1\n"), Path::new("p.toml")).unwrap();
+        assert_eq!(p.tables[0].layout().zstd_level, 1);
+        let p = PipelineConfig::parse(GOOD, Path::new("p.toml")).unwrap();
+        assert_eq!(p.tables[0].layout().zstd_level, 3);
+        let err = PipelineConfig::parse(&format!("{GOOD}zstd_level = 30\n"), Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("p.toml:9:1:") && err.contains("expected 1 to 22"),
+            "{err}"
+        );
     }
 
     #[test]
