@@ -8,6 +8,9 @@ so the standard query text needs no schema: `CREATE TABLE public.x AS SELECT * F
 - gamelake: `gamelake bench` (one warm session; planning with the Delta log included),
 - DuckDB: views over read_parquet of the Delta tables' own data files,
 - bare DataFusion (Python bindings, default SessionConfig): the same files,
+- gamelake over plain files: the same binary with views over the same folders read by
+  DataFusion's own listing table, no Delta log (so Delta / plain is the catalog's cost alone,
+  with the build and the settings held equal),
 
 each with the same thread count, best of --runs, every answer compared with DuckDB's. Writes the
 table to benches/RESULTS.md (or --results).
@@ -58,6 +61,7 @@ def main():
 
     times, answers = {}, {}
     times["gamelake"], answers["gamelake"] = run_gamelake(binary, lake, work, files, args)
+    times["plain"], answers["plain"] = run_gamelake_plain(binary, lake, work, files, args)
     times["DuckDB"], answers["DuckDB"] = run_duckdb(data, files, args)
     times["DataFusion"], answers["DataFusion"] = run_datafusion(data, files, args)
 
@@ -96,8 +100,25 @@ def load(binary, lake, source):
     return time.perf_counter() - started
 
 
-def run_gamelake(binary, lake, work, files, args):
-    out = work / "answers-gamelake"
+def run_gamelake_plain(binary, lake, work, files, args):
+    """The same queries and binary over the Delta tables' folders as plain Parquet: each file
+    starts with `CREATE OR REPLACE VIEW t AS SELECT * FROM '<folder>/'` for every table, in an
+    empty lake."""
+    folder = work / "plain-queries"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    views = "".join(f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM '{lake}/public/{t}/';\n" for t in TABLES)
+    plain = []
+    for file in files:
+        (folder / file.name).write_text(views + file.read_text())
+        plain.append(folder / file.name)
+    empty = work / "empty-lake"
+    empty.mkdir(exist_ok=True)
+    return run_gamelake(binary, empty, work, plain, args, "plain")
+
+
+def run_gamelake(binary, lake, work, files, args, label="gamelake"):
+    out = work / f"answers-{label}"
     shutil.rmtree(out, ignore_errors=True)
     config = work / "gamelake.toml"
     config.write_text(f"[query]\ntarget_partitions = {args.threads}\n")
@@ -110,7 +131,7 @@ def run_gamelake(binary, lake, work, files, args):
         result = json.loads(line)
         n = int(result["query"][1:])
         if "error" in result:
-            print(f"gamelake q{n}: {result['error']}", file=sys.stderr)
+            print(f"{label} q{n}: {result['error']}", file=sys.stderr)
             continue
         times[n] = result["best"]
         answers[n] = comparable_rows(pq.read_table(out / f"{result['query']}.parquet"))
@@ -156,7 +177,7 @@ def verdict(answers, n):
     expected = answers["DuckDB"].get(n)
     if expected is None:
         return "no DuckDB answer"
-    bad = [engine for engine in ("gamelake", "DataFusion") if not same_rows(answers[engine].get(n), expected)]
+    bad = [engine for engine in ("gamelake", "DataFusion", "plain") if not same_rows(answers[engine].get(n), expected)]
     return "ok" if not bad else "differs: " + ", ".join(bad)
 
 
@@ -179,22 +200,26 @@ def report(numbers, times, answers, args, load_seconds, binary):
         "",
         f"Loading the 8 tables into the lake (`CREATE TABLE ... AS SELECT * FROM 'x.parquet'`): {load_seconds:.1f} s.",
         "",
-        "| query | gamelake s | DuckDB s | DataFusion s | gamelake / DuckDB | gamelake / DataFusion | answers |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| query | gamelake s | DuckDB s | DataFusion s | gamelake, plain files s | gamelake / DuckDB "
+        "| gamelake / DataFusion | Delta / plain files | answers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for n in numbers:
-        g, d, f = (times[e].get(n) for e in ("gamelake", "DuckDB", "DataFusion"))
+        g, d, f, p = (times[e].get(n) for e in ("gamelake", "DuckDB", "DataFusion", "plain"))
         lines.append(
-            f"| Q{n} | {cell('gamelake', n)} | {cell('DuckDB', n)} | {cell('DataFusion', n)} "
-            f"| {ratio(g, d)} | {ratio(g, f)} | {verdict(answers, n)} |")
+            f"| Q{n} | {cell('gamelake', n)} | {cell('DuckDB', n)} | {cell('DataFusion', n)} | {cell('plain', n)} "
+            f"| {ratio(g, d)} | {ratio(g, f)} | {ratio(g, p)} | {verdict(answers, n)} |")
     totals = {e: sum(times[e].get(n, 0.0) for n in numbers) for e in times}
     complete = all(n in times[e] for e in times for n in numbers)
     lines.append(
         f"| **sum** | {totals['gamelake']:.2f} | {totals['DuckDB']:.2f} | {totals['DataFusion']:.2f} "
-        f"| {ratio(totals['gamelake'], totals['DuckDB'])} | {ratio(totals['gamelake'], totals['DataFusion'])} "
+        f"| {totals['plain']:.2f} | {ratio(totals['gamelake'], totals['DuckDB'])} "
+        f"| {ratio(totals['gamelake'], totals['DataFusion'])} | {ratio(totals['gamelake'], totals['plain'])} "
         f"| {'all 22 ran' if complete and len(numbers) == 22 else 'some failed or not run'} |")
     lines.append("")
     lines.append("Ratios above 1 mean gamelake took longer. Target: gamelake sum <= 1.0x DuckDB.")
+    lines.append("\"gamelake, plain files\": the same binary and settings over the same folders as plain Parquet")
+    lines.append("(DataFusion's listing table, no Delta log), so Delta / plain files is the catalog's cost alone.")
     return lines
 
 
