@@ -81,8 +81,8 @@ impl TableBlooms {
         // files is not, for the compiler).
         let missing: Vec<BoxFuture<'_, ()>> = candidates
             .iter()
-            .filter(|i| self.files.get(**i).is_some_and(|kept| kept.get().is_none()))
             .filter_map(|i| Some((files.get(*i)?, self.files.get(*i)?)))
+            .filter(|(_, kept)| kept.get().is_none())
             .map(|(file, kept)| {
                 async move {
                     if let Some(blooms) = blooms_of(reader, store_url, file, &self.columns).await {
