@@ -123,8 +123,8 @@ pub struct TableConfig {
     /// Columns with bloom filters.
     #[serde(default)]
     pub bloom_filter_columns: Vec<String>,
-    /// zstd level of the lake table's Parquet files: 1 (fastest to write) to 22 (smallest);
-    /// default 3. A large snapshot that the client's CPU limits writes faster at 1.
+    /// zstd level of the lake table's Parquet files: 1 (least CPU to write) to 22 (smallest
+    /// files); default 3.
     pub zstd_level: Option<i32>,
     /// Files sources: the record field with the event time (as in `[[intake.tables]]`).
     pub time_field: Option<String>,
