@@ -42,8 +42,10 @@ pub const PROP_SORT_BY: &str = "gamelake.sortBy";
 pub const PROP_BLOOM_FILTER_COLUMNS: &str = "gamelake.bloomFilterColumns";
 /// Table property: target data file size in bytes.
 pub const PROP_TARGET_FILE_SIZE: &str = "gamelake.targetFileSize";
-/// Table property: zstd compression level (1-22).
+/// Table property: zstd compression level ([`ZSTD_LEVELS`]).
 pub const PROP_ZSTD_LEVEL: &str = "gamelake.zstdLevel";
+/// The zstd levels a table may ask for (SQL's `zstd_level` option, a pipeline's key).
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
 
 /// How a table's files are laid out. New tables take it from the writer; existing tables
 /// keep what their properties say.

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::config::{parse_toml, position_of};
 use crate::error::{Error, Result};
+use crate::lake::write::ZSTD_LEVELS;
 
 /// One pipeline: a source and the tables it fills.
 #[derive(Clone, Debug, Deserialize)]
@@ -177,14 +178,13 @@ impl TableConfig {
 
     /// The lake table's layout this table asks for.
     pub fn layout(&self) -> crate::lake::write::TableLayout {
+        let default = crate::lake::write::TableLayout::default();
         crate::lake::write::TableLayout {
             partition_by: self.partition_by.clone(),
             sort_by: self.sort_by.clone(),
             bloom_filter_columns: self.bloom_filter_columns.clone(),
-            zstd_level: self
-                .zstd_level
-                .unwrap_or(crate::lake::write::TableLayout::default().zstd_level),
-            ..Default::default()
+            zstd_level: self.zstd_level.unwrap_or(default.zstd_level),
+            ..default
         }
     }
 
@@ -323,14 +323,19 @@ impl PipelineConfig {
             crate::lake::TableRef::parse(&t.to)
                 .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
             if let Some(level) = t.zstd_level
-                && !(1..=22).contains(&level)
+                && !ZSTD_LEVELS.contains(&level)
             {
                 let (line, column) = at("zstd_level");
                 return Err(Error::config(
                     path,
                     line,
                     column,
-                    &format!("table {}: zstd_level = {level}: expected 1 to 22", t.to),
+                    &format!(
+                        "table {}: zstd_level = {level}: expected {} to {}",
+                        t.to,
+                        ZSTD_LEVELS.start(),
+                        ZSTD_LEVELS.end()
+                    ),
                 ));
             }
             let files = matches!(self.source, SourceConfig::Files { .. });

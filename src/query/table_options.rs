@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::error::{Error, Result};
-use crate::lake::write::TableLayout;
+use crate::lake::write::{TableLayout, ZSTD_LEVELS};
 
 /// Removes the layout clauses from a `CREATE TABLE` statement and returns them as a layout.
 /// Other statements are left alone and give `None`.
@@ -107,12 +107,16 @@ fn apply_option(layout: &mut TableLayout, option: SqlOption) -> Result<()> {
         "target_file_size" => layout.target_file_size = number("target_file_size")?,
         "zstd_level" => {
             let level = number("zstd_level")?;
-            if !(1..=22).contains(&level) {
-                return Err(Error::Unsupported(format!(
-                    "table option zstd_level = {level}: expected 1 to 22"
-                )));
-            }
-            layout.zstd_level = level as i32;
+            layout.zstd_level = i32::try_from(level)
+                .ok()
+                .filter(|l| ZSTD_LEVELS.contains(l))
+                .ok_or_else(|| {
+                    Error::Unsupported(format!(
+                        "table option zstd_level = {level}: expected {} to {}",
+                        ZSTD_LEVELS.start(),
+                        ZSTD_LEVELS.end()
+                    ))
+                })?;
         }
         other => {
             return Err(Error::Unsupported(format!(
