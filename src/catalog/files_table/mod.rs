@@ -400,7 +400,7 @@ impl TableProvider for LakeFilesTable {
             table_statistics(&files, self.scan_schema.table_schema())
                 .map_err(Error::into_datafusion)?
         };
-        let groups = file_groups(&files, state.config().target_partitions());
+        let groups = file_groups(files, state.config().target_partitions());
         let config = FileScanConfigBuilder::new(self.store.clone(), source)
             .with_file_groups(groups)
             .with_statistics(stats)
@@ -472,15 +472,14 @@ impl LakeFilesTable {
 /// Spreads files over `n` groups, largest first onto the smallest group, so each partition
 /// reads about the same number of bytes. (DataFusion splits large files into byte ranges
 /// afterwards when the plan wants more partitions.)
-fn file_groups(files: &[PartitionedFile], n: usize) -> Vec<FileGroup> {
+fn file_groups(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
     let n = n.clamp(1, files.len().max(1));
-    let mut sorted: Vec<&PartitionedFile> = files.iter().collect();
-    sorted.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); n];
-    for file in sorted {
+    for file in files {
         if let Some(smallest) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
             smallest.0 += file.object_meta.size;
-            smallest.1.push(file.clone());
+            smallest.1.push(file);
         }
     }
     groups
@@ -513,13 +512,13 @@ mod tests {
             .enumerate()
             .map(|(i, size)| PartitionedFile::new(format!("f{i}"), *size))
             .collect();
-        let groups = file_groups(&files, 2);
+        let groups = file_groups(files.clone(), 2);
         let bytes: Vec<u64> = groups
             .iter()
             .map(|g| g.iter().map(|f| f.object_meta.size).sum())
             .collect();
         assert_eq!(bytes, vec![105, 101]);
-        assert_eq!(file_groups(&files[..1], 8).len(), 1);
+        assert_eq!(file_groups(files[..1].to_vec(), 8).len(), 1);
     }
 
     #[test]

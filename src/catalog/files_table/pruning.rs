@@ -18,9 +18,8 @@ use datafusion::common::stats::Precision;
 use datafusion::common::{Column, ColumnStatistics, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 
-/// One column's arrays, as DataFusion's `PrunableStatistics` makes them (`None` when no file
-/// knows the value).
-#[derive(Debug, Default)]
+/// One column's arrays, one entry per file (`None` when no file knows the value).
+#[derive(Debug)]
 struct ColumnArrays {
     min: Option<ArrayRef>,
     max: Option<ArrayRef>,
