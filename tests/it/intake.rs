@@ -487,11 +487,14 @@ async fn refusals_say_what_is_wrong_and_lose_nothing() {
     assert_eq!(rows(&session, "SELECT id FROM logs.strict").await, ["1"]);
 }
 
-/// One sender's batches: ids `sender * 1_000_000 + batch * 100 + i`.
+/// Ids per sender: room for ten million batches, more than a sender sends in a test.
+const SENDER_IDS: usize = 1_000_000_000;
+
+/// One sender's batches: ids `sender * SENDER_IDS + batch * 100 + i`.
 fn batch_body(sender: usize, batch: usize, size: usize) -> Vec<u8> {
     let mut body = Vec::new();
     for i in 0..size {
-        let id = sender * 1_000_000 + batch * 100 + i;
+        let id = sender * SENDER_IDS + batch * 100 + i;
         writeln!(body, "{{\"id\":{id},\"payload\":\"{}\"}}", "x".repeat(200)).unwrap();
     }
     body
@@ -585,7 +588,7 @@ async fn kill_9_during_a_steady_stream_loses_no_acknowledged_record_and_commits_
     let mut acknowledged = 0;
     for (sender, tries) in attempts.iter().enumerate() {
         for (batch, tries) in tries.iter().enumerate() {
-            let key = sender * 10_000 + batch;
+            let key = sender * (SENDER_IDS / 100) + batch;
             let n = copies.get(&key).copied().unwrap_or(0);
             assert_eq!(
                 n, 1,
