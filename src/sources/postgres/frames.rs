@@ -3,7 +3,7 @@
 //! allocates each row's field ranges and goes through `FromSql` per value, which profiled at
 //! about a fifth of a snapshot's client time; the rows here go to the builders as they are.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 
@@ -20,45 +20,78 @@ pub enum Frame {
 }
 
 /// Bytes received and not yet split into frames.
+///
+/// PostgreSQL sends one CopyData message per row, so an arrival usually holds whole frames:
+/// those are split straight out of it (`current`, no copy). Only a frame cut across arrivals
+/// is gathered in `pending`; while `pending` holds bytes, `current` is empty.
 #[derive(Default)]
 pub struct Frames {
+    current: Bytes,
     pending: BytesMut,
     header_read: bool,
 }
 
 impl Frames {
     /// Adds bytes as they arrived (frames may span arrivals).
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.pending.extend_from_slice(bytes);
+    pub fn push(&mut self, bytes: Bytes) {
+        if self.pending.is_empty() && self.current.is_empty() {
+            self.current = bytes;
+            return;
+        }
+        if !self.current.is_empty() {
+            self.pending.extend_from_slice(&self.current);
+            self.current = Bytes::new();
+        }
+        self.pending.extend_from_slice(&bytes);
+    }
+
+    /// The bytes not yet split (one of the two buffers is always empty).
+    fn buffered(&self) -> &[u8] {
+        if self.pending.is_empty() {
+            &self.current
+        } else {
+            &self.pending
+        }
+    }
+
+    /// Takes the first `n` buffered bytes.
+    fn take(&mut self, n: usize) -> Bytes {
+        if self.pending.is_empty() {
+            self.current.split_to(n)
+        } else {
+            self.pending.split_to(n).freeze()
+        }
     }
 
     /// The next whole frame of rows of `columns` fields, `None` until more bytes arrive.
     pub fn next(&mut self, columns: usize) -> Result<Option<Frame>> {
         if !self.header_read {
+            let buffered = self.buffered();
             let fixed = SIGNATURE.len() + 8;
-            if self.pending.len() < fixed {
+            if buffered.len() < fixed {
                 return Ok(None);
             }
-            if &self.pending[..SIGNATURE.len()] != SIGNATURE {
+            if &buffered[..SIGNATURE.len()] != SIGNATURE {
                 return Err(malformed(
                     "the stream does not start with the binary COPY signature",
                 ));
             }
-            let extension = read_i32(&self.pending, SIGNATURE.len() + 4).unwrap_or_default();
+            let extension = read_i32(buffered, SIGNATURE.len() + 4).unwrap_or_default();
             let extension = usize::try_from(extension)
                 .map_err(|_| malformed("negative header extension length"))?;
-            if self.pending.len() < fixed + extension {
+            if buffered.len() < fixed + extension {
                 return Ok(None);
             }
-            self.pending.advance(fixed + extension);
+            self.take(fixed + extension);
             self.header_read = true;
         }
-        let Some(count) = self.pending.get(0..2) else {
+        let buffered = self.buffered();
+        let Some(count) = buffered.get(0..2) else {
             return Ok(None);
         };
         let count = i16::from_be_bytes([count[0], count[1]]);
         if count == -1 {
-            self.pending.advance(2);
+            self.take(2);
             return Ok(Some(Frame::End));
         }
         if usize::try_from(count).ok() != Some(columns) {
@@ -68,15 +101,15 @@ impl Frames {
         }
         let mut end = 2;
         for _ in 0..columns {
-            let Some(len) = read_i32(&self.pending, end) else {
+            let Some(len) = read_i32(buffered, end) else {
                 return Ok(None);
             };
             end += 4 + usize::try_from(len).unwrap_or(0);
         }
-        if end > self.pending.len() {
+        if end > buffered.len() {
             return Ok(None);
         }
-        Ok(Some(Frame::Row(self.pending.split_to(end).freeze())))
+        Ok(Some(Frame::Row(self.take(end))))
     }
 }
 
@@ -133,43 +166,47 @@ mod tests {
         s
     }
 
-    /// Every frame and field, whatever the bytes' arrival is cut into.
+    /// Every frame and field, whatever the bytes' arrival is cut into (up to three pieces, so
+    /// a frame can span arrivals, end one, and be followed by whole ones).
     #[test]
     fn frames_are_the_same_wherever_the_bytes_are_cut() {
         let bytes = stream();
-        for cut in 0..=bytes.len() {
-            let mut frames = Frames::default();
-            let mut rows = Vec::new();
-            let mut ended = false;
-            for piece in [&bytes[..cut], &bytes[cut..]] {
-                frames.push(piece);
-                while let Some(frame) = frames.next(2).unwrap() {
-                    match frame {
-                        Frame::Row(row) => rows.push(
-                            fields(&row)
-                                .map(|f| f.map(<[u8]>::to_vec))
-                                .collect::<Vec<_>>(),
-                        ),
-                        Frame::End => ended = true,
+        for first in 0..=bytes.len() {
+            for second in first..=bytes.len() {
+                let mut frames = Frames::default();
+                let mut rows = Vec::new();
+                let mut ended = false;
+                for piece in [&bytes[..first], &bytes[first..second], &bytes[second..]] {
+                    frames.push(Bytes::copy_from_slice(piece));
+                    while let Some(frame) = frames.next(2).unwrap() {
+                        match frame {
+                            Frame::Row(row) => rows.push(
+                                fields(&row)
+                                    .map(|f| f.map(<[u8]>::to_vec))
+                                    .collect::<Vec<_>>(),
+                            ),
+                            Frame::End => ended = true,
+                        }
                     }
                 }
+                let cut = (first, second);
+                assert!(ended && frames.buffered().is_empty(), "cut at {cut:?}");
+                assert_eq!(
+                    rows,
+                    vec![
+                        vec![Some(1i32.to_be_bytes().to_vec()), Some(b"ab".to_vec())],
+                        vec![None, Some(Vec::new())],
+                    ],
+                    "cut at {cut:?}"
+                );
             }
-            assert!(ended && frames.pending.is_empty(), "cut at {cut}");
-            assert_eq!(
-                rows,
-                vec![
-                    vec![Some(1i32.to_be_bytes().to_vec()), Some(b"ab".to_vec())],
-                    vec![None, Some(Vec::new())],
-                ],
-                "cut at {cut}"
-            );
         }
     }
 
     #[test]
     fn a_row_of_the_wrong_width_or_a_foreign_stream_is_an_error() {
         let mut frames = Frames::default();
-        frames.push(&stream());
+        frames.push(Bytes::from(stream()));
         assert!(
             frames
                 .next(3)
@@ -178,7 +215,7 @@ mod tests {
                 .contains("2 fields where 3")
         );
         let mut frames = Frames::default();
-        frames.push(b"COPY 1\n not binary at all");
+        frames.push(Bytes::from_static(b"COPY 1\n not binary at all"));
         assert!(
             frames
                 .next(2)

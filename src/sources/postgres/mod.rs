@@ -157,7 +157,7 @@ impl CopyReader {
                 None => match self.rows.next().await {
                     Some(bytes) => self
                         .frames
-                        .push(&bytes.map_err(|e| pg_error(&self.query, &e))?),
+                        .push(bytes.map_err(|e| pg_error(&self.query, &e))?),
                     None => {
                         return Err(Error::Unsupported(format!(
                             "PostgreSQL ({}): the COPY ended before its trailer",
