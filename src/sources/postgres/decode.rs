@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
     Float64Builder, Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder,
-    ListArray, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    ListArray, StringArray, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{Field, IntervalMonthDayNano};
@@ -38,8 +38,13 @@ pub enum ColumnBuilder {
     F64(Float64Builder),
     /// numeric(p, s)
     Decimal(Decimal128Builder, u8, i8),
-    /// text-valued kinds, with how their bytes become text
+    /// text-valued kinds sent in a binary form of their own (numeric as text, uuid, inet), with
+    /// how their bytes become text
     Text(StringBuilder, PgKind),
+    /// kinds sent as UTF-8 text (text, varchar, char, name, json, enums, ...; jsonb after its
+    /// version byte, the `usize` to skip). Collected as bytes and checked as UTF-8 once per
+    /// batch, when finished: a check per value cost about 8% of a snapshot's client time.
+    Utf8(BinaryBuilder, usize),
     /// bytea
     Bytes(BinaryBuilder),
     /// date
@@ -86,7 +91,11 @@ impl ColumnBuilder {
                 offsets: vec![0],
                 valid: Vec::new(),
             },
-            other => Self::Text(StringBuilder::new(), other.clone()),
+            PgKind::NumericText | PgKind::Uuid | PgKind::Inet => {
+                Self::Text(StringBuilder::new(), kind.clone())
+            }
+            PgKind::Jsonb => Self::Utf8(BinaryBuilder::new(), 1),
+            _ => Self::Utf8(BinaryBuilder::new(), 0),
         }
     }
 
@@ -106,11 +115,10 @@ impl ColumnBuilder {
             Self::Decimal(x, _, s) => x.append_value(numeric_to_i128(b, *s)?),
             Self::Text(x, kind) => match kind {
                 PgKind::NumericText => x.append_value(numeric_to_text(b)?),
-                PgKind::Jsonb => x.append_value(utf8(b.get(1..).unwrap_or_default())?),
                 PgKind::Uuid => x.append_value(uuid_text(b)?),
-                PgKind::Inet => x.append_value(inet_text(b)?),
-                _ => x.append_value(utf8(b)?),
+                _ => x.append_value(inet_text(b)?),
             },
+            Self::Utf8(x, skip) => x.append_value(b.get(*skip..).unwrap_or_default()),
             Self::Bytes(x) => x.append_value(b),
             Self::Date(x) => x.append_value(match i32::from_be_bytes(fixed(b)?) {
                 i32::MAX => i32::MAX,
@@ -158,6 +166,7 @@ impl ColumnBuilder {
             Self::F64(x) => x.append_null(),
             Self::Decimal(x, _, _) => x.append_null(),
             Self::Text(x, _) => x.append_null(),
+            Self::Utf8(x, _) => x.append_null(),
             Self::Bytes(x) => x.append_null(),
             Self::Date(x) => x.append_null(),
             Self::Time(x) => x.append_null(),
@@ -182,6 +191,10 @@ impl ColumnBuilder {
             Self::F64(x) => Arc::new(x.finish()),
             Self::Decimal(x, p, s) => Arc::new(x.finish().with_precision_and_scale(*p, *s)?),
             Self::Text(x, _) => Arc::new(x.finish()),
+            Self::Utf8(x, _) => Arc::new(
+                StringArray::try_from_binary(x.finish())
+                    .map_err(|e| bad(&format!("text is not UTF-8 ({e})")))?,
+            ),
             Self::Bytes(x) => Arc::new(x.finish()),
             Self::Date(x) => Arc::new(x.finish()),
             Self::Time(x) => Arc::new(x.finish()),
@@ -221,10 +234,6 @@ fn bad(what: &str) -> Error {
 fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N]> {
     b.try_into()
         .map_err(|_| bad(&format!("expected {N} bytes, got {}", b.len())))
-}
-
-fn utf8(b: &[u8]) -> Result<&str> {
-    std::str::from_utf8(b).map_err(|_| bad("text is not UTF-8"))
 }
 
 fn be_i16(b: &[u8], at: usize) -> Result<i16> {
@@ -406,6 +415,35 @@ mod tests {
             b.extend_from_slice(&d.to_be_bytes());
         }
         b
+    }
+
+    #[test]
+    fn text_is_checked_as_utf8_when_the_batch_is_finished() {
+        let mut text = ColumnBuilder::new(&PgKind::Text);
+        for value in [Some(&b"beijing"[..]), None, Some("上海".as_bytes())] {
+            text.append(value).unwrap();
+        }
+        let array = text.finish().unwrap();
+        let array = array.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(
+            array.iter().collect::<Vec<_>>(),
+            [Some("beijing"), None, Some("上海")]
+        );
+        let mut jsonb = ColumnBuilder::new(&PgKind::Jsonb);
+        jsonb.append(Some(b"\x01{}")).unwrap();
+        let array = jsonb.finish().unwrap();
+        assert_eq!(
+            array
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0),
+            "{}"
+        );
+        // Half of a three-byte character is refused, not passed on.
+        let mut text = ColumnBuilder::new(&PgKind::Text);
+        text.append(Some(&"上".as_bytes()[..2])).unwrap();
+        assert!(text.finish().unwrap_err().to_string().contains("not UTF-8"));
     }
 
     #[test]

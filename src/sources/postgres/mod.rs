@@ -127,23 +127,24 @@ impl CopyReader {
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         let mut in_batch = 0;
         while in_batch < BATCH_ROWS && !self.done {
+            let (builders, columns, count) = (&mut self.builders, &self.columns, self.count);
             let frame = self
                 .frames
-                .next(self.builders.len())
-                .map_err(|e| Error::Unsupported(format!("PostgreSQL ({}): {e}", self.query)))?;
-            match frame {
-                Some(Frame::Row(row)) => {
-                    for (i, (builder, raw)) in
-                        self.builders.iter_mut().zip(fields(&row)).enumerate()
-                    {
+                .next(builders.len(), |row| {
+                    for (i, (builder, raw)) in builders.iter_mut().zip(fields(row)).enumerate() {
                         builder.append(raw).map_err(|e| {
                             Error::Unsupported(format!(
                                 "column \"{}\", row {}: {e}",
-                                self.columns[i].name,
-                                self.count + 1
+                                columns[i].name,
+                                count + 1
                             ))
                         })?;
                     }
+                    Ok(())
+                })
+                .map_err(|e| Error::Unsupported(format!("PostgreSQL ({}): {e}", self.query)))?;
+            match frame {
+                Some(Frame::Row) => {
                     self.count += 1;
                     in_batch += 1;
                 }
@@ -170,14 +171,23 @@ impl CopyReader {
         if in_batch == 0 {
             return Ok(None);
         }
-        finish(&self.schema, &mut self.builders).map(Some)
+        finish(&self.schema, &self.columns, &mut self.builders).map(Some)
     }
 }
 
-fn finish(schema: &SchemaRef, builders: &mut [ColumnBuilder]) -> Result<RecordBatch> {
+fn finish(
+    schema: &SchemaRef,
+    columns: &[PgColumn],
+    builders: &mut [ColumnBuilder],
+) -> Result<RecordBatch> {
     let arrays = builders
         .iter_mut()
-        .map(ColumnBuilder::finish)
+        .zip(columns)
+        .map(|(builder, column)| {
+            builder
+                .finish()
+                .map_err(|e| Error::Unsupported(format!("column \"{}\": {e}", column.name)))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), arrays)?)
 }
