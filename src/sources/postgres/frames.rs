@@ -123,6 +123,7 @@ impl Frames {
 }
 
 /// The fields of a row frame, in order (`None` = NULL).
+#[inline]
 pub fn fields(row: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
     let mut at = 2;
     std::iter::from_fn(move || {
@@ -137,6 +138,7 @@ pub fn fields(row: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
     })
 }
 
+#[inline]
 fn read_i32(bytes: &[u8], at: usize) -> Option<i32> {
     let b = bytes.get(at..at + 4)?;
     Some(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
