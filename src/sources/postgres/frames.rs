@@ -22,7 +22,7 @@ pub enum Frame {
 /// Bytes received and not yet split into frames.
 ///
 /// PostgreSQL sends one CopyData message per row, so an arrival usually holds whole frames:
-/// those are split straight out of it (`current`, no copy). Only a frame cut across arrivals
+/// those are read where they lie (`current`, no copy). Only a frame cut across arrivals
 /// is gathered in `pending`; while `pending` holds bytes, `current` is empty.
 #[derive(Default)]
 pub struct Frames {
