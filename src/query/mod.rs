@@ -3,6 +3,7 @@
 //!
 //! Everything in gamelake that runs SQL gets its session here.
 
+mod month_of_date;
 mod params;
 mod statements;
 mod table_options;
@@ -107,6 +108,7 @@ impl Session {
             .with_config(config)
             .with_runtime_env(runtime.build_arc()?)
             .with_query_planner(DeltaPlanner::new())
+            .with_analyzer_rule(Arc::new(month_of_date::MonthOfDate))
             .build();
         let scan = TableScan {
             cluster: settings.cluster.is_some(),
