@@ -47,6 +47,25 @@ pub const PROP_ZSTD_LEVEL: &str = "gamelake.zstdLevel";
 /// The zstd levels a table may ask for (SQL's `zstd_level` option, a pipeline's key).
 pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
 
+/// `level` as a table's zstd level, or `zstd_level = N: expected 1 to 22` for the caller to
+/// place (a config file's line, a SQL option).
+pub fn zstd_level<N>(level: N) -> std::result::Result<i32, String>
+where
+    N: TryInto<i32> + std::fmt::Display + Copy,
+{
+    level
+        .try_into()
+        .ok()
+        .filter(|l| ZSTD_LEVELS.contains(l))
+        .ok_or_else(|| {
+            format!(
+                "zstd_level = {level}: expected {} to {}",
+                ZSTD_LEVELS.start(),
+                ZSTD_LEVELS.end()
+            )
+        })
+}
+
 /// How a table's files are laid out. New tables take it from the writer; existing tables
 /// keep what their properties say.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::config::{parse_toml, position_of};
 use crate::error::{Error, Result};
-use crate::lake::write::ZSTD_LEVELS;
+use crate::lake::write::zstd_level;
 
 /// One pipeline: a source and the tables it fills.
 #[derive(Clone, Debug, Deserialize)]
@@ -322,21 +322,10 @@ impl PipelineConfig {
             let fail = |message: String| Err(Error::config(path, line, column, &message));
             crate::lake::TableRef::parse(&t.to)
                 .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
-            if let Some(level) = t.zstd_level
-                && !ZSTD_LEVELS.contains(&level)
-            {
+            if let Some(Err(expected)) = t.zstd_level.map(zstd_level) {
                 let (line, column) = at("zstd_level");
-                return Err(Error::config(
-                    path,
-                    line,
-                    column,
-                    &format!(
-                        "table {}: zstd_level = {level}: expected {} to {}",
-                        t.to,
-                        ZSTD_LEVELS.start(),
-                        ZSTD_LEVELS.end()
-                    ),
-                ));
+                let message = format!("table {}: {expected}", t.to);
+                return Err(Error::config(path, line, column, &message));
             }
             let files = matches!(self.source, SourceConfig::Files { .. });
             if files {

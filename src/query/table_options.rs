@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::error::{Error, Result};
-use crate::lake::write::{TableLayout, ZSTD_LEVELS};
+use crate::lake::write::{TableLayout, zstd_level};
 
 /// Removes the layout clauses from a `CREATE TABLE` statement and returns them as a layout.
 /// Other statements are left alone and give `None`.
@@ -106,17 +106,8 @@ fn apply_option(layout: &mut TableLayout, option: SqlOption) -> Result<()> {
         "partition_by" => layout.partition_by = list(),
         "target_file_size" => layout.target_file_size = number("target_file_size")?,
         "zstd_level" => {
-            let level = number("zstd_level")?;
-            layout.zstd_level = i32::try_from(level)
-                .ok()
-                .filter(|l| ZSTD_LEVELS.contains(l))
-                .ok_or_else(|| {
-                    Error::Unsupported(format!(
-                        "table option zstd_level = {level}: expected {} to {}",
-                        ZSTD_LEVELS.start(),
-                        ZSTD_LEVELS.end()
-                    ))
-                })?;
+            layout.zstd_level = zstd_level(number("zstd_level")?)
+                .map_err(|expected| Error::Unsupported(format!("table option {expected}")))?;
         }
         other => {
             return Err(Error::Unsupported(format!(
