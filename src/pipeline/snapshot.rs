@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::lake::TableRef;
 use crate::lake::write::{WriteMode, WriteOutcome, transaction_version, write_streams};
 use crate::query::Session;
-use crate::sources::postgres::{connect, pg_error, read_stream};
+use crate::sources::postgres::{CopyConnection, connect, describe, pg_error, read_stream};
 
 /// What a snapshot did.
 #[derive(Clone, Debug)]
@@ -55,18 +55,22 @@ pub async fn snapshot_table(
         Some(from) if parallelism > 1 => page_ranges(&coordinator, from, parallelism).await?,
         _ => vec![table.source_query()],
     };
+    // The parts differ only in their page range: one description serves them all.
+    let first = queries
+        .first()
+        .ok_or_else(|| Error::Unsupported(format!("{}: nothing to read", table.to)))?;
+    let columns = describe(&coordinator, first).await?;
     // Every reader joins the exported snapshot before the coordinator lets it go.
     let readers = queries.into_iter().map(|query| {
-        let snapshot = snapshot.clone();
+        let (snapshot, columns) = (snapshot.clone(), columns.clone());
         async move {
-            let client = connect(url).await?;
-            client
-                .batch_execute(&format!(
+            let mut connection = CopyConnection::connect(url).await?;
+            connection
+                .execute(&format!(
                     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
                 ))
-                .await
-                .map_err(|e| pg_error(&query, &e))?;
-            read_stream(client, query).await
+                .await?;
+            read_stream(connection, query, columns).await
         }
     });
     let estimate = match &table.from {

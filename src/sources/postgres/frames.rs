@@ -1,124 +1,114 @@
-//! The frames of a binary COPY stream (header, rows, trailer), split out of the bytes PostgreSQL
+//! The frames of a binary COPY stream (header, rows, trailer), read out of the bytes PostgreSQL
 //! sends. Written here rather than using tokio-postgres's `BinaryCopyOutStream`: that one
 //! allocates each row's field ranges and goes through `FromSql` per value, which profiled at
 //! about a fifth of a snapshot's client time; the rows here go to the builders as they are.
-
-use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 
 /// The binary COPY signature, before the flags and the header extension.
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
-/// One frame of the stream.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Frame {
-    /// A row, already handed to the caller's function.
-    Row,
-    /// The trailer: no rows follow.
-    End,
-}
-
-/// Bytes received and not yet split into frames.
+/// Splits a binary COPY stream into rows, whatever pieces its bytes arrive in.
 ///
-/// PostgreSQL sends one CopyData message per row, so an arrival usually holds whole frames:
-/// those are read where they lie (`current`, no copy). Only a frame cut across arrivals
-/// is gathered in `pending`; while `pending` holds bytes, `current` is empty.
+/// PostgreSQL sends one CopyData message per row, so a piece usually holds whole frames: those
+/// are read where they lie. Only a frame cut across pieces is gathered in `pending`.
 #[derive(Default)]
 pub struct Frames {
-    current: Bytes,
-    pending: BytesMut,
+    /// The start of a frame cut at the end of a piece, kept until the rest arrives.
+    pending: Vec<u8>,
     header_read: bool,
+    ended: bool,
 }
 
 impl Frames {
-    /// Adds bytes as they arrived (frames may span arrivals).
-    pub fn push(&mut self, bytes: Bytes) {
-        if self.pending.is_empty() && self.current.is_empty() {
-            self.current = bytes;
-            return;
-        }
-        if !self.current.is_empty() {
-            self.pending.extend_from_slice(&self.current);
-            self.current = Bytes::new();
-        }
-        self.pending.extend_from_slice(&bytes);
-    }
-
-    /// The bytes not yet split (one of the two buffers is always empty).
-    fn buffered(&self) -> &[u8] {
-        if self.pending.is_empty() {
-            &self.current
-        } else {
-            &self.pending
-        }
-    }
-
-    /// Drops the first `n` buffered bytes.
-    fn advance(&mut self, n: usize) {
-        if self.pending.is_empty() {
-            self.current.advance(n);
-        } else {
-            self.pending.advance(n);
-        }
-    }
-
-    /// The next whole frame of rows of `columns` fields, `None` until more bytes arrive. A row
-    /// is lent to `row` (its field count, then each field as a length, -1 for NULL, and bytes;
-    /// read them with [`fields`]) where it lies, rather than split off as a `Bytes` of its own:
-    /// two reference-count updates per row were a tenth of a snapshot's client time.
-    pub fn next(
+    /// Reads the frames of `piece`, the stream's next bytes, lending each row of `columns`
+    /// fields to `row` where it lies (its field count, then each field as a length, -1 for
+    /// NULL, and bytes; read them with [`fields`]). Returns the number of rows.
+    pub fn feed(
         &mut self,
         columns: usize,
-        row: impl FnOnce(&[u8]) -> Result<()>,
-    ) -> Result<Option<Frame>> {
+        piece: &[u8],
+        mut row: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<usize> {
+        if self.pending.is_empty() {
+            let (used, rows) = self.split(columns, piece, &mut row)?;
+            self.pending.extend_from_slice(&piece[used..]);
+            return Ok(rows);
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(piece);
+        let (used, rows) = self.split(columns, &pending, &mut row)?;
+        pending.drain(..used);
+        self.pending = pending;
+        Ok(rows)
+    }
+
+    /// Whether the trailer was read: the stream is whole.
+    pub fn ended(&self) -> bool {
+        self.ended && self.pending.is_empty()
+    }
+
+    /// Reads the whole frames at the start of `bytes`: how many bytes they took, and the rows.
+    fn split(
+        &mut self,
+        columns: usize,
+        bytes: &[u8],
+        row: &mut impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<(usize, usize)> {
+        let (mut at, mut rows) = (0, 0);
         if !self.header_read {
-            let buffered = self.buffered();
             let fixed = SIGNATURE.len() + 8;
-            if buffered.len() < fixed {
-                return Ok(None);
+            if bytes.len() < fixed {
+                return Ok((0, 0));
             }
-            if &buffered[..SIGNATURE.len()] != SIGNATURE {
+            if &bytes[..SIGNATURE.len()] != SIGNATURE {
                 return Err(malformed(
                     "the stream does not start with the binary COPY signature",
                 ));
             }
-            let extension = read_i32(buffered, SIGNATURE.len() + 4).unwrap_or_default();
+            let extension = read_i32(bytes, SIGNATURE.len() + 4).unwrap_or_default();
             let extension = usize::try_from(extension)
                 .map_err(|_| malformed("negative header extension length"))?;
-            if buffered.len() < fixed + extension {
-                return Ok(None);
+            if bytes.len() < fixed + extension {
+                return Ok((0, 0));
             }
-            self.advance(fixed + extension);
+            at = fixed + extension;
             self.header_read = true;
         }
-        let buffered = self.buffered();
-        let Some(count) = buffered.get(0..2) else {
-            return Ok(None);
-        };
-        let count = i16::from_be_bytes([count[0], count[1]]);
-        if count == -1 {
-            self.advance(2);
-            return Ok(Some(Frame::End));
-        }
-        if usize::try_from(count).ok() != Some(columns) {
-            return Err(malformed(&format!(
-                "a row of {count} fields where {columns} were expected"
-            )));
-        }
-        let mut end = 2;
-        for _ in 0..columns {
-            let Some(len) = read_i32(buffered, end) else {
-                return Ok(None);
+        while at < bytes.len() {
+            if self.ended {
+                return Err(malformed("bytes after the trailer"));
+            }
+            let rest = &bytes[at..];
+            let Some(count) = rest.get(0..2) else {
+                break;
             };
-            end += 4 + usize::try_from(len).unwrap_or(0);
+            let count = i16::from_be_bytes([count[0], count[1]]);
+            if count == -1 {
+                self.ended = true;
+                at += 2;
+                continue;
+            }
+            if usize::try_from(count).ok() != Some(columns) {
+                return Err(malformed(&format!(
+                    "a row of {count} fields where {columns} were expected"
+                )));
+            }
+            let mut end = 2;
+            for _ in 0..columns {
+                let Some(len) = read_i32(rest, end) else {
+                    return Ok((at, rows));
+                };
+                end += 4 + usize::try_from(len).unwrap_or(0);
+            }
+            if end > rest.len() {
+                break;
+            }
+            row(&rest[..end])?;
+            rows += 1;
+            at += end;
         }
-        if end > buffered.len() {
-            return Ok(None);
-        }
-        row(&buffered[..end])?;
-        self.advance(end);
-        Ok(Some(Frame::Row))
+        Ok((at, rows))
     }
 }
 
@@ -178,7 +168,7 @@ mod tests {
     }
 
     /// Every frame and field, whatever the bytes' arrival is cut into (up to three pieces, so
-    /// a frame can span arrivals, end one, and be followed by whole ones).
+    /// a frame can span pieces, end one, and be followed by whole ones).
     #[test]
     fn frames_are_the_same_wherever_the_bytes_are_cut() {
         let bytes = stream();
@@ -186,19 +176,18 @@ mod tests {
             for second in first..=bytes.len() {
                 let mut frames = Frames::default();
                 let mut rows: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
-                let mut ended = false;
+                let mut counted = 0;
                 for piece in [&bytes[..first], &bytes[first..second], &bytes[second..]] {
-                    frames.push(Bytes::copy_from_slice(piece));
-                    let mut keep = |row: &[u8]| {
-                        rows.push(fields(row).map(|f| f.map(<[u8]>::to_vec)).collect());
-                        Ok(())
-                    };
-                    while let Some(frame) = frames.next(2, &mut keep).unwrap() {
-                        ended |= frame == Frame::End;
-                    }
+                    counted += frames
+                        .feed(2, piece, |row| {
+                            rows.push(fields(row).map(|f| f.map(<[u8]>::to_vec)).collect());
+                            Ok(())
+                        })
+                        .unwrap();
                 }
                 let cut = (first, second);
-                assert!(ended && frames.buffered().is_empty(), "cut at {cut:?}");
+                assert!(frames.ended(), "cut at {cut:?}");
+                assert_eq!(counted, 2, "cut at {cut:?}");
                 assert_eq!(
                     rows,
                     vec![
@@ -214,19 +203,17 @@ mod tests {
     #[test]
     fn a_row_of_the_wrong_width_or_a_foreign_stream_is_an_error() {
         let mut frames = Frames::default();
-        frames.push(Bytes::from(stream()));
         assert!(
             frames
-                .next(3, |_| Ok(()))
+                .feed(3, &stream(), |_| Ok(()))
                 .unwrap_err()
                 .to_string()
                 .contains("2 fields where 3")
         );
         let mut frames = Frames::default();
-        frames.push(Bytes::from_static(b"COPY 1\n not binary at all"));
         assert!(
             frames
-                .next(2, |_| Ok(()))
+                .feed(2, b"COPY 1\n not binary at all", |_| Ok(()))
                 .unwrap_err()
                 .to_string()
                 .contains("signature")

@@ -21,7 +21,9 @@ use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::PostgreSqlDialect;
 use futures::TryStreamExt;
 
-use super::{PgColumn, connect, describe, pg_error, read_stream};
+use tokio_postgres::types::Type;
+
+use super::{CopyConnection, PgColumn, connect, describe, pg_error, read_stream};
 use crate::error::{Error, Result};
 
 /// The `pg` catalog: PostgreSQL schemas and their tables, listed when the session starts.
@@ -103,6 +105,7 @@ impl SchemaProvider for PgSchema {
             schema: Arc::new(Schema::new(
                 columns.iter().map(PgColumn::field).collect::<Vec<_>>(),
             )),
+            columns,
         })))
     }
 
@@ -117,6 +120,8 @@ pub struct PgTable {
     url: String,
     relation: String,
     schema: SchemaRef,
+    /// The table's columns, as described when the query was planned.
+    columns: Vec<PgColumn>,
 }
 
 impl PgTable {
@@ -187,9 +192,16 @@ impl TableProvider for PgTable {
             None => self.schema.clone(),
         };
         let query = self.query(projection, filters, limit);
+        let columns = match projection {
+            Some(p) if !p.is_empty() => p.iter().map(|i| self.columns[*i].clone()).collect(),
+            // The constant the query reads when no column is needed.
+            Some(_) => vec![PgColumn::new("_", &Type::INT4, -1).map_err(Error::into_datafusion)?],
+            None => self.columns.clone(),
+        };
         let partition = LiveQuery {
             url: self.url.clone(),
             query,
+            columns,
             schema: schema.clone(),
         };
         let table = StreamingTable::try_new(schema, vec![Arc::new(partition)])?;
@@ -202,6 +214,8 @@ impl TableProvider for PgTable {
 struct LiveQuery {
     url: String,
     query: String,
+    /// The query's columns, for the decoders.
+    columns: Vec<PgColumn>,
     schema: SchemaRef,
 }
 
@@ -211,11 +225,13 @@ impl PartitionStream for LiveQuery {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (url, query) = (self.url.clone(), self.query.clone());
+        let (url, query, columns) = (self.url.clone(), self.query.clone(), self.columns.clone());
         let schema = self.schema.clone();
         let batches = futures::stream::once(async move {
-            let client = connect(&url).await.map_err(Error::into_datafusion)?;
-            read_stream(client, query)
+            let connection = CopyConnection::connect(&url)
+                .await
+                .map_err(Error::into_datafusion)?;
+            read_stream(connection, query, columns)
                 .await
                 .map_err(Error::into_datafusion)
         })

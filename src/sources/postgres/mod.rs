@@ -4,6 +4,7 @@ mod columns;
 mod decode;
 mod frames;
 mod live;
+mod wire;
 
 use std::sync::Arc;
 
@@ -18,8 +19,10 @@ use tokio_postgres::{Client, CopyOutStream, NoTls};
 
 pub use columns::{PgColumn, PgKind};
 use decode::ColumnBuilder;
-use frames::{Frame, Frames, fields};
+use frames::{Frames, fields};
 pub use live::{PgCatalog, PgTable};
+pub use wire::CopyConnection;
+use wire::Drained;
 
 use crate::error::{Error, Result};
 
@@ -53,29 +56,36 @@ pub async fn describe(client: &Client, query: &str) -> Result<Vec<PgColumn>> {
         .collect()
 }
 
-/// Runs a query through binary COPY and returns its rows as Arrow batches of up to
-/// [`BATCH_ROWS`] rows.
+/// Runs a query through binary COPY on `client` (inside the client's transaction, if any) and
+/// returns its rows as Arrow batches of about [`BATCH_ROWS`] rows.
 pub async fn read(client: &Client, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let mut reader = CopyReader::start(client, query).await?;
     let mut batches = Vec::new();
     while let Some(batch) = reader.next_batch().await? {
         batches.push(batch);
     }
+    let schema = reader.decoder.schema;
     if batches.is_empty() {
-        batches.push(RecordBatch::new_empty(reader.schema.clone()));
+        batches.push(RecordBatch::new_empty(schema.clone()));
     }
-    Ok((reader.schema, batches))
+    Ok((schema, batches))
 }
 
-/// Like [`read`], as a stream of batches that owns its connection: rows flow to the consumer
-/// (e.g. the lake writer) without the whole result in memory.
-pub async fn read_stream(client: Client, query: String) -> Result<SendableRecordBatchStream> {
-    let reader = CopyReader::start(&client, &query).await?;
-    let schema = reader.schema.clone();
-    let batches = futures::stream::unfold(Some((client, reader)), |state| async move {
-        let (client, mut reader) = state?;
+/// Reads a query's rows as a stream of batches on a connection of its own, which the stream
+/// owns: rows flow to the consumer (e.g. the lake writer) without the whole result in memory.
+/// `columns` are the query's, as [`describe`] gave them (a bulk read describes once, then
+/// reads its parts on several connections).
+pub async fn read_stream(
+    connection: CopyConnection,
+    query: String,
+    columns: Vec<PgColumn>,
+) -> Result<SendableRecordBatchStream> {
+    let reader = CopyReader::start_wire(connection, &query, columns).await?;
+    let schema = reader.decoder.schema.clone();
+    let batches = futures::stream::unfold(Some(reader), |state| async move {
+        let mut reader = state?;
         match reader.next_batch().await {
-            Ok(Some(batch)) => Some((Ok(batch), Some((client, reader)))),
+            Ok(Some(batch)) => Some((Ok(batch), Some(reader))),
             Ok(None) => None,
             Err(e) => Some((Err(e.into_datafusion()), None)),
         }
@@ -83,96 +93,149 @@ pub async fn read_stream(client: Client, query: String) -> Result<SendableRecord
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
 }
 
+/// Where a COPY's bytes come from.
+enum Source {
+    /// tokio-postgres's COPY stream, on a client that runs the caller's other statements too.
+    Client(Pin<Box<CopyOutStream>>),
+    /// A connection of its own, read below tokio-postgres's message layer (bulk reads).
+    Wire(CopyConnection),
+}
+
 /// A running binary COPY, decoded batch by batch.
 struct CopyReader {
-    query: String,
-    columns: Vec<PgColumn>,
-    schema: SchemaRef,
-    rows: Pin<Box<CopyOutStream>>,
-    frames: Frames,
-    builders: Vec<ColumnBuilder>,
-    count: usize,
+    source: Source,
+    decoder: Decoder,
     /// The COPY stream ended (it must not be polled again).
     done: bool,
 }
 
+/// The rows of a COPY, decoded into Arrow builders.
+struct Decoder {
+    query: String,
+    columns: Vec<PgColumn>,
+    schema: SchemaRef,
+    frames: Frames,
+    builders: Vec<ColumnBuilder>,
+    /// Rows decoded so far (to name a row in errors).
+    count: usize,
+}
+
 impl CopyReader {
+    /// Describes and starts a COPY on a client.
     async fn start(client: &Client, query: &str) -> Result<Self> {
         let columns = describe(client, query).await?;
+        let stream = client
+            .copy_out(copy_statement(query).as_str())
+            .await
+            .map_err(|e| pg_error(query, &e))?;
+        Ok(Self::new(Source::Client(Box::pin(stream)), query, columns))
+    }
+
+    /// Starts a COPY of a described query on a connection of its own.
+    async fn start_wire(
+        mut connection: CopyConnection,
+        query: &str,
+        columns: Vec<PgColumn>,
+    ) -> Result<Self> {
+        let width = connection.copy_out(query).await?;
+        if width != columns.len() {
+            return Err(Error::Unsupported(format!(
+                "PostgreSQL ({query}): the COPY returns {width} columns where {} were described; did the table change meanwhile? Run again",
+                columns.len()
+            )));
+        }
+        Ok(Self::new(Source::Wire(connection), query, columns))
+    }
+
+    fn new(source: Source, query: &str, columns: Vec<PgColumn>) -> Self {
         let schema: SchemaRef = Arc::new(Schema::new(
             columns.iter().map(PgColumn::field).collect::<Vec<_>>(),
         ));
-        let copy = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
-        let stream = client
-            .copy_out(copy.as_str())
-            .await
-            .map_err(|e| pg_error(query, &e))?;
         let builders = columns
             .iter()
             .map(|c| ColumnBuilder::new(&c.kind))
             .collect();
-        Ok(Self {
-            query: query.to_string(),
-            columns,
-            schema,
-            rows: Box::pin(stream),
-            frames: Frames::default(),
-            builders,
-            count: 0,
+        Self {
+            source,
+            decoder: Decoder {
+                query: query.to_string(),
+                columns,
+                schema,
+                frames: Frames::default(),
+                builders,
+                count: 0,
+            },
             done: false,
-        })
+        }
     }
 
-    /// The next batch of up to [`BATCH_ROWS`] rows, or `None` at the end.
+    /// The next batch of about [`BATCH_ROWS`] rows, or `None` at the end.
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let decoder = &mut self.decoder;
         let mut in_batch = 0;
         while in_batch < BATCH_ROWS && !self.done {
-            let (builders, columns, count) = (&mut self.builders, &self.columns, self.count);
-            let frame = self
-                .frames
-                .next(builders.len(), |row| {
-                    for (i, (builder, raw)) in builders.iter_mut().zip(fields(row)).enumerate() {
-                        builder.append(raw).map_err(|e| {
-                            Error::Unsupported(format!(
-                                "column \"{}\", row {}: {e}",
-                                columns[i].name,
-                                count + 1
-                            ))
-                        })?;
+            match &mut self.source {
+                Source::Client(stream) => match stream.next().await {
+                    Some(bytes) => {
+                        let bytes = bytes.map_err(|e| pg_error(&decoder.query, &e))?;
+                        in_batch += decoder.feed(&bytes)?;
                     }
-                    Ok(())
-                })
-                .map_err(|e| Error::Unsupported(format!("PostgreSQL ({}): {e}", self.query)))?;
-            match frame {
-                Some(Frame::Row) => {
-                    self.count += 1;
-                    in_batch += 1;
-                }
-                Some(Frame::End) => {
-                    // Let the COPY complete, so the connection can run its next statement.
-                    while let Some(rest) = self.rows.next().await {
-                        rest.map_err(|e| pg_error(&self.query, &e))?;
-                    }
-                    self.done = true;
-                }
-                None => match self.rows.next().await {
-                    Some(bytes) => self
-                        .frames
-                        .push(bytes.map_err(|e| pg_error(&self.query, &e))?),
-                    None => {
-                        return Err(Error::Unsupported(format!(
-                            "PostgreSQL ({}): the COPY ended before its trailer",
-                            self.query
-                        )));
-                    }
+                    None => self.done = true,
                 },
+                Source::Wire(connection) => {
+                    let drained = connection.drain(|piece| {
+                        in_batch += decoder.feed(piece)?;
+                        Ok(in_batch < BATCH_ROWS)
+                    })?;
+                    match drained {
+                        Drained::NeedMore => connection.fill().await?,
+                        Drained::Paused => {}
+                        Drained::Done => {
+                            connection.finish().await?;
+                            connection.terminate().await;
+                            self.done = true;
+                        }
+                    }
+                }
             }
+        }
+        if self.done && !decoder.frames.ended() {
+            return Err(Error::Unsupported(format!(
+                "PostgreSQL ({}): the COPY ended before its trailer",
+                decoder.query
+            )));
         }
         if in_batch == 0 {
             return Ok(None);
         }
-        finish(&self.schema, &self.columns, &mut self.builders).map(Some)
+        finish(&decoder.schema, &decoder.columns, &mut decoder.builders).map(Some)
     }
+}
+
+impl Decoder {
+    /// Decodes the rows of the stream's next bytes; returns how many.
+    fn feed(&mut self, piece: &[u8]) -> Result<usize> {
+        let (builders, columns, count) = (&mut self.builders, &self.columns, &mut self.count);
+        self.frames
+            .feed(builders.len(), piece, |row| {
+                *count += 1;
+                for (i, (builder, raw)) in builders.iter_mut().zip(fields(row)).enumerate() {
+                    builder.append(raw).map_err(|e| {
+                        Error::Unsupported(format!(
+                            "column \"{}\", row {count}: {e}",
+                            columns[i].name
+                        ))
+                    })?;
+                }
+                Ok(())
+            })
+            .map_err(|e| Error::Unsupported(format!("PostgreSQL ({}): {e}", self.query)))
+    }
+}
+
+/// The COPY statement that reads a query in binary.
+fn copy_statement(query: &str) -> String {
+    format!("COPY ({query}) TO STDOUT (FORMAT binary)")
 }
 
 fn finish(
