@@ -1,7 +1,8 @@
 //! The PostgreSQL reader against the real server on 127.0.0.1:5432: every supported type
 //! decoded from binary COPY. Each test works in its own database, dropped afterwards.
 
-use gamelake::sources::postgres::{connect, read};
+use futures::TryStreamExt;
+use gamelake::sources::postgres::{CopyConnection, connect, describe, read, read_stream};
 
 use crate::support::render;
 
@@ -51,6 +52,22 @@ impl Drop for TestDb {
     }
 }
 
+/// Reads a query through a connection of its own (the bulk path), described by `client`.
+async fn wire_read(
+    url: &str,
+    client: &tokio_postgres::Client,
+    query: &str,
+) -> Vec<datafusion::arrow::array::RecordBatch> {
+    let columns = describe(client, query).await.unwrap();
+    let connection = CopyConnection::connect(url).await.unwrap();
+    read_stream(connection, query.to_string(), columns)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_supported_type_round_trips() {
     let db = TestDb::new().await;
@@ -80,6 +97,9 @@ async fn every_supported_type_round_trips() {
         .await
         .unwrap();
     let (schema, batches) = read(&client, "SELECT * FROM t ORDER BY id").await.unwrap();
+    // Bulk reads (snapshots, live tables) read the same COPY on a connection of their own.
+    let wire = wire_read(&db.url(), &client, "SELECT * FROM t ORDER BY id").await;
+    assert_eq!(render(&wire), render(&batches));
     let types: Vec<String> = schema
         .fields()
         .iter()
@@ -189,6 +209,23 @@ async fn unsupported_types_and_bad_connections_say_what_to_do() {
         err.contains("missing_table") && err.contains("does not exist"),
         "{err}"
     );
+    // A query that fails half-way through its COPY, on the bulk connection: the server's error,
+    // not a truncated result.
+    let query = "SELECT g, 1 / (g - 70000) AS boom FROM generate_series(1, 100000) g";
+    let columns = describe(&client, query).await.unwrap();
+    let connection = CopyConnection::connect(&db.url()).await.unwrap();
+    let stream = read_stream(connection, query.to_string(), columns)
+        .await
+        .unwrap();
+    let err = stream
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("division by zero") && err.contains("generate_series"),
+        "{err}"
+    );
     let err = connect("postgres://nobody:secret@127.0.0.1:5432/nodb")
         .await
         .unwrap_err()
@@ -267,5 +304,191 @@ async fn live_tables_answer_sql_with_filters_pushed_down() {
     assert_eq!(
         query,
         "SELECT \"balance\" FROM \"public\".\"players\" WHERE (\"region\" = 'beijing') AND (\"player_id\" > 100)"
+    );
+}
+
+/// A PostgreSQL server of the test's own, started with the machine's `initdb` and `pg_ctl`
+/// as the `postgres` system user, on a free port, where every login needs a password:
+/// SCRAM-SHA-256 for `scram_user`, MD5 for `md5_user`, cleartext for `plain_user`. The shared
+/// server on 5432 trusts every local connection, so it cannot show that a password logs in.
+/// Stopped and removed on drop.
+struct PasswordServer {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Runs a PostgreSQL program as the `postgres` system user; panics with its output on failure.
+fn as_postgres(program: &str, args: &[&str]) {
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--", &format!("{PG_BIN}/{program}")])
+        .args(args)
+        .output()
+        .expect("runuser (util-linux) must exist to start a test PostgreSQL server");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PasswordServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().display().to_string();
+        std::fs::write(dir.path().join("pw"), "admin-pw\n").unwrap();
+        let owned = std::process::Command::new("chown")
+            .args(["-R", "postgres:", &path])
+            .status()
+            .unwrap();
+        assert!(owned.success(), "chown of {path} to postgres");
+        let data = format!("{path}/data");
+        as_postgres(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--pwfile",
+                &format!("{path}/pw"),
+                "--auth=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+        );
+        std::fs::write(
+            format!("{data}/pg_hba.conf"),
+            "host all md5_user 127.0.0.1/32 md5\n\
+             host all plain_user 127.0.0.1/32 password\n\
+             local all all scram-sha-256\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        let port = crate::support::free_port();
+        let options = format!("-p {port} -k {path} -c listen_addresses=127.0.0.1 -c fsync=off");
+        let log = format!("{path}/log");
+        as_postgres(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
+        );
+        Self { dir, port }
+    }
+
+    fn url(&self, user: &str, password: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+}
+
+impl Drop for PasswordServer {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data").display().to_string();
+        as_postgres("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
+    }
+}
+
+/// A snapshot pipeline reads with both kinds of connection gamelake opens (tokio-postgres for
+/// its statements, its own for the bulk COPY), so it logs in both ways; each way to send a
+/// password works, and a wrong one is refused without being shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_log_in_by_scram_md5_and_cleartext() {
+    let server = PasswordServer::start();
+    let admin = connect(&server.url("postgres", "admin-pw")).await.unwrap();
+    admin
+        .batch_execute(
+            "SET password_encryption = 'md5';
+             CREATE ROLE md5_user LOGIN PASSWORD 'md5-pw';
+             SET password_encryption = 'scram-sha-256';
+             CREATE ROLE scram_user LOGIN PASSWORD 'scram-pw';
+             CREATE ROLE plain_user LOGIN PASSWORD 'plain-pw';
+             CREATE TABLE scores AS SELECT g AS id, g * 2 AS score FROM generate_series(1, 5000) g;
+             GRANT SELECT ON scores TO md5_user, scram_user, plain_user;
+             ANALYZE scores;",
+        )
+        .await
+        .unwrap();
+    let lake = crate::support::TempLake::new();
+    let loc = lake.location();
+    let pipeline = lake.path().join("scores.toml");
+    for (user, password) in [
+        ("scram_user", "scram-pw"),
+        ("md5_user", "md5-pw"),
+        ("plain_user", "plain-pw"),
+    ] {
+        std::fs::write(
+            &pipeline,
+            format!(
+                "name = \"scores\"\n[source]\nkind = \"postgres\"\nurl = \"${{PG_URL}}\"\nparallelism = 2\n\
+                 [[table]]\nfrom = \"public.scores\"\nto = \"game.{user}\"\nmode = \"snapshot\"\n"
+            ),
+        )
+        .unwrap();
+        let file = pipeline.display().to_string();
+        let url = server.url(user, password);
+        crate::support::gamelake_ok(&["--lake", &loc, "ingest", &file], &[("PG_URL", &url)]);
+        let got = crate::support::sql_csv(
+            &loc,
+            &[
+                "-c",
+                &format!("SELECT count(*) AS n, sum(score) AS s FROM game.{user}"),
+            ],
+        );
+        assert_eq!(got, "n,s\n5000,25005000\n", "{user}");
+
+        // A live table's scan opens gamelake's own connection alone.
+        let live = crate::support::gamelake_ok(
+            &[
+                "--lake",
+                &loc,
+                "--pg-url",
+                &url,
+                "sql",
+                "--format",
+                "csv",
+                "-c",
+                "SELECT count(*) AS n FROM pg.public.scores WHERE score > 9000",
+            ],
+            &[],
+        );
+        assert_eq!(live, "n\n500\n", "{user}");
+
+        let wrong = server.url(user, "not-the-password");
+        let err =
+            crate::support::gamelake_err(&["--lake", &loc, "ingest", &file], &[("PG_URL", &wrong)]);
+        assert!(
+            err.contains("password authentication failed"),
+            "{user}: {err}"
+        );
+        assert!(
+            !err.contains("not-the-password"),
+            "{user}: password shown: {err}"
+        );
+    }
+    // The bulk connection alone: nobody listening, then a wrong password.
+    let port = crate::support::free_port();
+    let err = CopyConnection::connect(&format!("host=127.0.0.1 port={port} user=x"))
+        .await
+        .err()
+        .expect("nobody listens there")
+        .to_string();
+    assert!(
+        err.contains(&format!("cannot connect to 127.0.0.1 port {port}")),
+        "{err}"
+    );
+    let err = CopyConnection::connect(&server.url("scram_user", "wrong-pw"))
+        .await
+        .err()
+        .expect("a wrong password must be refused")
+        .to_string();
+    assert!(
+        err.contains("password authentication failed") && !err.contains("wrong-pw"),
+        "{err}"
     );
 }
