@@ -209,6 +209,19 @@ async fn unsupported_types_and_bad_connections_say_what_to_do() {
         err.contains("missing_table") && err.contains("does not exist"),
         "{err}"
     );
+    // On the bulk connection, a COPY the server refuses names the table, and the connection
+    // is ready for the next statement.
+    let mut connection = CopyConnection::connect(&db.url()).await.unwrap();
+    let err = connection
+        .copy_out("SELECT * FROM missing_table")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing_table") && err.contains("does not exist"),
+        "{err}"
+    );
+    connection.execute("SELECT 1").await.unwrap();
     // A query that fails half-way through its COPY, on the bulk connection: the server's error,
     // not a truncated result.
     let query = "SELECT g, 1 / (g - 70000) AS boom FROM generate_series(1, 100000) g";

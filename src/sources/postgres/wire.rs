@@ -189,17 +189,7 @@ impl CopyConnection {
     /// they are done; the first error is returned.
     pub async fn execute(&mut self, sql: &str) -> Result<()> {
         self.query(sql).await?;
-        let mut failed = None;
-        loop {
-            match self.message().await? {
-                Message::ReadyForQuery(_) => break,
-                Message::ErrorResponse(body) => {
-                    failed.get_or_insert_with(|| error_text(body.fields()));
-                }
-                _ => {}
-            }
-        }
-        failed.map_or(Ok(()), |detail| Err(self.error(&detail)))
+        self.until_ready().await
     }
 
     /// Starts `COPY (query) TO STDOUT (FORMAT binary)` and returns its column count. From
@@ -219,7 +209,7 @@ impl CopyConnection {
                 Message::ErrorResponse(body) => {
                     let detail = error_text(body.fields());
                     // The statement is over; let the server come back to ready.
-                    while !matches!(self.message().await?, Message::ReadyForQuery(_)) {}
+                    self.until_ready().await?;
                     return Err(self.error(&detail));
                 }
                 Message::NoticeResponse(_) | Message::ParameterStatus(_) => {}
@@ -287,6 +277,12 @@ impl CopyConnection {
 
     /// After [`Drained::Done`]: reads the COPY's completion, so the connection is ready again.
     pub async fn finish(&mut self) -> Result<()> {
+        self.until_ready().await
+    }
+
+    /// Reads messages until the server is ready for the next query; returns the first error
+    /// among them.
+    async fn until_ready(&mut self) -> Result<()> {
         let mut failed = None;
         loop {
             match self.message().await? {
