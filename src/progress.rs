@@ -1,7 +1,7 @@
 //! Progress bars on standard error (indicatif). They hide themselves when standard error is not
 //! a terminal; callers print a summary line after each step for logs and pipes.
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressState, ProgressStyle};
 
 /// A bar counting `unit`s towards `len`, or a spinner when `len` is 0 (size unknown).
 pub fn bar(len: u64, unit: &str, message: &str) -> ProgressBar {
@@ -15,10 +15,14 @@ pub fn bar(len: u64, unit: &str, message: &str) -> ProgressBar {
     } else if len == 0 {
         format!("{{spinner}} {{msg}} {{pos}} {unit} {{elapsed}}")
     } else {
-        format!("{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{per_sec}}, eta {{eta}}")
+        format!("{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{rate}}, eta {{eta}}")
     };
     if let Ok(style) = ProgressStyle::with_template(&template) {
-        bar.set_style(style.progress_chars("=> "));
+        // Whole units per second (indicatif's `per_sec` shows four decimals).
+        let rate = |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+            let _ = write!(out, "{}/s", HumanCount(state.per_sec() as u64));
+        };
+        bar.set_style(style.progress_chars("=> ").with_key("rate", rate));
     }
     bar.set_message(message.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(200));

@@ -1,6 +1,8 @@
 //! Snapshot mode: a consistent point-in-time copy of a PostgreSQL table, read by several
 //! connections that share one exported snapshot, committed to the lake in one Delta commit.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use datafusion::execution::SendableRecordBatchStream;
@@ -78,12 +80,24 @@ pub async fn snapshot_table(
         None => 0,
     };
     let bar = crate::progress::bar(estimate, "rows", &format!("snapshot {}", table.to));
+    // Megabytes decoded so far (Arrow), over all the parts.
+    let bytes = Arc::new(AtomicU64::new(0));
     let streams: Vec<SendableRecordBatchStream> = try_join_all(readers)
         .await?
         .into_iter()
         .map(|stream| {
             let (bar, schema) = (bar.clone(), stream.schema());
-            let counted = stream.inspect_ok(move |b| bar.inc(b.num_rows() as u64));
+            let (table, bytes) = (table.to.clone(), bytes.clone());
+            let counted = stream.inspect_ok(move |b| {
+                let size: usize = b
+                    .columns()
+                    .iter()
+                    .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+                    .sum();
+                let total = bytes.fetch_add(size as u64, Ordering::Relaxed) + size as u64;
+                bar.set_message(format!("snapshot {table}, {} MB", total / 1_000_000));
+                bar.inc(b.num_rows() as u64);
+            });
             Box::pin(RecordBatchStreamAdapter::new(schema, counted)) as SendableRecordBatchStream
         })
         .collect();
