@@ -233,6 +233,16 @@ async fn unsupported_types_and_bad_connections_say_what_to_do() {
         err.contains("division by zero") && err.contains("generate_series"),
         "{err}"
     );
+    // The bulk connection reads the connection string as tokio-postgres does: hostaddr, and
+    // the first host that answers.
+    let port = crate::support::free_port();
+    for url in [
+        "hostaddr=127.0.0.1 port=5432 user=postgres dbname=test".to_string(),
+        format!("host=127.0.0.1,127.0.0.1 port={port},5432 user=postgres dbname=test"),
+    ] {
+        let mut connection = CopyConnection::connect(&url).await.unwrap();
+        connection.execute("SELECT 1").await.unwrap();
+    }
     let err = connect("postgres://nobody:secret@127.0.0.1:5432/nodb")
         .await
         .unwrap_err()

@@ -68,7 +68,13 @@ impl CopyConnection {
             Some(user) => user.to_string(),
             None => whoami::username().map_err(|e| fail(format!("no user given: {e}")))?,
         };
-        let hosts = config.get_hosts();
+        // Where to connect, as tokio-postgres does: `hostaddr` (an IP address) before `host`.
+        let hosts: Vec<Host> = (0..config.get_hosts().len().max(config.get_hostaddrs().len()))
+            .filter_map(|i| match config.get_hostaddrs().get(i) {
+                Some(ip) => Some(Host::Tcp(ip.to_string())),
+                None => config.get_hosts().get(i).cloned(),
+            })
+            .collect();
         if hosts.is_empty() {
             return Err(fail(
                 "no host given (host=... or postgres://host/...)".into(),
