@@ -56,7 +56,7 @@ pub async fn ingest(context: &Context, args: IngestArgs) -> Result<()> {
     }
     for report in run_pipeline(&session, &pipeline, args.full_refresh).await? {
         eprintln!(
-            "{}: {} rows in {:.1}s ({:.0} rows/s), {:?}",
+            "{}: {} rows in {:.1}s ({:.0} rows/s), {}",
             report.table,
             report.rows,
             report.seconds,

@@ -255,6 +255,18 @@ pub enum WriteOutcome {
     },
 }
 
+impl std::fmt::Display for WriteOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Committed { version, .. } => write!(f, "committed as table version {version}"),
+            Self::AlreadyCommitted { recorded } => write!(
+                f,
+                "already committed (the table records position {recorded}); nothing written"
+            ),
+        }
+    }
+}
+
 /// The version a table records for a pipeline (`app_id`), if any; None too when there is no
 /// table yet. Only reads: a missing table's folder is not created.
 pub async fn transaction_version(

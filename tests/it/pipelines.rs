@@ -71,7 +71,16 @@ async fn parallel_snapshot_equals_the_source_and_records_its_position() {
     let (_lake, loc, file_s) = lake_with_pipeline("test.toml", PIPELINE);
     let url = db.url();
     let env = [("PG_URL", url.as_str())];
-    gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
+    let run = crate::support::gamelake(&["--lake", &loc, "ingest", &file_s], &env);
+    let summary = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{summary}");
+    // A summary line per table: its rows, and the table version they were committed as.
+    let count = expected.split('|').next().unwrap();
+    assert!(
+        summary.contains(&format!("game.players: {count} rows in "))
+            && summary.contains("committed as table version 1"),
+        "{summary}"
+    );
     let q =
         "SELECT count(*) || '|' || sum(player_id) || '|' || sum(balance) AS v FROM game.players";
     let got = gamelake_ok(&["--lake", &loc, "sql", "-c", q, "--format", "csv"], &[]);
