@@ -85,6 +85,7 @@ pub async fn incremental_table(
         "SELECT * FROM ({base}) AS src WHERE {lower}\"{cursor}\" < {}",
         bound(upper)
     );
+    tracing::info!(table = %table.to, watermark = ?watermark, upper, "incremental range (µs since the epoch)");
     let (schema, batches) = read(&client, &query).await?;
     let _ = client.batch_execute("COMMIT").await;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();

@@ -47,7 +47,7 @@ pub async fn run(
     };
     let mut reports = Vec::new();
     for table in &pipeline.tables {
-        reports.push(match table.mode {
+        let report = match table.mode {
             Mode::Incremental => {
                 incremental_table(session, url, &pipeline.name, table, full_refresh).await?
             }
@@ -67,7 +67,17 @@ pub async fn run(
                     table.to
                 )));
             }
-        });
+        };
+        tracing::info!(
+            pipeline = %pipeline.name,
+            table = %report.table,
+            mode = ?table.mode,
+            rows = report.rows,
+            seconds = report.seconds,
+            outcome = %report.outcome,
+            "table ingested"
+        );
+        reports.push(report);
     }
     Ok(reports)
 }

@@ -62,6 +62,7 @@ pub async fn snapshot_table(
         .first()
         .ok_or_else(|| Error::Unsupported(format!("{}: nothing to read", table.to)))?;
     let columns = describe(&coordinator, first).await?;
+    tracing::info!(table = %table.to, parts = queries.len(), snapshot = %snapshot, "snapshot started");
     // Every reader joins the exported snapshot before the coordinator lets it go.
     let readers = queries.into_iter().map(|query| {
         let (snapshot, columns) = (snapshot.clone(), columns.clone());

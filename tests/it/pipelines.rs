@@ -104,7 +104,28 @@ async fn parallel_snapshot_equals_the_source_and_records_its_position() {
         .batch_execute("INSERT INTO players VALUES (7, 'tokyo', 1, now())")
         .await
         .unwrap();
-    gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
+    // With RUST_LOG, the run also logs what it did, one plain-text line per event.
+    let logged = [("PG_URL", url.as_str()), ("RUST_LOG", "gamelake=info")];
+    let run = crate::support::gamelake(&["--lake", &loc, "ingest", &file_s], &logged);
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log sent to a pipe: {log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("snapshot started")
+            && l.contains("table=game.players")
+            && l.contains("parts=4")),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("table ingested")
+            && l.contains("table=game.players")
+            && l.contains("mode=Snapshot")
+            && l.contains("committed as table version 2")),
+        "{log}"
+    );
     let got = gamelake_ok(
         &[
             "--lake",

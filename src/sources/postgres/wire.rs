@@ -91,11 +91,7 @@ impl CopyConnection {
             let io = match open(host, port, config.get_connect_timeout()).await {
                 Ok(io) => io,
                 Err(e) => {
-                    let name = match host {
-                        Host::Tcp(name) => name.clone(),
-                        #[cfg(unix)]
-                        Host::Unix(dir) => dir.display().to_string(),
-                    };
+                    let name = host_name(host);
                     last = Some(fail(format!("cannot connect to {name} port {port}: {e}")));
                     continue;
                 }
@@ -106,6 +102,7 @@ impl CopyConnection {
                 context: context.clone(),
             };
             connection.log_in(&config, &user).await?;
+            tracing::debug!(host = %host_name(host), port, user = %user, "bulk connection ready");
             return Ok(connection);
         }
         Err(last.unwrap_or_else(|| fail("no host to connect to".into())))
@@ -210,6 +207,7 @@ impl CopyConnection {
                         .column_formats()
                         .count()
                         .map_err(|e| self.io_error(e))?;
+                    tracing::debug!(query, columns, "COPY started");
                     return Ok(columns);
                 }
                 Message::ErrorResponse(body) => {
@@ -345,6 +343,15 @@ impl CopyConnection {
 
     fn unexpected(&self) -> Error {
         self.error("the server sent a message out of protocol order")
+    }
+}
+
+/// A host as the user wrote it: a name or address, or a socket folder.
+fn host_name(host: &Host) -> String {
+    match host {
+        Host::Tcp(name) => name.clone(),
+        #[cfg(unix)]
+        Host::Unix(dir) => dir.display().to_string(),
     }
 }
 
