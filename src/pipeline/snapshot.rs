@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::lake::TableRef;
 use crate::lake::write::{WriteMode, WriteOutcome, transaction_version, write_streams};
 use crate::query::Session;
-use crate::sources::postgres::{CopyConnection, connect, describe, pg_error, read_stream};
+use crate::sources::postgres::{
+    CopyConnection, connect, describe, pg_error, read_stream, schema_of,
+};
 
 /// What a snapshot did.
 #[derive(Clone, Debug)]
@@ -103,10 +105,7 @@ pub async fn snapshot_table(
         })
         .collect();
     let _ = coordinator.batch_execute("COMMIT").await;
-    let schema = streams
-        .first()
-        .map(|s| s.schema())
-        .ok_or_else(|| Error::Unsupported(format!("{}: nothing to read", table.to)))?;
+    let schema = schema_of(&columns);
 
     let app_id = table.app_id(pipeline);
     let position = transaction_version(session.lake(), &target, &app_id)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
 use datafusion::datasource::TableType;
@@ -23,7 +23,7 @@ use futures::TryStreamExt;
 
 use tokio_postgres::types::Type;
 
-use super::{CopyConnection, PgColumn, connect, describe, pg_error, read_stream};
+use super::{CopyConnection, PgColumn, connect, describe, pg_error, read_stream, schema_of};
 use crate::error::{Error, Result};
 
 /// The `pg` catalog: PostgreSQL schemas and their tables, listed when the session starts.
@@ -102,9 +102,7 @@ impl SchemaProvider for PgSchema {
         Ok(Some(Arc::new(PgTable {
             url: self.url.clone(),
             relation,
-            schema: Arc::new(Schema::new(
-                columns.iter().map(PgColumn::field).collect::<Vec<_>>(),
-            )),
+            schema: schema_of(&columns),
             columns,
         })))
     }

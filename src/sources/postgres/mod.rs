@@ -139,18 +139,19 @@ impl CopyReader {
     ) -> Result<Self> {
         let width = connection.copy_out(query).await?;
         if width != columns.len() {
-            return Err(Error::Unsupported(format!(
-                "PostgreSQL ({query}): the COPY returns {width} columns where {} were described; did the table change meanwhile? Run again",
-                columns.len()
-            )));
+            return Err(failed(
+                query,
+                format!(
+                    "the COPY returns {width} columns where {} were described; did the table change meanwhile? Run again",
+                    columns.len()
+                ),
+            ));
         }
         Ok(Self::new(Source::Wire(connection), query, columns))
     }
 
     fn new(source: Source, query: &str, columns: Vec<PgColumn>) -> Self {
-        let schema: SchemaRef = Arc::new(Schema::new(
-            columns.iter().map(PgColumn::field).collect::<Vec<_>>(),
-        ));
+        let schema = schema_of(&columns);
         let builders = columns
             .iter()
             .map(|c| ColumnBuilder::new(&c.kind))
@@ -200,19 +201,31 @@ impl CopyReader {
             }
         }
         if self.done && !decoder.frames.ended() {
-            return Err(Error::Unsupported(format!(
-                "PostgreSQL ({}): the COPY ended before its trailer",
-                decoder.query
-            )));
+            return Err(failed(&decoder.query, "the COPY ended before its trailer"));
         }
         if in_batch == 0 {
             return Ok(None);
         }
-        finish(&decoder.schema, &decoder.columns, &mut decoder.builders).map(Some)
+        decoder.finish().map(Some)
     }
 }
 
 impl Decoder {
+    /// The rows decoded since the last batch, as a batch; the builders start over.
+    fn finish(&mut self) -> Result<RecordBatch> {
+        let arrays = self
+            .builders
+            .iter_mut()
+            .zip(&self.columns)
+            .map(|(builder, column)| {
+                builder
+                    .finish()
+                    .map_err(|e| Error::Unsupported(format!("column \"{}\": {e}", column.name)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
+
     /// Decodes the rows of the stream's next bytes; returns how many.
     fn feed(&mut self, piece: &[u8]) -> Result<usize> {
         let (builders, columns, count) = (&mut self.builders, &self.columns, &mut self.count);
@@ -229,30 +242,13 @@ impl Decoder {
                 }
                 Ok(())
             })
-            .map_err(|e| Error::Unsupported(format!("PostgreSQL ({}): {e}", self.query)))
+            .map_err(|e| failed(&self.query, e))
     }
 }
 
 /// The COPY statement that reads a query in binary.
 fn copy_statement(query: &str) -> String {
     format!("COPY ({query}) TO STDOUT (FORMAT binary)")
-}
-
-fn finish(
-    schema: &SchemaRef,
-    columns: &[PgColumn],
-    builders: &mut [ColumnBuilder],
-) -> Result<RecordBatch> {
-    let arrays = builders
-        .iter_mut()
-        .zip(columns)
-        .map(|(builder, column)| {
-            builder
-                .finish()
-                .map_err(|e| Error::Unsupported(format!("column \"{}\": {e}", column.name)))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
 }
 
 /// A PostgreSQL error with what it concerned, in one line.
@@ -269,7 +265,20 @@ pub fn pg_error(context: &str, err: &tokio_postgres::Error) -> Error {
             }
             text
         });
+    failed(context, detail)
+}
+
+/// An error from PostgreSQL or its COPY stream, with what it concerned (a query, or the
+/// connection string without its password), in one line.
+pub(crate) fn failed(context: &str, detail: impl std::fmt::Display) -> Error {
     Error::Unsupported(format!("PostgreSQL ({context}): {detail}"))
+}
+
+/// The Arrow schema of described columns.
+pub fn schema_of(columns: &[PgColumn]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns.iter().map(PgColumn::field).collect::<Vec<_>>(),
+    ))
 }
 
 /// A connection string without its password.

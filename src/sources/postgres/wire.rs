@@ -21,7 +21,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_postgres::config::{Config, Host, SslMode};
 
-use super::redact;
+use super::{failed, redact};
 use crate::error::{Error, Result};
 
 /// Bytes asked of the socket per read: many rows per system call.
@@ -56,7 +56,7 @@ impl CopyConnection {
     /// MD5 or SCRAM-SHA-256), trying its hosts in order.
     pub async fn connect(url: &str) -> Result<Self> {
         let context = redact(url);
-        let fail = |detail: String| Error::Unsupported(format!("PostgreSQL ({context}): {detail}"));
+        let fail = |detail: String| failed(&context, detail);
         let config = Config::from_str(url).map_err(|e| fail(e.to_string()))?;
         if config.get_ssl_mode() == SslMode::Require {
             return Err(fail(
@@ -123,25 +123,17 @@ impl CopyConnection {
         let mut out = BytesMut::new();
         frontend::startup_message(params, &mut out).map_err(|e| self.io_error(e))?;
         self.send(&out).await?;
-        let context = self.context.clone();
-        let password = || {
-            config.get_password().ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "PostgreSQL ({context}): the server asks for a password and the connection string has none"
-                ))
-            })
-        };
         let mut scram: Option<ScramSha256> = None;
         loop {
             let mut out = BytesMut::new();
             match self.message().await? {
                 Message::AuthenticationOk => {}
                 Message::AuthenticationCleartextPassword => {
-                    frontend::password_message(password()?, &mut out)
+                    frontend::password_message(self.password(config)?, &mut out)
                         .map_err(|e| self.io_error(e))?;
                 }
                 Message::AuthenticationMd5Password(body) => {
-                    let hash = md5_hash(user.as_bytes(), password()?, body.salt());
+                    let hash = md5_hash(user.as_bytes(), self.password(config)?, body.salt());
                     frontend::password_message(hash.as_bytes(), &mut out)
                         .map_err(|e| self.io_error(e))?;
                 }
@@ -156,7 +148,8 @@ impl CopyConnection {
                             "the server offers SASL {mechanisms:?}; gamelake speaks SCRAM-SHA-256"
                         )));
                     }
-                    let client = ScramSha256::new(password()?, ChannelBinding::unsupported());
+                    let client =
+                        ScramSha256::new(self.password(config)?, ChannelBinding::unsupported());
                     frontend::sasl_initial_response(
                         sasl::SCRAM_SHA_256,
                         client.message(),
@@ -186,6 +179,13 @@ impl CopyConnection {
                 self.send(&out).await?;
             }
         }
+    }
+
+    /// The connection string's password, for a server that asks for one.
+    fn password<'c>(&self, config: &'c Config) -> Result<&'c [u8]> {
+        config.get_password().ok_or_else(|| {
+            self.error("the server asks for a password and the connection string has none")
+        })
     }
 
     /// Runs statements (the simple query protocol, several separated by `;`) and waits until
@@ -334,7 +334,7 @@ impl CopyConnection {
     }
 
     fn error(&self, detail: &str) -> Error {
-        Error::Unsupported(format!("PostgreSQL ({}): {detail}", self.context))
+        failed(&self.context, detail)
     }
 
     fn io_error(&self, e: impl std::fmt::Display) -> Error {
