@@ -3,8 +3,11 @@
 //!
 //! Everything in gamelake that runs SQL gets its session here.
 
+mod join_filters;
 mod month_of_date;
+mod options;
 mod params;
+mod shared_subplans;
 mod statements;
 mod table_options;
 
@@ -14,6 +17,8 @@ use datafusion::dataframe::DataFrame;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -57,6 +62,24 @@ pub enum Output {
 }
 
 pub use params::{Params, parse_param};
+
+/// DataFusion's physical optimizer rules with gamelake's: subplans are shared before join
+/// filters are pushed down (a shared subplan lets none through), and scans filter rows by join
+/// filters once those have been pushed.
+fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    let mut rules = PhysicalOptimizer::new().rules;
+    let sanity_check = rules
+        .iter()
+        .position(|rule| rule.name() == "SanityCheckPlan")
+        .unwrap_or(rules.len());
+    // DataFusion's last rules: the second FilterPushdown (join filters), then SanityCheckPlan.
+    rules.insert(sanity_check, Arc::new(join_filters::AdaptiveJoinFilters));
+    rules.insert(
+        sanity_check.saturating_sub(1),
+        Arc::new(shared_subplans::SharedSubplans),
+    );
+    rules
+}
 
 /// A SQL session over a lake.
 #[derive(Clone)]
@@ -105,11 +128,16 @@ impl Session {
         }
         let mut state = SessionStateBuilder::new()
             .with_default_features()
-            .with_config(config)
             .with_runtime_env(runtime.build_arc()?)
             .with_query_planner(DeltaPlanner::new())
-            .with_analyzer_rule(Arc::new(month_of_date::MonthOfDate))
-            .build();
+            .with_analyzer_rule(Arc::new(month_of_date::MonthOfDate));
+        if settings.cluster.is_none() {
+            // A cluster's scheduler plans with its own rules and knows neither these nodes nor
+            // the `gamelake.*` settings.
+            config = config.with_option_extension(options::GamelakeOptions::default());
+            state = state.with_physical_optimizer_rules(physical_rules());
+        }
+        let mut state = state.with_config(config).build();
         let scan = TableScan {
             cluster: settings.cluster.is_some(),
             plain_strings: settings.plain_strings,

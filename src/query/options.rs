@@ -1,0 +1,35 @@
+//! gamelake's own session settings, beside DataFusion's: `SET gamelake.<name> = <value>`,
+//! listed by `SHOW ALL`. They switch gamelake's plan rules, e.g. to compare a query with and
+//! without one.
+
+use datafusion::common::config::ConfigExtension;
+use datafusion::common::extensions_options;
+
+extensions_options! {
+    /// Settings of gamelake's plan rules (`SET gamelake.<name> = ...`).
+    pub struct GamelakeOptions {
+        /// Skip rows in Parquet scans by the filters hash joins publish, while a filter keeps
+        /// few of the rows it sees (`query::join_filters`).
+        pub adaptive_join_filters: bool, default = true
+
+        /// Compute a subquery that appears twice in a plan (a CTE named twice) once
+        /// (`query::shared_subplans`).
+        pub shared_subplans: bool, default = true
+    }
+}
+
+impl ConfigExtension for GamelakeOptions {
+    const PREFIX: &'static str = "gamelake";
+}
+
+impl GamelakeOptions {
+    /// The session's settings, or the defaults when the session has none registered (a plan
+    /// made by a session gamelake did not build).
+    pub fn of(config: &datafusion::common::config::ConfigOptions) -> Self {
+        config
+            .extensions
+            .get::<GamelakeOptions>()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
