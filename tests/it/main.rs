@@ -9,6 +9,7 @@ mod flight;
 mod intake;
 mod interop;
 mod pipelines;
+mod plans;
 mod postgres;
 mod reports;
 mod s3;

@@ -1,0 +1,206 @@
+//! gamelake's own plan rules: a subquery named twice is computed once, and a hash join's
+//! filter skips rows in the scan it reaches while it keeps few of them. Each is checked for
+//! its answer (the same as without the rule) and for doing what it claims, from the plan and
+//! from `EXPLAIN ANALYZE`'s counts.
+
+use std::sync::Arc;
+
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use gamelake::query::Session;
+
+use crate::support::{TempLake, rows};
+
+/// `shop.sales`: 100 suppliers, supplier `n` selling `n` items of price `n` on each of 30 days
+/// (so supplier 100 has the largest revenue), and `shop.suppliers` holding suppliers 1-10 only.
+async fn sales(session: &Session) {
+    for sql in [
+        "CREATE TABLE shop.sales AS SELECT s.value AS supplier, d.value AS day, \
+         s.value * s.value AS amount \
+         FROM generate_series(1, 100) s CROSS JOIN generate_series(1, 30) d",
+        "CREATE TABLE shop.suppliers AS SELECT value AS id, 'supplier ' || value AS name \
+         FROM generate_series(1, 10)",
+    ] {
+        session
+            .sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// TPC-H Q15's shape: the suppliers whose revenue is the largest of all suppliers'.
+const TOP_SUPPLIER: &str = "WITH revenue AS (\
+        SELECT supplier, sum(amount) AS total FROM shop.sales WHERE day <= 20 GROUP BY supplier) \
+    SELECT s.id, s.name, r.total FROM shop.suppliers s JOIN revenue r ON s.id = r.supplier \
+    WHERE r.total = (SELECT max(total) FROM revenue) ORDER BY s.id";
+
+async fn explain(session: &Session, sql: &str) -> String {
+    rows(session, &format!("EXPLAIN {sql}")).await.join("\n")
+}
+
+/// Runs a query and answers its executed plan, whose nodes hold their counts.
+async fn analyze(session: &Session, sql: &str) -> Arc<dyn ExecutionPlan> {
+    let ctx = session.context();
+    let plan = ctx
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .create_physical_plan()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    collect(Arc::clone(&plan), ctx.task_ctx())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    plan
+}
+
+/// A count summed over every node of an executed plan that reports it (a node that appears
+/// twice counts twice).
+fn metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.sum_by_name(name))
+        .map_or(0, |v| v.as_usize());
+    own + plan
+        .children()
+        .into_iter()
+        .map(|child| metric(child, name))
+        .sum::<usize>()
+}
+
+#[tokio::test]
+async fn a_subquery_named_twice_is_computed_once_and_answers_the_same() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    sales(&session).await;
+
+    let plan = explain(&session, TOP_SUPPLIER).await;
+    assert_eq!(plan.matches("SharedExec").count(), 2, "{plan}");
+    // The largest revenue is supplier 100's, who is not among `shop.suppliers`: no row. Had
+    // the join's filter (suppliers 1-10) reached the shared aggregation, the maximum would
+    // have been taken over suppliers 1-10 only and supplier 10 would be the answer.
+    assert!(rows(&session, TOP_SUPPLIER).await.is_empty());
+    let analyzed = analyze(&session, TOP_SUPPLIER).await;
+    // Both consumers read the one computation: each of its partitions ran once and was handed
+    // out twice (the count shows at both places the node appears in the plan).
+    let computed = metric(&analyzed, "partitions_computed");
+    let served = metric(&analyzed, "partitions_served");
+    assert!(
+        computed > 0 && served == 2 * computed,
+        "{computed} computed, {served} served"
+    );
+
+    let top_of_all = TOP_SUPPLIER.replace(
+        "shop.suppliers s",
+        "(SELECT value AS id, 'supplier ' || value AS name FROM generate_series(1, 100)) s",
+    );
+    let shared = rows(&session, &top_of_all).await;
+    assert_eq!(shared, ["100|supplier 100|200000"]);
+
+    session
+        .sql("SET gamelake.shared_subplans = false")
+        .await
+        .unwrap();
+    assert!(!explain(&session, TOP_SUPPLIER).await.contains("SharedExec"));
+    assert_eq!(rows(&session, &top_of_all).await, shared);
+    assert!(rows(&session, TOP_SUPPLIER).await.is_empty());
+}
+
+#[tokio::test]
+async fn subqueries_with_volatile_functions_are_not_shared() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    sales(&session).await;
+    let sql = "WITH noisy AS (\
+            SELECT supplier, sum(amount * random()) AS total FROM shop.sales GROUP BY supplier) \
+        SELECT count(*) FROM noisy a JOIN noisy b ON a.supplier = b.supplier \
+        WHERE a.total <> b.total";
+    let plan = explain(&session, sql).await;
+    assert!(!plan.contains("SharedExec"), "{plan}");
+    // Each side draws its own random numbers, so every supplier's two totals differ (shared,
+    // they would be equal and the count 0).
+    assert_eq!(rows(&session, sql).await, ["100"]);
+}
+
+/// `logs.events`: 200,000 events of players 1-200,000 in two files, and `logs.watched` with the
+/// players of interest.
+async fn events(session: &Session, watched: &str) {
+    for sql in [
+        "CREATE TABLE logs.events AS SELECT value AS player_id, value % 7 AS kind \
+         FROM generate_series(1, 200000)"
+            .to_string(),
+        format!("CREATE TABLE logs.watched AS SELECT value AS player_id FROM {watched}"),
+    ] {
+        session
+            .sql(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+const WATCHED_EVENTS: &str = "SELECT count(*), sum(e.kind) FROM logs.events e \
+    JOIN logs.watched w ON e.player_id = w.player_id";
+
+#[tokio::test]
+async fn a_selective_join_filter_skips_rows_while_decoding() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    // 20 players spread over the whole range: the join keeps 0.01% of the events, and no row
+    // group or page can be skipped by the filter's bounds (10,000 to 200,000).
+    events(&session, "generate_series(10000, 200000, 10000)").await;
+
+    let plan = explain(&session, WATCHED_EVENTS).await;
+    assert!(plan.contains("adaptive(DynamicFilter"), "{plan}");
+    let expected: i64 = (1..=20).map(|i| i * 10000 % 7).sum();
+    assert_eq!(
+        rows(&session, WATCHED_EVENTS).await,
+        [format!("20|{expected}")]
+    );
+    let analyzed = analyze(&session, WATCHED_EVENTS).await;
+    // Every row the scan decoded was judged; all but the 20 dropped (the page index had
+    // already skipped the first page, below the filter's lower bound).
+    assert_eq!(metric(&analyzed, "pushdown_rows_matched"), 20);
+    let pruned = metric(&analyzed, "pushdown_rows_pruned");
+    assert!(
+        (190_000..=199_980).contains(&pruned),
+        "{pruned} rows dropped"
+    );
+
+    // Switched off, the scan decodes every row and the join drops them.
+    session
+        .sql("SET gamelake.adaptive_join_filters = false")
+        .await
+        .unwrap();
+    assert!(
+        !explain(&session, WATCHED_EVENTS)
+            .await
+            .contains("adaptive(")
+    );
+    let analyzed = analyze(&session, WATCHED_EVENTS).await;
+    assert_eq!(metric(&analyzed, "pushdown_rows_pruned"), 0);
+    assert_eq!(
+        rows(&session, WATCHED_EVENTS).await,
+        [format!("20|{expected}")]
+    );
+}
+
+#[tokio::test]
+async fn a_join_filter_that_keeps_most_rows_stops_filtering() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    // Nine players in ten: filtering rows would drop 20,000 of the 200,000 events, at the cost
+    // of looking each of them up twice.
+    events(&session, "generate_series(1, 200000) WHERE value % 10 <> 0").await;
+    let expected: i64 = (1..=200_000i64)
+        .filter(|v| v % 10 != 0)
+        .map(|v| v % 7)
+        .sum();
+    assert_eq!(
+        rows(&session, WATCHED_EVENTS).await,
+        [format!("180000|{expected}")]
+    );
+    // The filter judged its first batches (a tenth of their rows dropped), then stood aside.
+    let analyzed = analyze(&session, WATCHED_EVENTS).await;
+    let pruned = metric(&analyzed, "pushdown_rows_pruned");
+    assert!(pruned > 0 && pruned < 10_000, "{pruned} rows dropped");
+    assert_eq!(metric(&analyzed, "pushdown_rows_matched") + pruned, 200_000);
+}
