@@ -12,8 +12,9 @@
 //!
 //! So this rule turns row filtering on in the scans whose whole predicate is such filters, and
 //! wraps each filter in an [`AdaptiveFilter`] that counts what the filter keeps. When, after
-//! [`MIN_ROWS`] rows, it keeps more than [`MAX_KEPT`] of them, the wrapper stops filtering for
-//! the rest of the query and answers "keep". Dropping such a filter never changes an answer:
+//! [`MIN_ROWS`] rows, it keeps more than [`MAX_KEPT`] of them, or the kept rows lie in more
+//! than [`MAX_RUNS`] separate runs per row, the wrapper stops filtering for the rest of the
+//! query and answers "keep". Dropping such a filter never changes an answer:
 //! the join still matches every row it is given. Scans with predicates of their own are left
 //! as DataFusion plans them (filtering those rows while decoding was measured slower).
 //!
