@@ -118,7 +118,8 @@ fn filtering_scan(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan
     Some(Arc::new(exec.clone().with_data_source(Arc::new(config))))
 }
 
-/// A join filter that switches itself off once it has kept too many of the rows it judged.
+/// A join filter that switches itself off once it has kept too many of the rows it judged, or
+/// kept them in too many separate runs.
 #[derive(Debug)]
 pub struct AdaptiveFilter {
     filter: Arc<dyn PhysicalExpr>,

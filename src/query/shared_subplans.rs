@@ -58,20 +58,27 @@ impl PhysicalOptimizerRule for SharedSubplans {
         if !GamelakeOptions::of(config).shared_subplans {
             return Ok(plan);
         }
+        // Each shareable subtree's text, computed once, by the address of its root (the plan
+        // is not changed until the last pass, which visits each root before its children).
+        let mut keys = HashMap::new();
         let mut repeated = HashMap::new();
-        count_keys(&plan, &mut repeated);
+        collect_keys(&plan, &mut keys, &mut repeated);
         repeated.retain(|_, count| *count > 1);
         // Shared are the outermost repeated subtrees that still appear twice once those
         // around them are shared.
-        let mut keys = HashMap::new();
-        count_outermost(&plan, &repeated, &mut keys);
-        keys.retain(|_, count| *count > 1);
-        if keys.is_empty() {
+        let mut outermost = HashMap::new();
+        count_outermost(&plan, &keys, &repeated, &mut outermost);
+        outermost.retain(|_, count| *count > 1);
+        if outermost.is_empty() {
             return Ok(plan);
         }
-        let mut shared: HashMap<String, Arc<dyn ExecutionPlan>> = HashMap::new();
+        let mut shared: HashMap<&str, Arc<dyn ExecutionPlan>> = HashMap::new();
         plan.transform_down(|node| {
-            let Some(key) = key_of(&node).filter(|key| keys.contains_key(key)) else {
+            let Some(key) = keys
+                .get(&address(&node))
+                .map(String::as_str)
+                .filter(|key| outermost.contains_key(key))
+            else {
                 return Ok(Transformed::no(node));
             };
             let exec = shared
@@ -95,28 +102,49 @@ impl PhysicalOptimizerRule for SharedSubplans {
     }
 }
 
-/// Counts every shareable subtree by its text, nested ones too.
-fn count_keys(node: &Arc<dyn ExecutionPlan>, keys: &mut HashMap<String, usize>) {
-    if let Some(key) = key_of(node) {
-        *keys.entry(key).or_default() += 1;
+/// Where a node lies in memory: the same node met again has the same address.
+fn address(node: &Arc<dyn ExecutionPlan>) -> usize {
+    Arc::as_ptr(node).cast::<()>() as usize
+}
+
+/// The text of every shareable subtree, nested ones too, by the address of its root, and how
+/// often each text occurs.
+fn collect_keys(
+    node: &Arc<dyn ExecutionPlan>,
+    keys: &mut HashMap<usize, String>,
+    counts: &mut HashMap<String, usize>,
+) {
+    let address = address(node);
+    let key = match keys.get(&address) {
+        Some(key) => Some(key.clone()),
+        None => key_of(node),
+    };
+    if let Some(key) = key {
+        keys.insert(address, key.clone());
+        *counts.entry(key).or_default() += 1;
     }
     for child in node.children() {
-        count_keys(child, keys);
+        collect_keys(child, keys, counts);
     }
 }
 
 /// Counts the subtrees of `repeated` that no other subtree of `repeated` contains.
-fn count_outermost(
+fn count_outermost<'a>(
     node: &Arc<dyn ExecutionPlan>,
+    keys: &'a HashMap<usize, String>,
     repeated: &HashMap<String, usize>,
-    keys: &mut HashMap<String, usize>,
+    outermost: &mut HashMap<&'a str, usize>,
 ) {
-    if let Some(key) = key_of(node).filter(|key| repeated.contains_key(key)) {
-        *keys.entry(key).or_default() += 1;
+    if let Some(key) = keys
+        .get(&address(node))
+        .map(String::as_str)
+        .filter(|key| repeated.contains_key(*key))
+    {
+        *outermost.entry(key).or_default() += 1;
         return;
     }
     for child in node.children() {
-        count_outermost(child, repeated, keys);
+        count_outermost(child, keys, repeated, outermost);
     }
 }
 
