@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use gamelake::query::Session;
 
-use crate::support::{TempLake, rows};
+use crate::support::{TempLake, execute, rows};
 
 /// `shop.sales`: 100 suppliers, supplier `n` selling `n` items of price `n` on each of 30 days
 /// (so supplier 100 has the largest revenue), and `shop.suppliers` holding suppliers 1-10 only.
@@ -20,10 +20,7 @@ async fn sales(session: &Session) {
         "CREATE TABLE shop.suppliers AS SELECT value AS id, 'supplier ' || value AS name \
          FROM generate_series(1, 10)",
     ] {
-        session
-            .sql(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        execute(session, sql).await;
     }
 }
 
@@ -96,10 +93,7 @@ async fn a_subquery_named_twice_is_computed_once_and_answers_the_same() {
     let shared = rows(&session, &top_of_all).await;
     assert_eq!(shared, ["100|supplier 100|200000"]);
 
-    session
-        .sql("SET gamelake.shared_subplans = false")
-        .await
-        .unwrap();
+    execute(&session, "SET gamelake.shared_subplans = false").await;
     assert!(!explain(&session, TOP_SUPPLIER).await.contains("SharedExec"));
     assert_eq!(rows(&session, &top_of_all).await, shared);
     assert!(rows(&session, TOP_SUPPLIER).await.is_empty());
@@ -121,7 +115,7 @@ async fn subqueries_with_volatile_functions_are_not_shared() {
     assert_eq!(rows(&session, sql).await, ["100"]);
 }
 
-/// `logs.events`: 200,000 events of players 1-200,000 in two files, and `logs.watched` with the
+/// `logs.events`: 200,000 events of players 1-200,000, and `logs.watched` with the
 /// players of interest.
 async fn events(session: &Session, watched: &str) {
     for sql in [
@@ -130,10 +124,7 @@ async fn events(session: &Session, watched: &str) {
             .to_string(),
         format!("CREATE TABLE logs.watched AS SELECT value AS player_id FROM {watched}"),
     ] {
-        session
-            .sql(&sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        execute(session, &sql).await;
     }
 }
 
@@ -166,10 +157,7 @@ async fn a_selective_join_filter_skips_rows_while_decoding() {
     );
 
     // Switched off, the scan decodes every row and the join drops them.
-    session
-        .sql("SET gamelake.adaptive_join_filters = false")
-        .await
-        .unwrap();
+    execute(&session, "SET gamelake.adaptive_join_filters = false").await;
     assert!(
         !explain(&session, WATCHED_EVENTS)
             .await

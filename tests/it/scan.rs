@@ -10,7 +10,7 @@ use gamelake::lake::TableRef;
 use gamelake::lake::write::{TableLayout, WriteMode, WriteOptions, write_batches};
 use gamelake::query::Session;
 
-use crate::support::{TempLake, rows};
+use crate::support::{TempLake, execute, rows};
 
 /// `logs.events`: two days, and three writes of 100 players each (1–100, 101–200, 201–300), so
 /// six files whose player ranges do not overlap.
@@ -25,10 +25,7 @@ async fn events(session: &Session) {
         } else {
             format!("INSERT INTO logs.events {select}")
         };
-        session
-            .sql(&sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        execute(session, &sql).await;
     }
 }
 

@@ -247,6 +247,15 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs a statement that returns no rows to look at (a write, a `SET`), failing the test with
+/// the statement and the error.
+pub async fn execute(session: &Session, sql: &str) {
+    session
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 /// Collects a query's rows as lines of `|`-separated values (NULL for nulls), in result order.
 pub async fn rows(session: &Session, sql: &str) -> Vec<String> {
     let batches = session
