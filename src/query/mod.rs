@@ -3,6 +3,7 @@
 //!
 //! Everything in gamelake that runs SQL gets its session here.
 
+mod filter_order;
 mod join_filters;
 mod month_of_date;
 mod options;
@@ -64,8 +65,8 @@ pub enum Output {
 pub use params::{Params, parse_param};
 
 /// DataFusion's physical optimizer rules with gamelake's: subplans are shared before join
-/// filters are pushed down (a shared subplan lets none through), and scans filter rows by join
-/// filters once those have been pushed.
+/// filters are pushed down (a shared subplan lets none through), and, once those have been
+/// pushed, scans filter rows by join filters and filters evaluate their cheap conjuncts first.
 fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = PhysicalOptimizer::new().rules;
     let sanity_check = rules
@@ -73,6 +74,7 @@ fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
         .position(|rule| rule.name() == "SanityCheckPlan")
         .unwrap_or(rules.len());
     // DataFusion's last rules: the second FilterPushdown (join filters), then SanityCheckPlan.
+    rules.insert(sanity_check, Arc::new(filter_order::CheapFiltersFirst));
     rules.insert(sanity_check, Arc::new(join_filters::AdaptiveJoinFilters));
     rules.insert(
         sanity_check.saturating_sub(1),

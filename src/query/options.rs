@@ -15,6 +15,10 @@ extensions_options! {
         /// Compute a subquery that appears twice in a plan (a CTE named twice) once
         /// (`query::shared_subplans`).
         pub shared_subplans: bool, default = true
+
+        /// Evaluate a filter's comparisons of fixed-width columns and literals before its
+        /// string comparisons, `IN` lists, `LIKE` and functions (`query::filter_order`).
+        pub cheap_filters_first: bool, default = true
     }
 }
 
