@@ -145,3 +145,35 @@ fn fixed_width(operand: &Arc<dyn PhysicalExpr>, schema: &Schema) -> bool {
         .data_type(schema)
         .is_ok_and(|t| t.is_primitive() || t == DataType::Boolean)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::Field;
+    use datafusion::physical_expr::expressions::{binary, col, is_not_null, lit};
+
+    #[test]
+    fn literal_comparisons_then_column_comparisons_then_the_rest_each_as_written() {
+        let schema = Schema::new(vec![
+            Field::new("a", DataType::Int32, true),
+            Field::new("b", DataType::Int32, true),
+            Field::new("s", DataType::Utf8, true),
+        ]);
+        let c = |name: &str| col(name, &schema).expect("column");
+        let cmp = |l, op, r| binary(l, op, r, &schema).expect("comparison");
+        let predicate = conjunction([
+            cmp(c("s"), Operator::Eq, lit("x")),
+            cmp(c("a"), Operator::Lt, c("b")),
+            cmp(c("a"), Operator::Gt, lit(5)),
+            cmp(c("s"), Operator::NotEq, lit("y")),
+            is_not_null(c("b")).expect("is not null"),
+        ]);
+        let ordered = cheap_first(&predicate, &schema).expect("reordered");
+        assert_eq!(
+            ordered.to_string(),
+            "a@0 > 5 AND b@1 IS NOT NULL AND a@0 < b@1 AND s@2 = x AND s@2 != y"
+        );
+        // Already in order: left as it is.
+        assert!(cheap_first(&ordered, &schema).is_none());
+    }
+}
