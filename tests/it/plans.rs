@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use gamelake::query::Session;
 
-use crate::support::{TempLake, execute, rows};
+use crate::support::{TempLake, execute, explain, rows};
 
 /// `shop.sales`: 100 suppliers, supplier `n` selling `n` items of price `n` on each of 30 days
 /// (so supplier 100 has the largest revenue), and `shop.suppliers` holding suppliers 1-10 only.
@@ -29,10 +29,6 @@ const TOP_SUPPLIER: &str = "WITH revenue AS (\
         SELECT supplier, sum(amount) AS total FROM shop.sales WHERE day <= 20 GROUP BY supplier) \
     SELECT s.id, s.name, r.total FROM shop.suppliers s JOIN revenue r ON s.id = r.supplier \
     WHERE r.total = (SELECT max(total) FROM revenue) ORDER BY s.id";
-
-async fn explain(session: &Session, sql: &str) -> String {
-    rows(session, &format!("EXPLAIN {sql}")).await.join("\n")
-}
 
 /// Runs a query and answers its executed plan, whose nodes hold their counts.
 async fn analyze(session: &Session, sql: &str) -> Arc<dyn ExecutionPlan> {

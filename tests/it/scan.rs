@@ -10,7 +10,7 @@ use gamelake::lake::TableRef;
 use gamelake::lake::write::{TableLayout, WriteMode, WriteOptions, write_batches};
 use gamelake::query::Session;
 
-use crate::support::{TempLake, execute, rows};
+use crate::support::{TempLake, execute, explain, rows};
 
 /// `logs.events`: two days, and three writes of 100 players each (1–100, 101–200, 201–300), so
 /// six files whose player ranges do not overlap.
@@ -29,11 +29,6 @@ async fn events(session: &Session) {
     }
 }
 
-/// The physical plan's text.
-async fn plan(session: &Session, sql: &str) -> String {
-    rows(session, &format!("EXPLAIN {sql}")).await.join("\n")
-}
-
 /// How many data files the plan's scan reads.
 fn files_in(plan: &str) -> usize {
     plan.matches(".parquet").count()
@@ -45,22 +40,22 @@ async fn partition_values_and_logged_bounds_skip_files_when_planning() {
     let session = lake.session().await;
     events(&session).await;
     let all = "SELECT count(*) FROM logs.events WHERE player_id > 0";
-    assert_eq!(files_in(&plan(&session, all).await), 6);
+    assert_eq!(files_in(&explain(&session, all).await), 6);
     assert_eq!(rows(&session, all).await, ["300"]);
 
     let one_day = "SELECT count(*) FROM logs.events WHERE day = DATE '2026-11-02'";
-    assert_eq!(files_in(&plan(&session, one_day).await), 3);
+    assert_eq!(files_in(&explain(&session, one_day).await), 3);
     assert_eq!(rows(&session, one_day).await, ["150"]);
 
     // One day and one player range: the log's bounds leave one file.
     let lookup = "SELECT count(*) FROM logs.events \
                   WHERE day = DATE '2026-11-02' AND player_id BETWEEN 120 AND 130";
-    assert_eq!(files_in(&plan(&session, lookup).await), 1);
+    assert_eq!(files_in(&explain(&session, lookup).await), 1);
     assert_eq!(rows(&session, lookup).await, ["5"]);
 
     // Nothing can match: no file is read and the answer is still right.
     let none = "SELECT count(*) FROM logs.events WHERE player_id > 1000";
-    assert_eq!(files_in(&plan(&session, none).await), 0);
+    assert_eq!(files_in(&explain(&session, none).await), 0);
     assert_eq!(rows(&session, none).await, ["0"]);
 
     // The session keeps each table's scan between queries; a new version replaces it.
@@ -132,24 +127,24 @@ async fn bloom_filters_skip_files_when_planning() {
         ("player_id > 150", 3, "149"),
     ] {
         let sql = count(filter);
-        assert_eq!(files_in(&plan(&session, &sql).await), files, "{sql}");
+        assert_eq!(files_in(&explain(&session, &sql).await), files, "{sql}");
         assert_eq!(rows(&session, &sql).await, [found], "{sql}");
     }
     // Asked again (the filters are kept now), and after a write adds a file holding 151.
     let lookup = count("player_id = 151");
-    assert_eq!(files_in(&plan(&session, &lookup).await), 1);
+    assert_eq!(files_in(&explain(&session, &lookup).await), 1);
     session
         .sql("INSERT INTO game.lookups VALUES (151)")
         .await
         .unwrap();
-    assert_eq!(files_in(&plan(&session, &lookup).await), 2);
+    assert_eq!(files_in(&explain(&session, &lookup).await), 2);
     assert_eq!(rows(&session, &lookup).await, ["2"]);
     // The session setting that turns bloom filters off turns this off too.
     session
         .sql("SET datafusion.execution.parquet.bloom_filter_on_read = false")
         .await
         .unwrap();
-    assert_eq!(files_in(&plan(&session, &lookup).await), 4);
+    assert_eq!(files_in(&explain(&session, &lookup).await), 4);
     assert_eq!(rows(&session, &lookup).await, ["2"]);
 }
 
@@ -266,6 +261,6 @@ async fn null_partitions_and_columns_added_later_are_read() {
     // The file without bounds on `level` is kept; the one whose bounds exclude 9 is not, so a
     // file written before a column existed does not stop pruning by it.
     let nine = "SELECT id FROM game.scores WHERE level = 9";
-    assert_eq!(files_in(&plan(&session, nine).await), 2);
+    assert_eq!(files_in(&explain(&session, nine).await), 2);
     assert_eq!(rows(&session, nine).await, ["3"]);
 }

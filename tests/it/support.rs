@@ -256,6 +256,11 @@ pub async fn execute(session: &Session, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// The text of a statement's `EXPLAIN` (logical and physical plan), one line per row.
+pub async fn explain(session: &Session, sql: &str) -> String {
+    rows(session, &format!("EXPLAIN {sql}")).await.join("\n")
+}
+
 /// Collects a query's rows as lines of `|`-separated values (NULL for nulls), in result order.
 pub async fn rows(session: &Session, sql: &str) -> Vec<String> {
     let batches = session
