@@ -120,6 +120,39 @@ impl LakeLocation {
             let store = LocalFileSystem::new_with_prefix(&path)?;
             return Ok(Arc::new(store));
         }
+        let store = self.bucket_store()?;
+        let prefix = self.url.path().trim_matches('/');
+        if prefix.is_empty() {
+            Ok(store)
+        } else {
+            Ok(Arc::new(object_store::prefix::PrefixStore::new(
+                store,
+                prefix.to_string(),
+            )))
+        }
+    }
+
+    /// For a lake on S3: the bucket's URL (`s3://bucket`) and a store over the whole bucket, as
+    /// DataFusion's scans address files (by their full key). `None` for a local lake: DataFusion
+    /// knows `file://` already.
+    pub fn scan_store(&self) -> Result<Option<(Url, Arc<dyn ObjectStore>)>> {
+        if self.is_local() {
+            return Ok(None);
+        }
+        let root = format!(
+            "{}://{}",
+            self.url.scheme(),
+            self.url.host_str().unwrap_or_default()
+        );
+        let url = Url::parse(&root).map_err(|e| Error::LakeUrl {
+            url: self.url.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some((url, self.bucket_store()?)))
+    }
+
+    /// An S3 store over the lake's whole bucket, configured by the lake's options.
+    fn bucket_store(&self) -> Result<Arc<dyn ObjectStore>> {
         let bucket = self.url.host_str().unwrap_or_default();
         let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
         for (key, value) in &self.options {
@@ -127,16 +160,7 @@ impl LakeLocation {
                 builder = builder.with_config(config_key, value);
             }
         }
-        let store = builder.build().map_err(|e| self.unreachable(&e))?;
-        let prefix = self.url.path().trim_matches('/');
-        if prefix.is_empty() {
-            Ok(Arc::new(store))
-        } else {
-            Ok(Arc::new(object_store::prefix::PrefixStore::new(
-                store,
-                prefix.to_string(),
-            )))
-        }
+        Ok(Arc::new(builder.build().map_err(|e| self.unreachable(&e))?))
     }
 
     /// Turns a storage error on the lake root into an error that says what to check.

@@ -149,6 +149,13 @@ impl Session {
             state = crate::cluster::client_state(state, cluster)?;
         }
         let ctx = SessionContext::new_with_state(state);
+        if settings.cluster.is_none()
+            && let Some((url, store)) = lake.location().scan_store()?
+        {
+            // Scans address an S3 lake's files by bucket; a session that only reads would
+            // otherwise find no store for them (writes register one through deltalake).
+            ctx.register_object_store(&url, store);
+        }
         let ctx = if settings.deny_file_paths {
             ctx
         } else {

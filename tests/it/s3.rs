@@ -29,6 +29,20 @@ fn readme_session_on_s3() {
         &env,
     );
     assert_eq!(out, "name,amount\na,10.5\nb,3.0\n");
+    // A new process that only reads (as a BI server or a report would).
+    let out = gamelake_ok(
+        &[
+            "--lake",
+            &lake,
+            "sql",
+            "-c",
+            "SELECT sum(amount) AS total FROM shop.orders",
+            "--format",
+            "csv",
+        ],
+        &env,
+    );
+    assert_eq!(out, "total\n13.5\n");
     let history = gamelake_ok(
         &[
             "--lake",
