@@ -4,7 +4,9 @@
 //! DataFusion asks for names synchronously (`SHOW TABLES`, `information_schema`), so names are
 //! cached and refreshed by [`LakeCatalog::refresh`] before each statement; table lookups are
 //! async and always see the newest commit. Opened tables are kept and updated incrementally, so
-//! the Delta log is not replayed from scratch on every query.
+//! the Delta log is not replayed from scratch on every query; whether a kept table is still the
+//! newest is one look at its next commit file (see [`fresh`]), and a statement planned inside
+//! [`within_statement`] looks at each table once.
 //!
 //! Special names inside a schema (quote them in SQL):
 //! - `"orders@v3"`: the table as of version 3;
@@ -12,6 +14,7 @@
 //! - `"orders$history"`: the table's commits, newest first.
 
 pub mod files_table;
+mod fresh;
 mod names;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -23,11 +26,12 @@ use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use deltalake::DeltaTable;
 
+pub use fresh::within_statement;
 pub use names::{TableName, suggest_tables};
 
 use crate::error::{Error, Result};
 use crate::lake::history::{history_batch, read_history};
-use crate::lake::{Lake, TableRef, TableVersion};
+use crate::lake::{Lake, TableRef};
 
 /// How a catalog plans its lake tables. Each is a [`files_table::LakeFilesTable`], a DataFusion
 /// Parquet scan over the version's files, unless it uses a Delta feature that scan cannot read:
@@ -189,7 +193,7 @@ pub struct LakeSchema {
     scan: TableScan,
     lake_tables: RwLock<BTreeSet<String>>,
     session_tables: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
-    open: RwLock<HashMap<String, DeltaTable>>,
+    open: RwLock<HashMap<String, fresh::OpenTable>>,
     /// The newest version of each table as a files scan (see [`LakeSchema::files_table`]).
     files: RwLock<HashMap<String, Arc<files_table::LakeFilesTable>>>,
 }
@@ -230,19 +234,24 @@ impl LakeSchema {
             .unwrap_or_else(|p| p.into_inner())
             .get(&table.table)
             .cloned();
-        let fresh = match cached {
-            Some(mut dt) => match dt.update_incremental(None).await {
-                Ok(()) => dt,
-                // The table may have been dropped and re-created: open it anew.
-                Err(_) => self.lake.open_table(table, &TableVersion::Latest).await?,
+        let open = match cached {
+            Some(open) if open.checked_in_this_statement() => return Ok(open.table),
+            Some(open) => match open.refreshed().await {
+                Some(open) => open,
+                None => {
+                    // Dropped, or written again from scratch: its kept scan is of files gone.
+                    self.forget(&table.table);
+                    fresh::OpenTable::open(&self.lake, table).await?
+                }
             },
-            None => self.lake.open_table(table, &TableVersion::Latest).await?,
+            None => fresh::OpenTable::open(&self.lake, table).await?,
         };
+        let newest = open.table.clone();
         self.open
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(table.table.clone(), fresh.clone());
-        Ok(fresh)
+            .insert(table.table.clone(), open);
+        Ok(newest)
     }
 
     /// The table version as a files scan, or `None` when it uses a Delta feature that scan

@@ -1,7 +1,10 @@
 //! Routes planned statements: writes to lake tables go through the Delta write path; everything
 //! else runs in DataFusion as usual.
 
+use std::collections::HashSet;
+
 use datafusion::common::{ResolvedTableReference, TableReference};
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::{
@@ -20,7 +23,11 @@ use crate::lake::write::{WriteMode, WriteOptions, WriteOutcome, write_plan};
 pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Result<Output> {
     let layout = take_layout(&mut statement)?;
     let state = session.ctx.state();
-    let mut plan = state.statement_to_plan(statement).await?;
+    let mut plan = crate::catalog::within_statement(async {
+        warm_tables(&state, &statement).await;
+        state.statement_to_plan(statement).await
+    })
+    .await?;
     if !session.params.is_empty() {
         plan = plan.with_param_values((*session.params).clone())?;
     }
@@ -49,6 +56,30 @@ pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Re
             Ok(Output::Rows(session.ctx.execute_logical_plan(plan).await?))
         }
     }
+}
+
+/// Looks up a statement's tables all at once, so that DataFusion's own lookups, one table after
+/// another, find each checked and ready: a query over five tables waits for one round trip to
+/// the store, not five. A table that fails here fails again, with its error, in DataFusion's
+/// lookup.
+async fn warm_tables(state: &SessionState, statement: &DFStatement) {
+    let Ok(references) = state.resolve_table_references(statement) else {
+        return;
+    };
+    let defaults = &state.config_options().catalog;
+    let tables: HashSet<ResolvedTableReference> = references
+        .into_iter()
+        .map(|r| r.resolve(&defaults.default_catalog, &defaults.default_schema))
+        .collect();
+    if tables.len() < 2 {
+        return;
+    }
+    let lookups = tables.into_iter().map(|table| async move {
+        if let Ok(schema) = state.schema_for_ref(table.clone()) {
+            let _ = schema.table(&table.table).await;
+        }
+    });
+    futures::future::join_all(lookups).await;
 }
 
 /// A write's input: on a cluster, the query runs there and the local writer reads its result.

@@ -1,6 +1,7 @@
 //! The one integration-test binary: modules by subject.
 
 mod benchmarks;
+mod catalog;
 mod cli;
 mod cluster;
 mod demo;
