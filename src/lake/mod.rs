@@ -143,15 +143,20 @@ impl Lake {
         Ok(Some(snapshot.snapshot().arrow_schema()))
     }
 
-    /// Whether a table's folder holds a Delta log.
+    /// Whether a table's folder holds a Delta log. The first entry answers: a log keeps a
+    /// month of commits (tens of thousands of files for a table written every few seconds), and
+    /// listing them all for every table, as each statement's name refresh did, cost a request
+    /// per thousand files on S3.
     pub async fn is_table(&self, table: &TableRef) -> Result<bool> {
         let log = Path::from(format!("{}_delta_log", table.folder()));
-        let listing = self
+        let first = self
             .store
-            .list_with_delimiter(Some(&log))
+            .list(Some(&log))
+            .next()
             .await
+            .transpose()
             .map_err(|e| self.location.unreachable(&e))?;
-        Ok(!listing.objects.is_empty() || !listing.common_prefixes.is_empty())
+        Ok(first.is_some())
     }
 
     /// Whether anything at all is stored under a table's folder.
