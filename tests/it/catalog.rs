@@ -18,7 +18,7 @@ async fn reader_follows_writer(reader: &Session, writer: &Session) {
     assert_eq!(rows(reader, sum).await, vec!["3"], "a newer commit");
 
     // Dropped and written again up to the same version the reader holds (create, first rows,
-    // one insert), so only the commit file's write time tells the tables apart.
+    // one insert), so only the commit file itself (its ETag, its write time) tells them apart.
     let version = "SELECT max(version) FROM game.\"scores$history\"";
     let held = rows(reader, version).await;
     execute(writer, "DROP TABLE game.scores").await;
