@@ -427,6 +427,11 @@ impl SchemaProvider for LakeSchema {
     }
 }
 
+/// Whether a schema is a folder of the lake (not PostgreSQL's, not `information_schema`).
+pub fn is_lake_schema(schema: &dyn SchemaProvider) -> bool {
+    schema.downcast_ref::<LakeSchema>().is_some()
+}
+
 /// Whether a provider is one registered only in this session (a view or external table).
 pub fn is_session_table(schema: &dyn SchemaProvider, name: &str) -> bool {
     schema.downcast_ref::<LakeSchema>().is_some_and(|s| {

@@ -14,7 +14,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 
 use super::table_options::take_layout;
 use super::{CATALOG, DEFAULT_SCHEMA, Output, Session};
-use crate::catalog::is_session_table;
+use crate::catalog::{is_lake_schema, is_session_table};
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
 use crate::lake::write::{WriteMode, WriteOptions, WriteOutcome, write_plan};
@@ -58,10 +58,11 @@ pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Re
     }
 }
 
-/// Looks up a statement's tables all at once, so that DataFusion's own lookups, one table after
-/// another, find each checked and ready: a query over five tables waits for one round trip to
-/// the store, not five. A table that fails here fails again, with its error, in DataFusion's
-/// lookup.
+/// Looks up a statement's lake tables all at once, so that DataFusion's own lookups, one table
+/// after another, find each checked and ready: a query over five tables waits for one round
+/// trip to the store, not five. Only lake tables: they are the ones checked once per statement
+/// (a PostgreSQL table's lookup connects and describes it, and would do so twice). A table that
+/// fails here fails again, with its error, in DataFusion's lookup.
 async fn warm_tables(state: &SessionState, statement: &DFStatement) {
     let Ok(references) = state.resolve_table_references(statement) else {
         return;
@@ -71,13 +72,18 @@ async fn warm_tables(state: &SessionState, statement: &DFStatement) {
         .into_iter()
         .map(|r| r.resolve(&defaults.default_catalog, &defaults.default_schema))
         .collect();
-    if tables.len() < 2 {
+    let lake_tables: Vec<_> = tables
+        .into_iter()
+        .filter_map(|table| {
+            let schema = state.schema_for_ref(table.clone()).ok()?;
+            is_lake_schema(schema.as_ref()).then_some((schema, table))
+        })
+        .collect();
+    if lake_tables.len() < 2 {
         return;
     }
-    let lookups = tables.into_iter().map(|table| async move {
-        if let Ok(schema) = state.schema_for_ref(table.clone()) {
-            let _ = schema.table(&table.table).await;
-        }
+    let lookups = lake_tables.iter().map(|(schema, table)| async move {
+        let _ = schema.table(&table.table).await;
     });
     futures::future::join_all(lookups).await;
 }
