@@ -99,9 +99,14 @@ impl OpenTable {
         }
         match next {
             Err(object_store::Error::NotFound { .. }) => {}
-            Ok(_) => {
+            Ok(next) => {
                 self.table.update_incremental(None).await.ok()?;
-                self.commit = current_commit(&self.table).await;
+                // One new commit (the usual case): its file is the one just asked about.
+                self.commit = if self.table.version() == Some(version + 1) {
+                    Some(CommitFile::from(next))
+                } else {
+                    current_commit(&self.table).await
+                };
             }
             Err(_) => return None,
         }
