@@ -3,6 +3,7 @@
 //!
 //! Everything in gamelake that runs SQL gets its session here.
 
+mod decimal_arith;
 mod filter_order;
 mod join_filters;
 mod month_of_date;
@@ -134,10 +135,12 @@ impl Session {
             .with_query_planner(DeltaPlanner::new())
             .with_analyzer_rule(Arc::new(month_of_date::MonthOfDate));
         if settings.cluster.is_none() {
-            // A cluster's scheduler plans with its own rules and knows neither these nodes nor
-            // the `gamelake.*` settings.
+            // A cluster's scheduler plans with its own rules and knows neither these nodes, the
+            // decimal functions of `decimal_arith`, nor the `gamelake.*` settings.
             config = config.with_option_extension(options::GamelakeOptions::default());
-            state = state.with_physical_optimizer_rules(physical_rules());
+            state = state
+                .with_physical_optimizer_rules(physical_rules())
+                .with_optimizer_rule(Arc::new(decimal_arith::DecimalArithmetic));
         }
         let mut state = state.with_config(config).build();
         let scan = TableScan {

@@ -19,6 +19,11 @@ extensions_options! {
         /// Evaluate a filter's comparisons of fixed-width columns and literals before its
         /// string comparisons, `IN` lists, `LIKE` and functions (`query::filter_order`).
         pub cheap_filters_first: bool, default = true
+
+        /// Compute a batch's `DECIMAL` products, sums and differences without an overflow
+        /// check per value when the batch's magnitudes rule overflow out
+        /// (`query::decimal_arith`).
+        pub fast_decimal_arithmetic: bool, default = true
     }
 }
 
