@@ -4,7 +4,8 @@
 //! ```sql
 //! CREATE TABLE logs.events
 //!   PARTITIONED BY (event_date, region)        -- or PARTITION BY (event_date, region)
-//!   WITH (bloom_filter_columns = 'player_id', target_file_size = 134217728, zstd_level = 3)
+//!   WITH (bloom_filter_columns = 'player_id', target_file_size = 134217728, zstd_level = 3,
+//!         compression = 'zstd')             -- or 'lz4'
 //!   CLUSTER BY player_id, event_time            -- sort order within files
 //! AS SELECT ...
 //! ```
@@ -15,7 +16,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::error::{Error, Result};
-use crate::lake::write::{TableLayout, zstd_level};
+use crate::lake::write::{Codec, TableLayout, zstd_level};
 
 /// Removes the layout clauses from a `CREATE TABLE` statement and returns them as a layout.
 /// Other statements are left alone and give `None`.
@@ -105,13 +106,17 @@ fn apply_option(layout: &mut TableLayout, option: SqlOption) -> Result<()> {
         "bloom_filter_columns" => layout.bloom_filter_columns = list(),
         "partition_by" => layout.partition_by = list(),
         "target_file_size" => layout.target_file_size = number("target_file_size")?,
+        "compression" => {
+            layout.compression = Codec::parse(&text)
+                .map_err(|expected| Error::Unsupported(format!("table option {expected}")))?;
+        }
         "zstd_level" => {
             layout.zstd_level = zstd_level(number("zstd_level")?)
                 .map_err(|expected| Error::Unsupported(format!("table option {expected}")))?;
         }
         other => {
             return Err(Error::Unsupported(format!(
-                "unknown table option '{other}'; known: sort_by, bloom_filter_columns, partition_by, target_file_size, zstd_level"
+                "unknown table option '{other}'; known: sort_by, bloom_filter_columns, partition_by, target_file_size, compression, zstd_level"
             )));
         }
     }

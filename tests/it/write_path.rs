@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use gamelake::lake::write::{
-    TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
+    Codec, TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
 };
 use gamelake::lake::{TableRef, TableVersion};
 
@@ -278,5 +278,40 @@ async fn failed_statements_leave_tables_as_they_were() {
         )
         .await,
         vec!["t"]
+    );
+}
+
+#[tokio::test]
+async fn lz4_tables_keep_their_codec_through_later_writes() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    for sql in [
+        "CREATE TABLE logs.hot WITH (compression = 'lz4') AS SELECT value AS player_id FROM generate_series(1, 1000)",
+        "INSERT INTO logs.hot SELECT value FROM generate_series(1001, 1500)",
+    ] {
+        session
+            .sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let dt = session
+        .lake()
+        .open_table(&TableRef::parse("logs.hot").unwrap(), &TableVersion::Latest)
+        .await
+        .unwrap();
+    assert_eq!(TableLayout::of_table(&dt).unwrap().compression, Codec::Lz4);
+    let files = parquet_files(&lake.path().join("logs/hot"));
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        let reader = SerializedFileReader::new(File::open(f).unwrap()).unwrap();
+        for rg in reader.metadata().row_groups() {
+            for col in rg.columns() {
+                assert_eq!(col.compression(), Compression::LZ4_RAW, "{f:?}");
+            }
+        }
+    }
+    assert_eq!(
+        rows(&session, "SELECT count(*), sum(player_id) FROM logs.hot").await,
+        ["1500|1125750"]
     );
 }
