@@ -120,7 +120,7 @@ def write_section(results, title, lines):
     print(section)
     path = pathlib.Path(results)
     text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    marker = f"## {title}"
+    marker = f"## {title}\n"  # the whole heading line: "## TPC-H SF1" is not "## TPC-H SF1, lz4 tables"
     if marker in text:
         before, _, rest = text.partition(marker)
         after = rest[rest.find("\n## "):] if "\n## " in rest else ""

@@ -47,6 +47,8 @@ def main():
     parser.add_argument("--queries", default="", help="e.g. 1,3,18 (default: all 22)")
     parser.add_argument("--work", help="folder for the data and the lake (default ~/.cache/gamelake/tpch-sf<scale>)")
     parser.add_argument("--gamelake", help="gamelake binary (default: the release build)")
+    parser.add_argument("--compression", choices=["zstd", "lz4"], default="zstd",
+                        help="codec of the lake's tables (CREATE TABLE ... WITH (compression = ...)); every engine reads those files")
     parser.add_argument("--results", default=str(ROOT / "benches" / "RESULTS.md"))
     args = parser.parse_args()
 
@@ -56,7 +58,7 @@ def main():
     source = generate(work / "parquet", args.scale)
     lake = work / "lake"
     binary = gamelake_binary(args.gamelake)
-    load_seconds = load(binary, lake, source)
+    load_seconds = load(binary, lake, source, args.compression)
     data = {t: f"{lake}/public/{t}/*.parquet" for t in TABLES}
 
     times, answers = {}, {}
@@ -65,8 +67,9 @@ def main():
     times["DuckDB"], answers["DuckDB"] = run_duckdb(data, files, args)
     times["DataFusion"], answers["DataFusion"] = run_datafusion(data, files, args)
 
-    lines = report(numbers, times, answers, args, load_seconds, binary)
-    write_section(args.results, f"TPC-H SF{args.scale:g}", lines)
+    lines = report(numbers, times, answers, args, load_seconds, binary, lake)
+    title = f"TPC-H SF{args.scale:g}" + ("" if args.compression == "zstd" else f", {args.compression} tables")
+    write_section(args.results, title, lines)
     wrong = [n for n in numbers if verdict(answers, n) != "ok"]
     if wrong:
         sys.exit(f"answers differ from DuckDB's for queries {wrong}")
@@ -91,10 +94,13 @@ def generate(folder, scale):
     return folder
 
 
-def load(binary, lake, source):
+def load(binary, lake, source, compression):
     """A new lake with one Delta table per TPC-H table; answers the seconds it took."""
     shutil.rmtree(lake, ignore_errors=True)
-    statements = [f"CREATE TABLE public.{t} AS SELECT * FROM '{source / t}.parquet';" for t in TABLES]
+    statements = [
+        f"CREATE TABLE public.{t} WITH (compression = '{compression}') AS SELECT * FROM '{source / t}.parquet';"
+        for t in TABLES
+    ]
     started = time.perf_counter()
     subprocess.run([binary, "--lake", str(lake), "sql", "-q", "-c", "\n".join(statements)], check=True)
     return time.perf_counter() - started
@@ -181,7 +187,12 @@ def verdict(answers, n):
     return "ok" if not bad else "differs: " + ", ".join(bad)
 
 
-def report(numbers, times, answers, args, load_seconds, binary):
+def lake_megabytes(lake):
+    """The size of the lake's files (data and logs), in MB."""
+    return sum(f.stat().st_size for f in pathlib.Path(lake).rglob("*") if f.is_file()) / 1e6
+
+
+def report(numbers, times, answers, args, load_seconds, binary, lake):
     import datafusion
 
     def cell(engine, n):
@@ -196,9 +207,10 @@ def report(numbers, times, answers, args, load_seconds, binary):
         f" {platform.platform()}, {os.cpu_count()} cores. {gamelake_version(binary)}, DuckDB {duckdb.__version__},"
         f" DataFusion {datafusion.__version__} (Python, default config). Every answer compared with DuckDB's.",
         f"Command: `~/.cache/gamelake/venv/bin/python benches/tpch.py --scale {args.scale:g} --runs {args.runs}"
-        f" --threads {args.threads}`",
+        f" --threads {args.threads}" + ("" if args.compression == "zstd" else f" --compression {args.compression}") + "`",
         "",
-        f"Loading the 8 tables into the lake (`CREATE TABLE ... AS SELECT * FROM 'x.parquet'`): {load_seconds:.1f} s.",
+        f"Loading the 8 tables into the lake (`CREATE TABLE ... WITH (compression = '{args.compression}') AS SELECT *"
+        f" FROM 'x.parquet'`): {load_seconds:.1f} s; the lake holds {lake_megabytes(lake):,.0f} MB.",
         "",
         "| query | gamelake s | DuckDB s | DataFusion s | gamelake, plain files s | gamelake / DuckDB "
         "| gamelake / DataFusion | Delta / plain files | answers |",
