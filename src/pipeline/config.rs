@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::config::{parse_toml, position_of};
 use crate::error::{Error, Result};
-use crate::lake::write::zstd_level;
+use crate::lake::write::{Codec, zstd_level};
 
 /// One pipeline: a source and the tables it fills.
 #[derive(Clone, Debug, Deserialize)]
@@ -127,6 +127,9 @@ pub struct TableConfig {
     /// zstd level of the lake table's Parquet files: 1 (least CPU to write) to 22 (smallest
     /// files); default 3.
     pub zstd_level: Option<i32>,
+    /// Codec of a new lake table's Parquet files: "zstd" (the default, smallest files) or "lz4"
+    /// (half again as large, faster to read). An existing table keeps its own.
+    pub compression: Option<String>,
     /// Files sources: the record field with the event time (as in `[[intake.tables]]`).
     pub time_field: Option<String>,
     /// Files sources: how the time field is written (rfc3339, epoch_s, epoch_ms, epoch_us).
@@ -184,6 +187,12 @@ impl TableConfig {
             sort_by: self.sort_by.clone(),
             bloom_filter_columns: self.bloom_filter_columns.clone(),
             zstd_level: self.zstd_level.unwrap_or(default.zstd_level),
+            // Checked by `PipelineConfig::parse`.
+            compression: self
+                .compression
+                .as_deref()
+                .and_then(|c| Codec::parse(c).ok())
+                .unwrap_or_default(),
             ..default
         }
     }
@@ -324,6 +333,11 @@ impl PipelineConfig {
                 .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
             if let Some(Err(expected)) = t.zstd_level.map(zstd_level) {
                 let (line, column) = at("zstd_level");
+                let message = format!("table {}: {expected}", t.to);
+                return Err(Error::config(path, line, column, &message));
+            }
+            if let Some(Err(expected)) = t.compression.as_deref().map(Codec::parse) {
+                let (line, column) = at("compression");
                 let message = format!("table {}: {expected}", t.to);
                 return Err(Error::config(path, line, column, &message));
             }
@@ -471,6 +485,28 @@ mode = "snapshot"
         .unwrap_err()
         .to_string();
         assert!(err.contains("schema.table"), "{err}");
+    }
+
+    #[test]
+    fn compression_reaches_the_layout_and_is_checked() {
+        let p = PipelineConfig::parse(
+            &format!("{GOOD}compression = \"lz4\"\n"),
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        assert_eq!(p.tables[0].layout().compression, Codec::Lz4);
+        let p = PipelineConfig::parse(GOOD, Path::new("p.toml")).unwrap();
+        assert_eq!(p.tables[0].layout().compression, Codec::Zstd);
+        let err = PipelineConfig::parse(
+            &format!("{GOOD}compression = \"gzip\"\n"),
+            Path::new("p.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("p.toml:9:1:") && err.contains("expected 'zstd'"),
+            "{err}"
+        );
     }
 
     #[test]
