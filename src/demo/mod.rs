@@ -12,7 +12,8 @@ use datafusion::arrow::array::RecordBatch;
 
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
-use crate::lake::write::{TableLayout, WriteMode, WriteOptions, write_batches};
+use crate::lake::layout::TableLayout;
+use crate::lake::write::{WriteMode, WriteOptions, write_batches};
 use crate::query::Session;
 use activity::{BATCH_ROWS, Calendar, Simulation};
 

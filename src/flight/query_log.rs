@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::Result;
 use crate::lake::TableRef;
-use crate::lake::write::{TableLayout, WriteMode, WriteOptions, write_batches};
+use crate::lake::layout::TableLayout;
+use crate::lake::write::{WriteMode, WriteOptions, write_batches};
 use crate::query::Session;
 
 /// The table the log is written to.

@@ -23,7 +23,8 @@ use super::rows::{DAY, build_rows};
 use super::segment::{Entry, read_segment};
 use super::wal::Wal;
 use crate::error::Result;
-use crate::lake::write::{TableLayout, WriteMode, WriteOptions, WriteOutcome, write_batches};
+use crate::lake::layout::TableLayout;
+use crate::lake::write::{WriteMode, WriteOptions, WriteOutcome, write_batches};
 use crate::lake::{Lake, REJECTED, TableRef};
 
 /// Everything a commit needs.

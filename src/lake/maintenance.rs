@@ -15,7 +15,7 @@ use deltalake::DeltaTable;
 use deltalake::kernel::schema::partitions::{FilterOp, FilterValue};
 use deltalake::operations::vacuum::VacuumMode;
 
-use super::write::TableLayout;
+use super::layout::TableLayout;
 use super::{Lake, TableRef, TableVersion};
 use crate::error::{Error, Result};
 

@@ -3,6 +3,7 @@
 //! This module knows storage and Delta; it knows nothing of SQL sessions or pipelines.
 
 pub mod history;
+pub mod layout;
 mod location;
 pub mod maintenance;
 mod table_ref;

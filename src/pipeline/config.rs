@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::config::{parse_toml, position_of};
 use crate::error::{Error, Result};
-use crate::lake::write::{Codec, zstd_level};
+use crate::lake::layout::{Codec, TableLayout, zstd_level};
 
 /// One pipeline: a source and the tables it fills.
 #[derive(Clone, Debug, Deserialize)]
@@ -180,9 +180,9 @@ impl TableConfig {
     }
 
     /// The lake table's layout this table asks for.
-    pub fn layout(&self) -> crate::lake::write::TableLayout {
-        let default = crate::lake::write::TableLayout::default();
-        crate::lake::write::TableLayout {
+    pub fn layout(&self) -> TableLayout {
+        let default = TableLayout::default();
+        TableLayout {
             partition_by: self.partition_by.clone(),
             sort_by: self.sort_by.clone(),
             bloom_filter_columns: self.bloom_filter_columns.clone(),

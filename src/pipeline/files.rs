@@ -21,8 +21,9 @@ use crate::error::{Error, Result};
 use crate::intake::body::{gunzip, lines};
 use crate::intake::rejected::{Rejected, rejected_batch};
 use crate::intake::rows::{DAY, build_rows};
+use crate::lake::layout::TableLayout;
 use crate::lake::write::{
-    TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
+    WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
 };
 use crate::lake::{LakeLocation, REJECTED, TableRef};
 use crate::query::Session;

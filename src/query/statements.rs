@@ -125,7 +125,7 @@ fn is_session(session: &Session, name: &TableReference) -> bool {
 async fn create_table(
     session: &Session,
     create: CreateMemoryTable,
-    layout: crate::lake::write::TableLayout,
+    layout: crate::lake::layout::TableLayout,
 ) -> Result<Output> {
     if create.temporary {
         return Err(Error::Unsupported(

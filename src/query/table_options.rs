@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::error::{Error, Result};
-use crate::lake::write::{Codec, TableLayout, zstd_level};
+use crate::lake::layout::{Codec, TableLayout, zstd_level};
 
 /// Removes the layout clauses from a `CREATE TABLE` statement and returns them as a layout.
 /// Other statements are left alone and give `None`.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use gamelake::lake::TableRef;
-use gamelake::lake::write::{TableLayout, WriteMode, WriteOptions, write_batches};
+use gamelake::lake::layout::TableLayout;
+use gamelake::lake::write::{WriteMode, WriteOptions, write_batches};
 use gamelake::query::Session;
 
 use crate::support::{TempLake, execute, explain, rows};

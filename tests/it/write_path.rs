@@ -9,8 +9,9 @@ use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+use gamelake::lake::layout::{Codec, TableLayout};
 use gamelake::lake::write::{
-    Codec, TableLayout, WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
+    WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
 };
 use gamelake::lake::{TableRef, TableVersion};
 

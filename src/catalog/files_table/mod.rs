@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::lake::write::TableLayout;
+use crate::lake::layout::TableLayout;
 
 mod blooms;
 mod pruning;
