@@ -218,10 +218,12 @@ def report(numbers, times, answers, args, load_seconds, binary, lake):
         f" {platform.platform()}, {os.cpu_count()} cores. {gamelake_version(binary)}, DuckDB {duckdb.__version__},"
         f" DataFusion {datafusion.__version__} (Python, default config). Every answer compared with DuckDB's.",
         f"Command: `~/.cache/gamelake/venv/bin/python benches/tpch.py --scale {args.scale:g} --runs {args.runs}"
-        f" --threads {args.threads}" + ("" if args.compression == "zstd" else f" --compression {args.compression}") + "`",
+        f" --threads {args.threads}" + ("" if args.compression == "zstd" else f" --compression {args.compression}")
+        + ("" if args.layout == "generated" else f" --layout {args.layout}") + "`",
         "",
-        f"Loading the 8 tables into the lake (`CREATE TABLE ... WITH (compression = '{args.compression}') AS SELECT *"
-        f" FROM 'x.parquet'`): {load_seconds:.1f} s; the lake holds {lake_megabytes(lake):,.0f} MB.",
+        f"Loading the 8 tables into the lake (`CREATE TABLE ... WITH (compression = '{args.compression}'"
+        + (", sort_by = ...)" if args.layout == "by-date" else ")")
+        + f" AS SELECT * FROM 'x.parquet'`): {load_seconds:.1f} s; the lake holds {lake_megabytes(lake):,.0f} MB.",
         "",
         "| query | gamelake s | DuckDB s | DataFusion s | gamelake, plain files s | gamelake / DuckDB "
         "| gamelake / DataFusion | Delta / plain files | answers |",

@@ -9,7 +9,9 @@ fn query_rows(text: &str) -> Vec<&str> {
 }
 
 /// TPC-H at scale 0.01 through gamelake, DuckDB and DataFusion: every query runs on every engine
-/// and every answer equals DuckDB's (the script exits non-zero otherwise).
+/// and every answer equals DuckDB's (the script exits non-zero otherwise). Loaded with
+/// `--layout by-date`, so the sorted load (`sort_by`) is exercised too; the default layout is
+/// the same load without it.
 #[test]
 fn tpch_harness_runs_all_22_queries_with_answers_equal_to_duckdb() {
     let work = tempfile::tempdir().unwrap();
@@ -20,11 +22,17 @@ fn tpch_harness_runs_all_22_queries_with_answers_equal_to_duckdb() {
             "0.01",
             "--runs",
             "1",
+            "--layout",
+            "by-date",
             "--work",
             work.path().to_str().unwrap(),
         ],
     );
-    assert!(text.contains("## TPC-H SF0.01"), "{text}");
+    assert!(
+        text.contains("## TPC-H SF0.01, tables sorted by date"),
+        "{text}"
+    );
+    assert!(text.contains("--layout by-date`"), "{text}");
     let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| Q")).collect();
     assert_eq!(rows.len(), 22, "{text}");
     for row in rows {
