@@ -51,7 +51,7 @@ def main():
                         help="codec of the lake's tables (CREATE TABLE ... WITH (compression = ...)); every engine reads those files")
     parser.add_argument("--layout", choices=["generated", "by-date"], default="generated",
                         help="row order of the lake's files: as dbgen wrote them (by order key), or lineitem by "
-                             "l_shipdate and orders by o_orderdate (CLUSTER BY), as a lake of events is kept; "
+                             "l_shipdate and orders by o_orderdate (WITH (sort_by = ...)), as a lake of events is kept; "
                              "every engine reads those files")
     parser.add_argument("--results", default=str(ROOT / "benches" / "RESULTS.md"))
     args = parser.parse_args()
