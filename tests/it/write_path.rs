@@ -316,3 +316,35 @@ async fn lz4_tables_keep_their_codec_through_later_writes() {
         ["1500|1125750"]
     );
 }
+
+/// A partitioned table written again with `CREATE OR REPLACE` (the log then records the
+/// writer's non-null columns) still answers aggregates over its partition column: the scan's
+/// partition columns and the table's agree that they may be null.
+#[tokio::test]
+async fn a_replaced_partitioned_table_answers_aggregates() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    let create = "TABLE shop.sales PARTITIONED BY (day) AS \
+                  SELECT value AS id, CAST(value % 3 AS VARCHAR) AS day FROM generate_series(1, 30)";
+    for sql in [
+        format!("CREATE {create}"),
+        format!("CREATE OR REPLACE {create}"),
+    ] {
+        session
+            .sql(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    assert_eq!(
+        rows(
+            &session,
+            "SELECT day, count(*), max(day) FROM shop.sales GROUP BY day ORDER BY day"
+        )
+        .await,
+        ["0|10|0", "1|10|1", "2|10|2"]
+    );
+    assert_eq!(
+        rows(&session, "SELECT approx_distinct(day) FROM shop.sales").await,
+        ["3"]
+    );
+}

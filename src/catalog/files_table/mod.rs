@@ -164,6 +164,24 @@ impl LakeFilesTable {
     /// Builds the table from its file list and columns (on the scheduler: as the client sent
     /// them).
     pub fn from_list(list: FileList, schema: SchemaRef) -> Result<Self> {
+        // A partition value may be null whatever the log says of its column (an overwrite
+        // records the writer's non-null columns), and the scan makes partition columns
+        // nullable: the table's columns must say the same, or DataFusion refuses plans whose
+        // logical and physical schemas differ (an aggregate over the column).
+        let schema = Arc::new(Schema::new_with_metadata(
+            schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    if list.partition_columns.contains(f.name()) {
+                        Arc::new(f.as_ref().clone().with_nullable(true))
+                    } else {
+                        Arc::clone(f)
+                    }
+                })
+                .collect::<Vec<FieldRef>>(),
+            schema.metadata().clone(),
+        ));
         let (file_fields, partition_fields): (Vec<FieldRef>, Vec<FieldRef>) = schema
             .fields()
             .iter()
