@@ -2,6 +2,7 @@
 //!
 //! This module knows storage and Delta; it knows nothing of SQL sessions or pipelines.
 
+pub mod distinct_counts;
 pub mod history;
 pub mod layout;
 mod location;

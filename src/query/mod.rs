@@ -1,8 +1,10 @@
 //! The SQL session over the lake: DataFusion with the lake catalog as default, and the
-//! statements that write (CREATE TABLE [AS], INSERT, DELETE, DROP) routed to the Delta write path.
+//! statements that write (CREATE TABLE [AS], INSERT, DELETE, DROP) routed to the Delta write path
+//! and `ANALYZE` recording distinct counts for the planner's estimates.
 //!
 //! Everything in gamelake that runs SQL gets its session here.
 
+mod analyze;
 mod decimal_arith;
 mod filter_order;
 mod join_filters;

@@ -1,5 +1,5 @@
-//! Routes planned statements: writes to lake tables go through the Delta write path; everything
-//! else runs in DataFusion as usual.
+//! Routes statements: writes to lake tables go through the Delta write path, `ANALYZE` to
+//! [`super::analyze`]; everything else runs in DataFusion as usual.
 
 use std::collections::HashSet;
 
@@ -11,6 +11,7 @@ use datafusion::logical_expr::{
     CreateMemoryTable, DdlStatement, DmlStatement, DropTable, LogicalPlan, WriteOp,
 };
 use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
 
 use super::table_options::take_layout;
 use super::{CATALOG, DEFAULT_SCHEMA, Output, Session};
@@ -21,6 +22,11 @@ use crate::lake::write::{WriteMode, WriteOptions, WriteOutcome, write_plan};
 
 /// Plans and runs one statement.
 pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Result<Output> {
+    if let DFStatement::Statement(inner) = &statement
+        && let Statement::Analyze(analyze) = inner.as_ref()
+    {
+        return super::analyze::run(session, analyze).await;
+    }
     let layout = take_layout(&mut statement)?;
     let state = session.ctx.state();
     let mut plan = crate::catalog::within_statement(async {
@@ -99,7 +105,7 @@ async fn write_input(session: &Session, input: LogicalPlan) -> Result<LogicalPla
 }
 
 /// The lake table a name refers to (`schema.table`, or `table` in the default schema).
-fn lake_table(name: &TableReference) -> Result<TableRef> {
+pub(super) fn lake_table(name: &TableReference) -> Result<TableRef> {
     let ResolvedTableReference {
         catalog,
         schema,

@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::lake::distinct_counts::{self, DistinctCounts};
 use crate::lake::layout::TableLayout;
 
 mod blooms;
@@ -70,6 +71,10 @@ pub struct FileList {
     /// the planner skips files by them ([`blooms`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bloom_columns: Vec<String>,
+    /// Each column's distinct values as `ANALYZE` last counted them (the table's
+    /// `gamelake.distinctCounts`), for the planner's estimates.
+    #[serde(default, skip_serializing_if = "DistinctCounts::is_empty")]
+    pub distinct_counts: DistinctCounts,
 }
 
 /// One data file of a [`FileList`].
@@ -99,6 +104,7 @@ impl FileList {
         let partition_columns = state.metadata().partition_columns().to_vec();
         let bloom_columns =
             TableLayout::from_properties(state.metadata().configuration()).bloom_filter_columns;
+        let distinct_counts = distinct_counts::from_properties(state.metadata().configuration());
         let mut files = Vec::new();
         for file in state.log_data().iter() {
             let mut raw = file.partition_values_map();
@@ -119,6 +125,7 @@ impl FileList {
             partition_columns,
             files,
             bloom_columns,
+            distinct_counts,
         };
         Ok((list, state.snapshot().arrow_schema()))
     }
@@ -240,7 +247,8 @@ impl LakeFilesTable {
                     .collect::<Vec<FieldRef>>(),
             )
             .build();
-        let statistics = table_statistics(&files, scan_schema.table_schema())?;
+        let statistics =
+            table_statistics(&files, scan_schema.table_schema(), &list.distinct_counts)?;
         let file_statistics = FilesStatistics::new(&files, scan_schema.table_schema());
         let blooms = TableBlooms::new(list.bloom_columns.clone(), files.len());
         Ok(Self {
@@ -415,8 +423,12 @@ impl TableProvider for LakeFilesTable {
         let stats = if all {
             self.statistics.clone()
         } else {
-            table_statistics(&files, self.scan_schema.table_schema())
-                .map_err(Error::into_datafusion)?
+            table_statistics(
+                &files,
+                self.scan_schema.table_schema(),
+                &self.list.distinct_counts,
+            )
+            .map_err(Error::into_datafusion)?
         };
         let groups = file_groups(files, state.config().target_partitions());
         let config = FileScanConfigBuilder::new(self.store.clone(), source)

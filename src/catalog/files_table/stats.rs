@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::FileEntry;
 use crate::error::{Error, Result};
+use crate::lake::distinct_counts::DistinctCounts;
 
 /// One file's statistics in the scan's column order (file columns, then partition columns), from
 /// the log. The bounds are exact bounds, which is what the Parquet opener needs to skip files by
@@ -141,10 +142,12 @@ fn bound(logged: Option<&serde_json::Value>, field: &Field, end: Bound) -> Preci
 /// column's bounds over them. Column statistics are made inexact here: the log's bounds bound
 /// the values but are not always values (timestamps rounded to milliseconds, long strings
 /// truncated by the Parquet writer), and DataFusion answers `MIN`/`MAX` from exact statistics
-/// without reading.
+/// without reading. Columns `ANALYZE` counted get their distinct values, never more than the
+/// files' rows (the count may be from a larger version).
 pub(super) fn table_statistics(
     files: &[PartitionedFile],
     schema: &SchemaRef,
+    distinct: &DistinctCounts,
 ) -> Result<Statistics> {
     if files.is_empty() {
         return Ok(Statistics::new_unknown(schema).with_num_rows(Precision::Exact(0)));
@@ -162,6 +165,16 @@ pub(super) fn table_statistics(
         .into_iter()
         .map(ColumnStatistics::to_inexact)
         .collect();
+    for (field, column) in schema.fields().iter().zip(&mut stats.column_statistics) {
+        if let Some(count) = distinct.get(field.name()) {
+            let count = usize::try_from(*count).unwrap_or(usize::MAX);
+            let count = match stats.num_rows.get_value() {
+                Some(rows) => count.min(*rows),
+                None => count,
+            };
+            column.distinct_count = Precision::Inexact(count);
+        }
+    }
     Ok(stats)
 }
 
@@ -282,7 +295,7 @@ mod tests {
                 f
             })
             .collect();
-        let stats = table_statistics(&files, &schema).unwrap();
+        let stats = table_statistics(&files, &schema, &DistinctCounts::new()).unwrap();
         assert_eq!(stats.num_rows, Precision::Exact(20));
         assert_eq!(
             stats.column_statistics[0].min_value,
@@ -293,8 +306,20 @@ mod tests {
             Precision::Inexact(ScalarValue::Int64(Some(20)))
         );
         assert_eq!(
-            table_statistics(&[], &schema).unwrap().num_rows,
+            table_statistics(&[], &schema, &DistinctCounts::new())
+                .unwrap()
+                .num_rows,
             Precision::Exact(0)
         );
+        assert_eq!(stats.column_statistics[0].distinct_count, Precision::Absent);
+        // Counted columns get their count, at most the files' rows.
+        for (counted, expected) in [(12, 12), (500, 20)] {
+            let distinct = DistinctCounts::from([("id".to_string(), counted)]);
+            let stats = table_statistics(&files, &schema, &distinct).unwrap();
+            assert_eq!(
+                stats.column_statistics[0].distinct_count,
+                Precision::Inexact(expected)
+            );
+        }
     }
 }
