@@ -6,6 +6,7 @@
 
 mod analyze;
 mod decimal_arith;
+mod estimates;
 mod filter_order;
 mod join_filters;
 mod month_of_date;
@@ -139,8 +140,14 @@ impl Session {
         if settings.cluster.is_none() {
             // A cluster's scheduler plans with its own rules and knows neither these nodes, the
             // decimal functions of `decimal_arith`, nor the `gamelake.*` settings.
-            config = config.with_option_extension(options::GamelakeOptions::default());
+            // Join selection estimates string filters by the columns' distinct counts and
+            // joins on several keys with each side's keys bounded by its rows (`estimates`),
+            // the rest by DataFusion's providers.
+            config = config
+                .with_option_extension(options::GamelakeOptions::default())
+                .set_bool("datafusion.optimizer.use_statistics_registry", true);
             state = state
+                .with_statistics_registry(estimates::registry())
                 .with_physical_optimizer_rules(physical_rules())
                 .with_optimizer_rule(Arc::new(decimal_arith::DecimalArithmetic));
         }
