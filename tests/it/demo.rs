@@ -71,6 +71,20 @@ async fn demo_data_has_the_shape_analysts_expect() {
     .await
     .unwrap();
     let s = lake.session().await;
+    // Each table's last commit records its distinct counts (ANALYZE) for the planner.
+    for table in TABLES {
+        let (schema, name) = table.split_once('.').unwrap();
+        let last = rows(
+            &s,
+            &format!("SELECT operation, parameters FROM {schema}.\"{name}$history\" LIMIT 1"),
+        )
+        .await;
+        assert!(
+            last[0].starts_with("SET TBLPROPERTIES|")
+                && last[0].contains("gamelake.distinctCounts"),
+            "{table}: {last:?}"
+        );
+    }
     // Friendships are symmetric.
     assert_eq!(
         rows(&s, "SELECT count(*) FROM game.friendships f LEFT JOIN game.friendships g ON g.player_id = f.friend_id AND g.friend_id = f.player_id WHERE g.player_id IS NULL").await,
