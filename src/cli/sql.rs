@@ -17,6 +17,7 @@ use crate::query::{Output, Session};
   gamelake sql -c \"SELECT * FROM shop.orders\" --format csv
   gamelake sql -c \"SELECT * FROM shop.\\\"orders@v0\\\"\"        time travel to version 0
   gamelake sql -c \"SELECT * FROM shop.\\\"orders\\$history\\\"\"     the table's commits
+  gamelake sql -c \"ANALYZE shop.orders\"                     distinct counts for the planner
   gamelake sql -f queries/player_activity.sql --param player_id=42
   gamelake sql -f report.sql --format parquet -o out.parquet")]
 pub struct SqlArgs {
