@@ -12,6 +12,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::TableReference;
+use datafusion::dataframe::DataFrame;
+use datafusion::functions_aggregate::expr_fn::approx_distinct;
+use datafusion::prelude::ident;
 use datafusion::sql::sqlparser::ast::Analyze;
 
 use super::statements::lake_table;
@@ -39,7 +42,8 @@ pub(super) async fn run(session: &Session, analyze: &Analyze) -> Result<Output> 
         return Err(session.table_not_found(&table.to_string()));
     }
     let reference = TableReference::full(CATALOG, table.schema.as_str(), table.table.as_str());
-    let schema = session.ctx.table_provider(reference).await?.schema();
+    let scan = session.ctx.table(reference).await?;
+    let schema = scan.schema().as_arrow().clone();
     let columns: Vec<&Field> = if analyze.columns.is_empty() {
         schema
             .fields()
@@ -51,7 +55,7 @@ pub(super) async fn run(session: &Session, analyze: &Analyze) -> Result<Output> 
         analyze
             .columns
             .iter()
-            .map(|ident| named_column(&schema, &table, &ident.value))
+            .map(|column| named_column(&schema, &table, &column.value))
             .collect::<Result<_>>()?
     };
     if columns.is_empty() {
@@ -60,13 +64,17 @@ pub(super) async fn run(session: &Session, analyze: &Analyze) -> Result<Output> 
              (numbers, strings, dates, times and binaries)"
         )));
     }
-    let counts = count_distinct(session, &table, &columns).await?;
+    let values = count_distinct(scan, &table, &columns).await?;
+    let names: Vec<&str> = columns.iter().map(|f| f.name().as_str()).collect();
+    let counts: DistinctCounts = names
+        .iter()
+        .map(|n| n.to_string())
+        .zip(values.iter().copied())
+        .collect();
     lake.ensure_safe_commits().await?;
     let dt = lake.open_table(&table, &TableVersion::Latest).await?;
     record(&dt, &table, &counts).await?;
     session.catalog.note_table(&table, true);
-    let names: Vec<&str> = columns.iter().map(|f| f.name().as_str()).collect();
-    let values: Vec<u64> = names.iter().map(|n| counts[*n]).collect();
     let batch = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
             Field::new("column_name", DataType::Utf8, false),
@@ -138,25 +146,17 @@ fn countable(data_type: &DataType) -> bool {
     )
 }
 
-/// One scan counting every column's distinct values.
+/// One scan of the table counting every column's distinct values, in the columns' order.
 async fn count_distinct(
-    session: &Session,
+    scan: DataFrame,
     table: &crate::lake::TableRef,
     columns: &[&Field],
-) -> Result<DistinctCounts> {
-    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let select: Vec<String> = columns
+) -> Result<Vec<u64>> {
+    let counters = columns
         .iter()
-        .map(|f| format!("approx_distinct({})", quote(f.name())))
+        .map(|f| approx_distinct(ident(f.name())))
         .collect();
-    let sql = format!(
-        "SELECT {} FROM {}.{}.{}",
-        select.join(", "),
-        quote(CATALOG),
-        quote(&table.schema),
-        quote(&table.table)
-    );
-    let batches = session.ctx.sql(&sql).await?.collect().await?;
+    let batches = scan.aggregate(vec![], counters)?.collect().await?;
     let row = batches
         .iter()
         .find(|b| b.num_rows() > 0)
@@ -165,16 +165,14 @@ async fn count_distinct(
         .iter()
         .enumerate()
         .map(|(i, field)| {
-            let count = row
-                .column(i)
+            row.column(i)
                 .as_any()
                 .downcast_ref::<UInt64Array>()
                 .filter(|a| a.is_valid(0))
                 .map(|a| a.value(0))
                 .ok_or_else(|| {
                     Error::Unsupported(format!("{table}.{}: counting gave no count", field.name()))
-                })?;
-            Ok((field.name().clone(), count))
+                })
         })
         .collect()
 }
