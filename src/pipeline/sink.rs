@@ -22,7 +22,7 @@ use super::config::{Mode, TableConfig};
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
 use crate::query::Session;
-use crate::sources::postgres::{connect, pg_error};
+use crate::sources::postgres::{connect, pg_error, quote_identifier};
 
 /// What publishing one table did.
 #[derive(Debug)]
@@ -98,19 +98,23 @@ pub async fn publish(session: &Session, url: &str, table: &TableConfig) -> Resul
     }
     let mut client = connect(url).await?;
     let context = |what: &str| format!("{} ({what})", table.to);
-    let quoted: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
-    let target_name = format!("{}.{}", quote(&target.schema), quote(&target.table));
+    let quoted: Vec<String> = columns.iter().map(|c| quote_identifier(&c.name)).collect();
+    let target_name = format!(
+        "{}.{}",
+        quote_identifier(&target.schema),
+        quote_identifier(&target.table)
+    );
     let mut create = format!(
         "CREATE SCHEMA IF NOT EXISTS {};\nCREATE TABLE IF NOT EXISTS {target_name} ({}",
-        quote(&target.schema),
+        quote_identifier(&target.schema),
         columns
             .iter()
-            .map(|c| format!("{} {}", quote(&c.name), c.pg_type))
+            .map(|c| format!("{} {}", quote_identifier(&c.name), c.pg_type))
             .collect::<Vec<_>>()
             .join(", ")
     );
     if !table.key.is_empty() {
-        let key: Vec<String> = table.key.iter().map(|k| quote(k)).collect();
+        let key: Vec<String> = table.key.iter().map(|k| quote_identifier(k)).collect();
         create.push_str(&format!(", PRIMARY KEY ({})", key.join(", ")));
     }
     create.push(')');
@@ -131,7 +135,7 @@ pub async fn publish(session: &Session, url: &str, table: &TableConfig) -> Resul
             } else {
                 c.pg_type.as_str()
             };
-            format!("{} {ty}", quote(&c.name))
+            format!("{} {ty}", quote_identifier(&c.name))
         })
         .collect();
     tx.batch_execute(&format!(
@@ -144,8 +148,8 @@ pub async fn publish(session: &Session, url: &str, table: &TableConfig) -> Resul
     let selected: Vec<String> = columns
         .iter()
         .map(|c| match c.staged {
-            Staged::CastText => format!("{}::{}", quote(&c.name), c.pg_type),
-            _ => quote(&c.name),
+            Staged::CastText => format!("{}::{}", quote_identifier(&c.name), c.pg_type),
+            _ => quote_identifier(&c.name),
         })
         .collect();
     // `filter` is "" for the real move, " WHERE false" for the probe below.
@@ -157,11 +161,11 @@ pub async fn publish(session: &Session, url: &str, table: &TableConfig) -> Resul
         )
     };
     let upsert = |insert: String| {
-        let key: Vec<String> = table.key.iter().map(|k| quote(k)).collect();
+        let key: Vec<String> = table.key.iter().map(|k| quote_identifier(k)).collect();
         let updates: Vec<String> = columns
             .iter()
             .filter(|c| !table.key.contains(&c.name))
-            .map(|c| format!("{0} = EXCLUDED.{0}", quote(&c.name)))
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote_identifier(&c.name)))
             .collect();
         let action = if updates.is_empty() {
             "DO NOTHING".to_string()
@@ -327,9 +331,4 @@ fn system_time(micros: i64) -> SystemTime {
     } else {
         SystemTime::UNIX_EPOCH - offset
     }
-}
-
-/// A PostgreSQL identifier, quoted.
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }

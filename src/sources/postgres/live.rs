@@ -23,7 +23,9 @@ use futures::TryStreamExt;
 
 use tokio_postgres::types::Type;
 
-use super::{CopyConnection, PgColumn, connect, describe, pg_error, read_stream, schema_of};
+use super::{
+    CopyConnection, PgColumn, connect, describe, pg_error, quote_identifier, read_stream, schema_of,
+};
 use crate::error::{Error, Result};
 
 /// The `pg` catalog: PostgreSQL schemas and their tables, listed when the session starts.
@@ -94,7 +96,11 @@ impl SchemaProvider for PgSchema {
         if !self.table_exist(name) {
             return Ok(None);
         }
-        let relation = format!("{}.{}", quote(&self.schema), quote(name));
+        let relation = format!(
+            "{}.{}",
+            quote_identifier(&self.schema),
+            quote_identifier(name)
+        );
         let client = connect(&self.url).await.map_err(Error::into_datafusion)?;
         let columns = describe(&client, &format!("SELECT * FROM {relation}"))
             .await
@@ -133,7 +139,7 @@ impl PgTable {
         let columns = match projection {
             Some(p) if !p.is_empty() => p
                 .iter()
-                .map(|i| quote(self.schema.field(*i).name()))
+                .map(|i| quote_identifier(self.schema.field(*i).name()))
                 .collect::<Vec<_>>()
                 .join(", "),
             Some(_) => "1 AS _".to_string(),
@@ -256,10 +262,6 @@ fn to_postgres(expr: &Expr) -> Option<String> {
         .expr_to_sql(&stripped)
         .ok()
         .map(|sql| sql.to_string())
-}
-
-fn quote(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
 impl PgTable {

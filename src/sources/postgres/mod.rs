@@ -268,6 +268,11 @@ pub fn pg_error(context: &str, err: &tokio_postgres::Error) -> Error {
     failed(context, detail)
 }
 
+/// A PostgreSQL identifier (schema, table or column name), quoted: as written, case and all.
+pub(crate) fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// An error from PostgreSQL or its COPY stream, with what it concerned (a query, or the
 /// connection string without its password), in one line.
 pub(crate) fn failed(context: &str, detail: impl std::fmt::Display) -> Error {
