@@ -172,9 +172,9 @@ impl LakeFilesTable {
     /// them).
     pub fn from_list(list: FileList, schema: SchemaRef) -> Result<Self> {
         // A partition value may be null whatever the log says of its column (an overwrite
-        // records the writer's non-null columns), and the scan makes partition columns
-        // nullable: the table's columns must say the same, or DataFusion refuses plans whose
-        // logical and physical schemas differ (an aggregate over the column).
+        // records the writer's non-null columns): partition columns are nullable, in the
+        // table's columns and the scan's alike (DataFusion refuses plans whose logical and
+        // physical schemas differ, such as an aggregate over the column).
         let schema = Arc::new(Schema::new_with_metadata(
             schema
                 .fields()
@@ -240,12 +240,7 @@ impl LakeFilesTable {
             })
             .collect::<Result<Vec<_>>>()?;
         let scan_schema = TableSchema::builder(Arc::new(Schema::new(file_fields)))
-            .with_table_partition_cols(
-                partition_fields
-                    .iter()
-                    .map(|f| Arc::new(Field::new(f.name(), f.data_type().clone(), true)))
-                    .collect::<Vec<FieldRef>>(),
-            )
+            .with_table_partition_cols(partition_fields)
             .build();
         let statistics =
             table_statistics(&files, scan_schema.table_schema(), &list.distinct_counts)?;
