@@ -322,8 +322,7 @@ async fn analyze_records_distinct_counts_that_join_planning_uses() {
     )
     .await;
 
-    // All columns, in the table's order, close to the truth (a sketch, not an exact count);
-    // the brand's count is kept.
+    // All columns, in the table's order, close to the truth (a sketch, not an exact count).
     let counted = rows(&session, "ANALYZE TABLE shop.parts").await;
     let columns: Vec<&str> = counted
         .iter()
