@@ -9,6 +9,7 @@ mod decimal_arith;
 mod estimates;
 mod filter_order;
 mod join_filters;
+mod join_order;
 mod month_of_date;
 mod options;
 mod params;
@@ -149,7 +150,8 @@ impl Session {
             state = state
                 .with_statistics_registry(estimates::registry())
                 .with_physical_optimizer_rules(physical_rules())
-                .with_optimizer_rule(Arc::new(decimal_arith::DecimalArithmetic));
+                .with_optimizer_rule(Arc::new(decimal_arith::DecimalArithmetic))
+                .with_optimizer_rule(Arc::new(join_order::JoinOrder));
         }
         let mut state = state.with_config(config).build();
         let scan = TableScan {

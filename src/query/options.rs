@@ -24,6 +24,11 @@ extensions_options! {
         /// check per value when the batch's magnitudes rule overflow out
         /// (`query::decimal_arith`).
         pub fast_decimal_arithmetic: bool, default = true
+
+        /// Join the relations of a chain of inner joins in the order that keeps the estimated
+        /// intermediate results smallest, when that is much smaller than the written order's
+        /// (`query::join_order`).
+        pub join_order: bool, default = true
     }
 }
 

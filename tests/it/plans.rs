@@ -356,3 +356,51 @@ async fn analyze_records_distinct_counts_that_join_planning_uses() {
         assert!(err.contains(expected), "{sql}: {err}");
     }
 }
+
+/// The first key of each hash join in a plan, top join first.
+fn join_keys(plan: &str) -> Vec<String> {
+    plan.lines()
+        .filter(|l| l.contains("HashJoinExec"))
+        .map(|line| {
+            let start = line.find("on=[(").expect(line) + "on=[(".len();
+            line[start..].split('@').next().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn inner_joins_run_in_the_order_that_keeps_results_small() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    for sql in [
+        // 50,000 items of 5,000 orders, sold by 100 sellers in 25 countries.
+        "CREATE TABLE shop.items AS SELECT value AS item, value % 5000 AS order_id, \
+         value % 100 AS seller_id FROM generate_series(1, 50000)",
+        "CREATE TABLE shop.orders AS SELECT value AS order_id, value % 1000 AS buyer \
+         FROM generate_series(0, 4999)",
+        "CREATE TABLE shop.sellers AS SELECT value AS seller_id, \
+         'country ' || (value % 25) AS country FROM generate_series(0, 99)",
+    ] {
+        execute(&session, sql).await;
+    }
+    // Written: all 50,000 items joined with their orders, then with the 4 sellers of one
+    // country. Ordered: the items of those sellers (2,000) first, then their orders.
+    let sql = "SELECT count(*), sum(o.buyer) FROM shop.items i, shop.orders o, shop.sellers s \
+               WHERE i.order_id = o.order_id AND i.seller_id = s.seller_id \
+               AND s.country = 'country 3'";
+    let ordered = rows(&session, sql).await;
+    assert_eq!(join_keys(&explain(&session, sql).await)[0], "order_id");
+    execute(&session, "SET gamelake.join_order = false").await;
+    assert_eq!(join_keys(&explain(&session, sql).await)[0], "seller_id");
+    let written = rows(&session, sql).await;
+    assert_eq!(ordered, written);
+    assert_eq!(ordered, ["2000|981000"]);
+
+    // A query written in a good order keeps it.
+    let good = "SELECT count(*) FROM shop.sellers s JOIN shop.items i ON i.seller_id = s.seller_id \
+                JOIN shop.orders o ON i.order_id = o.order_id WHERE s.country = 'country 3'";
+    let as_written = explain(&session, good).await;
+    execute(&session, "SET gamelake.join_order = true").await;
+    assert_eq!(explain(&session, good).await, as_written);
+    assert_eq!(rows(&session, good).await, ["2000"]);
+}
