@@ -139,8 +139,39 @@ impl Tree {
 /// One condition `left = right` of a chain, each side over one relation.
 #[derive(Debug)]
 struct Key {
-    left: (usize, Expr),
-    right: (usize, Expr),
+    left: Side,
+    right: Side,
+}
+
+/// One side of a [`Key`]: its relation, its expression, and the expression's distinct values
+/// in the relation when known (`cardinality::distinct_count`, looked up once).
+#[derive(Debug)]
+struct Side {
+    relation: usize,
+    expr: Expr,
+    distinct: Option<f64>,
+}
+
+impl Key {
+    /// The key's sides as (the one in `a`, the one in `b`), for two disjoint sets of
+    /// relations; `None` when the key does not join them.
+    fn between(&self, a: u32, b: u32) -> Option<(&Side, &Side)> {
+        let (l, r) = (1 << self.left.relation, 1 << self.right.relation);
+        if a & l != 0 && b & r != 0 {
+            Some((&self.left, &self.right))
+        } else if b & l != 0 && a & r != 0 {
+            Some((&self.right, &self.left))
+        } else {
+            None
+        }
+    }
+}
+
+impl Side {
+    /// Distinct values of the key in a part of `rows` rows: its count, else the rows.
+    fn distinct_within(&self, rows: f64) -> f64 {
+        self.distinct.unwrap_or(rows).min(rows)
+    }
 }
 
 /// A chain of inner joins taken apart.
@@ -185,7 +216,6 @@ impl Chain {
             return Ok(None);
         };
         let sizes = Sizes {
-            relations: &self.relations,
             rows: &rows,
             keys: &keys,
         };
@@ -205,19 +235,27 @@ impl Chain {
             return Ok(None);
         }
         let mut applied = vec![false; self.filters.len()];
-        let joined = self.build(&greedy, greedy.set(), &mut applied)?;
+        let joined = self.build(&greedy, &keys, greedy.set(), &mut applied)?;
         project(joined, columns).map(Some)
     }
 
     /// The join conditions, each side placed in its relation; `None` when a side reads
     /// several relations or none (such a chain is left as written).
     fn placed_keys(&self) -> Option<Vec<Key>> {
+        let side = |expr: &Expr| {
+            let relation = self.relation_of(expr)?;
+            let distinct = cardinality::distinct_count(expr, &self.relations[relation]);
+            Some(Side {
+                relation,
+                expr: expr.clone(),
+                distinct,
+            })
+        };
         self.keys
             .iter()
             .map(|(l, r)| {
-                let left = (self.relation_of(l)?, l.clone());
-                let right = (self.relation_of(r)?, r.clone());
-                (left.0 != right.0).then_some(Key { left, right })
+                let (left, right) = (side(l)?, side(r)?);
+                (left.relation != right.relation).then_some(Key { left, right })
             })
             .collect()
     }
@@ -249,22 +287,27 @@ impl Chain {
     /// The plan of `tree`: each join with the conditions between its two sides, and the
     /// filters not yet `applied` that name no relation outside it (at the top, `all`, every
     /// filter left).
-    fn build(&self, tree: &Tree, all: u32, applied: &mut [bool]) -> Result<LogicalPlan> {
+    fn build(
+        &self,
+        tree: &Tree,
+        keys: &[Key],
+        all: u32,
+        applied: &mut [bool],
+    ) -> Result<LogicalPlan> {
         let (a, b) = match tree {
             Tree::Relation(i) => return Ok(self.relations[*i].clone()),
             Tree::Join(a, b) => (a, b),
         };
-        let (left, right) = (self.build(a, all, applied)?, self.build(b, all, applied)?);
+        let (left, right) = (
+            self.build(a, keys, all, applied)?,
+            self.build(b, keys, all, applied)?,
+        );
         let (left_set, right_set) = (a.set(), b.set());
-        let mut on = Vec::new();
-        for (l, r) in &self.keys {
-            let (ls, rs) = (self.relations_of(l), self.relations_of(r));
-            if (ls & left_set) == ls && (rs & right_set) == rs {
-                on.push((l.clone(), r.clone()));
-            } else if (ls & right_set) == ls && (rs & left_set) == rs {
-                on.push((r.clone(), l.clone()));
-            }
-        }
+        let on = keys
+            .iter()
+            .filter_map(|key| key.between(left_set, right_set))
+            .map(|(l, r)| (l.expr.clone(), r.expr.clone()))
+            .collect();
         let here = left_set | right_set;
         let mut filters = Vec::new();
         for (i, filter) in self.filters.iter().enumerate() {
@@ -299,7 +342,6 @@ fn project(plan: LogicalPlan, columns: Vec<Column>) -> Result<LogicalPlan> {
 
 /// Estimated sizes of a chain's joins.
 struct Sizes<'a> {
-    relations: &'a [LogicalPlan],
     rows: &'a [f64],
     keys: &'a [Key],
 }
@@ -360,22 +402,15 @@ impl Sizes<'_> {
     fn join_rows(&self, a: u32, a_rows: f64, b: u32, b_rows: f64) -> Option<f64> {
         let mut smallest: Option<f64> = None;
         for key in self.keys {
-            let (in_a, in_b) = match (key.left.0, key.right.0) {
-                (l, r) if a & (1 << l) != 0 && b & (1 << r) != 0 => (&key.left, &key.right),
-                (l, r) if b & (1 << l) != 0 && a & (1 << r) != 0 => (&key.right, &key.left),
-                _ => continue,
+            let Some((in_a, in_b)) = key.between(a, b) else {
+                continue;
             };
-            let distinct = self.distinct(in_a, a_rows).max(self.distinct(in_b, b_rows));
+            let distinct = in_a
+                .distinct_within(a_rows)
+                .max(in_b.distinct_within(b_rows));
             let rows = a_rows * b_rows / distinct.max(1.0);
             smallest = Some(smallest.map_or(rows, |s| s.min(rows)));
         }
         smallest
-    }
-
-    /// Distinct values of a key in a part of `rows` rows: the column's count, else the rows.
-    fn distinct(&self, (relation, expr): &(usize, Expr), rows: f64) -> f64 {
-        cardinality::distinct_count(expr, &self.relations[*relation])
-            .unwrap_or(rows)
-            .min(rows)
     }
 }
