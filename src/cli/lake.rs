@@ -39,6 +39,11 @@ pub enum LakeCommand {
         /// Target file size in MiB (default: the table's, 128).
         #[arg(long, value_name = "MIB")]
         target_size_mb: Option<u64>,
+        /// Then count each column's distinct values again, as `ANALYZE schema.table` does (one
+        /// scan of the whole table): the planner's estimates age as loads change a table, and a
+        /// scheduled optimize is where to keep them fresh.
+        #[arg(long)]
+        analyze: bool,
     },
     /// Delete data files no version younger than --retain refers to (removed by compaction,
     /// overwrites, deletes). Time travel to older versions stops working.
@@ -81,6 +86,7 @@ pub async fn run(context: &Context, command: LakeCommand) -> Result<()> {
             table,
             since,
             target_size_mb,
+            analyze,
         } => {
             let since = since.as_deref().map(parse_since).transpose()?;
             let (table, lake) = open(context, &table).await?;
@@ -96,6 +102,9 @@ pub async fn run(context: &Context, command: LakeCommand) -> Result<()> {
                     done.files_removed, done.files_added, done.partitions
                 ),
                 None => println!("{table}: nothing to compact"),
+            }
+            if analyze {
+                analyze_table(context, &table).await?;
             }
             Ok(())
         }
@@ -117,6 +126,18 @@ pub async fn run(context: &Context, command: LakeCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `ANALYZE table` in a session over the lake, with a spinner while it scans; prints how many
+/// columns it counted.
+async fn analyze_table(context: &Context, table: &TableRef) -> Result<()> {
+    let session = context.session().await?;
+    let spinner = crate::progress::bar(0, "", &format!("counting distinct values of {table}"));
+    let counted = session.query(&format!("ANALYZE {table}")).await;
+    spinner.finish_and_clear();
+    let columns: usize = counted?.iter().map(|b| b.num_rows()).sum();
+    println!("{table}: distinct values of {columns} columns counted for the planner");
+    Ok(())
 }
 
 /// Parses a table name and opens the lake, checking it can be reached.

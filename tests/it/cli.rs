@@ -126,6 +126,58 @@ fn lake_history_lists_commits_newest_first() {
 }
 
 #[test]
+fn lake_optimize_compacts_and_with_analyze_counts_distinct_values_again() {
+    let lake = TempLake::new();
+    let loc = lake.location();
+    gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "-c",
+            CREATE,
+            "-c",
+            "INSERT INTO shop.orders VALUES (3,'c',1.0)",
+            "-c",
+            "INSERT INTO shop.orders VALUES (4,'c',2.0)",
+        ],
+        &[],
+    );
+    let out = gamelake_ok(
+        &["--lake", &loc, "lake", "optimize", "shop.orders", "--analyze"],
+        &[],
+    );
+    assert!(out.contains("shop.orders: 3 files compacted into 1"), "{out}");
+    assert!(
+        out.contains("shop.orders: distinct values of 2 columns counted for the planner"),
+        "{out}"
+    );
+    // The last commit records the counts over the four rows: four ids, three names (the
+    // float amounts are not counted).
+    let last = gamelake_ok(
+        &[
+            "--lake",
+            &loc,
+            "sql",
+            "-c",
+            "SELECT operation, parameters FROM shop.\"orders$history\" LIMIT 1",
+            "--format",
+            "ndjson",
+        ],
+        &[],
+    );
+    let commit: serde_json::Value = serde_json::from_str(&last).expect(&last);
+    assert_eq!(commit["operation"], "SET TBLPROPERTIES", "{last}");
+    // Each level holds the next as JSON text: parameters, their properties, the counts.
+    let inner = |value: &serde_json::Value, key: &str| -> serde_json::Value {
+        serde_json::from_str(value[key].as_str().expect(&last)).expect(&last)
+    };
+    let properties = inner(&inner(&commit, "parameters"), "properties");
+    let counts = inner(&properties, "gamelake.distinctCounts");
+    assert_eq!(counts, serde_json::json!({"id": 4, "name": 3}), "{last}");
+}
+
+#[test]
 fn help_and_version_teach() {
     let help = gamelake_ok(&["--help"], &[]);
     for word in ["sql", "lake", "--lake", "GAMELAKE_LAKE", "Examples"] {
