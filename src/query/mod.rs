@@ -39,6 +39,10 @@ pub const CATALOG: &str = "gamelake";
 /// Schema used when a statement names a table without one.
 pub const DEFAULT_SCHEMA: &str = "public";
 
+/// Key ranges up to which a single-integer-key hash join uses an array instead of a hash
+/// table: 8 M values, an array of 32 MiB (four bytes per value) per build partition.
+pub const ARRAY_JOIN_MAX_RANGE: usize = 1 << 23;
+
 /// Engine settings of a session.
 #[derive(Clone, Debug, Default)]
 pub struct QuerySettings {
@@ -127,6 +131,16 @@ impl Session {
                 "datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values",
                 0,
             );
+        // A hash join on one integer key whose build side spans fewer than this many values
+        // looks its keys up in an array indexed by the key (DataFusion's "perfect hash join")
+        // rather than in a hash table, however sparse the keys: no hashing and no comparison
+        // of keys per probed row, for an array of at most 32 MiB. DataFusion takes the array
+        // only for ranges under 1,024 values or keys filling 15% of their range; TPC-H's
+        // filtered orders fill 4-12% of their 6 M order keys.
+        config = config.set_usize(
+            "datafusion.execution.perfect_hash_join_small_build_threshold",
+            ARRAY_JOIN_MAX_RANGE,
+        );
         if settings.cluster.is_some() {
             // Writes read the lake's files here too (see `Session::write_state`).
             runtime = runtime.with_object_store_registry(Arc::new(

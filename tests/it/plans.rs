@@ -404,3 +404,39 @@ async fn inner_joins_run_in_the_order_that_keeps_results_small() {
     assert_eq!(explain(&session, good).await, as_written);
     assert_eq!(rows(&session, good).await, ["2000"]);
 }
+
+/// A join on one integer key whose keys are sparse (one in a hundred over a range of 200,000)
+/// looks them up in an array indexed by the key, which DataFusion by itself keeps for ranges
+/// under 1,024 or keys filling 15% of theirs, and answers as a hash table does.
+#[tokio::test]
+async fn sparse_integer_join_keys_are_looked_up_in_an_array() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    for sql in [
+        "CREATE TABLE shop.orders AS SELECT value * 100 + 1 AS id, value % 7 AS region \
+         FROM generate_series(0, 1999)",
+        "CREATE TABLE shop.lines AS SELECT (value % 2000) * 100 + 1 AS order_id, value AS amount \
+         FROM generate_series(1, 20000)",
+    ] {
+        execute(&session, sql).await;
+    }
+    let sql = "SELECT o.region, count(*), sum(l.amount) FROM shop.lines l \
+               JOIN shop.orders o ON o.id = l.order_id GROUP BY o.region ORDER BY o.region";
+    let total = "SELECT count(*), sum(l.amount) FROM shop.lines l \
+                 JOIN shop.orders o ON o.id = l.order_id";
+    assert!(metric(&analyze(&session, sql).await, "array_map_created_count") > 0);
+    let with_array = rows(&session, sql).await;
+    assert_eq!(with_array.len(), 7);
+    assert_eq!(rows(&session, total).await, ["20000|200010000"]);
+
+    execute(
+        &session,
+        "SET datafusion.execution.perfect_hash_join_small_build_threshold = 1024",
+    )
+    .await;
+    assert_eq!(
+        metric(&analyze(&session, sql).await, "array_map_created_count"),
+        0
+    );
+    assert_eq!(rows(&session, sql).await, with_array);
+}
