@@ -144,10 +144,20 @@ fn lake_optimize_compacts_and_with_analyze_counts_distinct_values_again() {
         &[],
     );
     let out = gamelake_ok(
-        &["--lake", &loc, "lake", "optimize", "shop.orders", "--analyze"],
+        &[
+            "--lake",
+            &loc,
+            "lake",
+            "optimize",
+            "shop.orders",
+            "--analyze",
+        ],
         &[],
     );
-    assert!(out.contains("shop.orders: 3 files compacted into 1"), "{out}");
+    assert!(
+        out.contains("shop.orders: 3 files compacted into 1"),
+        "{out}"
+    );
     assert!(
         out.contains("shop.orders: distinct values of 2 columns counted for the planner"),
         "{out}"
