@@ -42,6 +42,33 @@ fn tpch_harness_runs_all_22_queries_with_answers_equal_to_duckdb() {
         text.contains("| **sum** |") && text.contains("all 22 ran"),
         "{text}"
     );
+
+    // benches/ab.py on the same lake: two variants of a setting, each query timed under both.
+    let threshold = "SET datafusion.execution.perfect_hash_join_small_build_threshold";
+    let out = std::process::Command::new(crate::support::python())
+        .arg(crate::support::repo_root().join("benches/ab.py"))
+        .args(["--lake", work.path().join("lake").to_str().unwrap()])
+        .args(["--rounds", "2", "--runs", "1", "--only", "q03,q05"])
+        .arg(format!("--variant=datafusion={threshold} = 1024"))
+        .arg(format!("--variant=gamelake={threshold} = 8388608"))
+        .args(["--gamelake", env!("CARGO_BIN_EXE_gamelake")])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.starts_with("| query | datafusion s | gamelake s | gamelake / datafusion |"),
+        "{table}"
+    );
+    let queries: Vec<&str> = query_rows(&table)
+        .iter()
+        .map(|row| row.split(" | ").next().unwrap())
+        .collect();
+    assert_eq!(queries, ["| q03", "| q05"], "{table}");
 }
 
 /// History growth at a tiny scale: every size and query is measured, and the one-week query
