@@ -41,7 +41,12 @@ pub const DEFAULT_SCHEMA: &str = "public";
 
 /// Key ranges up to which a single-integer-key hash join uses an array instead of a hash
 /// table: 8 M values, an array of 32 MiB (four bytes per value) per build partition.
-pub const ARRAY_JOIN_MAX_RANGE: usize = 1 << 23;
+const ARRAY_JOIN_MAX_RANGE: usize = 1 << 23;
+
+/// Estimated build sides up to which a hash join builds one table for every partition.
+const SINGLE_HASH_TABLE_MAX_BYTES: usize = 64 << 20;
+/// The same bound in rows.
+const SINGLE_HASH_TABLE_MAX_ROWS: usize = 1 << 20;
 
 /// Engine settings of a session.
 #[derive(Clone, Debug, Default)]
@@ -161,6 +166,20 @@ impl Session {
             config = config
                 .with_option_extension(options::GamelakeOptions::default())
                 .set_bool("datafusion.optimizer.use_statistics_registry", true);
+            // One hash table for every partition (CollectLeft) when the build side is estimated
+            // under 64 MiB or 1 M rows (DataFusion: 1 MiB, 128 K rows). Building one table is
+            // cheap with the array above, and the probe side, usually the largest input, is then
+            // not repartitioned (each row hashed and moved). On a cluster that table would be
+            // sent to every executor, so it keeps DataFusion's thresholds.
+            config = config
+                .set_usize(
+                    "datafusion.optimizer.hash_join_single_partition_threshold",
+                    SINGLE_HASH_TABLE_MAX_BYTES,
+                )
+                .set_usize(
+                    "datafusion.optimizer.hash_join_single_partition_threshold_rows",
+                    SINGLE_HASH_TABLE_MAX_ROWS,
+                );
             state = state
                 .with_statistics_registry(estimates::registry())
                 .with_physical_optimizer_rules(physical_rules())

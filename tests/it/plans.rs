@@ -440,3 +440,47 @@ async fn sparse_integer_join_keys_are_looked_up_in_an_array() {
     );
     assert_eq!(rows(&session, sql).await, with_array);
 }
+
+/// A build side estimated at 200,000 rows (over DataFusion's 128 K) builds one hash table
+/// for every partition, so the larger probe side is not repartitioned; the answer is the one
+/// the partitioned join gives.
+#[tokio::test]
+async fn a_mid_sized_build_side_builds_one_table_for_every_partition() {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    for sql in [
+        "SET datafusion.execution.target_partitions = 2",
+        "CREATE TABLE shop.orders AS SELECT value AS id, value % 7 AS region \
+         FROM generate_series(1, 200000)",
+        "CREATE TABLE shop.lines AS SELECT value % 400000 AS order_id, value AS amount \
+         FROM generate_series(1, 800000)",
+    ] {
+        execute(&session, sql).await;
+    }
+    let sql = "SELECT o.region, count(*), sum(l.amount) FROM shop.lines l \
+               JOIN shop.orders o ON o.id = l.order_id GROUP BY o.region ORDER BY o.region";
+    let mode = |plan: String| {
+        let line = plan
+            .lines()
+            .find(|l| l.contains("HashJoinExec"))
+            .unwrap_or_else(|| panic!("{plan}"))
+            .to_string();
+        line.contains("mode=CollectLeft")
+    };
+    assert!(mode(explain(&session, sql).await));
+    let one_table = rows(&session, sql).await;
+    assert_eq!(one_table.len(), 7);
+
+    execute(
+        &session,
+        "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 131072",
+    )
+    .await;
+    execute(
+        &session,
+        "SET datafusion.optimizer.hash_join_single_partition_threshold = 1048576",
+    )
+    .await;
+    assert!(!mode(explain(&session, sql).await));
+    assert_eq!(rows(&session, sql).await, one_table);
+}
