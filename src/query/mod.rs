@@ -141,7 +141,7 @@ impl Session {
         // rather than in a hash table, however sparse the keys: no hashing and no comparison
         // of keys per probed row, for an array of at most 32 MiB. DataFusion takes the array
         // only for ranges under 1,024 values or keys filling 15% of their range; TPC-H's
-        // filtered orders fill 4-12% of their 6 M order keys.
+        // filtered orders fill 2-12% of their 6 M order keys.
         config = config.set_usize(
             "datafusion.execution.perfect_hash_join_small_build_threshold",
             ARRAY_JOIN_MAX_RANGE,
