@@ -12,10 +12,11 @@ so the standard query text needs no schema: `CREATE TABLE public.x AS SELECT * F
   DataFusion's own listing table, no Delta log (so Delta / plain is the catalog's cost alone,
   with the build and the settings held equal),
 
-each with the same thread count, best of --runs, every answer compared with DuckDB's. Writes the
-table to benches/RESULTS.md (or --results).
+each with the same thread count, best of --runs, every answer compared with DuckDB's; with
+--rounds N the four engines run N times, alternating, and each query's best run of all rounds
+counts. Writes the table to benches/RESULTS.md (or --results).
 
-    ~/.cache/gamelake/venv/bin/python benches/tpch.py --scale 1 --runs 3
+    ~/.cache/gamelake/venv/bin/python benches/tpch.py --scale 1 --runs 3 --rounds 3
 """
 
 import argparse
@@ -42,7 +43,10 @@ TABLES = ["nation", "region", "part", "supplier", "partsupp", "customer", "order
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="TPC-H scale factor (1 = 6 M lineitems)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per query and engine; the best counts")
+    parser.add_argument("--runs", type=int, default=3, help="runs per query and engine in each round; the best counts")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of all four engines, alternating; the best run of all rounds counts "
+                             "(more rounds: steadier ratios on a noisy machine)")
     parser.add_argument("--threads", type=int, default=2, help="threads (target partitions) for every engine")
     parser.add_argument("--queries", default="", help="e.g. 1,3,18 (default: all 22)")
     parser.add_argument("--work", help="folder for the data and the lake (default ~/.cache/gamelake/tpch-sf<scale>)")
@@ -65,11 +69,24 @@ def main():
     load_seconds = load(binary, lake, source, args.compression, args.layout)
     data = {t: f"{lake}/public/{t}/*.parquet" for t in TABLES}
 
-    times, answers = {}, {}
-    times["gamelake"], answers["gamelake"] = run_gamelake(binary, lake, work, files, args)
-    times["plain"], answers["plain"] = run_gamelake_plain(binary, lake, work, files, args)
-    times["DuckDB"], answers["DuckDB"] = run_duckdb(data, files, args)
-    times["DataFusion"], answers["DataFusion"] = run_datafusion(data, files, args)
+    engines = {
+        "gamelake": lambda: run_gamelake(binary, lake, work, files, args),
+        "plain": lambda: run_gamelake_plain(binary, lake, work, files, args),
+        "DuckDB": lambda: run_duckdb(data, files, args),
+        "DataFusion": lambda: run_datafusion(data, files, args),
+    }
+    times = {engine: {} for engine in engines}
+    answers = {engine: {} for engine in engines}
+    for r in range(args.rounds):
+        # Each engine runs its queries in one block; the blocks alternate round by round (order
+        # reversed every other round), so a slow minute of the machine falls on every engine.
+        for engine in (list(engines) if r % 2 == 0 else list(engines)[::-1]):
+            round_times, round_answers = engines[engine]()
+            for n, seconds in round_times.items():
+                times[engine][n] = min(seconds, times[engine].get(n, math.inf))
+            answers[engine].update(round_answers)
+        if args.rounds > 1:
+            print(f"round {r + 1} of {args.rounds} done", flush=True)
 
     lines = report(numbers, times, answers, args, load_seconds, binary, lake)
     title = f"TPC-H SF{args.scale:g}" + ("" if args.compression == "zstd" else f", {args.compression} tables")
@@ -217,11 +234,13 @@ def report(numbers, times, answers, args, load_seconds, binary, lake):
         return f"{a / b:.2f}x" if a and b else "-"
 
     lines = [
-        f"TPC-H scale {args.scale:g}, {args.threads} threads for each engine, warm, best of {args.runs};"
+        f"TPC-H scale {args.scale:g}, {args.threads} threads for each engine, warm, best of {args.runs}"
+        + ("" if args.rounds == 1 else f" runs in each of {args.rounds} rounds (the engines alternating)") + ";"
         f" {platform.platform()}, {os.cpu_count()} cores. {gamelake_version(binary)}, DuckDB {duckdb.__version__},"
         f" DataFusion {datafusion.__version__} (Python, default config). Every answer compared with DuckDB's.",
         f"Command: `~/.cache/gamelake/venv/bin/python benches/tpch.py --scale {args.scale:g} --runs {args.runs}"
-        f" --threads {args.threads}" + ("" if args.compression == "zstd" else f" --compression {args.compression}")
+        + ("" if args.rounds == 1 else f" --rounds {args.rounds}")
+        + f" --threads {args.threads}" + ("" if args.compression == "zstd" else f" --compression {args.compression}")
         + ("" if args.layout == "generated" else f" --layout {args.layout}") + "`",
         "",
         f"Loading the 8 tables into the lake (`CREATE TABLE ... WITH (compression = '{args.compression}'"

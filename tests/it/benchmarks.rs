@@ -10,8 +10,8 @@ fn query_rows(text: &str) -> Vec<&str> {
 
 /// TPC-H at scale 0.01 through gamelake, DuckDB and DataFusion: every query runs on every engine
 /// and every answer equals DuckDB's (the script exits non-zero otherwise). Loaded with
-/// `--layout by-date`, so the sorted load (`sort_by`) is exercised too; the default layout is
-/// the same load without it.
+/// `--layout by-date`, so the sorted load (`sort_by`) is exercised too (the default layout is
+/// the same load without it), in two rounds of the four engines.
 #[test]
 fn tpch_harness_runs_all_22_queries_with_answers_equal_to_duckdb() {
     let work = tempfile::tempdir().unwrap();
@@ -22,6 +22,8 @@ fn tpch_harness_runs_all_22_queries_with_answers_equal_to_duckdb() {
             "0.01",
             "--runs",
             "1",
+            "--rounds",
+            "2",
             "--layout",
             "by-date",
             "--work",
@@ -33,6 +35,10 @@ fn tpch_harness_runs_all_22_queries_with_answers_equal_to_duckdb() {
         "{text}"
     );
     assert!(text.contains("--layout by-date`"), "{text}");
+    assert!(
+        text.contains("best of 1 runs in each of 2 rounds (the engines alternating)"),
+        "{text}"
+    );
     let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| Q")).collect();
     assert_eq!(rows.len(), 22, "{text}");
     for row in rows {
