@@ -18,15 +18,13 @@ a table; nothing is written to RESULTS.md (A/B tables there are pasted with this
 """
 
 import argparse
-import json
 import pathlib
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 
-from bench_common import ROOT, gamelake_binary
+from bench_common import ROOT, gamelake_bench, gamelake_binary
 
 SET = re.compile(r"^\s*SET\s+([\w.]+)\s*(?:=|TO)\s*(.+?)\s*;?\s*$", re.IGNORECASE)
 
@@ -56,11 +54,10 @@ def main():
         sys.exit(f"no .sql files in {args.queries}" + (f" named {args.only}" if stems else ""))
 
     binary = gamelake_binary(args.gamelake)
+    params = [flag for p in args.param for flag in ("--param", p)]
     times = {name: {q.stem: [] for q in queries} for name in variants}
     with tempfile.TemporaryDirectory() as work:
         work = pathlib.Path(work)
-        config = work / "gamelake.toml"
-        config.write_text(f"[query]\ntarget_partitions = {args.threads}\n")
         for r in range(args.rounds):
             order = list(variants) if r % 2 == 0 else list(variants)[::-1]
             files = []
@@ -69,17 +66,14 @@ def main():
                     file = work / f"{name}__{query.stem}.sql"
                     file.write_text(variants[name] + "\n" + query.read_text())
                     files.append(file)
-            command = [binary, "--lake", args.lake, "--config", str(config), "bench", "--runs", str(args.runs)]
-            command += [f"--param={p}" for p in args.param]
-            done = subprocess.run(command + [str(f) for f in files], capture_output=True, text=True)
-            for line in done.stdout.splitlines():
-                result = json.loads(line)
+            results, code = gamelake_bench(binary, args.lake, work, files, args.threads, args.runs, params)
+            for result in results:
                 name, stem = result["query"].split("__", 1)
                 if "error" in result:
                     sys.exit(f"{stem} under {name}: {result['error']}")
                 times[name][stem].append(result["best"])
-            if done.returncode != 0:
-                sys.exit(done.stderr)
+            if code != 0:
+                sys.exit(f"gamelake bench failed with exit code {code} (its message above)")
             print(f"round {r + 1} of {args.rounds} done", file=sys.stderr, flush=True)
 
     names = list(variants)

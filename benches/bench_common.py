@@ -4,6 +4,7 @@ the demo lake, answers compared across engines, and writing one section of bench
 import datetime
 import decimal
 import importlib
+import json
 import math
 import os
 import pathlib
@@ -64,6 +65,19 @@ def saved_query_params(binary, lake):
                              "SELECT player_id FROM game.purchases GROUP BY player_id ORDER BY count(*) DESC,"
                              " player_id LIMIT 1"], check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()[1]
     return {"player_id": player, "since": "2026-10-01"}
+
+
+def gamelake_bench(binary, lake, work, files, threads, runs, flags=(), out=None):
+    """`gamelake bench` of `files` over `lake` in one warm session with `threads` target
+    partitions (a config file written to `work`), each file `runs` times, each answer written to
+    `out`/<stem>.parquet when given; `flags` go before the files (`--param`). Answers its JSON
+    lines, one per file ({"query", "best", ...}, or {"query", "error"}), and its exit code."""
+    config = pathlib.Path(work) / "gamelake.toml"
+    config.write_text(f"[query]\ntarget_partitions = {threads}\n")
+    command = [binary, "--lake", str(lake), "--config", str(config), "bench", "--runs", str(runs)]
+    command += ["--out", str(out)] if out else []
+    done = subprocess.run(command + list(flags) + [str(f) for f in files], stdout=subprocess.PIPE, text=True)
+    return [json.loads(line) for line in done.stdout.splitlines()], done.returncode
 
 
 def param_flags(params):

@@ -11,7 +11,6 @@ same. Same thread count, warm, best of --runs, every answer compared with DuckDB
 
 import argparse
 import datetime
-import json
 import math
 import os
 import pathlib
@@ -23,8 +22,8 @@ import time
 
 import duckdb
 
-from bench_common import (ROOT, comparable_rows, demo_lake, duckdb_with_delta, gamelake_binary, gamelake_version,
-                          param_flags, same_rows, saved_query_params, write_section)
+from bench_common import (ROOT, comparable_rows, demo_lake, duckdb_with_delta, gamelake_bench, gamelake_binary,
+                          gamelake_version, param_flags, same_rows, saved_query_params, write_section)
 
 
 def main():
@@ -93,13 +92,9 @@ def run_gamelake(binary, lake, work, files, params, args):
 
     out = work / "answers-gamelake"
     shutil.rmtree(out, ignore_errors=True)
-    config = work / "gamelake.toml"
-    config.write_text(f"[query]\ntarget_partitions = {args.threads}\n")
-    done = subprocess.run([binary, "--lake", str(lake), "--config", str(config), "bench", "--runs", str(args.runs),
-                           "--out", str(out)] + param_flags(params) + [str(f) for f in files], stdout=subprocess.PIPE, text=True)
+    results, _ = gamelake_bench(binary, lake, work, files, args.threads, args.runs, param_flags(params), out)
     times, answers = {}, {}
-    for line in done.stdout.splitlines():
-        result = json.loads(line)
+    for result in results:
         if "error" in result:
             print(f"gamelake {result['query']}: {result['error']}", file=sys.stderr)
             continue

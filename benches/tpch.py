@@ -21,7 +21,6 @@ counts. Writes the table to benches/RESULTS.md (or --results).
 
 import argparse
 import importlib
-import json
 import math
 import os
 import pathlib
@@ -34,7 +33,8 @@ import time
 import duckdb
 import pyarrow.parquet as pq
 
-from bench_common import ROOT, comparable_rows, gamelake_binary, gamelake_version, same_rows, write_section
+from bench_common import (ROOT, comparable_rows, gamelake_bench, gamelake_binary, gamelake_version, same_rows,
+                          write_section)
 
 QUERIES = ROOT / "benches" / "tpch" / "queries"
 TABLES = ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"]
@@ -157,15 +157,9 @@ def run_gamelake_plain(binary, lake, work, files, args):
 def run_gamelake(binary, lake, work, files, args, label="gamelake"):
     out = work / f"answers-{label}"
     shutil.rmtree(out, ignore_errors=True)
-    config = work / "gamelake.toml"
-    config.write_text(f"[query]\ntarget_partitions = {args.threads}\n")
-    done = subprocess.run(
-        [binary, "--lake", str(lake), "--config", str(config), "bench", "--runs", str(args.runs),
-         "--out", str(out)] + [str(f) for f in files],
-        stdout=subprocess.PIPE, text=True)
+    results, _ = gamelake_bench(binary, lake, work, files, args.threads, args.runs, out=out)
     times, answers = {}, {}
-    for line in done.stdout.splitlines():
-        result = json.loads(line)
+    for result in results:
         n = int(result["query"][1:])
         if "error" in result:
             print(f"{label} q{n}: {result['error']}", file=sys.stderr)
