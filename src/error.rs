@@ -1,4 +1,6 @@
-//! The one error type of gamelake. Every message says what went wrong, where, and what to do.
+//! The one error type of gamelake. Every message says what went wrong, where, and what to do;
+//! the variant says whose mistake it is (the input's, a missing feature, a missing thing, an
+//! unavailable service, gamelake's own), so each protocol maps it to its own code.
 
 use std::path::PathBuf;
 
@@ -102,9 +104,32 @@ pub enum Error {
     #[error("{0}")]
     Limit(String),
 
-    /// A SQL feature gamelake does not support (yet), with what to do instead.
+    /// The input is wrong (a flag, a file, a value, a request, a statement): the user's or the
+    /// client's mistake. The message says what is expected.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// Something gamelake does not do (yet), with what to do instead.
     #[error("{0}")]
     Unsupported(String),
+
+    /// Something named does not exist (a report, a folder).
+    #[error("{0}")]
+    NotFound(String),
+
+    /// Something gamelake needs is not there or stopped: a port to listen on, a source
+    /// database, a store, a server shutting down. Trying again later may work.
+    #[error("{0}")]
+    Unavailable(String),
+
+    /// The work was cancelled by whoever asked for it.
+    #[error("{0}")]
+    Cancelled(String),
+
+    /// gamelake's own fault: a state that should not happen (a task that panicked, an encoding
+    /// that cannot fail). Worth a bug report with the message.
+    #[error("{0}")]
+    Internal(String),
 
     /// Distributed mode: a bad `--cluster` address, an unreachable scheduler, an unsafe bind.
     #[error("cluster: {0}")]

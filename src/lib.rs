@@ -1,9 +1,18 @@
 //! gamelake: a lakehouse for game data — Delta Lake tables on a local folder or S3, queried
 //! with DataFusion.
 //!
-//! Layers, lowest first: [`lake`] (storage, Delta tables, the write path) → [`catalog`] (the lake
-//! as `schema.table`) → [`query`] (the SQL session) → [`cli`]. [`cluster`] runs the same
-//! queries on Apache Ballista.
+//! Layers, lowest first; a module imports only from layers below its own (checked by
+//! `tests/it/layers.rs`; the map is `docs/architecture.md`):
+//!
+//! 1. [`error`]; then the toolkit: [`toml_files`], [`timing`], [`plain_types`], [`progress`],
+//!    [`metrics`]; then [`output`].
+//! 2. [`lake`]: storage, Delta tables, the one write path.
+//! 3. [`catalog`]: the lake as `schema.table`; [`cluster`]: the same queries on Ballista.
+//! 4. [`query`]: the SQL session and its planner rules.
+//! 5. [`serving`] (the engine behind BI protocols), [`sources`] (what pipelines read, and the
+//!    source contract), [`records`] (records → Arrow rows with a rejected side).
+//! 6. [`pipeline`], [`intake`], [`flight`], [`report`], [`demo`].
+//! 7. [`schedule`]; then [`config`] (`gamelake.toml`); then [`cli`].
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -22,9 +31,13 @@ pub mod pipeline;
 pub mod plain_types;
 pub mod progress;
 pub mod query;
+pub mod records;
 pub mod report;
 pub mod schedule;
+pub mod serving;
 pub mod sources;
+pub mod timing;
+pub mod toml_files;
 
 pub use error::{Error, Result};
 pub use lake::Lake;

@@ -1,5 +1,5 @@
 //! The Prometheus text exposition (prometheus-client) of one or more metric registries: the
-//! intake's and the scheduler's, alone or on one `/metrics` page.
+//! intake's and the scheduler's, alone or on one `/metrics` page ([`serve`]).
 
 use prometheus_client::registry::Registry;
 
@@ -12,4 +12,38 @@ pub fn exposition(registries: &[&Registry]) -> String {
     }
     let _ = prometheus_client::encoding::text::encode_eof(&mut out);
     out
+}
+
+/// Serves `/metrics` (what `render` gives, as OpenMetrics text) and `/healthz` on `listener`
+/// until `shutdown` completes. No login: bind it where only the monitoring reaches.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    render: impl Fn() -> String + Clone + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    use axum::routing::get;
+    let bound = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = render();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| crate::Error::Unavailable(format!("metrics on {bound} failed: {e}")))
 }

@@ -79,7 +79,7 @@ pub async fn run(context: &Context, args: BenchArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     if failed > 0 {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "{failed} of {} queries failed (see their lines above)",
             args.files.len()
         )));

@@ -5,7 +5,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::Context;
-use super::sql::Printer;
+use super::printer::{Printer, run_text};
 use crate::demo::{DemoOptions, generate};
 use crate::error::Result;
 use crate::output::Format;
@@ -85,7 +85,7 @@ pub async fn run(context: &Context, args: DemoArgs) -> Result<()> {
                 shown.push_str(line);
                 shown.push('\n');
             }
-            let rows = super::sql::run_text(&session, &mut printer, &shown).await?;
+            let rows = run_text(&session, &mut printer, &shown).await?;
             println!(
                 "{rows} rows in {:.3}s",
                 query_started.elapsed().as_secs_f64()

@@ -154,11 +154,11 @@ fn parse_since(text: &str) -> Result<NaiveDate> {
         return Ok(date);
     }
     let age = humantime::parse_duration(text).map_err(|_| {
-        Error::Unsupported(format!(
+        Error::Invalid(format!(
             "--since {text}: expected a date like 2026-11-20 or an age like 2d"
         ))
     })?;
     let age = chrono::Duration::from_std(age)
-        .map_err(|e| Error::Unsupported(format!("--since {text}: {e}")))?;
+        .map_err(|e| Error::Invalid(format!("--since {text}: {e}")))?;
     Ok((chrono::Utc::now() - age).date_naive())
 }

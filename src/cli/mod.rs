@@ -3,8 +3,10 @@
 mod bench;
 mod cluster;
 mod demo;
+mod hash_password;
 mod ingest;
 mod lake;
+mod printer;
 mod repl;
 mod report;
 mod serve;
@@ -126,7 +128,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Report(cmd) => report::run(&context, cmd).await,
         Command::Scheduler(args) => cluster::scheduler(args).await,
         Command::Executor(args) => cluster::executor(args).await,
-        Command::HashPassword => serve::hash_password_command(),
+        Command::HashPassword => hash_password::run(),
     }
 }
 

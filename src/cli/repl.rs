@@ -6,7 +6,7 @@ use std::time::Instant;
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
-use super::sql::{Printer, run_text};
+use super::printer::{Printer, run_text};
 use crate::error::{Error, Result};
 use crate::output::Format;
 use crate::query::Session;
@@ -22,7 +22,7 @@ SQL statements end with ';' and may span lines. Time travel: SELECT * FROM shop.
 /// Runs the REPL until `\q` or end of input.
 pub async fn run(session: &Session) -> Result<()> {
     let mut editor =
-        DefaultEditor::new().map_err(|e| Error::Unsupported(format!("terminal: {e}")))?;
+        DefaultEditor::new().map_err(|e| Error::Unavailable(format!("terminal: {e}")))?;
     let history = dirs::home_dir().map(|h| h.join(".gamelake_history"));
     if let Some(path) = &history {
         let _ = editor.load_history(path);
@@ -47,7 +47,7 @@ pub async fn run(session: &Session) -> Result<()> {
                 continue;
             }
             Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(Error::Unsupported(format!("terminal: {e}"))),
+            Err(e) => return Err(Error::Unavailable(format!("terminal: {e}"))),
         };
         let trimmed = line.trim();
         if buffer.is_empty() && trimmed.starts_with('\\') {

@@ -76,7 +76,11 @@ pub async fn run(context: &Context, command: ReportCommand) -> Result<()> {
                     "{:<24} {:<16} {:<10} {next}",
                     report.name,
                     report.config.schedule.as_deref().unwrap_or("-"),
-                    report.config.timezone.as_deref().unwrap_or("+08:00"),
+                    report
+                        .config
+                        .timezone
+                        .as_deref()
+                        .unwrap_or(crate::timing::DEFAULT_ZONE),
                 );
             }
             if reports.is_empty() {
@@ -90,7 +94,7 @@ pub async fn run(context: &Context, command: ReportCommand) -> Result<()> {
                 let known: Vec<String> = load_all(&args.dir.reports)
                     .map(|r| r.into_iter().map(|r| r.name).collect())
                     .unwrap_or_default();
-                return Err(Error::Unsupported(format!(
+                return Err(Error::NotFound(format!(
                     "no report '{}' in {} (there: {}); reports are NAME.toml files, see `gamelake report list`",
                     args.name,
                     args.dir.reports.display(),

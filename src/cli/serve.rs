@@ -1,19 +1,20 @@
-//! `gamelake serve`: the long-running server (Flight SQL for BI tools), and
-//! `gamelake hash-password` for its users.
+//! `gamelake serve`: the long-running server. Its flags, and the composition of the parts
+//! each module starts by itself: Flight SQL ([`crate::flight::serve`]), the log intake
+//! ([`crate::intake::server::start`]), the scheduler ([`crate::schedule::prepare`]) and
+//! `/metrics` ([`crate::metrics::serve`]), all stopped by one signal.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::Context;
 use crate::error::{Error, Result};
-use crate::flight::{Access, FlightOptions, Limits, Signer, Tls, auth, hash_password};
-use crate::intake::Intake;
+use crate::serving::{Signer, Tls, auth};
 
 /// Flags of `gamelake serve`.
 #[derive(Debug, Args)]
@@ -109,11 +110,11 @@ pub struct ServeArgs {
 /// Runs `gamelake serve` until Ctrl-C or SIGTERM.
 pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
     if args.flight.is_none() && args.http.is_none() && args.forward.is_none() && !args.schedule {
-        return Err(Error::Unsupported(
+        return Err(Error::Invalid(
             "nothing to serve: give --flight ADDR (queries), --http ADDR and/or --forward ADDR (log intake), and/or --schedule (scheduled reports and pipelines), e.g. --flight 127.0.0.1:50051".to_string(),
         ));
     }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
     let mut servers = Vec::new();
     if let Some(addr) = args.flight {
         servers.push(tokio::spawn(
@@ -127,14 +128,33 @@ pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
         servers.push(tokio::spawn(server));
     }
     if args.schedule {
-        let (server, metrics) = scheduler(context, &args, stopped.clone()).await?;
-        exposed.schedule = Some(metrics);
-        servers.push(tokio::spawn(server));
+        let session = context.session().await?;
+        let reports = crate::schedule::folder(args.reports.as_deref(), "reports")?;
+        let pipelines = crate::schedule::folder(args.pipelines.as_deref(), "pipelines")?;
+        let runner = crate::schedule::prepare(
+            &session,
+            reports.as_deref(),
+            pipelines.as_deref(),
+            args.schedule_heartbeat,
+        )?;
+        println!(
+            "gamelake serve: scheduler running {} (records in {}/_schedule)",
+            runner.job_names().join(", "),
+            context.location
+        );
+        exposed.schedule = Some(runner.metrics());
+        servers.push(tokio::spawn(
+            std::sync::Arc::new(runner).run(stopped.clone()),
+        ));
     }
     if let Some(addr) = args.metrics {
-        servers.push(tokio::spawn(
-            metrics_server(addr, exposed, stopped.clone()).await?,
-        ));
+        let (listener, bound) = bind(addr).await?;
+        println!("gamelake serve: metrics on http://{bound}/metrics");
+        servers.push(tokio::spawn(crate::metrics::serve(
+            listener,
+            move || exposed.render(),
+            until(stopped.clone()),
+        )));
     }
     std::io::stdout().flush().ok();
     tokio::spawn(async move {
@@ -145,7 +165,7 @@ pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
     for server in servers {
         let outcome = server
             .await
-            .map_err(|e| Error::Unsupported(format!("server task failed: {e}")))
+            .map_err(|e| Error::Internal(format!("server task failed: {e}")))
             .and_then(|r| r);
         if result.is_ok() {
             result = outcome;
@@ -164,25 +184,25 @@ async fn until(mut stopped: watch::Receiver<bool>) {
 /// Refuses to run without logins except on loopback with --insecure-no-auth.
 fn check_open_access(args: &ServeArgs, addr: SocketAddr, what: &str) -> Result<()> {
     if !args.insecure_no_auth {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "no {what} in the config: add them, or pass --insecure-no-auth to serve without them on a loopback address"
         )));
     }
     if !addr.ip().is_loopback() {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "--insecure-no-auth only listens on a loopback address (127.0.0.1 or ::1), not {addr}: configure {what} to serve the network"
         )));
     }
     Ok(())
 }
 
-async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(addr)
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::Unsupported(format!("cannot listen on {addr}: {e}")))?;
+        .map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))?;
     let bound = listener
         .local_addr()
-        .map_err(|e| Error::Unsupported(format!("cannot listen on {addr}: {e}")))?;
+        .map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))?;
     Ok((listener, bound))
 }
 
@@ -213,33 +233,12 @@ async fn flight(
         Some(secret) if !secret.is_empty() => Signer::new(secret.as_bytes()),
         _ => Signer::random(),
     };
-    let flight = &config.flight;
-    let defaults = Limits::default();
-    let options = FlightOptions {
-        access: Access {
-            users: Arc::new(config.users.clone()),
-            signer,
-            token_ttl: flight.token_ttl.unwrap_or(Duration::from_secs(12 * 3600)),
-            ticket_ttl: flight.ticket_ttl.unwrap_or(Duration::from_secs(600)),
-        },
-        limits: Limits {
-            max_concurrent_queries: flight
-                .max_concurrent_queries
-                .unwrap_or(defaults.max_concurrent_queries),
-            queue_timeout: flight.queue_timeout.unwrap_or(defaults.queue_timeout),
-            query_timeout: flight.query_timeout.unwrap_or(defaults.query_timeout),
-            query_memory: flight.query_memory_mb.map(|mb| mb * 1024 * 1024),
-            server_memory: flight.server_memory_mb.map(|mb| mb * 1024 * 1024),
-        },
-        tls,
-        max_message_bytes: flight.max_message_mb.unwrap_or(64) * 1024 * 1024,
-        query_log: flight.query_log.unwrap_or(true),
-    };
+    let options = config.flight.options(&config.users, signer, tls);
     let mut settings = context.settings.clone();
     settings.deny_file_paths = true;
     // BI clients read plain strings; reading them so saves a cast of every string column.
     settings.plain_strings = true;
-    settings.catalog_ttl = flight.catalog_ttl.unwrap_or(Duration::from_secs(5));
+    settings.catalog_ttl = config.flight.catalog_ttl();
     let session = context.session_with(&settings).await?;
     let (listener, bound) = bind(addr).await?;
     let scheme = if options.tls.is_some() {
@@ -268,8 +267,8 @@ async fn flight(
 /// The metrics that `--metrics` shows.
 #[derive(Clone, Default)]
 struct Exposed {
-    intake: Option<Arc<crate::intake::Metrics>>,
-    schedule: Option<Arc<crate::schedule::Metrics>>,
+    intake: Option<std::sync::Arc<crate::intake::Metrics>>,
+    schedule: Option<std::sync::Arc<crate::schedule::Metrics>>,
 }
 
 impl Exposed {
@@ -281,182 +280,30 @@ impl Exposed {
     }
 }
 
-/// Prepares the `--metrics` listener; the returned future serves until `stopped`.
-async fn metrics_server(
-    addr: SocketAddr,
-    exposed: Exposed,
-    stopped: watch::Receiver<bool>,
-) -> Result<impl Future<Output = Result<()>> + use<>> {
-    use axum::routing::get;
-    let (listener, bound) = bind(addr).await?;
-    println!("gamelake serve: metrics on http://{bound}/metrics");
-    let router = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let body = exposed.render();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    )
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }));
-    Ok(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(until(stopped))
-            .await
-            .map_err(|e| Error::Unsupported(format!("metrics on {bound} failed: {e}")))
-    })
-}
-
-/// A folder given on the command line (it must exist), or `default` when there is one.
-fn folder(given: Option<&PathBuf>, default: &str) -> Result<Option<PathBuf>> {
-    match given {
-        Some(dir) if !dir.is_dir() => Err(Error::Unsupported(format!(
-            "{} is not a folder",
-            dir.display()
-        ))),
-        Some(dir) => Ok(Some(dir.clone())),
-        None => Ok(Some(PathBuf::from(default)).filter(|d| d.is_dir())),
-    }
-}
-
-/// Prepares the scheduler of `--schedule`; the returned future runs it until `stopped`.
-async fn scheduler(
-    context: &Context,
-    args: &ServeArgs,
-    stopped: watch::Receiver<bool>,
-) -> Result<(
-    impl Future<Output = Result<()>> + use<>,
-    Arc<crate::schedule::Metrics>,
-)> {
-    use crate::schedule::{Records, Scheduler, SystemClock, load_jobs};
-    let session = context.session().await?;
-    let reports = folder(args.reports.as_ref(), "reports")?;
-    let pipelines = folder(args.pipelines.as_ref(), "pipelines")?;
-    let jobs = load_jobs(&session, reports.as_deref(), pipelines.as_deref())?;
-    if jobs.is_empty() {
-        return Err(Error::Unsupported(format!(
-            "--schedule: no report or pipeline has a schedule (looked in {} and {}); add schedule = \"0 8 * * *\" to one, or give --reports/--pipelines",
-            reports.map_or("no reports folder".to_string(), |d| d.display().to_string()),
-            pipelines.map_or("no pipelines folder".to_string(), |d| d
-                .display()
-                .to_string()),
-        )));
-    }
-    let records = Records::new(session.lake().location().object_store()?, "_schedule");
-    let metrics = Arc::new(crate::schedule::Metrics::default());
-    let scheduler = Scheduler::new(jobs, records, Arc::new(SystemClock), metrics.clone())
-        .with_heartbeat(args.schedule_heartbeat);
-    println!(
-        "gamelake serve: scheduler running {} (records in {}/_schedule)",
-        scheduler.job_names().join(", "),
-        context.location
-    );
-    Ok((Arc::new(scheduler).run(stopped), metrics))
-}
-
-/// Prepares the log intake (HTTP and/or forward listeners, and the committer); the returned
-/// future serves until `stopped`, then commits what was acknowledged.
+/// Binds the log intake's listeners (refusing open access off loopback) and starts it.
 async fn intake(
     context: &Context,
     args: &ServeArgs,
     stopped: watch::Receiver<bool>,
 ) -> Result<(
     impl Future<Output = Result<()>> + use<>,
-    Arc<crate::intake::Metrics>,
+    std::sync::Arc<crate::intake::Metrics>,
 )> {
     let config = &context.config.intake;
-    let session = context.session().await?;
-    let location = session.lake().location();
-    let local = location
-        .is_local()
-        .then(|| location.url().to_file_path().ok())
-        .flatten();
-    let settings = config.settings(local)?;
-    let interval = settings.commit_interval;
-    let compact_interval = settings.compact_interval;
-    let wal_dir = settings.wal_dir.clone();
-    let (intake, committer) = Intake::open(&session, config, settings).await?;
-    let maintenance = (!compact_interval.is_zero()).then(|| {
-        crate::intake::maintenance::run(
-            session.lake().clone(),
-            intake.tables.clone(),
-            compact_interval,
-            intake.metrics.clone(),
-            stopped.clone(),
-        )
-    });
-    let mut listeners = Vec::new();
-    for addr in [args.http, args.forward].into_iter().flatten() {
-        if !intake.requires_tokens() {
-            check_open_access(args, addr, "[[intake.tokens]]")?;
-        }
-        listeners.push(bind(addr).await?);
-    }
-    let mut listeners = listeners.into_iter();
-    let mut servers: Vec<tokio::task::JoinHandle<Result<()>>> = Vec::new();
-    if args.http.is_some()
-        && let Some((listener, bound)) = listeners.next()
-    {
-        println!(
-            "gamelake serve: log intake on http://{bound}/ingest/<schema>.<table> ({} tables, write-ahead log in {})",
-            intake.tables.len(),
-            wal_dir.display()
-        );
-        let router = crate::intake::http::router(intake.clone());
-        let stopped = stopped.clone();
-        servers.push(tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(until(stopped))
-                .await
-                .map_err(|e| Error::Unsupported(format!("log intake on {bound} failed: {e}")))
-        }));
-    }
-    if args.forward.is_some()
-        && let Some((listener, bound)) = listeners.next()
-    {
-        println!(
-            "gamelake serve: Fluentd forward intake on tcp://{bound} ({} tables, write-ahead log in {})",
-            intake.tables.len(),
-            wal_dir.display()
-        );
-        servers.push(tokio::spawn(crate::intake::forward::serve(
-            listener,
-            intake.clone(),
-            until(stopped.clone()),
-        )));
-    }
-    let metrics = intake.metrics.clone();
-    let server = async move {
-        let (commit_stop, commit_stopped) = watch::channel(false);
-        let committing = tokio::spawn(committer.run(interval, commit_stopped));
-        let maintaining = maintenance.map(tokio::spawn);
-        let mut result = Ok(());
-        for server in servers {
-            let outcome = server
-                .await
-                .map_err(|e| Error::Unsupported(format!("log intake failed: {e}")))
-                .and_then(|r| r);
-            if result.is_ok() {
-                result = outcome;
+    let mut listeners = crate::intake::server::Listeners::default();
+    for (addr, slot) in [
+        (args.http, &mut listeners.http),
+        (args.forward, &mut listeners.forward),
+    ] {
+        if let Some(addr) = addr {
+            if config.tokens.is_empty() {
+                check_open_access(args, addr, "[[intake.tokens]]")?;
             }
+            *slot = Some(bind(addr).await?.0);
         }
-        // Every acknowledged request is in the log now; commit it before stopping.
-        let _ = commit_stop.send(true);
-        let _ = committing.await;
-        if let Some(task) = maintaining {
-            let _ = task.await;
-        }
-        result
-    };
-    Ok((server, metrics))
+    }
+    let session = context.session().await?;
+    crate::intake::server::start(&session, config, listeners, stopped).await
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -480,27 +327,4 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Runs `gamelake hash-password`: reads a password (first line of standard input) and prints
-/// its argon2 hash for a `[[users]]` entry.
-pub fn hash_password_command() -> Result<()> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("password: ");
-        std::io::stderr().flush().ok();
-    }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::io("<stdin>", e))?;
-    let password = line.trim_end_matches(['\r', '\n']);
-    if password.is_empty() {
-        return Err(Error::Unsupported(
-            "empty password: type it on standard input, e.g. `printf '%s' \"$PW\" | gamelake hash-password`".to_string(),
-        ));
-    }
-    println!("{}", hash_password(password)?);
-    Ok(())
 }

@@ -1,14 +1,13 @@
 //! `gamelake sql`: statements from -c/-f, or a REPL.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::Context;
+use super::printer::Printer;
 use crate::error::{Error, Result};
-use crate::output::{Format, write_stream};
-use crate::query::{Output, Session};
+use crate::output::Format;
 
 /// Flags of `gamelake sql`.
 #[derive(Debug, Args)]
@@ -50,7 +49,7 @@ pub struct SqlArgs {
 /// Runs `gamelake sql`.
 pub async fn run(context: &Context, args: SqlArgs) -> Result<()> {
     if args.format == Format::Parquet && args.output.is_none() {
-        return Err(Error::Unsupported(
+        return Err(Error::Invalid(
             "--format parquet needs -o FILE (parquet is binary; it does not go to a terminal)"
                 .into(),
         ));
@@ -71,49 +70,4 @@ pub async fn run(context: &Context, args: SqlArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Prints statement outputs: rows to the chosen output, status lines to standard error.
-pub struct Printer {
-    format: Format,
-    out: Box<dyn Write + Send>,
-    quiet: bool,
-}
-
-impl Printer {
-    /// A printer for a format, writing to a file or to standard output.
-    pub fn new(format: Format, output: Option<PathBuf>, quiet: bool) -> Result<Self> {
-        let out: Box<dyn Write + Send> = match &output {
-            Some(path) => Box::new(std::io::BufWriter::new(
-                std::fs::File::create(path).map_err(|e| Error::io(path, e))?,
-            )),
-            None => Box::new(std::io::stdout()),
-        };
-        Ok(Self { format, out, quiet })
-    }
-
-    /// Prints one statement's output; returns the rows printed.
-    pub async fn print(&mut self, output: Output) -> Result<u64> {
-        match output {
-            Output::Rows(df) => {
-                let stream = df.execute_stream().await.map_err(Error::from_datafusion)?;
-                write_stream(self.format, stream, &mut self.out).await
-            }
-            Output::Done(message) => {
-                if !self.quiet {
-                    eprintln!("{message}");
-                }
-                Ok(0)
-            }
-        }
-    }
-}
-
-/// Runs every statement of a text and prints it (used by the REPL).
-pub async fn run_text(session: &Session, printer: &mut Printer, text: &str) -> Result<u64> {
-    let mut rows = 0;
-    for statement in session.parse(text)? {
-        rows += printer.print(session.execute(statement).await?).await?;
-    }
-    Ok(rows)
 }

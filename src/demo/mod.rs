@@ -58,26 +58,26 @@ impl DemoOptions {
     /// Checks the options, with errors that say what is accepted.
     pub fn validate(&self) -> Result<()> {
         if !self.scale.is_finite() || self.scale <= 0.0 {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Invalid(format!(
                 "--scale {} is not a positive number; use e.g. 0.01 (1,000 players) or 1 (100,000 players)",
                 self.scale
             )));
         }
         if self.scale > MAX_SCALE {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Invalid(format!(
                 "--scale {} is too large (at most {MAX_SCALE}, about {} million players)",
                 self.scale,
                 (MAX_SCALE * PLAYERS_PER_SCALE / 1e6) as u64
             )));
         }
         if (self.scale * PLAYERS_PER_SCALE) < 10.0 {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Invalid(format!(
                 "--scale {} gives fewer than 10 players; use 0.0001 or more",
                 self.scale
             )));
         }
         if !(1..=20).contains(&self.years) {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Invalid(format!(
                 "--years {} is out of range; use 1 to 20",
                 self.years
             )));
@@ -88,7 +88,7 @@ impl DemoOptions {
     fn calendar(&self) -> Result<Calendar> {
         let (y, m, d) = LAST_DATE;
         let last = chrono::NaiveDate::from_ymd_opt(y, m, d)
-            .ok_or_else(|| Error::Unsupported("bad LAST_DATE".into()))?;
+            .ok_or_else(|| Error::Internal("bad LAST_DATE".into()))?;
         let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
         let days = i64::from(self.years) * 365;
         Ok(Calendar {
@@ -134,7 +134,7 @@ pub async fn generate(session: &Session, options: &DemoOptions) -> Result<DemoRe
         }
     }
     if !existing.is_empty() && !options.replace {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "the lake at {} already holds demo tables ({}); run with --replace to overwrite them, or use another --lake",
             lake.location().url(),
             existing.join(", ")

@@ -10,7 +10,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-use super::auth::{Principal, Role, Signer, TokenError, User, authenticate};
+use crate::serving::auth::{Principal, Role, Signer, TokenError, User, authenticate};
 
 /// Base64 of basic auth, with or without padding.
 const BASIC_AUTH: GeneralPurpose = GeneralPurpose::new(

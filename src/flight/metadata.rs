@@ -14,9 +14,9 @@ use arrow_flight::sql::{
 use datafusion::datasource::TableType;
 use datafusion::prelude::SessionContext;
 
-use super::guard::SYSTEM_SCHEMA;
 use crate::error::{Error, Result};
 use crate::plain_types::plain_schema;
+use crate::serving::guard::SYSTEM_SCHEMA;
 
 /// Server facts for GetSqlInfo. `read_only` is what readers see: true unless writes are
 /// possible for some user.

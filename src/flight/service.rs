@@ -33,11 +33,11 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::access::{Access, owned_by};
-use super::auth::{Principal, Role, TokenError};
-use super::engine::Engine;
 use super::metadata;
-use super::tickets::{PreparedHandle, QueryTicket, encode_params};
-use super::wire::{encode, keys, one_batch, schema_bytes, to_status};
+use super::wire::{DoGetStream, encode, keys, one_batch, schema_bytes, to_status};
+use crate::serving::Engine;
+use crate::serving::auth::{Principal, Role, TokenError};
+use crate::serving::tickets::{PreparedHandle, QueryTicket, encode_params};
 
 /// The request header with which a client keeps Arrow view types (`gamelake-view-types: keep`).
 pub const KEEP_VIEW_TYPES_HEADER: &str = "gamelake-view-types";
@@ -237,7 +237,7 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    ) -> Result<Response<DoGetStream>, Status> {
         let who = self.access.caller(request.metadata())?;
         let text = std::str::from_utf8(&ticket.statement_handle)
             .map_err(|_| Status::invalid_argument("malformed ticket"))?;
@@ -268,7 +268,7 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         query: CommandGetCatalogs,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    ) -> Result<Response<DoGetStream>, Status> {
         self.access.caller(request.metadata())?;
         let ctx = self.engine.session().context();
         one_batch(metadata::catalogs(ctx, query.into_builder()).build())
@@ -288,7 +288,7 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    ) -> Result<Response<DoGetStream>, Status> {
         let who = self.access.caller(request.metadata())?;
         self.engine
             .session()
@@ -315,7 +315,7 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         query: CommandGetTables,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    ) -> Result<Response<DoGetStream>, Status> {
         let who = self.access.caller(request.metadata())?;
         self.engine
             .session()
@@ -345,7 +345,7 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         query: CommandGetTableTypes,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    ) -> Result<Response<DoGetStream>, Status> {
         self.access.caller(request.metadata())?;
         let mut builder = query.into_builder();
         for kind in metadata::TABLE_TYPES {
@@ -368,7 +368,7 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    ) -> Result<Response<DoGetStream>, Status> {
         self.access.caller(request.metadata())?;
         one_batch(query.into_builder(&self.sql_info).build())
     }
@@ -387,7 +387,7 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    ) -> Result<Response<DoGetStream>, Status> {
         self.access.caller(request.metadata())?;
         one_batch(query.into_builder(&self.xdbc).build())
     }
@@ -405,7 +405,7 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         _query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    ) -> Result<Response<DoGetStream>, Status> {
         self.access.caller(request.metadata())?;
         one_batch(Ok(RecordBatch::new_empty(Arc::new(keys::primary()))))
     }
@@ -423,7 +423,7 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         _query: CommandGetExportedKeys,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    ) -> Result<Response<DoGetStream>, Status> {
         self.access.caller(request.metadata())?;
         one_batch(Ok(RecordBatch::new_empty(Arc::new(keys::foreign()))))
     }
@@ -441,7 +441,7 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         _query: CommandGetImportedKeys,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    ) -> Result<Response<DoGetStream>, Status> {
         self.access.caller(request.metadata())?;
         one_batch(Ok(RecordBatch::new_empty(Arc::new(keys::foreign()))))
     }

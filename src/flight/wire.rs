@@ -3,8 +3,7 @@
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::{IpcMessage, SchemaAsIpc};
+use arrow_flight::{FlightData, IpcMessage, SchemaAsIpc};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
@@ -12,12 +11,12 @@ use futures::TryStreamExt;
 use prost::bytes::Bytes;
 use tonic::{Response, Status};
 
-use super::engine::BatchStream;
-use super::service::FlightSqlServer;
 use crate::error::Error;
+use crate::serving::engine::BatchStream;
 
 /// The stream type of DoGet answers.
-pub type DoGetStream = <FlightSqlServer as FlightService>::DoGetStream;
+pub type DoGetStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
 /// Maps gamelake errors to the gRPC codes clients act on.
 pub fn to_status(err: Error) -> Status {
@@ -30,9 +29,13 @@ pub fn to_status(err: Error) -> Status {
         Error::Query(datafusion::error::DataFusionError::ResourcesExhausted(_)) => {
             Status::resource_exhausted(message)
         }
-        Error::Query(_) | Error::Unsupported(_) | Error::TableName { .. } => {
+        Error::Query(_) | Error::Invalid(_) | Error::TableName { .. } | Error::Config { .. } => {
             Status::invalid_argument(message)
         }
+        Error::Unsupported(_) => Status::unimplemented(message),
+        Error::NotFound(_) => Status::not_found(message),
+        Error::Unavailable(_) => Status::unavailable(message),
+        Error::Cancelled(_) => Status::cancelled(message),
         _ => Status::internal(message),
     }
 }

@@ -18,14 +18,13 @@ use tokio::sync::watch;
 
 use super::config::IntakeTable;
 use super::metrics::Metrics;
-use super::rejected::{Rejected, rejected_batch, rejections};
-use super::rows::{DAY, build_rows};
 use super::segment::{Entry, read_segment};
 use super::wal::Wal;
 use crate::error::Result;
 use crate::lake::layout::TableLayout;
 use crate::lake::write::{WriteMode, WriteOptions, WriteOutcome, write_batches};
 use crate::lake::{Lake, REJECTED, TableRef};
+use crate::records::{DAY, Rejected, build_rows, rejected_batch};
 
 /// Everything a commit needs.
 #[derive(Clone)]
@@ -123,7 +122,7 @@ impl Committer {
         let mut rows = Vec::new();
         for (name, indices) in by_table {
             let table = TableRef::parse(&name)?;
-            let Some(config) = self.tables.get(&name).cloned() else {
+            let Some(rules) = self.tables.get(&name).map(IntakeTable::row_rules) else {
                 // The table left the config between receipt and commit.
                 let reason = format!("{name} is not in [[intake.tables]] of the config");
                 let mine: Vec<&Entry> = indices.iter().map(|&i| &entries[i]).collect();
@@ -147,7 +146,7 @@ impl Committer {
                     .map(|&i| &shared[i])
                     .flat_map(|e| e.records.iter().map(|r| (e.received_at, r.as_slice())))
                     .collect();
-                build_rows(&config, existing.as_deref(), &records)
+                build_rows(&rules, existing.as_deref(), &records)
             })
             .await?;
             if let Some(batch) = batch {
@@ -207,5 +206,20 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| crate::error::Error::Unsupported(format!("intake commit task failed: {e}")))?
+        .map_err(|e| crate::error::Error::Internal(format!("intake commit task failed: {e}")))?
+}
+
+/// Every record of `entries`, rejected for one reason.
+fn rejections(table: &str, entries: &[&Entry], reason: &str) -> Vec<Rejected> {
+    entries
+        .iter()
+        .flat_map(|entry| {
+            entry.records.iter().map(|record| Rejected {
+                table: table.to_string(),
+                received_at: entry.received_at,
+                reason: reason.to_string(),
+                record: String::from_utf8_lossy(record).into_owned(),
+            })
+        })
+        .collect()
 }

@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
+use crate::records::{NewFields, RowRules, TimeFormat};
 
 /// `[intake]`: the log intake of `gamelake serve --http` (and `--forward`).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -37,7 +38,7 @@ pub struct IntakeConfig {
     /// local folder; required for a lake on S3).
     pub wal_dir: Option<PathBuf>,
     /// Longest time between an acknowledgement and its Delta commit (default 1s).
-    #[serde(default, deserialize_with = "crate::config::duration")]
+    #[serde(default, deserialize_with = "crate::toml_files::duration")]
     pub commit_interval: Option<Duration>,
     /// Commit early when this many MiB wait in the log (default 64).
     pub commit_mb: Option<usize>,
@@ -51,12 +52,12 @@ pub struct IntakeConfig {
     pub node: Option<String>,
     /// How often small files of the last two days' partitions are compacted and the log
     /// checkpointed, for every intake table (default 10m; "0s" turns maintenance off).
-    #[serde(default, deserialize_with = "crate::config::duration")]
+    #[serde(default, deserialize_with = "crate::toml_files::duration")]
     pub compact_interval: Option<Duration>,
     /// How long a sender's idempotency key (Fluentd forward `chunk`, HTTP `Idempotency-Key`) is
     /// remembered, so that a retry within it is acknowledged without being stored twice
     /// (default 1h; "0s" turns it off).
-    #[serde(default, deserialize_with = "crate::config::duration")]
+    #[serde(default, deserialize_with = "crate::toml_files::duration")]
     pub dedup_window: Option<Duration>,
     /// Who may send: bearer tokens and the tables each may write.
     #[serde(default)]
@@ -132,34 +133,23 @@ pub struct IntakeTable {
     pub tags: Vec<String>,
     /// Data files no longer in the table are deleted after this long (vacuum, hourly; default
     /// 7d). Time travel reaches back this far.
-    #[serde(default, deserialize_with = "crate::config::duration")]
+    #[serde(default, deserialize_with = "crate::toml_files::duration")]
     pub retain: Option<Duration>,
 }
 
-/// How an event time is written in a record.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeFormat {
-    /// `2026-11-25T08:00:00.123+08:00` (also `Z`, and a space for `T`).
-    #[default]
-    Rfc3339,
-    /// Seconds since 1970, integer or fractional (Fluent Bit's `json_date_format double`).
-    EpochS,
-    /// Milliseconds since 1970.
-    EpochMs,
-    /// Microseconds since 1970.
-    EpochUs,
-}
-
-/// What to do with a field a table does not have.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum NewFields {
-    /// Add it as a nullable column (schema evolution).
-    #[default]
-    Add,
-    /// Reject the record (to `<schema>._rejected`).
-    Reject,
+impl IntakeTable {
+    /// How this table's records become rows.
+    pub fn row_rules(&self) -> RowRules {
+        RowRules {
+            name: self.name.clone(),
+            time_field: self.time_field.clone(),
+            time_format: self.time_format,
+            timezone: self.timezone.clone(),
+            new_fields: self.new_fields,
+            columns: self.columns.clone(),
+            required: self.required.clone(),
+        }
+    }
 }
 
 /// The settings of the intake, with defaults applied.
@@ -190,7 +180,7 @@ impl IntakeConfig {
             (Some(dir), _) => dir.clone(),
             (None, Some(lake)) => lake.join("_wal"),
             (None, None) => {
-                return Err(Error::Unsupported(
+                return Err(Error::Invalid(
                     "the lake is not a local folder, so the intake needs a local folder for its write-ahead log: set [intake] wal_dir = \"/var/lib/gamelake/wal\" in the config".to_string(),
                 ));
             }

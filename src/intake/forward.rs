@@ -27,12 +27,13 @@ use rmpv::Value;
 use sha2::{Digest, Sha512};
 
 use super::Intake;
-use super::config::{IntakeTable, IntakeToken, TimeFormat};
+use super::config::{IntakeTable, IntakeToken};
 use super::metrics::{Metrics, StatusLabel};
 use super::segment::Entry;
 use super::wal::Stored;
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
+use crate::records::TimeFormat;
 
 /// Accepts connections until `stopped` completes.
 pub async fn serve(
@@ -453,7 +454,7 @@ pub fn check_tags(table: &IntakeTable) -> Result<()> {
         .iter()
         .find(|t| t.is_empty() || t.split('.').any(str::is_empty))
     {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "[[intake.tables]] {}: tag pattern '{bad}' has an empty part; write e.g. \"game.events\", \"game.*\" or \"game.**\"",
             table.name
         )));

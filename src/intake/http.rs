@@ -19,11 +19,11 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::Intake;
-use super::body::{BodyError, gunzip, records};
 use super::metrics::{Metrics, StatusLabel};
 use super::segment::Entry;
 use super::wal::Stored;
 use crate::lake::TableRef;
+use crate::records::body::{BodyError, gunzip, records};
 
 /// The request header naming a batch, so that its retries are stored once.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";

@@ -5,22 +5,18 @@
 //! A request's records are appended to the write-ahead log ([`wal`]) and fsynced before the
 //! sender is answered; the [`committer`] turns the log into Delta commits every
 //! `commit_interval`, each carrying the log position as a transaction marker, so a crash at any
-//! point loses no acknowledged record and commits none twice. Records become rows in [`rows`];
-//! a record that cannot be a row goes to `<schema>._rejected` with the reason.
+//! point loses no acknowledged record and commits none twice. Records become rows in
+//! [`crate::records`]; a record that cannot be a row goes to `<schema>._rejected` with the reason.
 
-pub mod body;
-pub mod columns;
 pub mod committer;
 pub mod config;
 mod dedup;
-mod fields;
 pub mod forward;
 pub mod http;
 pub mod maintenance;
 pub mod metrics;
-pub mod rejected;
-pub mod rows;
 pub mod segment;
+pub mod server;
 pub mod wal;
 
 use std::collections::BTreeMap;
@@ -64,17 +60,17 @@ impl Intake {
         let mut tables = BTreeMap::new();
         for table in &config.tables {
             let name = TableRef::parse(&table.name)?;
-            rows::check_table(table)?;
+            crate::records::check_rules(&table.row_rules())?;
             forward::check_tags(table)?;
             if tables.insert(name.to_string(), table.clone()).is_some() {
-                return Err(Error::Unsupported(format!(
+                return Err(Error::Invalid(format!(
                     "[[intake.tables]] {name} is listed twice"
                 )));
             }
         }
         for token in &config.tokens {
             if token.token.len() < 16 {
-                return Err(Error::Unsupported(format!(
+                return Err(Error::Invalid(format!(
                     "[[intake.tokens]] {}: the token is shorter than 16 characters; use a long random one (e.g. `openssl rand -hex 24`)",
                     token.name
                 )));

@@ -28,7 +28,7 @@ pub(super) fn last_removed(dir: &Path) -> Result<u64> {
     let path = dir.join(LAST_REMOVED);
     match std::fs::read_to_string(&path) {
         Ok(text) => text.trim().parse().map_err(|_| {
-            Error::Unsupported(format!(
+            Error::Invalid(format!(
                 "{} should hold a segment number, not {text:?}; delete it only if the write-ahead log folder is empty and no table has intake commits",
                 path.display()
             ))

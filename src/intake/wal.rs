@@ -203,7 +203,7 @@ impl Wal {
     }
 
     fn stopped(&self) -> Error {
-        Error::Unsupported(format!(
+        Error::Unavailable(format!(
             "the write-ahead log in {} stopped",
             self.dir.display()
         ))

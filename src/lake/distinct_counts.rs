@@ -46,7 +46,7 @@ pub async fn record(dt: &DeltaTable, table: &TableRef, counts: &DistinctCounts) 
     let mut merged = from_properties(snapshot.metadata().configuration());
     merged.extend(counts.iter().map(|(k, v)| (k.clone(), *v)));
     let value = serde_json::to_string(&merged)
-        .map_err(|e| Error::Unsupported(format!("{table}: distinct counts: {e}")))?;
+        .map_err(|e| Error::Internal(format!("{table}: distinct counts: {e}")))?;
     dt.clone()
         .set_tbl_properties()
         .with_properties(HashMap::from([(PROP_DISTINCT_COUNTS.to_string(), value)]))

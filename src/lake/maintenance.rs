@@ -47,7 +47,7 @@ pub async fn optimize(
     let mut filters = Vec::new();
     if let Some(day) = &since_text {
         if !layout.partition_by.iter().any(|c| c == "day") {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Invalid(format!(
                 "{table} is not partitioned by day, so --since cannot pick partitions; leave it out to compact the whole table"
             )));
         }
@@ -83,7 +83,7 @@ pub async fn vacuum(
 ) -> Result<Vec<String>> {
     let dt = lake.open_table(table, &TableVersion::Latest).await?;
     let retain = chrono::Duration::from_std(retain)
-        .map_err(|e| Error::Unsupported(format!("retention {retain:?} is too long: {e}")))?;
+        .map_err(|e| Error::Invalid(format!("retention {retain:?} is too long: {e}")))?;
     let (_, metrics) = dt
         .vacuum()
         .with_retention_period(retain)

@@ -143,7 +143,7 @@ pub async fn write_batches(
     options: WriteOptions,
 ) -> Result<WriteOutcome> {
     let Some(schema) = batches.first().map(RecordBatch::schema) else {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Internal(format!(
             "write to {table}: no batches given (an empty write needs a schema; use write_plan)"
         )));
     };
@@ -340,7 +340,7 @@ fn check_columns(table: &TableRef, plan: &LogicalPlan, layout: &TableLayout) -> 
         ("bloom filter", &layout.bloom_filter_columns),
     ] {
         if let Some(missing) = cols.iter().find(|c| !names.contains(&c.as_str())) {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Invalid(format!(
                 "{table}: {what} column '{missing}' is not among the columns written ({})",
                 names.join(", ")
             )));

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::lake::TableRef;
 use crate::lake::write::{WriteMode, WriteOutcome, write_plan};
 use crate::query::Session;
-use crate::sources::postgres::{connect, describe, pg_error, read};
+use crate::sources::postgres::{connect, describe, pg_error, read, schema_of};
 
 /// Keys deleted per DELETE statement.
 const DELETE_BATCH: usize = 10_000;
@@ -40,7 +40,7 @@ pub async fn archive_table(
     let (from, time_column, key) = match (&table.from, &table.time_column, table.key.as_slice()) {
         (Some(f), Some(t), [k]) => (f.clone(), t.clone(), k.clone()),
         _ => {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Invalid(format!(
                 "{}: archive mode needs from = \"schema.table\", time_column, and exactly one key column",
                 table.to
             )));
@@ -50,7 +50,7 @@ pub async fn archive_table(
     let client = connect(url).await?;
     if session.lake().is_table(&target).await? {
         let columns = describe(&client, &format!("SELECT * FROM {from}")).await?;
-        super::check_same_columns(session, &target, &columns).await?;
+        super::check_same_columns(session, &target, &schema_of(&columns)).await?;
     }
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -123,7 +123,7 @@ pub async fn archive_table(
         .count()
         .await?;
     if missing > 0 {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Internal(format!(
             "{}: {missing} of {read_rows} archived rows are not in the lake after the commit; nothing was deleted from PostgreSQL",
             table.to
         )));
@@ -186,7 +186,7 @@ fn key_values(batches: &[RecordBatch], column: usize) -> Result<Vec<String>> {
         let strings = text
             .as_any()
             .downcast_ref::<StringArray>()
-            .ok_or_else(|| Error::Unsupported("key column did not cast to text".into()))?;
+            .ok_or_else(|| Error::Internal("key column did not cast to text".into()))?;
         out.extend(strings.iter().flatten().map(String::from));
     }
     Ok(out)

@@ -5,9 +5,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{parse_toml, position_of};
 use crate::error::{Error, Result};
 use crate::lake::layout::{Codec, TableLayout, zstd_level};
+use crate::timing::{Timing, zone_or_default};
+use crate::toml_files::{parse_toml, position_of};
 
 /// One pipeline: a source and the tables it fills.
 #[derive(Clone, Debug, Deserialize)]
@@ -133,7 +134,7 @@ pub struct TableConfig {
     /// Files sources: the record field with the event time (as in `[[intake.tables]]`).
     pub time_field: Option<String>,
     /// Files sources: how the time field is written (rfc3339, epoch_s, epoch_ms, epoch_us).
-    pub time_format: Option<crate::intake::config::TimeFormat>,
+    pub time_format: Option<crate::records::TimeFormat>,
     /// Files sources: zone of the `day` partition (default +08:00).
     pub timezone: Option<String>,
     /// Files sources: declared column types (bigint, double, text, boolean, timestamp, json).
@@ -143,7 +144,7 @@ pub struct TableConfig {
     #[serde(default)]
     pub required: Vec<String>,
     /// Files sources: `add` new fields as columns (default) or `reject` the record.
-    pub new_fields: Option<crate::intake::config::NewFields>,
+    pub new_fields: Option<crate::records::NewFields>,
 }
 
 impl TableConfig {
@@ -151,7 +152,7 @@ impl TableConfig {
     pub fn archive_after_duration(&self) -> Result<std::time::Duration> {
         let text = self.archive_after.as_deref().unwrap_or_default();
         humantime::parse_duration(text).map_err(|e| {
-            Error::Unsupported(format!(
+            Error::Invalid(format!(
                 "table {}: archive_after = \"{text}\" is not a duration ({e}); write e.g. \"365d\"",
                 self.to
             ))
@@ -197,9 +198,9 @@ impl TableConfig {
         }
     }
 
-    /// How records of a files source become rows: the intake's table settings.
-    pub fn record_settings(&self) -> crate::intake::IntakeTable {
-        crate::intake::IntakeTable {
+    /// How records of a files source become rows.
+    pub fn row_rules(&self) -> crate::records::RowRules {
+        crate::records::RowRules {
             name: self.to.clone(),
             time_field: self.time_field.clone(),
             time_format: self.time_format.unwrap_or_default(),
@@ -207,8 +208,15 @@ impl TableConfig {
             new_fields: self.new_fields.unwrap_or_default(),
             columns: self.columns.clone(),
             required: self.required.clone(),
-            tags: Vec::new(),
-            retain: None,
+        }
+    }
+
+    /// What the table reads from its source.
+    pub fn read(&self) -> crate::sources::Read {
+        crate::sources::Read {
+            target: self.to.clone(),
+            from: self.from.clone(),
+            query: self.source_query(),
         }
     }
 
@@ -258,10 +266,10 @@ impl PipelineConfig {
     }
 
     /// Its schedule, parsed (None: run on demand only).
-    pub fn timing(&self) -> std::result::Result<Option<crate::schedule::Timing>, String> {
-        let zone = crate::schedule::parse_zone(self.timezone.as_deref().unwrap_or("+08:00"))?;
+    pub fn timing(&self) -> std::result::Result<Option<Timing>, String> {
+        let zone = zone_or_default(self.timezone.as_deref())?;
         match &self.schedule {
-            Some(text) => crate::schedule::Timing::parse(text, zone).map(Some),
+            Some(text) => Timing::parse(text, zone).map(Some),
             None => Ok(None),
         }
     }
@@ -349,7 +357,7 @@ impl PipelineConfig {
                         t.to
                     ));
                 }
-                if let Err(e) = crate::intake::rows::check_table(&t.record_settings()) {
+                if let Err(e) = crate::records::check_rules(&t.row_rules()) {
                     return fail(e.to_string());
                 }
                 continue;

@@ -15,18 +15,17 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::config::TableConfig;
-use super::csv_records::csv_records;
 use super::snapshot::SnapshotReport;
 use crate::error::{Error, Result};
-use crate::intake::body::{gunzip, lines};
-use crate::intake::rejected::{Rejected, rejected_batch};
-use crate::intake::rows::{DAY, build_rows};
 use crate::lake::layout::TableLayout;
 use crate::lake::write::{
     WriteMode, WriteOptions, WriteOutcome, transaction_version, write_batches,
 };
 use crate::lake::{LakeLocation, REJECTED, TableRef};
 use crate::query::Session;
+use crate::records::body::{gunzip, lines};
+use crate::records::csv::csv_records;
+use crate::records::{DAY, Rejected, build_rows, rejected_batch};
 
 /// A decompressed file larger than this is refused (it would be held in memory whole).
 const MAX_FILE_BYTES: usize = 2 << 30;
@@ -53,11 +52,11 @@ pub async fn files_table(
         })
         .try_collect()
         .await
-        .map_err(|e| Error::Unsupported(format!("cannot list {base}: {e}")))?;
+        .map_err(|e| Error::Unavailable(format!("cannot list {base}: {e}")))?;
     files.sort();
     let lake = session.lake();
     let state = session.write_state();
-    let settings = table.record_settings();
+    let settings = table.row_rules();
     let bar = crate::progress::bar(
         files.len() as u64,
         "files",
@@ -78,14 +77,14 @@ pub async fn files_table(
         let bytes = store
             .get(file)
             .await
-            .map_err(|e| Error::Unsupported(format!("cannot read {base}{file}: {e}")))?
+            .map_err(|e| Error::Unavailable(format!("cannot read {base}{file}: {e}")))?
             .bytes()
             .await
-            .map_err(|e| Error::Unsupported(format!("cannot read {base}{file}: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("cannot read {base}{file}: {e}")))?;
         let unzipped;
         let text: &[u8] = if file.as_ref().ends_with(".gz") {
             unzipped = gunzip(&bytes, MAX_FILE_BYTES)
-                .map_err(|e| Error::Unsupported(format!("{base}{file}: {e:?}")))?;
+                .map_err(|e| Error::Invalid(format!("{base}{file}: {e:?}")))?;
             &unzipped
         } else {
             &bytes
@@ -171,7 +170,7 @@ fn open(pattern: &str) -> Result<(Arc<dyn ObjectStore>, String, glob::Pattern)> 
     let base = if base.is_empty() { "." } else { base };
     let location = LakeLocation::parse(base)?;
     let glob = glob::Pattern::new(relative).map_err(|e| {
-        Error::Unsupported(format!(
+        Error::Invalid(format!(
             "path = \"{pattern}\" is not a glob ({e}); write e.g. \"/data/logs/*.ndjson.gz\""
         ))
     })?;

@@ -1,15 +1,13 @@
-//! Incremental mode: rows whose timestamp cursor moved since the last run, merged into the lake
-//! table by key, with the new watermark committed in the same Delta commit.
-//!
-//! Late commits: a transaction that started at T and commits later writes cursor values ≥ T
-//! (`now()` is the transaction's start). So each run reads `[watermark, upper)` where `upper`
-//! is the start of the oldest transaction still open in the database (or now, if none), and the
-//! next run starts at `upper`: a row committed late is read by the run after its commit.
+//! Incremental mode: rows whose timestamp cursor moved since the last run
+//! ([`Source::changes`]), merged into the lake table by key, with the new watermark (the
+//! source's upper bound) committed in the same Delta commit. Late commits are the source's to
+//! bound: the next run starts at the upper bound this one committed.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::MemTable;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
@@ -20,12 +18,12 @@ use crate::error::{Error, Result};
 use crate::lake::write::{WriteMode, WriteOutcome, transaction_version, write_batches};
 use crate::lake::{TableRef, TableVersion};
 use crate::query::Session;
-use crate::sources::postgres::{PgKind, connect, describe, pg_error, read};
+use crate::sources::{Changes, Source};
 
 /// Runs one incremental step for a table.
 pub async fn incremental_table(
     session: &Session,
-    url: &str,
+    source: &dyn Source,
     pipeline: &str,
     table: &TableConfig,
     full_refresh: bool,
@@ -33,19 +31,18 @@ pub async fn incremental_table(
     let started = Instant::now();
     let target = TableRef::parse(&table.to)?;
     let cursor = table.cursor.clone().unwrap_or_default();
-    let client = connect(url).await?;
-    let base = table.source_query();
-    let columns = describe(&client, &base).await?;
-    match columns.iter().find(|c| c.name == cursor).map(|c| &c.kind) {
-        Some(PgKind::Timestamp | PgKind::TimestampTz) => {}
-        Some(other) => {
-            return Err(Error::Unsupported(format!(
-                "{}: cursor column \"{cursor}\" is {other:?}; incremental mode needs a timestamp or timestamptz cursor (e.g. updated_at set by now())",
+    let read = table.read();
+    let columns = source.describe(&read.query).await?;
+    match columns.field_with_name(&cursor).map(|f| f.data_type()) {
+        Ok(DataType::Timestamp(..)) => {}
+        Ok(other) => {
+            return Err(Error::Invalid(format!(
+                "{}: cursor column \"{cursor}\" is {other}; incremental mode needs a timestamp or timestamptz cursor (e.g. updated_at set by now())",
                 table.to
             )));
         }
-        None => {
-            return Err(Error::Unsupported(format!(
+        Err(_) => {
+            return Err(Error::Invalid(format!(
                 "{}: cursor column \"{cursor}\" is not among the source's columns",
                 table.to
             )));
@@ -59,35 +56,11 @@ pub async fn incremental_table(
         super::check_same_columns(session, &target, &columns).await?;
         transaction_version(session.lake(), &target, &app_id).await?
     };
-
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await
-        .map_err(|e| pg_error(&table.to, &e))?;
-    // Microseconds since the epoch of the upper bound: our start, or an older open transaction's.
-    let upper: i64 = client
-        .query_one(
-            "SELECT (extract(epoch FROM least(now(), coalesce(
-                 (SELECT min(xact_start) FROM pg_stat_activity
-                  WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL),
-                 now()))) * 1000000)::bigint",
-            &[],
-        )
-        .await
-        .map_err(|e| pg_error(&table.to, &e))?
-        .get(0);
-    let bound =
-        |micros: i64| format!("(timestamptz 'epoch' + {micros} * interval '1 microsecond')");
-    let lower = watermark
-        .map(|w| format!("\"{cursor}\" >= {} AND ", bound(w)))
-        .unwrap_or_default();
-    let query = format!(
-        "SELECT * FROM ({base}) AS src WHERE {lower}\"{cursor}\" < {}",
-        bound(upper)
-    );
-    tracing::info!(table = %table.to, watermark = ?watermark, upper, "incremental range (µs since the epoch)");
-    let (schema, batches) = read(&client, &query).await?;
-    let _ = client.batch_execute("COMMIT").await;
+    let Changes {
+        schema,
+        batches,
+        upper,
+    } = source.changes(&read, &cursor, watermark).await?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
 
     let outcome = if !exists || full_refresh {

@@ -3,7 +3,6 @@
 
 mod archive;
 pub mod config;
-mod csv_records;
 mod files;
 mod incremental;
 mod sink;
@@ -18,8 +17,8 @@ pub use snapshot::{SnapshotReport, snapshot_table};
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
 use crate::query::Session;
-use crate::sources::postgres::PgColumn;
-use crate::sources::postgres::{connect, describe};
+use crate::sources::Source;
+use crate::sources::postgres::{PgSource, connect};
 
 /// Runs every table of a pipeline once. `full_refresh` copies incremental tables from scratch
 /// (e.g. after the source's columns changed); archive tables cannot be refreshed (their old rows
@@ -31,7 +30,7 @@ pub async fn run(
 ) -> Result<Vec<SnapshotReport>> {
     let (url, parallelism) = match &pipeline.source {
         SourceConfig::Lake => {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Invalid(format!(
                 "pipeline {} publishes from the lake: run it with publish_all",
                 pipeline.name
             )));
@@ -45,24 +44,25 @@ pub async fn run(
             return Ok(reports);
         }
     };
+    let source = PgSource::new(url);
     let mut reports = Vec::new();
     for table in &pipeline.tables {
         let report = match table.mode {
             Mode::Incremental => {
-                incremental_table(session, url, &pipeline.name, table, full_refresh).await?
+                incremental_table(session, &source, &pipeline.name, table, full_refresh).await?
             }
             Mode::Archive if full_refresh => {
-                return Err(Error::Unsupported(format!(
+                return Err(Error::Invalid(format!(
                     "{}: --full-refresh cannot rebuild an archive (its rows were deleted from PostgreSQL); run without it",
                     table.to
                 )));
             }
             Mode::Archive => archive_table(session, url, &pipeline.name, table).await?,
             Mode::Snapshot => {
-                snapshot_table(session, url, &pipeline.name, table, *parallelism).await?
+                snapshot_table(session, &source, &pipeline.name, table, *parallelism).await?
             }
             Mode::Append | Mode::Replace | Mode::Upsert => {
-                return Err(Error::Unsupported(format!(
+                return Err(Error::Invalid(format!(
                     "{}: append needs a files source; replace and upsert a [sink]",
                     table.to
                 )));
@@ -89,7 +89,7 @@ pub async fn publish_all(
     pipeline: &PipelineConfig,
 ) -> Result<Vec<PublishReport>> {
     let Some(SinkConfig::Postgres { url }) = &pipeline.sink else {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "pipeline {} has no [sink]",
             pipeline.name
         )));
@@ -110,7 +110,7 @@ pub async fn dry_run(pipeline: &PipelineConfig) -> Result<Vec<(String, usize)>> 
             return Ok(pipeline.tables.iter().map(|t| (t.to.clone(), 0)).collect());
         }
         (SourceConfig::Lake, None) => {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Invalid(format!(
                 "pipeline {} has no [source] and no [sink]",
                 pipeline.name
             )));
@@ -120,11 +120,11 @@ pub async fn dry_run(pipeline: &PipelineConfig) -> Result<Vec<(String, usize)>> 
             return Ok(pipeline.tables.iter().map(|t| (t.to.clone(), 0)).collect());
         }
     };
-    let client = connect(url).await?;
+    let source = PgSource::new(url);
     let mut out = Vec::new();
     for table in &pipeline.tables {
-        let columns = describe(&client, &table.source_query()).await?;
-        out.push((table.to.clone(), columns.len()));
+        let columns = source.describe(&table.source_query()).await?;
+        out.push((table.to.clone(), columns.fields().len()));
     }
     Ok(out)
 }
@@ -134,7 +134,7 @@ pub async fn dry_run(pipeline: &PipelineConfig) -> Result<Vec<(String, usize)>> 
 pub(crate) async fn check_same_columns(
     session: &Session,
     target: &TableRef,
-    source: &[PgColumn],
+    source: &datafusion::arrow::datatypes::Schema,
 ) -> Result<()> {
     use datafusion::arrow::datatypes::DataType;
     let plain = |t: &DataType| match t {
@@ -145,31 +145,32 @@ pub(crate) async fn check_same_columns(
     let lake = session.context().table(target.to_string()).await?;
     let fix = "the source's columns changed; run `gamelake ingest FILE --full-refresh` to copy the table again, or cast in a `query`";
     for field in lake.schema().fields() {
-        match source.iter().find(|c| c.name == *field.name()) {
+        match source.field_with_name(field.name()).ok() {
             None => {
-                return Err(Error::Unsupported(format!(
+                return Err(Error::Invalid(format!(
                     "{target}: column \"{}\" is in the lake table but no longer in the source; {fix}",
                     field.name()
                 )));
             }
-            Some(c) if plain(&c.kind.arrow_type()) != plain(field.data_type()) => {
-                return Err(Error::Unsupported(format!(
+            Some(c) if plain(c.data_type()) != plain(field.data_type()) => {
+                return Err(Error::Invalid(format!(
                     "{target}: column \"{}\" is {} in the lake table but {} in the source; {fix}",
                     field.name(),
                     field.data_type(),
-                    c.kind.arrow_type()
+                    c.data_type()
                 )));
             }
             Some(_) => {}
         }
     }
     if let Some(extra) = source
+        .fields()
         .iter()
-        .find(|c| lake.schema().field_with_unqualified_name(&c.name).is_err())
+        .find(|c| lake.schema().field_with_unqualified_name(c.name()).is_err())
     {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "{target}: column \"{}\" is new in the source; {fix}",
-            extra.name
+            extra.name()
         )));
     }
     Ok(())

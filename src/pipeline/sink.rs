@@ -82,7 +82,7 @@ pub async fn publish(session: &Session, url: &str, table: &TableConfig) -> Resul
     let (schema, batches) = session
         .collect_last(&table.source_query())
         .await?
-        .ok_or_else(|| Error::Unsupported(format!("{}: the query returns no rows", table.to)))?;
+        .ok_or_else(|| Error::Invalid(format!("{}: the query returns no rows", table.to)))?;
     let columns = schema
         .fields()
         .iter()
@@ -90,7 +90,7 @@ pub async fn publish(session: &Session, url: &str, table: &TableConfig) -> Resul
         .collect::<Result<Vec<_>>>()?;
     for key in &table.key {
         if !columns.iter().any(|c| c.name == *key) {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Invalid(format!(
                 "{}: key column {key} is not in the query's result",
                 table.to
             )));

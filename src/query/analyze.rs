@@ -17,7 +17,7 @@ use datafusion::functions_aggregate::expr_fn::approx_distinct;
 use datafusion::prelude::ident;
 use datafusion::sql::sqlparser::ast::Analyze;
 
-use super::statements::lake_table;
+use super::table_refs::lake_table;
 use super::{CATALOG, Output, Session};
 use crate::error::{Error, Result};
 use crate::lake::TableVersion;
@@ -26,7 +26,7 @@ use crate::lake::distinct_counts::{DistinctCounts, record};
 /// Runs an `ANALYZE` statement: counts, records, and returns one row per column counted.
 pub(super) async fn run(session: &Session, analyze: &Analyze) -> Result<Output> {
     let Some(name) = &analyze.table_name else {
-        return Err(Error::Unsupported(
+        return Err(Error::Invalid(
             "ANALYZE needs a table: ANALYZE schema.table, or ANALYZE schema.table (column, ...)"
                 .into(),
         ));
@@ -96,7 +96,7 @@ fn named_column<'a>(
 ) -> Result<&'a Field> {
     let field = schema.field_with_name(name).map_err(|_| {
         let known: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        Error::Unsupported(format!(
+        Error::Invalid(format!(
             "{table} has no column '{name}' (its columns: {})",
             known.join(", ")
         ))
@@ -160,7 +160,7 @@ async fn count_distinct(
     let row = batches
         .iter()
         .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| Error::Unsupported(format!("{table}: counting gave no row")))?;
+        .ok_or_else(|| Error::Internal(format!("{table}: counting gave no row")))?;
     columns
         .iter()
         .enumerate()
@@ -171,7 +171,7 @@ async fn count_distinct(
                 .filter(|a| a.is_valid(0))
                 .map(|a| a.value(0))
                 .ok_or_else(|| {
-                    Error::Unsupported(format!("{table}.{}: counting gave no count", field.name()))
+                    Error::Internal(format!("{table}.{}: counting gave no count", field.name()))
                 })
         })
         .collect()

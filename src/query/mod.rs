@@ -5,17 +5,12 @@
 //! Everything in gamelake that runs SQL gets its session here.
 
 mod analyze;
-mod decimal_arith;
-mod estimates;
-mod filter_order;
-mod join_filters;
-mod join_order;
-mod month_of_date;
 mod options;
 mod params;
-mod shared_subplans;
+mod rules;
 mod statements;
 mod table_options;
+mod table_refs;
 
 use std::sync::Arc;
 
@@ -88,11 +83,17 @@ fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
         .position(|rule| rule.name() == "SanityCheckPlan")
         .unwrap_or(rules.len());
     // DataFusion's last rules: the second FilterPushdown (join filters), then SanityCheckPlan.
-    rules.insert(sanity_check, Arc::new(filter_order::CheapFiltersFirst));
-    rules.insert(sanity_check, Arc::new(join_filters::AdaptiveJoinFilters));
+    rules.insert(
+        sanity_check,
+        Arc::new(rules::filter_order::CheapFiltersFirst),
+    );
+    rules.insert(
+        sanity_check,
+        Arc::new(rules::join_filters::AdaptiveJoinFilters),
+    );
     rules.insert(
         sanity_check.saturating_sub(1),
-        Arc::new(shared_subplans::SharedSubplans),
+        Arc::new(rules::shared_subplans::SharedSubplans),
     );
     rules
 }
@@ -156,12 +157,12 @@ impl Session {
             .with_default_features()
             .with_runtime_env(runtime.build_arc()?)
             .with_query_planner(DeltaPlanner::new())
-            .with_analyzer_rule(Arc::new(month_of_date::MonthOfDate));
+            .with_analyzer_rule(Arc::new(rules::month_of_date::MonthOfDate));
         if settings.cluster.is_none() {
             // A cluster's scheduler plans with its own rules and knows neither these nodes, the
-            // decimal functions of `decimal_arith`, nor the `gamelake.*` settings.
+            // decimal functions of `rules/decimal_arith.rs`, nor the `gamelake.*` settings.
             // Join selection estimates string filters by the columns' distinct counts and
-            // joins on several keys with each side's keys bounded by its rows (`estimates`),
+            // joins on several keys with each side's keys bounded by its rows (`rules/statistics_providers.rs`),
             // the rest by DataFusion's providers.
             config = config
                 .with_option_extension(options::GamelakeOptions::default())
@@ -181,10 +182,10 @@ impl Session {
                     SINGLE_HASH_TABLE_MAX_ROWS,
                 );
             state = state
-                .with_statistics_registry(estimates::registry())
+                .with_statistics_registry(rules::statistics_providers::registry())
                 .with_physical_optimizer_rules(physical_rules())
-                .with_optimizer_rule(Arc::new(decimal_arith::DecimalArithmetic))
-                .with_optimizer_rule(Arc::new(join_order::JoinOrder));
+                .with_optimizer_rule(Arc::new(rules::decimal_arith::DecimalArithmetic))
+                .with_optimizer_rule(Arc::new(rules::join_order::JoinOrder));
         }
         let mut state = state.with_config(config).build();
         let scan = TableScan {
@@ -311,7 +312,7 @@ impl Session {
     pub async fn query(&self, sql: &str) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
         match self.sql(sql).await?.pop() {
             Some(Output::Rows(df)) => df.collect().await.map_err(Error::from_datafusion),
-            _ => Err(Error::Unsupported(format!("not a query: {sql}"))),
+            _ => Err(Error::Invalid(format!("not a query: {sql}"))),
         }
     }
 
@@ -358,7 +359,7 @@ impl Session {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            return Error::Unsupported(format!(
+            return Error::Invalid(format!(
                 "the query needs a value for ${name}: pass --param {name}=VALUE"
             ));
         }

@@ -9,25 +9,25 @@ extensions_options! {
     /// Settings of gamelake's plan rules (`SET gamelake.<name> = ...`).
     pub struct GamelakeOptions {
         /// Skip rows in Parquet scans by the filters hash joins publish, while a filter keeps
-        /// few of the rows it sees (`query::join_filters`).
+        /// few of the rows it sees (`query::rules::join_filters`).
         pub adaptive_join_filters: bool, default = true
 
         /// Compute a subquery that appears twice in a plan (a CTE named twice) once
-        /// (`query::shared_subplans`).
+        /// (`query::rules::shared_subplans`).
         pub shared_subplans: bool, default = true
 
         /// Evaluate a filter's comparisons of fixed-width columns and literals before its
-        /// string comparisons, `IN` lists, `LIKE` and functions (`query::filter_order`).
+        /// string comparisons, `IN` lists, `LIKE` and functions (`query::rules::filter_order`).
         pub cheap_filters_first: bool, default = true
 
         /// Compute a batch's `DECIMAL` products, sums and differences without an overflow
         /// check per value when the batch's magnitudes rule overflow out
-        /// (`query::decimal_arith`).
+        /// (`query::rules::decimal_arith`).
         pub fast_decimal_arithmetic: bool, default = true
 
         /// Join the relations of a chain of inner joins in the order that keeps the estimated
         /// intermediate results smallest, when that is much smaller than the written order's
-        /// (`query::join_order`).
+        /// (`query::rules::join_order`).
         pub join_order: bool, default = true
     }
 }

@@ -15,13 +15,13 @@ pub type Params = HashMap<String, ScalarValue>;
 /// decimal number (DOUBLE), a date `YYYY-MM-DD` (DATE), `true`/`false`, or else text.
 pub fn parse_param(text: &str) -> Result<(String, ScalarValue)> {
     let Some((name, value)) = text.split_once('=') else {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "--param '{text}': expected name=value, e.g. --param player_id=42"
         )));
     };
     let name = name.trim().trim_start_matches('$');
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "--param '{text}': the name must be letters, digits and _"
         )));
     }

@@ -14,7 +14,8 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 
 use super::table_options::take_layout;
-use super::{CATALOG, DEFAULT_SCHEMA, Output, Session};
+use super::table_refs::lake_table;
+use super::{Output, Session};
 use crate::catalog::{is_lake_schema, is_session_table};
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
@@ -102,21 +103,6 @@ async fn write_input(session: &Session, input: LogicalPlan) -> Result<LogicalPla
     } else {
         Ok(input)
     }
-}
-
-/// The lake table a name refers to (`schema.table`, or `table` in the default schema).
-pub(super) fn lake_table(name: &TableReference) -> Result<TableRef> {
-    let ResolvedTableReference {
-        catalog,
-        schema,
-        table,
-    } = name.clone().resolve(CATALOG, DEFAULT_SCHEMA);
-    if catalog.as_ref() != CATALOG {
-        return Err(Error::Unsupported(format!(
-            "{name}: only the lake catalog '{CATALOG}' can hold tables; write schema.table"
-        )));
-    }
-    TableRef::new(schema.as_ref(), table.as_ref())
 }
 
 /// Whether a name is a view or external table registered in this session (not a lake table).

@@ -67,7 +67,7 @@ fn column_names(expr: &Expr, clause: &str) -> Result<Vec<String>> {
             .map(|e| column_names(e, clause))
             .collect::<Result<Vec<_>>>()
             .map(|v| v.concat()),
-        other => Err(Error::Unsupported(format!(
+        other => Err(Error::Invalid(format!(
             "{clause} takes column names, not '{other}'"
         ))),
     }
@@ -75,7 +75,7 @@ fn column_names(expr: &Expr, clause: &str) -> Result<Vec<String>> {
 
 fn apply_option(layout: &mut TableLayout, option: SqlOption) -> Result<()> {
     let SqlOption::KeyValue { key, value } = option else {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "table option '{option}' is not of the form key = value"
         )));
     };
@@ -96,7 +96,7 @@ fn apply_option(layout: &mut TableLayout, option: SqlOption) -> Result<()> {
     };
     let number = |what: &str| {
         text.parse::<u64>().map_err(|_| {
-            Error::Unsupported(format!(
+            Error::Invalid(format!(
                 "table option {what} = '{text}': expected a whole number"
             ))
         })
@@ -108,14 +108,14 @@ fn apply_option(layout: &mut TableLayout, option: SqlOption) -> Result<()> {
         "target_file_size" => layout.target_file_size = number("target_file_size")?,
         "compression" => {
             layout.compression = Codec::parse(&text)
-                .map_err(|expected| Error::Unsupported(format!("table option {expected}")))?;
+                .map_err(|expected| Error::Invalid(format!("table option {expected}")))?;
         }
         "zstd_level" => {
             layout.zstd_level = zstd_level(number("zstd_level")?)
-                .map_err(|expected| Error::Unsupported(format!("table option {expected}")))?;
+                .map_err(|expected| Error::Invalid(format!("table option {expected}")))?;
         }
         other => {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Invalid(format!(
                 "unknown table option '{other}'; known: sort_by, bloom_filter_columns, partition_by, target_file_size, compression, zstd_level"
             )));
         }

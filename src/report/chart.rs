@@ -22,9 +22,8 @@ struct Series {
 pub fn svg(batches: &[RecordBatch], chart: &ChartConfig) -> Result<String> {
     let (labels, series) = series_of(batches, chart)?;
     let mut out = String::new();
-    draw(&mut out, &labels, &series, chart).map_err(|e| {
-        Error::Unsupported(format!("cannot draw the chart of x = {}: {e}", chart.x))
-    })?;
+    draw(&mut out, &labels, &series, chart)
+        .map_err(|e| Error::Internal(format!("cannot draw the chart of x = {}: {e}", chart.x)))?;
     Ok(out)
 }
 
@@ -89,7 +88,7 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
                 .iter()
                 .map(|f| f.name().as_str())
                 .collect();
-            Error::Unsupported(format!(
+            Error::Invalid(format!(
                 "chart: the result has no column '{name}' (it has {})",
                 names.join(", ")
             ))
@@ -109,7 +108,7 @@ fn texts(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
 fn numbers(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>> {
     let array = column(batch, name)?;
     if !array.data_type().is_numeric() {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "chart: y column '{name}' is {}, not a number",
             array.data_type()
         )));

@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use arrow::array::timezone::Tz;
 use serde::Deserialize;
 
-use crate::config::{parse_toml, position_of};
 use crate::error::{Error, Result};
-use crate::schedule::{Timing, parse_zone};
+use crate::timing::{DEFAULT_ZONE, Timing, parse_zone};
+use crate::toml_files::{parse_toml, position_of};
 
 /// One report: what to run, when, and how to show it.
 #[derive(Clone, Debug, Deserialize)]
@@ -127,7 +127,7 @@ impl Report {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let zone_text = config.timezone.as_deref().unwrap_or("+08:00");
+        let zone_text = config.timezone.as_deref().unwrap_or(DEFAULT_ZONE);
         let zone = parse_zone(zone_text).map_err(|e| fail("timezone", e))?;
         let timing = match &config.schedule {
             None => None,
@@ -198,7 +198,7 @@ impl Report {
 
 /// All reports in a folder (`*.toml`), by name.
 pub fn load_all(dir: &Path) -> Result<Vec<Report>> {
-    crate::config::toml_files(dir)?
+    crate::toml_files::toml_files(dir)?
         .iter()
         .map(|path| Report::load(path))
         .collect()

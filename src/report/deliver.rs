@@ -199,7 +199,7 @@ pub async fn deliver_all(
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
-        .map_err(|e| Error::Unsupported(format!("cannot build an HTTP client: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot build an HTTP client: {e}")))?;
     let mut records = Vec::new();
     for delivery in deliveries {
         let mut wait = first_wait;

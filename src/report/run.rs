@@ -103,9 +103,10 @@ pub async fn run_report(
         files.push((format!("{slug}.parquet"), parquet, AttachKind::Parquet));
         // An empty result gets no (empty) chart; its table says "0 rows".
         let svg = match &query.chart {
-            Some(chart) if rows > 0 => Some(super::chart::svg(batches, chart).map_err(|e| {
-                Error::Unsupported(format!("report {}, {title}: {e}", report.name))
-            })?),
+            Some(chart) if rows > 0 => Some(
+                super::chart::svg(batches, chart)
+                    .map_err(|e| Error::Invalid(format!("report {}, {title}: {e}", report.name)))?,
+            ),
             _ => None,
         };
         lines.push(format!("{title}: {rows} rows"));
@@ -154,10 +155,10 @@ pub async fn run_report(
         )
         .await?;
         let json = serde_json::to_vec_pretty(&records)
-            .map_err(|e| Error::Unsupported(format!("deliveries.json: {e}")))?;
+            .map_err(|e| Error::Internal(format!("deliveries.json: {e}")))?;
         put(&store, &run_path("deliveries.json"), json).await?;
         if let Some(failed) = records.iter().find(|r| r.outcome != "ok") {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Unavailable(format!(
                 "report {} is written ({link}), but its delivery to {} failed after {} attempts: {} (recorded in deliveries.json)",
                 report.name, failed.target, failed.attempts, failed.outcome
             )));
@@ -180,7 +181,7 @@ fn params_for(
     for given in overrides {
         let (name, value) = given
             .split_once('=')
-            .ok_or_else(|| Error::Unsupported(format!("--param '{given}': expected name=value")))?;
+            .ok_or_else(|| Error::Invalid(format!("--param '{given}': expected name=value")))?;
         values.insert(name.trim().to_string(), value.to_string());
     }
     let mut params = Params::new();
@@ -202,7 +203,7 @@ async fn run_query(
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let sql = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     session.collect_last(&sql).await?.ok_or_else(|| {
-        Error::Unsupported(format!(
+        Error::Invalid(format!(
             "{} returns no rows (its last statement must be a query)",
             path.display()
         ))
@@ -225,7 +226,7 @@ fn open(
         Destination::Folder(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             let store = LocalFileSystem::new_with_prefix(dir)
-                .map_err(|e| Error::Unsupported(format!("{}: {e}", dir.display())))?;
+                .map_err(|e| Error::Unavailable(format!("{}: {e}", dir.display())))?;
             let shown = dir.join(&report.name).display().to_string();
             Ok((Arc::new(store), report.name.clone(), shown))
         }
@@ -240,7 +241,7 @@ async fn put(
     store
         .put(path, PutPayload::from(bytes.into()))
         .await
-        .map_err(|e| Error::Unsupported(format!("cannot write {path}: {e}")))?;
+        .map_err(|e| Error::Unavailable(format!("cannot write {path}: {e}")))?;
     Ok(())
 }
 
@@ -250,7 +251,7 @@ async fn write_index(store: &Arc<dyn ObjectStore>, base: &str, report: &Report) 
     let listing = store
         .list_with_delimiter(Some(&prefix))
         .await
-        .map_err(|e| Error::Unsupported(format!("cannot list {base}: {e}")))?;
+        .map_err(|e| Error::Unavailable(format!("cannot list {base}: {e}")))?;
     let mut runs: Vec<String> = listing
         .common_prefixes
         .iter()

@@ -5,11 +5,11 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use super::Timing;
 use crate::error::{Error, Result};
 use crate::pipeline::{PipelineConfig, publish_all, run as run_pipeline};
 use crate::query::Session;
 use crate::report::{Destination, Report, run_report};
+use crate::timing::Timing;
 
 /// A scheduled job.
 #[async_trait::async_trait]
@@ -105,7 +105,7 @@ pub fn load_jobs(
         }
     }
     if let Some(dir) = pipelines {
-        for path in crate::config::toml_files(dir)? {
+        for path in crate::toml_files::toml_files(dir)? {
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
             if !has_schedule(&text) {
                 // Not scheduled: not loaded, so its ${VAR}s need not be set for the server.
@@ -114,7 +114,7 @@ pub fn load_jobs(
             let pipeline = PipelineConfig::parse(&text, &path)?;
             let timing = pipeline
                 .timing()
-                .map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))?;
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
             if let Some(timing) = timing {
                 let stem = path
                     .file_stem()

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Runs jobs on their schedules.
-pub struct Scheduler {
+pub struct JobRunner {
     jobs: Vec<Arc<dyn Job>>,
     records: Records,
     clock: Arc<dyn Clock>,
@@ -53,7 +53,7 @@ enum Step {
     Done,
 }
 
-impl Scheduler {
+impl JobRunner {
     /// A scheduler of `jobs`, recording runs in `records`, on `clock`.
     pub fn new(
         jobs: Vec<Arc<dyn Job>>,
@@ -78,6 +78,11 @@ impl Scheduler {
     pub fn with_heartbeat(mut self, every: Duration) -> Self {
         self.heartbeat = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
         self
+    }
+
+    /// The counters of its runs, for `/metrics`.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The jobs' names.
@@ -111,7 +116,7 @@ impl Scheduler {
         }
         for task in tasks {
             task.await
-                .map_err(|e| Error::Unsupported(format!("scheduler task failed: {e}")))?;
+                .map_err(|e| Error::Internal(format!("scheduler task failed: {e}")))?;
         }
         Ok(())
     }
@@ -228,7 +233,7 @@ impl Scheduler {
         let result = loop {
             tokio::select! {
                 joined = &mut running => {
-                    break joined.map_err(|e| Error::Unsupported(format!("the run panicked: {e}"))).and_then(|r| r);
+                    break joined.map_err(|e| Error::Internal(format!("the run panicked: {e}"))).and_then(|r| r);
                 }
                 _ = self.clock.sleep_until(record.heartbeat + self.heartbeat) => {
                     record.heartbeat = self.clock.now();

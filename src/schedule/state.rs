@@ -113,7 +113,7 @@ impl Records {
             .map_err(|e| store_error(&location, e))?;
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::Unsupported(format!("schedule record {location}: {e}")))
+            .map_err(|e| Error::Internal(format!("schedule record {location}: {e}")))
     }
 
     /// What is directly under `<base>/<folder>`.
@@ -181,9 +181,9 @@ impl Records {
 fn payload(record: &Record) -> Result<PutPayload> {
     serde_json::to_vec_pretty(record)
         .map(PutPayload::from)
-        .map_err(|e| Error::Unsupported(format!("schedule record: {e}")))
+        .map_err(|e| Error::Internal(format!("schedule record: {e}")))
 }
 
 fn store_error(path: &StorePath, e: object_store::Error) -> Error {
-    Error::Unsupported(format!("schedule record {path}: {e}"))
+    Error::Unavailable(format!("schedule record {path}: {e}"))
 }

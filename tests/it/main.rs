@@ -9,6 +9,7 @@ mod errors;
 mod flight;
 mod intake;
 mod interop;
+mod layers;
 mod pipelines;
 mod plans;
 mod postgres;

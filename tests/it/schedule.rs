@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use gamelake::error::{Error, Result};
-use gamelake::schedule::{
-    Job, ManualClock, Metrics, Outcome, Record, Records, Scheduler, Timing, parse_zone,
-};
+use gamelake::schedule::{Job, JobRunner, ManualClock, Metrics, Outcome, Record, Records};
+use gamelake::timing::{Timing, parse_zone};
 use object_store::local::LocalFileSystem;
 use tokio::sync::{Semaphore, watch};
 
@@ -92,7 +91,7 @@ impl Job for Probe {
         self.running.fetch_sub(1, Ordering::SeqCst);
         match self.behaviour {
             Behaviour::Succeed => Ok(format!("ran {slot}")),
-            Behaviour::Fail => Err(Error::Unsupported("the query failed".to_string())),
+            Behaviour::Fail => Err(Error::Invalid("the query failed".to_string())),
             Behaviour::Panic => panic!("the job panicked"),
         }
     }
@@ -100,7 +99,7 @@ impl Job for Probe {
 
 /// A scheduler process over the records in `lake`.
 struct Running {
-    scheduler: Arc<Scheduler>,
+    scheduler: Arc<JobRunner>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<()>>,
     metrics: Arc<Metrics>,
@@ -116,7 +115,7 @@ fn records(lake: &std::path::Path) -> Records {
 fn start(lake: &std::path::Path, jobs: Vec<Probe>, clock: &Arc<ManualClock>) -> Running {
     let jobs: Vec<Arc<dyn Job>> = jobs.into_iter().map(|j| Arc::new(j) as _).collect();
     let metrics = Arc::new(Metrics::default());
-    let scheduler = Arc::new(Scheduler::new(
+    let scheduler = Arc::new(JobRunner::new(
         jobs,
         records(lake),
         clock.clone(),

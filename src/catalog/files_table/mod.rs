@@ -204,7 +204,7 @@ impl LakeFilesTable {
                     .find(|f| f.name() == c)
                     .cloned()
                     .ok_or_else(|| {
-                        Error::Unsupported(format!(
+                        Error::Invalid(format!(
                             "partition column {c} of {} is not among its columns",
                             list.url
                         ))
@@ -317,7 +317,7 @@ fn partition_value(raw: Option<String>, field: &Field) -> Result<ScalarValue> {
     match raw {
         None => ScalarValue::try_from(field.data_type()).map_err(Error::from_datafusion),
         Some(text) => ScalarValue::try_from_string(text.clone(), field.data_type()).map_err(|e| {
-            Error::Unsupported(format!(
+            Error::Invalid(format!(
                 "partition value '{text}' of column {} is not a {}: {e}",
                 field.name(),
                 field.data_type()

@@ -224,7 +224,7 @@ impl ColumnBuilder {
 }
 
 fn bad(what: &str) -> Error {
-    Error::Unsupported(format!("malformed PostgreSQL binary value: {what}"))
+    Error::Invalid(format!("malformed PostgreSQL binary value: {what}"))
 }
 
 fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N]> {

@@ -135,7 +135,7 @@ fn read_i32(bytes: &[u8], at: usize) -> Option<i32> {
 }
 
 fn malformed(what: &str) -> Error {
-    Error::Unsupported(format!("malformed binary COPY data: {what}"))
+    Error::Invalid(format!("malformed binary COPY data: {what}"))
 }
 
 #[cfg(test)]

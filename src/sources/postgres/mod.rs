@@ -4,6 +4,7 @@ mod columns;
 mod decode;
 mod frames;
 mod live;
+mod source;
 mod wire;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use columns::{PgColumn, PgKind};
 use decode::ColumnBuilder;
 use frames::{Frames, fields};
 pub use live::{PgCatalog, PgTable};
+pub use source::PgSource;
 pub use wire::CopyConnection;
 use wire::Drained;
 
@@ -220,7 +222,7 @@ impl Decoder {
             .map(|(builder, column)| {
                 builder
                     .finish()
-                    .map_err(|e| Error::Unsupported(format!("column \"{}\": {e}", column.name)))
+                    .map_err(|e| Error::Internal(format!("column \"{}\": {e}", column.name)))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
@@ -234,10 +236,7 @@ impl Decoder {
                 *count += 1;
                 for (i, (builder, raw)) in builders.iter_mut().zip(fields(row)).enumerate() {
                     builder.append(raw).map_err(|e| {
-                        Error::Unsupported(format!(
-                            "column \"{}\", row {count}: {e}",
-                            columns[i].name
-                        ))
+                        Error::Invalid(format!("column \"{}\", row {count}: {e}", columns[i].name))
                     })?;
                 }
                 Ok(())
@@ -265,7 +264,11 @@ pub fn pg_error(context: &str, err: &tokio_postgres::Error) -> Error {
             }
             text
         });
-    failed(context, detail)
+    match err.as_db_error() {
+        // The server answered and refused the statement: the query or the table is wrong.
+        Some(_) => Error::Invalid(format!("PostgreSQL ({context}): {detail}")),
+        None => failed(context, detail),
+    }
 }
 
 /// A PostgreSQL identifier (schema, table or column name), quoted: as written, case and all.
@@ -276,7 +279,7 @@ pub(crate) fn quote_identifier(name: &str) -> String {
 /// An error from PostgreSQL or its COPY stream, with what it concerned (a query, or the
 /// connection string without its password), in one line.
 pub(crate) fn failed(context: &str, detail: impl std::fmt::Display) -> Error {
-    Error::Unsupported(format!("PostgreSQL ({context}): {detail}"))
+    Error::Unavailable(format!("PostgreSQL ({context}): {detail}"))
 }
 
 /// The Arrow schema of described columns.

@@ -35,7 +35,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 
-use super::options::GamelakeOptions;
+use crate::query::options::GamelakeOptions;
 
 /// The rule (see the module's documentation); on unless `gamelake.cheap_filters_first` is false.
 #[derive(Debug, Default)]

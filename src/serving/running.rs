@@ -38,7 +38,7 @@ impl QueryRuntime {
     {
         match &self.0 {
             Some(runtime) => Ok(runtime.spawn(work)),
-            None => Err(Error::Unsupported(
+            None => Err(Error::Unavailable(
                 "the server is shutting down".to_string(),
             )),
         }
@@ -126,7 +126,7 @@ impl Stream for Running {
         if let Poll::Ready(Ok(())) = Pin::new(&mut self.cancel).poll(cx) {
             return self.end(
                 "cancelled",
-                Error::Unsupported("the query was cancelled by the client".to_string()),
+                Error::Cancelled("the query was cancelled by the client".to_string()),
             );
         }
         if self.deadline.as_mut().poll(cx).is_ready() {

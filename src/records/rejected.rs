@@ -6,8 +6,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
-use super::rows::{DAY, RECEIVED_AT};
-use super::segment::Entry;
+use super::{DAY, RECEIVED_AT};
 use crate::error::Result;
 
 /// A record that cannot be a row, and why.
@@ -21,21 +20,6 @@ pub struct Rejected {
     pub reason: String,
     /// The record as sent (invalid UTF-8 replaced).
     pub record: String,
-}
-
-/// Every record of `entries`, rejected for one reason.
-pub fn rejections(table: &str, entries: &[&Entry], reason: &str) -> Vec<Rejected> {
-    entries
-        .iter()
-        .flat_map(|entry| {
-            entry.records.iter().map(|record| Rejected {
-                table: table.to_string(),
-                received_at: entry.received_at,
-                reason: reason.to_string(),
-                record: String::from_utf8_lossy(record).into_owned(),
-            })
-        })
-        .collect()
 }
 
 /// `<schema>._rejected`: table, received_at, reason, record, and the UTC day of receipt.

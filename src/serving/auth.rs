@@ -57,18 +57,18 @@ pub fn hash_password(password: &str) -> Result<String> {
     // 16 random bytes from uuid's v4 generator (the OS RNG): argon2's own salt generator needs
     // a rand_core feature that only dev-dependencies happen to turn on.
     let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
-        .map_err(|e| Error::Unsupported(format!("cannot make a salt: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot make a salt: {e}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| Error::Unsupported(format!("cannot hash the password: {e}")))
+        .map_err(|e| Error::Internal(format!("cannot hash the password: {e}")))
 }
 
 /// Checks every user's hash parses, so a typo fails at start-up and not at the first login.
 pub fn check_users(users: &[User]) -> Result<()> {
     for user in users {
         PasswordHash::new(&user.password_hash).map_err(|e| {
-            Error::Unsupported(format!(
+            Error::Invalid(format!(
                 "user {}: password_hash is not an argon2 PHC string ({e}); make one with `gamelake hash-password`",
                 user.name
             ))
@@ -157,7 +157,7 @@ impl Signer {
     pub fn sign<T: Serialize>(&self, body: &T, ttl: Duration) -> Result<String> {
         let exp = now_secs() + ttl.as_secs().max(1);
         let json = serde_json::to_vec(&Signed { exp, body })
-            .map_err(|e| Error::Unsupported(format!("cannot encode a ticket: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot encode a ticket: {e}")))?;
         let payload = URL_SAFE_NO_PAD.encode(json);
         let mac = self.mac(payload.as_bytes()).finalize().into_bytes();
         Ok(format!("{payload}.{}", URL_SAFE_NO_PAD.encode(mac)))

@@ -42,7 +42,7 @@ use datafusion::physical_expr_common::physical_expr::snapshot_generation;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::options::GamelakeOptions;
+use crate::query::options::GamelakeOptions;
 
 /// Rows a filter must have judged before it may be switched off: a few batches, so one
 /// unrepresentative batch does not decide.

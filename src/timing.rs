@@ -1,4 +1,6 @@
-//! When a job is due: a cron expression read in a time zone.
+//! Time zones and schedules, as the config files write them: a zone (`+08:00`, `UTC`,
+//! `Asia/Shanghai`; [`DEFAULT_ZONE`] when a file names none), and a cron expression read in one
+//! ([`Timing`]). Reports, pipelines, the intake's day partitions and the scheduler share them.
 
 use std::str::FromStr;
 
@@ -57,6 +59,14 @@ impl Timing {
             .map(|t| t.with_timezone(&Utc))
             .filter(|t| *t <= now)
     }
+}
+
+/// The zone of a file that names none: the game's server day, China Standard Time.
+pub const DEFAULT_ZONE: &str = "+08:00";
+
+/// The zone a file names, or [`DEFAULT_ZONE`], parsed (see [`parse_zone`]).
+pub fn zone_or_default(text: Option<&str>) -> std::result::Result<Tz, String> {
+    parse_zone(text.unwrap_or(DEFAULT_ZONE))
 }
 
 /// A zone: a fixed offset (`+08:00`), `UTC`, or an IANA name (`Asia/Shanghai`).

@@ -1,5 +1,5 @@
 //! Records → Arrow rows of one table, and the reasons for those that cannot be rows
-//! ([`super::rejected`]); column types in [`super::columns`], record parsing in [`super::fields`].
+//! ([`super::rejected`]); column types in [`super::columns`], record parsing in `fields.rs`.
 //!
 //! Every table gets three columns from the intake: `event_time` (from the configured time
 //! field, or the time of receipt), `received_at`, and `day` (the event's day in the table's
@@ -12,7 +12,6 @@
 //! ahead of the intake.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -22,17 +21,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::value::RawValue;
 
 use super::columns::{Builder, Cell, Kind, parse_rfc3339};
-use super::config::{IntakeTable, NewFields, TimeFormat};
 use super::fields::{Fields, shown, unquote};
 use super::rejected::Rejected;
+use super::rules::{NewFields, RowRules, TimeFormat};
+use super::{DAY, EVENT_TIME, RECEIVED_AT};
 use crate::error::{Error, Result};
-
-/// The event's time (UTC).
-pub const EVENT_TIME: &str = "event_time";
-/// When gamelake received the record (UTC).
-pub const RECEIVED_AT: &str = "received_at";
-/// The event's day in the table's zone: the partition column.
-pub const DAY: &str = "day";
 
 const DAYS_FROM_CE_TO_1970: i32 = 719_163;
 
@@ -44,7 +37,7 @@ struct Column {
 
 /// Turns one table's records into a batch with the table's columns (and any new ones).
 pub struct RowBuilder<'a> {
-    config: &'a IntakeTable,
+    config: &'a RowRules,
     zone: Tz,
     columns: Vec<Column>,
     index: HashMap<String, usize>,
@@ -55,7 +48,7 @@ pub struct RowBuilder<'a> {
 
 impl<'a> RowBuilder<'a> {
     /// Starts a batch for `config`'s table, whose current schema is `existing` (None: new table).
-    pub fn new(config: &'a IntakeTable, existing: Option<&Schema>) -> Result<Self> {
+    pub fn new(config: &'a RowRules, existing: Option<&Schema>) -> Result<Self> {
         let zone = zone(config)?;
         let mut builder = Self {
             config,
@@ -220,7 +213,7 @@ impl<'a> RowBuilder<'a> {
 /// would make when their columns came out equal (or one half kept no row: it then learned no
 /// column), otherwise the records are built again on one thread.
 pub fn build_rows(
-    config: &IntakeTable,
+    config: &RowRules,
     existing: Option<&Schema>,
     records: &[(i64, &[u8])],
 ) -> Result<(Option<RecordBatch>, Vec<Rejected>)> {
@@ -255,8 +248,8 @@ pub fn build_rows(
     Ok((batch, rejected))
 }
 
-/// Checks a table's intake settings (zone, declared types) without data.
-pub fn check_table(config: &IntakeTable) -> Result<()> {
+/// Checks a table's rules (zone, declared types) without data.
+pub fn check_rules(config: &RowRules) -> Result<()> {
     zone(config)?;
     for (name, type_name) in &config.columns {
         declared_kind(config, name, type_name)?;
@@ -264,29 +257,24 @@ pub fn check_table(config: &IntakeTable) -> Result<()> {
     Ok(())
 }
 
-fn declared_kind(config: &IntakeTable, name: &str, type_name: &str) -> Result<Kind> {
+fn declared_kind(config: &RowRules, name: &str, type_name: &str) -> Result<Kind> {
     if matches!(name, EVENT_TIME | RECEIVED_AT | DAY) {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "[[intake.tables]] {}: column {name} is filled by the intake; remove it from columns",
             config.name
         )));
     }
     Kind::parse(type_name).ok_or_else(|| {
-        Error::Unsupported(format!(
+        Error::Invalid(format!(
             "[[intake.tables]] {}: column {name} has type '{type_name}'; use bigint, double, text, boolean, timestamp or json",
             config.name
         ))
     })
 }
 
-fn zone(config: &IntakeTable) -> Result<Tz> {
-    let text = config.timezone.as_deref().unwrap_or("+08:00");
-    Tz::from_str(text).map_err(|e| {
-        Error::Unsupported(format!(
-            "[[intake.tables]] {}: timezone '{text}' is not a zone ({e}); write e.g. \"+08:00\", \"UTC\" or \"Asia/Shanghai\"",
-            config.name
-        ))
-    })
+fn zone(config: &RowRules) -> Result<Tz> {
+    crate::timing::zone_or_default(config.timezone.as_deref())
+        .map_err(|e| Error::Invalid(format!("[[intake.tables]] {}: {e}", config.name)))
 }
 
 /// The day (since 1970) that `micros` falls on in `zone`.
@@ -328,7 +316,7 @@ mod tests {
     use arrow::datatypes::DataType;
     use arrow::datatypes::{Date32Type, Int64Type};
 
-    fn table(extra: &str) -> IntakeTable {
+    fn table(extra: &str) -> RowRules {
         toml::from_str(&format!(
             "name = \"logs.events\"\ntime_field = \"time\"\nrequired = [\"player\"]\n{extra}"
         ))
@@ -502,9 +490,9 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        assert!(check_table(&table("timezone = \"Mars/Olympus\"")).is_err());
-        assert!(check_table(&table("columns = { day = \"text\" }")).is_err());
-        assert!(check_table(&table("columns = { x = \"varchar(3)\" }")).is_err());
-        assert!(check_table(&table("timezone = \"Asia/Shanghai\"")).is_ok());
+        assert!(check_rules(&table("timezone = \"Mars/Olympus\"")).is_err());
+        assert!(check_rules(&table("columns = { day = \"text\" }")).is_err());
+        assert!(check_rules(&table("columns = { x = \"varchar(3)\" }")).is_err());
+        assert!(check_rules(&table("timezone = \"Asia/Shanghai\"")).is_ok());
     }
 }

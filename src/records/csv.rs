@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::intake::columns::Kind;
+use super::columns::Kind;
 
 /// A CSV file's rows as JSON records, and the rows that cannot be records (line, reason, text).
 pub fn csv_records(

@@ -39,7 +39,7 @@ use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr_common::datum::apply;
 
-use super::options::GamelakeOptions;
+use crate::query::options::GamelakeOptions;
 
 /// The rule (see the module's documentation); on unless `gamelake.fast_decimal_arithmetic` is
 /// false.

@@ -51,7 +51,7 @@ pub struct PreparedHandle {
 /// Encodes bound parameters (the first row of `batch`) for a ticket or handle.
 pub fn encode_params(batch: &RecordBatch) -> Result<String> {
     if batch.num_rows() != 1 {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "bind exactly one row of parameters (got {}); run the statement once per row",
             batch.num_rows()
         )));
@@ -71,7 +71,7 @@ pub fn decode_params(encoded: Option<&str>) -> Result<Vec<ScalarValue>> {
     };
     let bytes = STANDARD
         .decode(text)
-        .map_err(|e| Error::Unsupported(format!("malformed parameters in a ticket: {e}")))?;
+        .map_err(|e| Error::Invalid(format!("malformed parameters in a ticket: {e}")))?;
     let mut reader = StreamReader::try_new(Cursor::new(bytes), None)?;
     let Some(batch) = reader.next().transpose()? else {
         return Ok(Vec::new());

@@ -43,7 +43,7 @@ use datafusion::physical_plan::{
 use futures::{TryStreamExt, stream};
 use tokio::sync::OnceCell;
 
-use super::options::GamelakeOptions;
+use crate::query::options::GamelakeOptions;
 
 /// The rule (see the module's documentation); on unless `gamelake.shared_subplans` is false.
 #[derive(Debug, Default)]

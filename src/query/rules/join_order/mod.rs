@@ -35,7 +35,7 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, Join, JoinConstraint, JoinType, LogicalPlan, Projection};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
-use super::options::GamelakeOptions;
+use crate::query::options::GamelakeOptions;
 
 /// The most relations a chain may join for this rule to order it (the greedy search is cubic
 /// in them; chains this long are not written by hand).

@@ -216,7 +216,7 @@ impl Engine {
                         let stream = df.execute_stream().await.map_err(Error::from_datafusion)?;
                         Ok((schema, stream))
                     }
-                    Output::Done(_) => Err(Error::Unsupported(
+                    Output::Done(_) => Err(Error::Invalid(
                         "this ticket is for a query, but the statement is not one".to_string(),
                     )),
                 }
@@ -253,7 +253,7 @@ impl Engine {
             Ok(Err(_)) => {
                 return Err(tracker.fail(
                     "error",
-                    Error::Unsupported("the query stopped before it started".to_string()),
+                    Error::Internal("the query stopped before it started".to_string()),
                 ));
             }
             Err(_) => return Err(tracker.fail("timeout", timeout_error(timeout))),
@@ -308,7 +308,7 @@ impl Engine {
 fn statement(session: &Session, who: &Principal, sql: &str) -> Result<DFStatement> {
     let mut statements = session.parse(sql)?;
     if statements.len() != 1 {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Invalid(format!(
             "send one statement per request (got {})",
             statements.len()
         )));

@@ -1,0 +1,76 @@
+//! `[flight]` in `gamelake.toml`: the bounds and lifetimes of the Flight SQL server, and the
+//! server's options with their defaults applied ([`FlightConfig::options`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Access, FlightOptions};
+use crate::serving::{Limits, Signer, Tls, User};
+use crate::toml_files::duration;
+
+/// `[flight]`: bounds and lifetimes of the Flight SQL server. Durations are written like
+/// `"30s"`, `"5m"`, `"12h"`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightConfig {
+    /// Queries that run at once; more wait in a queue (default 8).
+    pub max_concurrent_queries: Option<usize>,
+    /// How long a query waits for a slot before it is refused as busy (default 30s).
+    #[serde(default, deserialize_with = "duration")]
+    pub queue_timeout: Option<Duration>,
+    /// How long a query may run (default 5m).
+    #[serde(default, deserialize_with = "duration")]
+    pub query_timeout: Option<Duration>,
+    /// Memory one query may hold before it spills or fails, in MiB (default: the server's).
+    pub query_memory_mb: Option<usize>,
+    /// Memory all queries together may hold, in MiB (default: unbounded).
+    pub server_memory_mb: Option<usize>,
+    /// Lifetime of a login token and of a prepared statement (default 12h).
+    #[serde(default, deserialize_with = "duration")]
+    pub token_ttl: Option<Duration>,
+    /// Lifetime of a ticket between GetFlightInfo and DoGet (default 10m).
+    #[serde(default, deserialize_with = "duration")]
+    pub ticket_ttl: Option<Duration>,
+    /// Largest gRPC message the server accepts or sends, in MiB (default 64).
+    pub max_message_mb: Option<usize>,
+    /// How long table names are reused before the lake is listed again (default 5s).
+    #[serde(default, deserialize_with = "duration")]
+    pub catalog_ttl: Option<Duration>,
+    /// Append every query to `system.query_log` (default true).
+    pub query_log: Option<bool>,
+}
+
+impl FlightConfig {
+    /// The server's options: these settings with their defaults, for `users`, signing with
+    /// `signer`, over `tls` when given.
+    pub fn options(&self, users: &[User], signer: Signer, tls: Option<Tls>) -> FlightOptions {
+        let defaults = Limits::default();
+        FlightOptions {
+            access: Access {
+                users: Arc::new(users.to_vec()),
+                signer,
+                token_ttl: self.token_ttl.unwrap_or(Duration::from_secs(12 * 3600)),
+                ticket_ttl: self.ticket_ttl.unwrap_or(Duration::from_secs(600)),
+            },
+            limits: Limits {
+                max_concurrent_queries: self
+                    .max_concurrent_queries
+                    .unwrap_or(defaults.max_concurrent_queries),
+                queue_timeout: self.queue_timeout.unwrap_or(defaults.queue_timeout),
+                query_timeout: self.query_timeout.unwrap_or(defaults.query_timeout),
+                query_memory: self.query_memory_mb.map(|mb| mb * 1024 * 1024),
+                server_memory: self.server_memory_mb.map(|mb| mb * 1024 * 1024),
+            },
+            tls,
+            max_message_bytes: self.max_message_mb.unwrap_or(64) * 1024 * 1024,
+            query_log: self.query_log.unwrap_or(true),
+        }
+    }
+
+    /// How long table names are reused before the lake is listed again.
+    pub fn catalog_ttl(&self) -> Duration {
+        self.catalog_ttl.unwrap_or(Duration::from_secs(5))
+    }
+}

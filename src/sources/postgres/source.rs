@@ -1,0 +1,169 @@
+//! PostgreSQL as a pipeline [`Source`]: snapshots that several connections read inside one
+//! exported snapshot, split by physical page ranges (ctid); changes bounded by the start of the
+//! oldest transaction still open.
+
+use futures::future::try_join_all;
+use tokio_postgres::Client;
+
+use super::{CopyConnection, connect, describe, pg_error, read_stream, schema_of};
+use crate::error::{Error, Result};
+use crate::sources::{Changes, Read, Snapshot, Source};
+
+/// A PostgreSQL database, by its connection URL (or key=value string).
+pub struct PgSource {
+    url: String,
+}
+
+impl PgSource {
+    /// The database at `url`; nothing connects until a read.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for PgSource {
+    async fn describe(&self, query: &str) -> Result<datafusion::arrow::datatypes::SchemaRef> {
+        let client = connect(&self.url).await?;
+        Ok(schema_of(&describe(&client, query).await?))
+    }
+
+    /// `from` tables are split by physical page ranges (ctid) across `parallelism`
+    /// connections, all inside the snapshot the first connection exported, so the copy is
+    /// consistent even while the table changes; queries use one connection.
+    async fn snapshot(&self, read: &Read, parallelism: usize) -> Result<Snapshot> {
+        let url = self.url.as_str();
+        let coordinator = connect(url).await?;
+        coordinator
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| pg_error(&read.target, &e))?;
+        let snapshot: String = coordinator
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| pg_error(&read.target, &e))?
+            .get(0);
+        let queries = match &read.from {
+            Some(from) if parallelism > 1 => page_ranges(&coordinator, from, parallelism).await?,
+            _ => vec![read.query.clone()],
+        };
+        // The parts differ only in their page range: one description serves them all.
+        let first = queries
+            .first()
+            .ok_or_else(|| Error::Internal(format!("{}: nothing to read", read.target)))?;
+        let columns = describe(&coordinator, first).await?;
+        tracing::info!(table = %read.target, parts = queries.len(), snapshot = %snapshot, "snapshot started");
+        // Every reader joins the exported snapshot before the coordinator lets it go.
+        let readers = queries.into_iter().map(|query| {
+            let (snapshot, columns) = (snapshot.clone(), columns.clone());
+            async move {
+                let mut connection = CopyConnection::connect(url).await?;
+                connection
+                    .execute(&format!(
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
+                    ))
+                    .await?;
+                read_stream(connection, query, columns).await
+            }
+        });
+        let estimated_rows = match &read.from {
+            Some(from) => estimated_rows(&coordinator, from).await,
+            None => 0,
+        };
+        let parts = try_join_all(readers).await?;
+        let _ = coordinator.batch_execute("COMMIT").await;
+        Ok(Snapshot {
+            schema: schema_of(&columns),
+            estimated_rows,
+            parts,
+        })
+    }
+
+    /// Late commits: a transaction that started at T and commits later writes cursor values
+    /// ≥ T (`now()` is the transaction's start). So the upper bound is the start of the oldest
+    /// transaction still open in the database (or now, if none): a row committed late is read
+    /// by the run after its commit.
+    async fn changes(&self, read: &Read, cursor: &str, since: Option<i64>) -> Result<Changes> {
+        let client = connect(&self.url).await?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| pg_error(&read.target, &e))?;
+        // Microseconds since the epoch of the upper bound: our start, or an older open transaction's.
+        let upper: i64 = client
+            .query_one(
+                "SELECT (extract(epoch FROM least(now(), coalesce(
+                     (SELECT min(xact_start) FROM pg_stat_activity
+                      WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL),
+                     now()))) * 1000000)::bigint",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error(&read.target, &e))?
+            .get(0);
+        let bound =
+            |micros: i64| format!("(timestamptz 'epoch' + {micros} * interval '1 microsecond')");
+        let lower = since
+            .map(|w| format!("\"{cursor}\" >= {} AND ", bound(w)))
+            .unwrap_or_default();
+        let query = format!(
+            "SELECT * FROM ({}) AS src WHERE {lower}\"{cursor}\" < {}",
+            read.query,
+            bound(upper)
+        );
+        tracing::info!(table = %read.target, since = ?since, upper, "incremental range (µs since the epoch)");
+        let (schema, batches) = super::read(&client, &query).await?;
+        let _ = client.batch_execute("COMMIT").await;
+        Ok(Changes {
+            schema,
+            batches,
+            upper,
+        })
+    }
+}
+
+/// The planner's row estimate of a table (`pg_class.reltuples`), 0 when unknown.
+async fn estimated_rows(client: &Client, from: &str) -> u64 {
+    client
+        .query_one(
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
+            &[&from],
+        )
+        .await
+        .map(|row| row.get::<_, i64>(0).max(0) as u64)
+        .unwrap_or(0)
+}
+
+/// Queries that together read every page of `from` once: `[start, end)` page ranges by ctid,
+/// the last one open-ended.
+async fn page_ranges(client: &Client, from: &str, parts: usize) -> Result<Vec<String>> {
+    let pages: i64 = client
+        .query_one(
+            "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::int)::bigint",
+            &[&from],
+        )
+        .await
+        .map_err(|e| pg_error(from, &e))?
+        .get(0);
+    let step = (pages / parts as i64).max(1);
+    let mut queries = Vec::new();
+    let mut start = 0;
+    for i in 0..parts {
+        let last = i + 1 == parts || start + step >= pages;
+        queries.push(if last {
+            format!("SELECT * FROM {from} WHERE ctid >= '({start},0)'::tid")
+        } else {
+            format!(
+                "SELECT * FROM {from} WHERE ctid >= '({start},0)'::tid AND ctid < '({},0)'::tid",
+                start + step
+            )
+        });
+        if last {
+            break;
+        }
+        start += step;
+    }
+    Ok(queries)
+}
