@@ -19,7 +19,7 @@ import re
 import shutil
 import subprocess
 
-from bench_common import ROOT, gamelake_binary, write_section
+from bench_common import DEMO_END, ROOT, gamelake_binary, write_section
 
 QUERIES = ["lookup", "week", "retention"]
 TABLES_READ = {"lookup": ["sessions", "purchases"], "week": ["sessions", "purchases"],
@@ -47,7 +47,7 @@ def main():
         shutil.rmtree(lake, ignore_errors=True)
         print(f"demo: {years} years at scale {args.scale * years:g} ...", flush=True)
         subprocess.run([binary, "--lake", str(lake), "demo", "--scale", str(args.scale * years), "--years", str(years),
-                        "--no-queries"], check=True, stdout=subprocess.DEVNULL)
+                        "--end", DEMO_END, "--no-queries"], check=True, stdout=subprocess.DEVNULL)
         measured[years] = measure(binary, lake, args.runs)
         shutil.rmtree(lake, ignore_errors=True)
 

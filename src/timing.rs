@@ -69,6 +69,14 @@ pub fn zone_or_default(text: Option<&str>) -> std::result::Result<Tz, String> {
     parse_zone(text.unwrap_or(DEFAULT_ZONE))
 }
 
+/// Today's date on the game's server day ([`DEFAULT_ZONE`]).
+pub fn server_today() -> chrono::NaiveDate {
+    match parse_zone(DEFAULT_ZONE) {
+        Ok(zone) => Utc::now().with_timezone(&zone).date_naive(),
+        Err(_) => Utc::now().date_naive(),
+    }
+}
+
 /// A zone: a fixed offset (`+08:00`), `UTC`, or an IANA name (`Asia/Shanghai`).
 pub fn parse_zone(text: &str) -> std::result::Result<Tz, String> {
     Tz::from_str(text).map_err(|e| {

@@ -1,5 +1,5 @@
 -- One week's aggregate: daily active players and revenue by region, the last week of data
--- (the demo's data ends on 2026-10-31 whatever the years). Partition pruning keeps it flat.
+-- (the benchmarks generate the demo with --end 2026-10-31). Partition pruning keeps it flat.
 WITH active AS (
     SELECT session_date AS day, region, COUNT(DISTINCT player_id) AS dau
     FROM game.sessions

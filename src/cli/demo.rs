@@ -35,7 +35,8 @@ const SHOWCASE: [(&str, &str); 4] = [
 #[command(after_help = "Examples:
   gamelake demo                        100,000 players, one year, into ./lake
   gamelake --lake /tmp/demo demo --scale 0.01 --seed 7
-  gamelake demo --replace              regenerate over existing demo tables")]
+  gamelake demo --replace              regenerate over existing demo tables
+  gamelake demo --end 2026-10-31       the same rows on any day (data ends on that date)")]
 pub struct DemoArgs {
     /// Size: 1.0 is about 100,000 players (0.01 is a quick test lake).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
@@ -43,9 +44,14 @@ pub struct DemoArgs {
     /// Random seed; the same seed and scale give identical rows.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Years of history, ending 2026-10-31.
+    /// Years of history, ending on --end.
     #[arg(long, default_value_t = 1)]
     pub years: u32,
+    /// The last day of data, YYYY-MM-DD [default: yesterday, in the game's server zone
+    /// +08:00]. Give it to regenerate the same rows on another day (with the same --seed,
+    /// --scale and --years).
+    #[arg(long, value_name = "DATE")]
+    pub end: Option<chrono::NaiveDate>,
     /// Overwrite demo tables that already exist in the lake (otherwise the demo refuses).
     #[arg(long)]
     pub replace: bool,
@@ -54,12 +60,20 @@ pub struct DemoArgs {
     pub no_queries: bool,
 }
 
+/// Yesterday in the game's server zone: the demo's data then ends where reports relative to
+/// today (`since the start of last month`) find it.
+fn yesterday() -> chrono::NaiveDate {
+    let today = crate::timing::server_today();
+    today.pred_opt().unwrap_or(today)
+}
+
 /// Runs `gamelake demo`.
 pub async fn run(context: &Context, args: DemoArgs) -> Result<()> {
     let options = DemoOptions {
         scale: args.scale,
         seed: args.seed,
         years: args.years,
+        end: args.end.unwrap_or_else(yesterday),
         replace: args.replace,
     };
     options.validate()?;
@@ -97,8 +111,11 @@ pub async fn run(context: &Context, args: DemoArgs) -> Result<()> {
         .to_file_path()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|()| url.to_string());
+    // The program as it was started (`target/release/gamelake` under `cargo run`), so the
+    // commands work when pasted into the same shell.
+    let me = super::invoked_as();
     println!(
-        "\nTotal {:.1}s. Next:\n  gamelake --lake {lake} sql                               interactive SQL (\\d lists tables)\n  gamelake --lake {lake} sql -f queries/arpu_by_region_month.sql\n  gamelake --lake {lake} lake history logs.events",
+        "\nTotal {:.1}s. Next:\n  {me} --lake {lake} sql                               interactive SQL (\\d lists tables)\n  {me} --lake {lake} sql -f queries/arpu_by_region_month.sql\n  {me} --lake {lake} lake history logs.events",
         started.elapsed().as_secs_f64()
     );
     Ok(())

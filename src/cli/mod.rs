@@ -132,6 +132,18 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// How this program was started, for commands printed to paste: `gamelake` when it was found
+/// on the PATH, else the path it was started by (`target/release/gamelake`).
+pub fn invoked_as() -> String {
+    let arg0 = std::env::args_os().next().unwrap_or_default();
+    let path = std::path::Path::new(&arg0);
+    if path.components().count() > 1 {
+        path.display().to_string()
+    } else {
+        "gamelake".to_string()
+    }
+}
+
 /// What every subcommand needs: where the lake is and how to query it.
 pub struct Context {
     /// The lake location.

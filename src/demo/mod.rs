@@ -17,8 +17,6 @@ use crate::lake::write::{WriteMode, WriteOptions, write_batches};
 use crate::query::Session;
 use activity::{BATCH_ROWS, Calendar, Simulation};
 
-/// The last day of demo data (server time). Fixed, so the same seed gives the same rows on any day.
-pub const LAST_DATE: (i32, u32, u32) = (2026, 10, 31);
 /// Players per unit of `--scale`.
 pub const PLAYERS_PER_SCALE: f64 = 100_000.0;
 /// The largest scale accepted (about 20 million players).
@@ -31,8 +29,11 @@ pub struct DemoOptions {
     pub scale: f64,
     /// Random seed: the same seed and scale give byte-identical rows.
     pub seed: u64,
-    /// Years of history, ending on [`LAST_DATE`].
+    /// Years of history, ending on `end`.
     pub years: u32,
+    /// The last day of data (server time). The same seed, scale, years and end give the same
+    /// rows on any day; `gamelake demo` ends yesterday unless told otherwise.
+    pub end: chrono::NaiveDate,
     /// Replace demo tables that already exist (otherwise refuse).
     pub replace: bool,
 }
@@ -86,9 +87,7 @@ impl DemoOptions {
     }
 
     fn calendar(&self) -> Result<Calendar> {
-        let (y, m, d) = LAST_DATE;
-        let last = chrono::NaiveDate::from_ymd_opt(y, m, d)
-            .ok_or_else(|| Error::Internal("bad LAST_DATE".into()))?;
+        let last = self.end;
         let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
         let days = i64::from(self.years) * 365;
         Ok(Calendar {

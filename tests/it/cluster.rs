@@ -121,6 +121,7 @@ async fn demo(session: &Session, scale: f64, seed: u64) {
         scale,
         seed,
         years: 1,
+        end: crate::support::demo_end(),
         replace: false,
     };
     generate(session, &options).await.unwrap();

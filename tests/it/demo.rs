@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use gamelake::demo::{DemoOptions, TABLES, generate};
 
 use crate::support::{
-    DUCKDB_DELTA, TempLake, gamelake_err, gamelake_ok, render, rows, run_python, saved_queries,
-    saved_query_params,
+    DUCKDB_DELTA, TempLake, demo_end, gamelake_err, gamelake_ok, render, rows, run_python,
+    saved_queries, saved_query_params,
 };
 
 fn options(seed: u64) -> DemoOptions {
@@ -15,6 +15,7 @@ fn options(seed: u64) -> DemoOptions {
         scale: 0.01,
         seed,
         years: 1,
+        end: demo_end(),
         replace: false,
     }
 }
@@ -247,13 +248,51 @@ fn unwritable_lake_is_a_clear_error() {
 }
 
 #[test]
-fn demo_prints_results_and_next_steps() {
+fn demo_prints_results_and_next_steps_that_work_as_printed() {
     let lake = TempLake::new();
+    let yesterday = || {
+        let today = gamelake::timing::server_today();
+        today.pred_opt().unwrap().to_string()
+    };
+    let before = yesterday();
     let out = gamelake_ok(
         &["--lake", &lake.location(), "demo", "--scale", "0.01"],
         &[],
     );
+    let after = yesterday();
     assert!(out.contains("queries/retention_by_cohort.sql"), "{out}");
     assert!(out.contains("| cohort_month |"), "{out}");
-    assert!(out.contains("Next:"), "{out}");
+    // The next steps name the program as it was started (not a `gamelake` that may not be on
+    // the PATH), and the first one runs as printed.
+    let binary = env!("CARGO_BIN_EXE_gamelake");
+    let next = out
+        .lines()
+        .find(|l| {
+            l.trim_start().starts_with(&format!("{binary} --lake")) && l.contains(" lake history ")
+        })
+        .unwrap_or_else(|| panic!("no runnable next step naming {binary}:\n{out}"));
+    let words: Vec<&str> = next.split_whitespace().collect();
+    let history = std::process::Command::new(words[0])
+        .args(&words[1..])
+        .output()
+        .unwrap();
+    assert!(history.status.success(), "{next}: {history:?}");
+    // By default the data ends yesterday (server day), so reports on recent days find rows.
+    let last = gamelake_ok(
+        &[
+            "--lake",
+            &lake.location(),
+            "sql",
+            "-c",
+            "SELECT CAST(max(session_date) AS VARCHAR) AS d FROM game.sessions",
+            "--format",
+            "csv",
+        ],
+        &[],
+    );
+    let last = last.lines().nth(1).unwrap().to_string();
+    assert!(
+        last == before || last == after,
+        "data ends {last}, yesterday is {before}"
+    );
 }

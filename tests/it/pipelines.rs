@@ -2,7 +2,7 @@
 //! with the pipeline's position, and pipeline files with typos refused at the right line.
 
 use crate::postgres::TestDb;
-use crate::support::{TempLake, gamelake_err, gamelake_ok, repo_root};
+use crate::support::{DEMO_END, TempLake, gamelake_err, gamelake_ok, repo_root};
 use gamelake::sources::postgres::connect;
 
 /// A fresh lake holding a pipeline file: the lake, its location and the file's path.
@@ -597,6 +597,8 @@ pub(crate) async fn demo_lake_and_database() -> (TempLake, TestDb, tokio_postgre
             "demo",
             "--scale",
             "0.01",
+            "--end",
+            DEMO_END,
             "--no-queries",
         ],
         &[],

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::{TempLake, gamelake, gamelake_ok, repo_root, sql_csv};
+use crate::support::{DEMO_END, TempLake, gamelake, gamelake_ok, repo_root, sql_csv};
 
 /// The demo at the test size, once per test.
 fn demo_lake() -> TempLake {
@@ -15,6 +15,8 @@ fn demo_lake() -> TempLake {
             "demo",
             "--scale",
             "0.01",
+            "--end",
+            DEMO_END,
             "--no-queries",
         ],
         &[],

@@ -11,6 +11,15 @@ use std::time::{Duration, Instant};
 use gamelake::lake::LakeLocation;
 use gamelake::{Lake, QuerySettings, Session};
 
+/// The last day of the tests' demo lakes: fixed, so the reports' and queries' fixed windows
+/// (`since=2026-10-01`) find the same rows on any day.
+pub const DEMO_END: &str = "2026-10-31";
+
+/// [`DEMO_END`] as a date.
+pub fn demo_end() -> chrono::NaiveDate {
+    DEMO_END.parse().unwrap()
+}
+
 /// The Python interpreter that has pyarrow, duckdb, deltalake and moto (`GAMELAKE_PYTHON`, set by
 /// `.ci/run`; `python3` otherwise).
 pub fn python() -> String {
