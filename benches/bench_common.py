@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import time
@@ -134,9 +135,24 @@ def same_rows(a, b, abs_tol=1e-6):
     return True
 
 
-def write_section(results, title, lines):
-    """Replaces (or appends) the section `## title` of the results file."""
-    section = "\n".join([f"## {title}", ""] + lines) + "\n"
+def provenance(binary):
+    """When, at which commit, on which machine and with which binary a table was measured: the
+    line every section ends with (a commit with changes not yet committed says `+changes`)."""
+    def git(*command):
+        done = subprocess.run(["git", "-C", str(ROOT), *command], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no", "--", "src", "Cargo.toml", "Cargo.lock"):
+        commit += "+changes"
+    date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    machine = f"{platform.platform()}, {os.cpu_count()} cores"
+    return f"Measured {date} at commit {commit} on {machine}; binary `{binary}` ({gamelake_version(binary)})."
+
+
+def write_section(results, title, lines, binary):
+    """Replaces (or appends) the section `## title` of the results file, ending it with the
+    measurement's provenance."""
+    section = "\n".join([f"## {title}", ""] + lines + ["", provenance(binary)]) + "\n"
     print(section)
     path = pathlib.Path(results)
     text = path.read_text() if path.exists() else "# Benchmark results\n\n"

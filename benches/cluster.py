@@ -72,7 +72,7 @@ def main():
     lines.append("")
     lines.append("Ratios above 1 mean the cluster took longer; on one machine it cannot win, it adds the"
                  " round trips to the scheduler, stage scheduling and shuffles through Flight.")
-    write_section(args.results, "Embedded vs cluster (Ballista)", lines)
+    write_section(args.results, "Embedded vs cluster (Ballista)", lines, binary)
 
 
 def bench(binary, lake, files, params, runs, out, extra):

@@ -113,7 +113,7 @@ def main():
     ]
     for name, secs in results.items():
         lines.append(f"| {name} | {secs:.2f} | {args.rows / secs:,.0f} | {baseline / secs:.1f}x |")
-    write_section(results_file, "Flight SQL result streaming", lines)
+    write_section(results_file, "Flight SQL result streaming", lines, binary)
 
 
 if __name__ == "__main__":

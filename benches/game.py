@@ -74,7 +74,7 @@ def main():
                  f" {'all ran' if complete else 'some failed'} |")
     lines.append("")
     lines.append("Ratios above 1 mean gamelake took longer.")
-    write_section(args.results, "Game workload", lines)
+    write_section(args.results, "Game workload", lines, binary)
     if wrong or not complete:
         sys.exit(f"answers differ from DuckDB's or queries failed: {wrong}")
 

@@ -69,7 +69,7 @@ def main():
     lines.append("")
     growth = ", ".join(f"{q} {measured[last]['seconds'][q] / measured[first]['seconds'][q]:.2f}x" for q in QUERIES)
     lines.append(f"Growth from {first} to {last} years (target <= 1.2x): {growth}.")
-    write_section(args.results, "History growth", lines)
+    write_section(args.results, "History growth", lines, binary)
 
 
 def measure(binary, lake, runs):

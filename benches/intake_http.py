@@ -192,7 +192,7 @@ columns = {{ player_id = "bigint", event = "text", level = "bigint", latency_ms 
         lines.append(f"| file, {name} (best of 3) | {file_events:,} | {secs:.1f} | {file_events / secs:,.0f} |")
     lines.append("")
     lines.append(f"Target: 200,000 events/s committed. Files: gamelake takes {file_results[next(iter(file_results))] / duck:.2f}x DuckDB's time.")
-    write_section(results_file, "Log intake", lines)
+    write_section(results_file, "Log intake", lines, binary)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ zstd_level = {level}
     for name, secs in results.items():
         written = f"{sizes[name] / 1e6:,.0f}" if name in sizes else ""
         lines.append(f"| {name} | {secs:.2f} | {args.rows / secs:,.0f} | {limit / secs:.0%} | {written} |")
-    write_section(args.results, "PostgreSQL snapshot", lines)
+    write_section(args.results, "PostgreSQL snapshot", lines, binary)
 
 
 if __name__ == "__main__":

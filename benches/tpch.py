@@ -91,7 +91,7 @@ def main():
     lines = report(numbers, times, answers, args, load_seconds, binary, lake)
     title = f"TPC-H SF{args.scale:g}" + ("" if args.compression == "zstd" else f", {args.compression} tables")
     title += "" if args.layout == "generated" else ", tables sorted by date"
-    write_section(args.results, title, lines)
+    write_section(args.results, title, lines, binary)
     wrong = [n for n in numbers if verdict(answers, n) != "ok"]
     if wrong:
         sys.exit(f"answers differ from DuckDB's for queries {wrong}")
