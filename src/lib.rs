@@ -4,8 +4,8 @@
 //! Layers, lowest first; a module imports only from layers below its own (checked by
 //! `tests/it/layers.rs`; the map is `docs/architecture.md`):
 //!
-//! 1. [`error`]; then the toolkit: [`toml_files`], [`timing`], [`plain_types`], [`progress`],
-//!    [`metrics`]; then [`output`].
+//! 1. [`error`]; then the toolkit: [`toml_files`], [`timing`], [`secret`], [`plain_types`],
+//!    [`progress`], [`metrics`]; then [`output`].
 //! 2. [`lake`]: storage, Delta tables, the one write path.
 //! 3. [`catalog`]: the lake as `schema.table`; [`cluster`]: the same queries on Ballista.
 //! 4. [`query`]: the SQL session and its planner rules.
@@ -34,6 +34,7 @@ pub mod query;
 pub mod records;
 pub mod report;
 pub mod schedule;
+pub mod secret;
 pub mod serving;
 pub mod sources;
 pub mod timing;

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::query::{QuerySettings, Session};
+use crate::secret::Secret;
 
 /// gamelake: a lakehouse for game data. Delta Lake tables on a folder or S3, queried with SQL.
 ///
@@ -50,7 +51,7 @@ pub struct Cli {
         value_name = "URL",
         hide_env_values = true
     )]
-    pub pg_url: Option<String>,
+    pub pg_url: Option<Secret>,
 
     /// Run queries on a Ballista cluster (`gamelake scheduler` + `gamelake executor`) instead
     /// of in this process: df://HOST:PORT. Applies to sql, serve, report and bench.
@@ -116,6 +117,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         settings,
         pg_url: cli.pg_url.clone(),
         config,
+        config_path: cli.config.clone(),
     };
     match cli.command {
         Command::Demo(args) => demo::run(&context, args).await,
@@ -151,9 +153,11 @@ pub struct Context {
     /// Engine settings.
     pub settings: QuerySettings,
     /// PostgreSQL shown as the `pg` catalog, if any.
-    pub pg_url: Option<String>,
+    pub pg_url: Option<Secret>,
     /// The whole configuration file (or defaults).
     pub config: Config,
+    /// Where the configuration was read from (`serve` reads its users again on SIGHUP).
+    pub config_path: Option<PathBuf>,
 }
 
 impl Context {
@@ -180,7 +184,7 @@ impl Context {
     pub async fn session_with(&self, settings: &QuerySettings) -> Result<Session> {
         let session = Session::new(self.lake()?, settings).await?;
         if let Some(url) = &self.pg_url {
-            let catalog = crate::sources::postgres::PgCatalog::load(url).await?;
+            let catalog = crate::sources::postgres::PgCatalog::load(url.expose()).await?;
             session.context().register_catalog("pg", Arc::new(catalog));
         }
         session.load_views().await?;

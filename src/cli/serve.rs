@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -14,7 +15,11 @@ use tokio::sync::watch;
 
 use super::Context;
 use crate::error::{Error, Result};
-use crate::serving::{Signer, Tls, auth};
+use crate::secret::Secret;
+use crate::serving::{Directory, Signer, Tls};
+
+/// The shortest `--token-secret` accepted: an HMAC-SHA256 key of fewer bytes is guessable.
+const MIN_TOKEN_SECRET: usize = 32;
 
 /// Flags of `gamelake serve`.
 #[derive(Debug, Args)]
@@ -96,15 +101,22 @@ pub struct ServeArgs {
     #[arg(long)]
     pub insecure_no_auth: bool,
 
-    /// Key that signs login tokens and tickets. Replicas behind one load balancer must share it;
-    /// without it a random key is used and tickets only work on this process.
+    /// Key that signs login tokens and tickets, at least 32 bytes (e.g. `openssl rand -hex
+    /// 32`). Replicas behind one load balancer must share it; without it a random key is used
+    /// and tickets only work on this process.
     #[arg(
         long,
         env = "GAMELAKE_TOKEN_SECRET",
         hide_env_values = true,
         value_name = "SECRET"
     )]
-    pub token_secret: Option<String>,
+    pub token_secret: Option<Secret>,
+
+    /// Serve Flight SQL without TLS on an address other than loopback although users log in
+    /// (their passwords and tokens then cross the network in clear): only behind a proxy that
+    /// terminates TLS on the same host or private network.
+    #[arg(long)]
+    pub insecure_cleartext: bool,
 }
 
 /// Runs `gamelake serve` until Ctrl-C or SIGTERM.
@@ -143,9 +155,7 @@ pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
             context.location
         );
         exposed.schedule = Some(runner.metrics());
-        servers.push(tokio::spawn(
-            std::sync::Arc::new(runner).run(stopped.clone()),
-        ));
+        servers.push(tokio::spawn(Arc::new(runner).run(stopped.clone())));
     }
     if let Some(addr) = args.metrics {
         let (listener, bound) = bind(addr).await?;
@@ -214,7 +224,7 @@ async fn flight(
     stopped: watch::Receiver<bool>,
 ) -> Result<impl Future<Output = Result<()>> + use<>> {
     let config = &context.config;
-    auth::check_users(&config.users)?;
+    let users = Arc::new(Directory::new(config.users.clone())?);
     if config.users.is_empty() {
         check_open_access(
             args,
@@ -229,11 +239,29 @@ async fn flight(
         }),
         _ => None,
     };
+    if !config.users.is_empty()
+        && tls.is_none()
+        && !addr.ip().is_loopback()
+        && !args.insecure_cleartext
+    {
+        return Err(Error::Invalid(format!(
+            "refusing to serve Flight SQL logins without TLS on {addr}: passwords and tokens would cross the network in clear; give --tls-cert and --tls-key, listen on 127.0.0.1, or pass --insecure-cleartext behind a proxy that terminates TLS"
+        )));
+    }
     let signer = match &args.token_secret {
-        Some(secret) if !secret.is_empty() => Signer::new(secret.as_bytes()),
-        _ => Signer::random(),
+        Some(secret) if secret.expose().len() < MIN_TOKEN_SECRET => {
+            return Err(Error::Invalid(format!(
+                "--token-secret (GAMELAKE_TOKEN_SECRET) is {} bytes; use at least {MIN_TOKEN_SECRET} random bytes, e.g. `openssl rand -hex 32`",
+                secret.expose().len()
+            )));
+        }
+        Some(secret) => Signer::new(secret.expose().as_bytes()),
+        None => Signer::random(),
     };
-    let options = config.flight.options(&config.users, signer, tls);
+    reload_users_on_hangup(context, users.clone());
+    let options = config
+        .flight
+        .options(users, signer, tls, context.settings.memory_limit);
     let mut settings = context.settings.clone();
     settings.deny_file_paths = true;
     // BI clients read plain strings; reading them so saves a cast of every string column.
@@ -264,11 +292,46 @@ async fn flight(
     ))
 }
 
+/// Reads `[[users]]` from the config file again on SIGHUP: removed users' tokens stop working
+/// at their next call, changed roles and grants apply at once; a file with a mistake keeps the
+/// users as they were.
+fn reload_users_on_hangup(context: &Context, users: Arc<Directory>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Some(path) = context.config_path.clone() else {
+            return;
+        };
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let reloaded = crate::config::Config::load(&path)
+                    .and_then(|config| users.replace(config.users).map(|()| users.current()));
+                match reloaded {
+                    Ok(now) => println!(
+                        "gamelake serve: users read again from {} ({} users)",
+                        path.display(),
+                        now.len()
+                    ),
+                    Err(e) => eprintln!(
+                        "gamelake serve: users not reloaded, {} has a mistake: {e}",
+                        path.display()
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (context, users);
+}
+
 /// The metrics that `--metrics` shows.
 #[derive(Clone, Default)]
 struct Exposed {
-    intake: Option<std::sync::Arc<crate::intake::Metrics>>,
-    schedule: Option<std::sync::Arc<crate::schedule::Metrics>>,
+    intake: Option<Arc<crate::intake::Metrics>>,
+    schedule: Option<Arc<crate::schedule::Metrics>>,
 }
 
 impl Exposed {
@@ -287,7 +350,7 @@ async fn intake(
     stopped: watch::Receiver<bool>,
 ) -> Result<(
     impl Future<Output = Result<()>> + use<>,
-    std::sync::Arc<crate::intake::Metrics>,
+    Arc<crate::intake::Metrics>,
 )> {
     let config = &context.config.intake;
     let mut listeners = crate::intake::server::Listeners::default();
@@ -326,5 +389,29 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn secrets_on_the_command_line_never_show_in_debug_output() {
+        let secret = "k".repeat(40);
+        let cli = super::super::Cli::try_parse_from([
+            "gamelake",
+            "--pg-url",
+            "postgres://u:pg-password@h/db",
+            "serve",
+            "--flight",
+            "127.0.0.1:0",
+            "--token-secret",
+            &secret,
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains(&secret), "{shown}");
+        assert!(!shown.contains("pg-password"), "{shown}");
     }
 }

@@ -1,5 +1,5 @@
-//! Who is calling: the users and signing key of the server, the Handshake's basic-auth login,
-//! and the bearer token every other call carries.
+//! Who is calling: the Handshake's basic-auth login and the bearer token every other call
+//! carries, checked against the server's users as they are now ([`Directory`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,9 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-use crate::serving::auth::{Principal, Role, Signer, TokenError, User, authenticate};
+use super::wire::to_status;
+use crate::serving::Directory;
+use crate::serving::auth::{Principal, Role, Signer, TokenError};
 
 /// Base64 of basic auth, with or without padding.
 const BASIC_AUTH: GeneralPurpose = GeneralPurpose::new(
@@ -18,11 +20,15 @@ const BASIC_AUTH: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// The longest basic-auth header read (a user name and password, base64): more is refused
+/// before decoding.
+const MAX_BASIC_AUTH: usize = 4096;
+
 /// Who may connect, and how long what the server signs stays valid.
 #[derive(Clone, Debug)]
 pub struct Access {
-    /// Configured users; empty means no authentication (only with `--insecure-no-auth`).
-    pub users: Arc<Vec<User>>,
+    /// Configured users; none means no authentication (only with `--insecure-no-auth`).
+    pub users: Arc<Directory>,
     /// Signs tokens, tickets and prepared-statement handles.
     pub signer: Signer,
     /// Lifetime of bearer tokens and prepared-statement handles.
@@ -32,7 +38,8 @@ pub struct Access {
 }
 
 impl Access {
-    /// The caller, from its bearer token (or anonymous when the server has no users).
+    /// The caller, from its bearer token (or anonymous when the server has no users), with
+    /// the role and grants its user has now; a token of a user no longer configured is refused.
     #[allow(clippy::result_large_err)]
     pub fn caller(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
         let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
@@ -44,14 +51,21 @@ impl Access {
                 "no bearer token: authenticate with a Handshake (basic auth: user and password) first",
             ));
         };
-        self.signer
+        let claimed = self
+            .signer
             .verify::<Principal>(token.trim())
             .map_err(|e| match e {
                 TokenError::Expired => {
                     Status::unauthenticated("the token has expired: authenticate again")
                 }
                 TokenError::Invalid => Status::unauthenticated("invalid token"),
-            })
+            })?;
+        self.users.principal(&claimed).ok_or_else(|| {
+            Status::unauthenticated(format!(
+                "user {} is no longer allowed on this server: authenticate again",
+                claimed.user
+            ))
+        })
     }
 
     /// The Handshake: checks basic auth (user and password) against the configured users.
@@ -66,6 +80,9 @@ impl Access {
             .ok_or_else(|| {
                 Status::unauthenticated("handshake needs basic auth (user and password)")
             })?;
+        if header.len() > MAX_BASIC_AUTH {
+            return Err(Status::invalid_argument("basic auth header too long"));
+        }
         // Clients differ on padding (arrow-go sends none), so accept both.
         let decoded = BASIC_AUTH
             .decode(header.trim())
@@ -75,18 +92,11 @@ impl Access {
         let (name, password) = decoded
             .split_once(':')
             .ok_or_else(|| Status::invalid_argument("malformed basic auth header"))?;
-        let users = self.users.clone();
-        let (name, password) = (name.to_string(), password.to_string());
-        // argon2 is deliberately slow: keep it off the async workers.
-        let found = tokio::task::spawn_blocking(move || {
-            authenticate(&users, &name, &password).map(|u| Principal {
-                user: u.name.clone(),
-                role: u.role,
-            })
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-        found.ok_or_else(|| Status::unauthenticated("wrong user name or password"))
+        self.users
+            .login(name, password)
+            .await
+            .map_err(to_status)?
+            .ok_or_else(|| Status::unauthenticated("wrong user name or password"))
     }
 }
 

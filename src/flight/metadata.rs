@@ -16,7 +16,8 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::plain_types::plain_schema;
-use crate::serving::guard::SYSTEM_SCHEMA;
+use crate::serving::Principal;
+use crate::serving::guard::{POSTGRES_CATALOG, may_see};
 
 /// Server facts for GetSqlInfo. `read_only` is what readers see: true unless writes are
 /// possible for some user.
@@ -99,16 +100,13 @@ pub fn xdbc_types() -> Result<XdbcTypeInfoData> {
     b.build().map_err(Error::Flight)
 }
 
-/// Schemas a user may see: everything but `system` for readers.
-fn visible(schema: &str, admin: bool) -> bool {
-    admin || schema != SYSTEM_SCHEMA
-}
-
-/// Fills GetCatalogs.
-pub fn catalogs(ctx: &SessionContext, mut b: GetCatalogsBuilder) -> GetCatalogsBuilder {
-    let mut names = ctx.catalog_names();
-    names.sort();
-    for name in names {
+/// Fills GetCatalogs with the catalogs `who` may see.
+pub fn catalogs(
+    ctx: &SessionContext,
+    who: &Principal,
+    mut b: GetCatalogsBuilder,
+) -> GetCatalogsBuilder {
+    for name in visible_catalogs(ctx, who) {
         b.append(name);
     }
     b
@@ -117,20 +115,29 @@ pub fn catalogs(ctx: &SessionContext, mut b: GetCatalogsBuilder) -> GetCatalogsB
 /// Fills GetDbSchemas (the builder applies the client's filters).
 pub fn schemas(
     ctx: &SessionContext,
-    admin: bool,
+    who: &Principal,
     mut b: GetDbSchemasBuilder,
 ) -> GetDbSchemasBuilder {
-    for (catalog, schema) in schema_pairs(ctx, admin) {
+    for (catalog, schema) in schema_pairs(ctx, who) {
         b.append(catalog, schema);
     }
     b
 }
 
-fn schema_pairs(ctx: &SessionContext, admin: bool) -> Vec<(String, String)> {
+/// The catalogs whose tables `who` may see (the `pg` catalog only with its grant).
+fn visible_catalogs(ctx: &SessionContext, who: &Principal) -> Vec<String> {
+    let mut names: Vec<String> = ctx
+        .catalog_names()
+        .into_iter()
+        .filter(|c| c.as_str() != POSTGRES_CATALOG || may_see(who, c, ""))
+        .collect();
+    names.sort();
+    names
+}
+
+fn schema_pairs(ctx: &SessionContext, who: &Principal) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
-    let mut catalogs = ctx.catalog_names();
-    catalogs.sort();
-    for catalog in catalogs {
+    for catalog in visible_catalogs(ctx, who) {
         let Some(provider) = ctx.catalog(&catalog) else {
             continue;
         };
@@ -139,7 +146,7 @@ fn schema_pairs(ctx: &SessionContext, admin: bool) -> Vec<(String, String)> {
         pairs.extend(
             names
                 .into_iter()
-                .filter(|s| visible(s, admin))
+                .filter(|s| may_see(who, &catalog, s))
                 .map(|s| (catalog.clone(), s)),
         );
     }
@@ -150,10 +157,10 @@ fn schema_pairs(ctx: &SessionContext, admin: bool) -> Vec<(String, String)> {
 /// the client asked for schemas.
 pub async fn tables(
     ctx: &SessionContext,
-    admin: bool,
+    who: &Principal,
     mut b: GetTablesBuilder,
 ) -> Result<GetTablesBuilder> {
-    for (catalog, schema) in schema_pairs(ctx, admin) {
+    for (catalog, schema) in schema_pairs(ctx, who) {
         let Some(provider) = ctx.catalog(&catalog).and_then(|c| c.schema(&schema)) else {
             continue;
         };

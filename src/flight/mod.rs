@@ -8,6 +8,7 @@
 pub mod access;
 pub mod config;
 pub mod metadata;
+pub mod prepared;
 pub mod service;
 pub mod wire;
 

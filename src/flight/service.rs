@@ -1,13 +1,10 @@
 //! The Flight SQL protocol: decodes requests, checks the bearer token on every call, and hands
 //! the work to [`Engine`]. Nothing here plans SQL.
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
@@ -26,7 +23,7 @@ use arrow_flight::{
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::Schema;
-use futures::{Stream, TryStreamExt};
+use futures::Stream;
 use prost::Message;
 use prost::bytes::Bytes;
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -34,6 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::access::{Access, owned_by};
 use super::metadata;
+use super::prepared::{Bound, one_row_of_parameters};
 use super::wire::{DoGetStream, encode, keys, one_batch, schema_bytes, to_status};
 use crate::serving::Engine;
 use crate::serving::auth::{Principal, Role, TokenError};
@@ -53,20 +51,20 @@ pub struct FlightSqlServer {
     xdbc: XdbcTypeInfoData,
     /// Parameters bound to a handle, for clients that keep using the handle they prepared
     /// instead of the one DoPut returns (the returned one carries the values and works on any
-    /// replica).
-    bound: Mutex<HashMap<Bytes, Bytes>>,
+    /// replica): bounded per user, expiring with the handle.
+    bound: Bound,
 }
 
 impl FlightSqlServer {
     /// A service over an engine.
     pub fn new(engine: Arc<Engine>, access: Access) -> crate::Result<Self> {
-        let read_only = !access.users.iter().any(|u| u.role == Role::Admin);
+        let read_only = !access.users.current().iter().any(|u| u.role == Role::Admin);
         Ok(Self {
             engine,
             sql_info: metadata::sql_info(read_only)?,
             xdbc: metadata::xdbc_types()?,
+            bound: Bound::new(access.token_ttl),
             access,
-            bound: Mutex::default(),
         })
     }
 
@@ -82,13 +80,10 @@ impl FlightSqlServer {
     /// Checks a prepared-statement handle and that `who` owns it.
     #[allow(clippy::result_large_err)]
     fn prepared(&self, who: &Principal, handle: &Bytes) -> Result<PreparedHandle, Status> {
-        let bound = self
+        let handle = self
             .bound
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(handle)
-            .cloned();
-        let handle = bound.unwrap_or_else(|| handle.clone());
+            .get(&who.user, handle)
+            .unwrap_or_else(|| handle.clone());
         let text = std::str::from_utf8(&handle)
             .map_err(|_| Status::invalid_argument("malformed prepared statement handle"))?;
         let prepared: PreparedHandle = self.access.signer.verify(text).map_err(|e| match e {
@@ -269,9 +264,9 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.access.caller(request.metadata())?;
+        let who = self.access.caller(request.metadata())?;
         let ctx = self.engine.session().context();
-        one_batch(metadata::catalogs(ctx, query.into_builder()).build())
+        one_batch(metadata::catalogs(ctx, &who, query.into_builder()).build())
     }
 
     async fn get_flight_info_schemas(
@@ -297,8 +292,7 @@ impl FlightSqlService for FlightSqlServer {
             .await
             .map_err(to_status)?;
         let ctx = self.engine.session().context();
-        let admin = who.role == Role::Admin;
-        one_batch(metadata::schemas(ctx, admin, query.into_builder()).build())
+        one_batch(metadata::schemas(ctx, &who, query.into_builder()).build())
     }
 
     async fn get_flight_info_tables(
@@ -324,8 +318,7 @@ impl FlightSqlService for FlightSqlServer {
             .await
             .map_err(to_status)?;
         let ctx = self.engine.session().context();
-        let admin = who.role == Role::Admin;
-        let builder = metadata::tables(ctx, admin, query.into_builder())
+        let builder = metadata::tables(ctx, &who, query.into_builder())
             .await
             .map_err(to_status)?;
         one_batch(builder.build())
@@ -466,25 +459,11 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let who = self.access.caller(request.metadata())?;
         let mut prepared = self.prepared(&who, &query.prepared_statement_handle)?;
-        // The peeked first message carries the schema: read the peekable stream, not its inner.
-        let data = request.into_inner().map_err(FlightError::from);
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
-            .try_collect()
-            .await
-            .map_err(|e| Status::invalid_argument(format!("cannot read the parameters: {e}")))?;
-        let rows: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
-        let [batch] = rows.as_slice() else {
-            return Err(Status::invalid_argument(
-                "bind exactly one row of parameters per execution",
-            ));
-        };
-        prepared.params = Some(encode_params(batch).map_err(to_status)?);
+        let batch = one_row_of_parameters(request.into_inner()).await?;
+        prepared.params = Some(encode_params(&batch).map_err(to_status)?);
         let handle = self.sign(&prepared, self.access.token_ttl)?;
-        let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
-        if bound.len() > 10_000 {
-            bound.clear();
-        }
-        bound.insert(query.prepared_statement_handle, handle.clone());
+        self.bound
+            .insert(&who.user, query.prepared_statement_handle, handle.clone());
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle),
         })
@@ -532,12 +511,18 @@ impl FlightSqlService for FlightSqlServer {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        self.access.caller(request.metadata())?;
-        self.bound
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&query.prepared_statement_handle);
-        Ok(())
+        let who = self.access.caller(request.metadata())?;
+        // Only its owner (or an admin) may close a handle; a handle that no longer verifies
+        // (expired) has nothing left to close.
+        let handle = &query.prepared_statement_handle;
+        match self.prepared(&who, handle) {
+            Ok(_) => {
+                self.bound.remove(&who.user, handle);
+                Ok(())
+            }
+            Err(status) if status.code() == tonic::Code::PermissionDenied => Err(status),
+            Err(_) => Ok(()),
+        }
     }
 
     async fn do_action_cancel_query(

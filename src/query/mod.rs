@@ -5,6 +5,7 @@
 //! Everything in gamelake that runs SQL gets its session here.
 
 mod analyze;
+mod gate;
 mod options;
 mod params;
 mod rules;
@@ -71,6 +72,7 @@ pub enum Output {
     Done(String),
 }
 
+pub use gate::{Gate, ToRun};
 pub use params::{Params, parse_param};
 
 /// DataFusion's physical optimizer rules with gamelake's: subplans are shared before join
@@ -105,6 +107,7 @@ pub struct Session {
     catalog: Arc<LakeCatalog>,
     params: Arc<Params>,
     catalog_ttl: std::time::Duration,
+    gate: Option<Gate>,
 }
 
 impl Session {
@@ -217,6 +220,7 @@ impl Session {
             catalog,
             params: Arc::default(),
             catalog_ttl: settings.catalog_ttl,
+            gate: None,
         })
     }
 
@@ -241,6 +245,13 @@ impl Session {
     /// The same session with values for `$name` placeholders in later statements.
     pub fn with_params(mut self, params: Params) -> Self {
         self.params = Arc::new(params);
+        self
+    }
+
+    /// The same session with a gate every later statement passes before anything of it runs
+    /// (see [`Gate`]).
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
         self
     }
 

@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 
 use super::table_options::take_layout;
 use super::table_refs::lake_table;
-use super::{Output, Session};
+use super::{Output, Session, ToRun};
 use crate::catalog::{is_lake_schema, is_session_table};
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
@@ -26,10 +26,16 @@ pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Re
     if let DFStatement::Statement(inner) = &statement
         && let Statement::Analyze(analyze) = inner.as_ref()
     {
+        if let Some(gate) = &session.gate {
+            gate(ToRun::Analyze)?;
+        }
         return super::analyze::run(session, analyze).await;
     }
     let layout = take_layout(&mut statement)?;
     let state = session.ctx.state();
+    if let Some(gate) = &session.gate {
+        gate(ToRun::Tables(&table_references(&state, &statement)?))?;
+    }
     let mut plan = crate::catalog::within_statement(async {
         warm_tables(&state, &statement).await;
         state.statement_to_plan(statement).await
@@ -37,6 +43,9 @@ pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Re
     .await?;
     if !session.params.is_empty() {
         plan = plan.with_param_values((*session.params).clone())?;
+    }
+    if let Some(gate) = &session.gate {
+        gate(ToRun::Plan(&plan))?;
     }
     match plan {
         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
@@ -65,20 +74,29 @@ pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Re
     }
 }
 
+/// The tables a statement names, resolved against the session's default catalog and schema.
+fn table_references(
+    state: &SessionState,
+    statement: &DFStatement,
+) -> Result<Vec<ResolvedTableReference>> {
+    let defaults = &state.config_options().catalog;
+    Ok(state
+        .resolve_table_references(statement)?
+        .into_iter()
+        .map(|r| r.resolve(&defaults.default_catalog, &defaults.default_schema))
+        .collect())
+}
+
 /// Looks up a statement's lake tables all at once, so that DataFusion's own lookups, one table
 /// after another, find each checked and ready: a query over five tables waits for one round
 /// trip to the store, not five. Only lake tables: they are the ones checked once per statement
 /// (a PostgreSQL table's lookup connects and describes it, and would do so twice). A table that
 /// fails here fails again, with its error, in DataFusion's lookup.
 async fn warm_tables(state: &SessionState, statement: &DFStatement) {
-    let Ok(references) = state.resolve_table_references(statement) else {
+    let Ok(references) = table_references(state, statement) else {
         return;
     };
-    let defaults = &state.config_options().catalog;
-    let tables: HashSet<ResolvedTableReference> = references
-        .into_iter()
-        .map(|r| r.resolve(&defaults.default_catalog, &defaults.default_schema))
-        .collect();
+    let tables: HashSet<ResolvedTableReference> = references.into_iter().collect();
     let lake_tables: Vec<_> = tables
         .into_iter()
         .filter_map(|table| {

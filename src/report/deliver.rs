@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::secret::{Secret, redact_url};
 
 /// `[[delivery]]` of a report.
 #[derive(Clone, Debug, Deserialize)]
@@ -17,8 +18,9 @@ use crate::error::{Error, Result};
 pub enum DeliveryConfig {
     /// An HTTP POST of a JSON message.
     Webhook {
-        /// Where to POST; use `${VAR}` for URLs that hold a secret token.
-        url: String,
+        /// Where to POST; use `${VAR}` for URLs that hold a secret token (never printed:
+        /// records and messages show only its scheme and host).
+        url: Secret,
         /// The message's shape (default json).
         #[serde(default)]
         format: WebhookFormat,
@@ -28,8 +30,8 @@ pub enum DeliveryConfig {
     Email {
         /// The SMTP server: `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465`
         /// (TLS), `smtp://host:25` (plain, for a relay on a private network). Credentials go in
-        /// the URL: `smtps://user:${SMTP_PASSWORD}@smtp.example.com`.
-        url: String,
+        /// the URL: `smtps://user:${SMTP_PASSWORD}@smtp.example.com` (never printed).
+        url: Secret,
         /// The sender: `Reports <reports@example.com>`.
         from: String,
         /// The recipients.
@@ -70,13 +72,13 @@ impl DeliveryConfig {
         for address in to {
             mailbox(address)?;
         }
-        let parsed = url::Url::parse(url).map_err(|e| {
-            format!("email: url '{}' is not a URL ({e}); write e.g. \"smtps://user:${{SMTP_PASSWORD}}@smtp.example.com\"", redact(url))
+        let parsed = url::Url::parse(url.expose()).map_err(|e| {
+            format!("email: url '{}' is not a URL ({e}); write e.g. \"smtps://user:${{SMTP_PASSWORD}}@smtp.example.com\"", redact_url(url.expose()))
         })?;
         if !matches!(parsed.scheme(), "smtp" | "smtps") {
             return Err(format!(
                 "email: url '{}' must start with smtp:// or smtps://",
-                redact(url)
+                redact_url(url.expose())
             ));
         }
         Ok(())
@@ -85,25 +87,11 @@ impl DeliveryConfig {
     /// Where it goes, without secrets (for records and errors).
     pub fn target(&self) -> String {
         match self {
-            DeliveryConfig::Webhook { url, .. } => {
-                url.split('?').next().unwrap_or_default().to_string()
-            }
+            DeliveryConfig::Webhook { url, .. } => redact_url(url.expose()),
             DeliveryConfig::Email { url, to, .. } => {
-                format!("{} to {}", redact(url), to.join(", "))
+                format!("{} to {}", redact_url(url.expose()), to.join(", "))
             }
         }
-    }
-}
-
-/// A URL without its password and query string.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            let _ = parsed.set_password(None);
-            parsed.set_query(None);
-            parsed.to_string()
-        }
-        Err(_) => "<unreadable URL>".to_string(),
     }
 }
 
@@ -236,7 +224,7 @@ async fn send(
     match delivery {
         DeliveryConfig::Webhook { url, format } => {
             let sent = client
-                .post(url)
+                .post(url.expose())
                 .header("content-type", "application/json")
                 .body(body(*format, message).to_string())
                 .send()
@@ -255,10 +243,11 @@ async fn send(
         } => {
             use lettre::AsyncTransport;
             let mail = email(message, from, to, attach)?;
-            let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
-                .map_err(|e| format!("SMTP URL {}: {e}", redact(url)))?
-                .timeout(Some(Duration::from_secs(30)))
-                .build();
+            let transport =
+                lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url.expose())
+                    .map_err(|e| format!("SMTP URL {}: {e}", redact_url(url.expose())))?
+                    .timeout(Some(Duration::from_secs(30)))
+                    .build();
             transport
                 .send(mail)
                 .await

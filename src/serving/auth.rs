@@ -41,6 +41,22 @@ pub struct User {
     /// `reader` (default) or `admin`.
     #[serde(default)]
     pub role: Role,
+    /// May read PostgreSQL's tables through the `pg` catalog of `--pg-url` (readers only:
+    /// admins always may; default false).
+    #[serde(default)]
+    pub postgres: bool,
+}
+
+impl User {
+    /// A user with a password hash (from [`hash_password`]) and a role, without grants.
+    pub fn new(name: &str, password_hash: String, role: Role) -> Self {
+        Self {
+            name: name.to_string(),
+            password_hash,
+            role,
+            postgres: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for User {
@@ -87,22 +103,40 @@ pub fn authenticate<'a>(users: &'a [User], name: &str, password: &str) -> Option
         .map(|()| user)
 }
 
-/// Who a token was issued to.
+/// Who is calling: a token's user, with the role and grants the server's users give it now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     /// User name (`anonymous` when the server runs without authentication).
     pub user: String,
     /// The user's role.
     pub role: Role,
+    /// May read the `pg` catalog (see [`User::postgres`]).
+    #[serde(default)]
+    pub postgres: bool,
 }
 
 impl Principal {
+    /// A principal with a role and no grants.
+    pub fn new(user: &str, role: Role) -> Self {
+        Self {
+            user: user.to_string(),
+            role,
+            postgres: false,
+        }
+    }
+
+    /// What a configured user may do.
+    pub fn of(user: &User) -> Self {
+        Self {
+            user: user.name.clone(),
+            role: user.role,
+            postgres: user.postgres,
+        }
+    }
+
     /// Everyone, on a server without users (`--insecure-no-auth`): a reader.
     pub fn anonymous() -> Self {
-        Self {
-            user: "anonymous".to_string(),
-            role: Role::Reader,
-        }
+        Self::new("anonymous", Role::Reader)
     }
 }
 
@@ -205,20 +239,14 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_reject_tampering_and_other_keys() {
         let signer = Signer::new(b"k1");
-        let p = Principal {
-            user: "ana".into(),
-            role: Role::Reader,
-        };
+        let p = Principal::new("ana", Role::Reader);
         let token = signer.sign(&p, Duration::from_secs(60)).unwrap();
         assert_eq!(signer.verify::<Principal>(&token).unwrap(), p);
         assert_eq!(
             Signer::new(b"k2").verify::<Principal>(&token).unwrap_err(),
             TokenError::Invalid
         );
-        let admin = Principal {
-            user: "ana".into(),
-            role: Role::Admin,
-        };
+        let admin = Principal::new("ana", Role::Admin);
         let forged_body = URL_SAFE_NO_PAD.encode(
             serde_json::to_vec(&Signed {
                 exp: u64::MAX,
@@ -251,20 +279,16 @@ mod tests {
 
     #[test]
     fn passwords_hash_and_verify() {
-        let users = vec![User {
-            name: "ana".into(),
-            password_hash: hash_password("s3cret").unwrap(),
-            role: Role::Admin,
-        }];
+        let users = vec![User::new(
+            "ana",
+            hash_password("s3cret").unwrap(),
+            Role::Admin,
+        )];
         check_users(&users).unwrap();
         assert!(authenticate(&users, "ana", "s3cret").is_some());
         assert!(authenticate(&users, "ana", "wrong").is_none());
         assert!(authenticate(&users, "bob", "s3cret").is_none());
-        let bad = vec![User {
-            name: "x".into(),
-            password_hash: "plain".into(),
-            role: Role::Reader,
-        }];
+        let bad = vec![User::new("x", "plain".into(), Role::Reader)];
         assert!(
             check_users(&bad)
                 .unwrap_err()

@@ -1,7 +1,13 @@
-//! Planning and running for the Flight SQL service, kept apart from protocol decoding: what a
-//! statement means (checked against the user's role), what it returns, and the bounded,
-//! cancellable, logged stream of its rows.
+//! Planning and running for the BI protocols, kept apart from protocol decoding: what a
+//! statement means (checked against the user's role on its logical plan before anything of it
+//! runs), what it returns, and the bounded, cancellable, logged stream of its rows.
+//!
+//! Every statement of every call (planning at GetFlightInfo, a prepared statement, an update,
+//! a query's rows) runs the same way: admitted under the concurrency limit, on the query
+//! threads, with the user's gate, in a memory pool of its own inside the server's, and stopped
+//! at the query timeout whether or not the client reads.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,10 +21,10 @@ use futures::channel::oneshot;
 use futures::{Stream, StreamExt};
 
 use super::auth::Principal;
-use super::guard::{check_plan, check_statement, is_read, number_question_marks};
+use super::guard::{check_statement, gate_for, is_read, number_question_marks};
 use super::limits::Governor;
 use super::query_log::{QueryLog, QueryRecord};
-use super::running::{AbortOnDrop, QueryRuntime, Running, Tracker, timeout_error};
+use super::running::{AbortOnDrop, QueryRuntime, Running, Slot, Tracker, timeout_error};
 use super::tickets::{QueryTicket, decode_params, done_schema, new_query_id};
 use crate::error::{Error, Result};
 use crate::plain_types::plain_schema;
@@ -82,21 +88,25 @@ impl Engine {
             keep_view_types,
             done: None,
         };
-        let planned: Result<std::result::Result<SchemaRef, String>> = async {
-            let read = is_read(&statement(&self.session, who, sql)?);
-            let values = decode_params(ticket.params.as_deref())?;
-            Ok(match plan(&self.session, who, sql, values).await? {
-                Output::Rows(df) if read => {
-                    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                    Ok(if keep_view_types {
-                        schema
-                    } else {
-                        plain_schema(&schema)
-                    })
-                }
-                Output::Rows(_) => Err("OK".to_string()),
-                Output::Done(summary) => Err(summary),
+        let planned = async {
+            let session = self.session_for(who, ticket.params.as_deref())?;
+            let (who, sql) = (who.clone(), sql.to_string());
+            self.bounded(async move {
+                let read = is_read(&statement(&session, &who, &sql)?);
+                Ok(match plan(&session, &who, &sql).await? {
+                    Output::Rows(df) if read => {
+                        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                        Ok(if keep_view_types {
+                            schema
+                        } else {
+                            plain_schema(&schema)
+                        })
+                    }
+                    Output::Rows(_) => Err("OK".to_string()),
+                    Output::Done(summary) => Err(summary),
+                })
             })
+            .await
         }
         .await;
         // Queries are logged when they run; statements that ran (or failed) here, now.
@@ -118,47 +128,61 @@ impl Engine {
         }
     }
 
-    /// The dataset and parameter schemas of a statement to prepare (empty for an admin's write).
+    /// The dataset and parameter schemas of a statement to prepare (empty for an admin's write,
+    /// which runs when executed, not now).
     pub async fn prepare(&self, who: &Principal, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
-        let statement = statement(&self.session, who, sql)?;
-        if !is_read(&statement) {
-            return Ok((Arc::new(Schema::empty()), Arc::new(Schema::empty())));
-        }
-        let Output::Rows(df) = self.session.execute(statement).await? else {
-            return Ok((Arc::new(Schema::empty()), Arc::new(Schema::empty())));
-        };
-        check_plan(who, df.logical_plan())?;
-        let mut params: Vec<(usize, Option<DataType>)> = df
-            .logical_plan()
-            .get_parameter_types()?
-            .into_iter()
-            .filter_map(|(name, t)| Some((name.strip_prefix('$')?.parse().ok()?, t)))
-            .collect();
-        params.sort_by_key(|(i, _)| *i);
-        let parameter_schema = Schema::new(
-            params
+        let session = self.session_for(who, None)?;
+        let (who, sql) = (who.clone(), sql.to_string());
+        self.bounded(async move {
+            let statement = statement(&session, &who, &sql)?;
+            let empty = || (Arc::new(Schema::empty()), Arc::new(Schema::empty()));
+            if !is_read(&statement) {
+                return Ok(empty());
+            }
+            let Output::Rows(df) = session.execute(statement).await? else {
+                return Ok(empty());
+            };
+            let mut params: Vec<(usize, Option<DataType>)> = df
+                .logical_plan()
+                .get_parameter_types()?
                 .into_iter()
-                .map(|(i, t)| Field::new(format!("${i}"), t.unwrap_or(DataType::Null), true))
-                .collect::<Vec<_>>(),
-        );
-        let dataset = plain_schema(df.schema().as_arrow());
-        Ok((dataset, Arc::new(parameter_schema)))
+                .filter_map(|(name, t)| Some((name.strip_prefix('$')?.parse().ok()?, t)))
+                .collect();
+            params.sort_by_key(|(i, _)| *i);
+            let parameter_schema = Schema::new(
+                params
+                    .into_iter()
+                    .map(|(i, t)| Field::new(format!("${i}"), t.unwrap_or(DataType::Null), true))
+                    .collect::<Vec<_>>(),
+            );
+            let dataset = plain_schema(df.schema().as_arrow());
+            Ok((dataset, Arc::new(parameter_schema)))
+        })
+        .await
     }
 
-    /// Runs an admin's statement (DoPut of an update); readers get a permission error.
+    /// Runs a statement sent as an update (DoPut): an admin's write; readers get a permission
+    /// error before anything runs.
     pub async fn update(&self, who: &Principal, sql: &str, params: Option<&str>) -> Result<()> {
-        let values = decode_params(params)?;
         let started = (Instant::now(), Utc::now());
-        let result = plan(&self.session, who, sql, values).await;
-        self.record_statement(&new_query_id(), who, sql, started, result.as_ref().err());
-        match result? {
-            Output::Done(_) => Ok(()),
-            Output::Rows(df) => df
-                .collect()
-                .await
-                .map(|_| ())
-                .map_err(Error::from_datafusion),
+        let result = async {
+            let session = self.session_for(who, params)?;
+            let (who, sql) = (who.clone(), sql.to_string());
+            self.bounded(async move {
+                match plan(&session, &who, &sql).await? {
+                    Output::Done(_) => Ok(()),
+                    Output::Rows(df) => df
+                        .collect()
+                        .await
+                        .map(|_| ())
+                        .map_err(Error::from_datafusion),
+                }
+            })
+            .await
         }
+        .await;
+        self.record_statement(&new_query_id(), who, sql, started, result.as_ref().err());
+        result
     }
 
     /// DoGet: runs a ticket's query within the server's bounds and streams its rows.
@@ -172,13 +196,12 @@ impl Engine {
             return Ok((schema, Box::pin(futures::stream::iter([Ok(batch)]))));
         }
         let started = Instant::now();
-        let started_at = Utc::now();
         let mut tracker = Tracker {
             record: QueryRecord {
                 query_id: ticket.id.clone(),
                 user: ticket.who.user.clone(),
                 sql: ticket.sql.clone(),
-                started_at,
+                started_at: Utc::now(),
                 duration: Default::default(),
                 rows: 0,
                 bytes: 0,
@@ -189,73 +212,76 @@ impl Engine {
             log: self.log.clone(),
             governor: self.governor.clone(),
         };
-        let permit = match self.governor.admit().await {
-            Ok(p) => p,
+        let slot = match self.governor.admit().await {
+            Ok(permit) => Slot::new(permit),
             Err(e) => return Err(tracker.fail("error", e)),
         };
         let cancel = self.governor.register(&ticket.id);
         let timeout = self.governor.limits().query_timeout;
-        // Plan and compute on the query runtime; batches come back through a small channel, so
-        // a client that reads slowly holds back the computation.
-        let (batches_tx, batches) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
-        let (schema_tx, schema_rx) = oneshot::channel::<Result<SchemaRef>>();
-        let session = match self.session.with_memory_pool(self.governor.query_pool()) {
+        let deadline = tokio::time::Instant::from_std(started + timeout);
+        let session = match self.session_for(&ticket.who, ticket.params.as_deref()) {
             Ok(s) => s,
             Err(e) => return Err(tracker.fail("error", e)),
         };
+        // Plan and compute on the query runtime; batches come back through a small channel, so
+        // a client that reads slowly holds back the computation. The task owns the slot and
+        // ends at the deadline, so a client that stops reading cannot keep the slot.
+        let (batches_tx, batches) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        let (schema_tx, schema_rx) = oneshot::channel::<Result<SchemaRef>>();
         let query = ticket.clone();
+        let task_slot = slot.clone();
         let task = self.runtime.spawn(async move {
-            let planned = async {
-                let values = decode_params(query.params.as_deref())?;
-                match plan(&session, &query.who, &query.sql, values).await? {
-                    Output::Rows(df) => {
-                        // The schema GetFlightInfo announced is the logical one; batches are
-                        // relabelled to it (the physical plan may differ in nullability, and
-                        // clients such as ADBC check that every endpoint matches).
-                        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                        let stream = df.execute_stream().await.map_err(Error::from_datafusion)?;
-                        Ok((schema, stream))
+            let _slot = task_slot;
+            let work = async move {
+                let planned = async {
+                    match plan(&session, &query.who, &query.sql).await? {
+                        Output::Rows(df) => {
+                            // The schema GetFlightInfo announced is the logical one; batches
+                            // are relabelled to it (the physical plan may differ in
+                            // nullability, and clients such as ADBC check that every endpoint
+                            // matches).
+                            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                            let stream =
+                                df.execute_stream().await.map_err(Error::from_datafusion)?;
+                            Ok((schema, stream))
+                        }
+                        Output::Done(_) => Err(Error::Invalid(
+                            "this ticket is for a query, but the statement is not one".to_string(),
+                        )),
                     }
-                    Output::Done(_) => Err(Error::Invalid(
-                        "this ticket is for a query, but the statement is not one".to_string(),
-                    )),
-                }
-            };
-            let (schema, mut stream) = match planned.await {
-                Ok(planned) => planned,
-                Err(e) => {
-                    let _ = schema_tx.send(Err(e));
+                };
+                let (schema, mut stream) = match planned.await {
+                    Ok(planned) => planned,
+                    Err(e) => {
+                        let _ = schema_tx.send(Err(e));
+                        return;
+                    }
+                };
+                if schema_tx.send(Ok(schema)).is_err() {
                     return;
                 }
-            };
-            if schema_tx.send(Ok(schema)).is_err() {
-                return;
-            }
-            while let Some(batch) = stream.next().await {
-                let failed = batch.is_err();
-                if batches_tx
-                    .send(batch.map_err(Error::from_datafusion))
-                    .await
-                    .is_err()
-                    || failed
-                {
-                    return;
+                while let Some(batch) = stream.next().await {
+                    let failed = batch.is_err();
+                    if batches_tx
+                        .send(batch.map_err(Error::from_datafusion))
+                        .await
+                        .is_err()
+                        || failed
+                    {
+                        return;
+                    }
                 }
-            }
+            };
+            let _ = tokio::time::timeout_at(deadline, work).await;
         });
         let task = match task {
             Ok(task) => AbortOnDrop(task),
             Err(e) => return Err(tracker.fail("error", e)),
         };
-        let schema = match tokio::time::timeout(timeout, schema_rx).await {
+        let schema = match tokio::time::timeout_at(deadline, schema_rx).await {
             Ok(Ok(Ok(schema))) => schema,
             Ok(Ok(Err(e))) => return Err(tracker.fail("error", e)),
-            Ok(Err(_)) => {
-                return Err(tracker.fail(
-                    "error",
-                    Error::Internal("the query stopped before it started".to_string()),
-                ));
-            }
+            Ok(Err(_)) => return Err(tracker.fail("timeout", timeout_error(timeout))),
             Err(_) => return Err(tracker.fail("timeout", timeout_error(timeout))),
         };
         let schema = if ticket.keep_view_types {
@@ -267,16 +293,48 @@ impl Engine {
             inner: batches,
             _task: task,
             schema: schema.clone(),
-            deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
-                started + timeout,
-            ))),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
             timeout,
             cancel,
             tracker,
             finished: false,
-            _permit: permit,
+            _slot: slot,
         };
         Ok((schema, Box::pin(running)))
+    }
+
+    /// The session one of `who`'s statements runs in: the user's gate, a memory pool of the
+    /// statement's own inside the server's, and the bound parameter values.
+    fn session_for(&self, who: &Principal, params: Option<&str>) -> Result<Session> {
+        let mut session = self.session.with_memory_pool(self.governor.query_pool())?;
+        if let Some(gate) = gate_for(who) {
+            session = session.with_gate(gate);
+        }
+        let values = decode_params(params)?;
+        if !values.is_empty() {
+            session = session.with_params(numbered(values));
+        }
+        Ok(session)
+    }
+
+    /// Runs `work` as one statement of the server: admitted under the concurrency limit (at
+    /// most the queue wait), on the query threads, stopped at the query timeout; a caller that
+    /// goes away stops it.
+    async fn bounded<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let permit = self.governor.admit().await?;
+        let timeout = self.governor.limits().query_timeout;
+        let task = AbortOnDrop(self.runtime.spawn(async move {
+            let _slot = permit;
+            tokio::time::timeout(timeout, work).await
+        })?);
+        match task.join().await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(timeout_error(timeout)),
+            Err(e) => Err(Error::Internal(format!("a statement's task failed: {e}"))),
+        }
     }
 
     /// Logs a statement that ran (or failed) outside DoGet: no rows were streamed.
@@ -304,6 +362,15 @@ impl Engine {
     }
 }
 
+/// Positional parameter values as the session binds them: `$1`, `$2`, ...
+fn numbered(values: Vec<ScalarValue>) -> crate::query::Params {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| ((i + 1).to_string(), v))
+        .collect()
+}
+
 /// Parses a statement and checks that `who` may run it; `?` placeholders become `$n`.
 fn statement(session: &Session, who: &Principal, sql: &str) -> Result<DFStatement> {
     let mut statements = session.parse(sql)?;
@@ -319,27 +386,9 @@ fn statement(session: &Session, who: &Principal, sql: &str) -> Result<DFStatemen
     Ok(statement)
 }
 
-/// Plans (and, for an admin's writes, runs) one statement with positional parameters.
-async fn plan(
-    session: &Session,
-    who: &Principal,
-    sql: &str,
-    params: Vec<ScalarValue>,
-) -> Result<Output> {
+/// Plans (and, for an admin's writes, runs) one statement in `session`, whose gate decides on
+/// its logical plan before anything of it runs.
+async fn plan(session: &Session, who: &Principal, sql: &str) -> Result<Output> {
     let statement = statement(session, who, sql)?;
-    let session = if params.is_empty() {
-        session.clone()
-    } else {
-        let named = params
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| ((i + 1).to_string(), v))
-            .collect();
-        session.clone().with_params(named)
-    };
-    let output = session.execute(statement).await?;
-    if let Output::Rows(df) = &output {
-        check_plan(who, df.logical_plan())?;
-    }
-    Ok(output)
+    session.execute(statement).await
 }

@@ -1,8 +1,15 @@
-//! What a reader may run: queries, EXPLAIN, SHOW and DESCRIBE — checked on the parsed statement
-//! before anything runs, then again on the plan (DataFusion's `SQLOptions`, and no `system.*`
-//! tables such as the query log).
+//! Who may run what, decided before anything runs. A reader may run queries, `EXPLAIN`, `SHOW`
+//! and `DESCRIBE`; never a write, a DDL, a `SET`, a `COPY`, a file's contents, the `system.*`
+//! tables (the query log), or the PostgreSQL catalog `pg.*` unless the user is granted it.
+//!
+//! Checked twice: on the parsed statement, for a clear early message ([`check_statement`]), and
+//! by the session's gate ([`gate_for`]) on the tables it names before any lookup and on its
+//! logical plan before anything of it runs, whatever the SQL's shape (`SELECT ... INTO`, a CTE
+//! around an `INSERT`, `EXPLAIN ANALYZE` of a write). The gate is the authority; the statement
+//! check only explains sooner.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::context::SQLOptions;
@@ -12,9 +19,13 @@ use datafusion::sql::sqlparser::ast::{Expr, Statement, Value, visit_expressions_
 
 use super::auth::{Principal, Role};
 use crate::error::{Error, Result};
+use crate::query::{CATALOG, Gate, ToRun};
 
 /// The schema of tables only admins may read (the query log lives there).
 pub const SYSTEM_SCHEMA: &str = "system";
+
+/// The catalog `--pg-url` registers: PostgreSQL's tables, live.
+pub const POSTGRES_CATALOG: &str = "pg";
 
 /// Refuses a statement a reader may not run, before it is planned.
 pub fn check_statement(who: &Principal, statement: &DFStatement) -> Result<()> {
@@ -30,7 +41,9 @@ pub fn check_statement(who: &Principal, statement: &DFStatement) -> Result<()> {
     Err(read_only(who, &kind))
 }
 
-/// Whether a statement only reads (a query, EXPLAIN of one, SHOW, DESCRIBE).
+/// Whether a statement only reads (a query, EXPLAIN of one, SHOW, DESCRIBE), by its shape: a
+/// query may still plan to a write (`SELECT ... INTO`, a CTE around an `INSERT`), which the
+/// gate refuses on its plan.
 pub fn is_read(statement: &DFStatement) -> bool {
     match statement {
         DFStatement::Statement(s) => is_read_sql(s),
@@ -41,8 +54,8 @@ pub fn is_read(statement: &DFStatement) -> bool {
 
 fn is_read_sql(statement: &Statement) -> bool {
     match statement {
-        Statement::Query(_)
-        | Statement::ShowTables { .. }
+        Statement::Query(_) => true,
+        Statement::ShowTables { .. }
         | Statement::ShowColumns { .. }
         | Statement::ExplainTable { .. } => true,
         Statement::Explain { statement, .. } => is_read_sql(statement),
@@ -57,30 +70,69 @@ fn read_only(who: &Principal, what: &str) -> Error {
     ))
 }
 
-/// Refuses a plan a reader may not run: writes, DDL, SET and other statements, and reads of
-/// `system.*` tables.
-pub fn check_plan(who: &Principal, plan: &LogicalPlan) -> Result<()> {
+/// Whether `who` may see (list or read) the tables of `catalog`.`schema`.
+pub fn may_see(who: &Principal, catalog: &str, schema: &str) -> bool {
+    who.role == Role::Admin
+        || match catalog {
+            POSTGRES_CATALOG => who.postgres,
+            CATALOG => schema != SYSTEM_SCHEMA,
+            _ => true,
+        }
+}
+
+/// The gate of `who`'s sessions: none for an admin; for a reader, a check of the tables a
+/// statement names (before any lookup) and of its logical plan (before anything runs).
+pub fn gate_for(who: &Principal) -> Option<Gate> {
     if who.role == Role::Admin {
-        return Ok(());
+        return None;
     }
+    let who = who.clone();
+    Some(Arc::new(move |to_run: ToRun<'_>| match to_run {
+        ToRun::Tables(tables) => match tables
+            .iter()
+            .find(|t| !may_see(&who, &t.catalog, &t.schema))
+        {
+            Some(table) => Err(not_visible(&who, &table.to_string())),
+            None => Ok(()),
+        },
+        ToRun::Plan(plan) => check_plan(&who, plan),
+        ToRun::Analyze => Err(read_only(&who, "ANALYZE")),
+    }))
+}
+
+fn not_visible(who: &Principal, table: &str) -> Error {
+    if table.starts_with(&format!("{POSTGRES_CATALOG}.")) {
+        Error::PermissionDenied(format!(
+            "permission denied: user {} may not read PostgreSQL's tables ({table}); an admin can grant it with postgres = true in the user's [[users]] entry",
+            who.user
+        ))
+    } else {
+        read_only(who, &format!("reading {table}"))
+    }
+}
+
+/// Refuses a plan a reader may not run: writes, DDL, `SET` and other statements anywhere in
+/// it, and scans of tables the reader may not see.
+fn check_plan(who: &Principal, plan: &LogicalPlan) -> Result<()> {
     SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false)
         .verify_plan(plan)
         .map_err(|e| read_only(who, &e.to_string()))?;
-    let mut system_table = None;
+    let mut hidden = None;
     plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node
-            && scan.table_name.schema() == Some(SYSTEM_SCHEMA)
-        {
-            system_table = Some(scan.table_name.to_string());
-            return Ok(TreeNodeRecursion::Stop);
+        if let LogicalPlan::TableScan(scan) = node {
+            let name = scan.table_name.clone().resolve(CATALOG, "");
+            if !may_see(who, &name.catalog, &name.schema) {
+                hidden = Some(scan.table_name.to_string());
+                return Ok(TreeNodeRecursion::Stop);
+            }
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    match system_table {
-        Some(table) => Err(read_only(who, &format!("reading {table}"))),
+    match hidden {
+        Some(table) => Err(not_visible(who, &table)),
         None => Ok(()),
     }
 }
@@ -114,10 +166,7 @@ mod tests {
     }
 
     fn reader() -> Principal {
-        Principal {
-            user: "ana".into(),
-            role: Role::Reader,
-        }
+        Principal::new("ana", Role::Reader)
     }
 
     #[test]
@@ -147,10 +196,7 @@ mod tests {
                 "{denied}: {err}"
             );
         }
-        let admin = Principal {
-            user: "root".into(),
-            role: Role::Admin,
-        };
+        let admin = Principal::new("root", Role::Admin);
         check_statement(&admin, &parse("DROP TABLE a.b")).unwrap();
     }
 

@@ -44,6 +44,34 @@ impl Default for Limits {
     }
 }
 
+/// The memory this process may use: the machine's (`MemTotal` of `/proc/meminfo`), or its
+/// control group's limit when lower (a container). None where neither can be read.
+pub fn machine_memory() -> Option<usize> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<usize>()
+        .ok()?
+        .saturating_mul(1024);
+    let group = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| {
+        std::fs::read_to_string(path)
+            .ok()?
+            .trim()
+            .parse::<usize>()
+            .ok()
+    });
+    Some(group.map_or(total, |g| g.min(total)))
+}
+
 /// Admission, memory and cancellation shared by all queries of a server.
 #[derive(Debug)]
 pub struct Governor {

@@ -1,5 +1,5 @@
 //! The serving engine behind every door for BI tools and notebooks (Flight SQL today, the
-//! PostgreSQL wire protocol next): who may connect ([`auth`]), who may run what, decided on the
+//! PostgreSQL wire protocol next): who may connect ([`auth`], [`directory`]), who may run what, decided on the
 //! parsed statement and its logical plan before anything runs ([`guard`]), admission, memory
 //! and timeouts ([`limits`], enforced while a query runs in `running.rs`), what a client
 //! carries between calls ([`tickets`], and [`crate::plain_types`] at the boundary), and the
@@ -8,6 +8,7 @@
 //! enforces.
 
 pub mod auth;
+pub mod directory;
 pub mod engine;
 pub mod guard;
 pub mod limits;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::{Principal, Role, Signer, User, hash_password};
+pub use directory::Directory;
 pub use engine::Engine;
 pub use limits::Limits;
 pub use query_log::QueryLogWriter;

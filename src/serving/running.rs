@@ -32,9 +32,10 @@ impl QueryRuntime {
         Ok(Self(Some(runtime)))
     }
 
-    pub(super) fn spawn<F>(&self, work: F) -> Result<tokio::task::JoinHandle<()>>
+    pub(super) fn spawn<F>(&self, work: F) -> Result<tokio::task::JoinHandle<F::Output>>
     where
-        F: std::future::Future<Output = ()> + Send + 'static,
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
     {
         match &self.0 {
             Some(runtime) => Ok(runtime.spawn(work)),
@@ -54,10 +55,35 @@ impl Drop for QueryRuntime {
     }
 }
 
-/// Aborts a spawned task when dropped (a query whose client went away stops computing).
-pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+/// A query's place under the concurrency limit, held both by its computation and by the stream
+/// that carries its rows: given back as soon as either ends (the computation done, failed or
+/// stopped at the deadline; the stream dropped by a client that went away or cancelled).
+#[derive(Clone)]
+pub(super) struct Slot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
 
-impl Drop for AbortOnDrop {
+impl Slot {
+    pub(super) fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(permit))))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// Aborts a spawned task when dropped (a query whose client went away stops computing).
+pub(super) struct AbortOnDrop<T>(pub(super) tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    /// Waits for the task's output (still aborting it if this wait is dropped).
+    pub(super) async fn join(mut self) -> std::result::Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -99,14 +125,14 @@ impl Drop for Tracker {
 /// A running query's rows: cast for the client, counted, stopped by the timeout or a cancel.
 pub(super) struct Running {
     pub(super) inner: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
-    pub(super) _task: AbortOnDrop,
+    pub(super) _task: AbortOnDrop<()>,
     pub(super) schema: SchemaRef,
     pub(super) deadline: Pin<Box<tokio::time::Sleep>>,
     pub(super) timeout: std::time::Duration,
     pub(super) cancel: oneshot::Receiver<()>,
     pub(super) tracker: Tracker,
     pub(super) finished: bool,
-    pub(super) _permit: OwnedSemaphorePermit,
+    pub(super) _slot: Slot,
 }
 
 impl Running {

@@ -10,7 +10,14 @@ use std::path::Path;
 /// `docs/architecture.md` says what each holds. A new top-level module must be placed here.
 const LAYERS: &[&[&str]] = &[
     &["error"],
-    &["metrics", "progress", "plain_types", "toml_files", "timing"],
+    &[
+        "metrics",
+        "progress",
+        "plain_types",
+        "toml_files",
+        "timing",
+        "secret",
+    ],
     &["output"],
     &["lake"],
     &["catalog"],

@@ -347,6 +347,12 @@ async fn webhook_deliveries_are_retried_recorded_and_never_lose_the_run() {
         record.contains("\"attempts\": 2") && record.contains("\"outcome\": \"ok\""),
         "{record}"
     );
+    // Webhook URLs carry their token in the path (Slack, DingTalk): the record names the host
+    // only.
+    assert!(
+        record.contains(&format!("http://{addr}/…")) && !record.contains("/hook/"),
+        "{record}"
+    );
 
     // A receiver that is down: the run is written, the failure recorded, the command fails.
     std::fs::write(

@@ -236,7 +236,7 @@ async fn tls_is_one_flag_away() {
 
     let options = FlightOptions {
         access: Access {
-            users: Arc::new(users()),
+            users: Arc::new(Directory::new(users()).unwrap()),
             signer: Signer::random(),
             token_ttl: Duration::from_secs(600),
             ticket_ttl: Duration::from_secs(60),
@@ -325,6 +325,41 @@ fn serve_refuses_to_start_unsafely() {
         &[],
     );
     assert!(err.contains("hash-password"), "{err}");
+    // With real users: no logins in clear off loopback, and no guessable token key.
+    std::fs::write(
+        &config,
+        format!(
+            "[[users]]\nname = \"a\"\npassword_hash = \"{}\"\n",
+            hash_password("pw").unwrap()
+        ),
+    )
+    .unwrap();
+    let location = lake.location();
+    let serve = |flags: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec![
+            "--lake",
+            &location,
+            "--config",
+            config.to_str().unwrap(),
+            "serve",
+        ];
+        args.extend_from_slice(flags);
+        gamelake_err(&args, env)
+    };
+    let err = serve(&["--flight", "0.0.0.0:0"], &[]);
+    assert!(
+        err.contains("without TLS") && err.contains("--insecure-cleartext"),
+        "{err}"
+    );
+    let err = serve(
+        &["--flight", "127.0.0.1:0"],
+        &[("GAMELAKE_TOKEN_SECRET", "short-secret")],
+    );
+    assert!(err.contains("at least 32"), "{err}");
+    assert!(
+        !err.contains("short-secret"),
+        "the secret was printed: {err}"
+    );
 }
 
 #[test]
@@ -340,11 +375,7 @@ fn hash_password_prints_an_argon2_hash_the_server_accepts() {
     let out = child.wait_with_output().unwrap();
     let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    let users = vec![User {
-        name: "u".into(),
-        password_hash: hash,
-        role: Role::Reader,
-    }];
+    let users = vec![User::new("u", hash, Role::Reader)];
     assert!(gamelake::serving::auth::authenticate(&users, "u", "pa ss").is_some());
     assert!(gamelake::serving::auth::authenticate(&users, "u", "pass").is_none());
 }
@@ -482,23 +513,104 @@ async fn every_rpc(
             .map_err(|e| e.to_string())
     };
     note("DoGet", get.await);
-    let catalogs_ticket = arrow_flight::Ticket::new(
-        arrow_flight::sql::CommandGetCatalogs {}
-            .as_any()
-            .encode_to_vec(),
-    );
-    let get = async {
-        let stream = client
-            .do_get(catalogs_ticket)
-            .await
-            .map_err(|e| e.to_string())?;
-        stream
-            .try_collect::<Vec<_>>()
+    // DoGet of every metadata command: the ticket is the command itself, so anyone could
+    // make one; each must still need a valid token.
+    let metadata: [(&str, Vec<u8>); 9] = [
+        (
+            "catalogs",
+            arrow_flight::sql::CommandGetCatalogs {}
+                .as_any()
+                .encode_to_vec(),
+        ),
+        (
+            "schemas",
+            CommandGetDbSchemas::default().as_any().encode_to_vec(),
+        ),
+        (
+            "tables",
+            CommandGetTables::default().as_any().encode_to_vec(),
+        ),
+        (
+            "table types",
+            arrow_flight::sql::CommandGetTableTypes {}
+                .as_any()
+                .encode_to_vec(),
+        ),
+        (
+            "sql info",
+            arrow_flight::sql::CommandGetSqlInfo::default()
+                .as_any()
+                .encode_to_vec(),
+        ),
+        (
+            "xdbc types",
+            arrow_flight::sql::CommandGetXdbcTypeInfo::default()
+                .as_any()
+                .encode_to_vec(),
+        ),
+        (
+            "primary keys",
+            CommandGetPrimaryKeys::default().as_any().encode_to_vec(),
+        ),
+        (
+            "exported keys",
+            CommandGetExportedKeys::default().as_any().encode_to_vec(),
+        ),
+        (
+            "imported keys",
+            CommandGetImportedKeys::default().as_any().encode_to_vec(),
+        ),
+    ];
+    for (name, command) in metadata {
+        let get = async {
+            let stream = client
+                .do_get(arrow_flight::Ticket::new(command))
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .try_collect::<Vec<_>>()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        note(&format!("DoGet({name})"), get.await);
+    }
+    let cancel_query = Action {
+        r#type: "CancelQuery".into(),
+        body: arrow_flight::sql::ActionCancelQueryRequest {
+            info: FlightInfo::new().encode_to_vec().into(),
+        }
+        .as_any()
+        .encode_to_vec()
+        .into(),
+    };
+    note(
+        "DoAction(CancelQuery)",
+        client
+            .do_action(cancel_query)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string()),
+    );
+    let update = arrow_flight::sql::CommandPreparedStatementUpdate {
+        prepared_statement_handle: "x".into(),
     };
-    note("DoGet(catalogs)", get.await);
+    let descriptor = arrow_flight::FlightDescriptor::new_cmd(update.as_any().encode_to_vec());
+    let put = client
+        .do_put(futures::stream::iter([arrow_flight::FlightData {
+            flight_descriptor: Some(descriptor),
+            ..Default::default()
+        }]))
+        .await;
+    let put = match put {
+        Ok(mut results) => results
+            .message()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    note("DoPut(prepared update)", put);
     let close = Action {
         r#type: "ClosePreparedStatement".into(),
         body: ActionClosePreparedStatementRequest {
@@ -565,25 +677,31 @@ async fn every_rpc_refuses_missing_bad_and_expired_tokens_and_altered_tickets() 
 
     let expired = Signer::new(b"k")
         .sign(
-            &gamelake::serving::Principal {
-                user: "ana".into(),
-                role: Role::Reader,
-            },
+            &gamelake::serving::Principal::new("ana", Role::Reader),
             Duration::from_secs(1),
         )
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let other_key = Signer::new(b"other")
         .sign(
-            &gamelake::serving::Principal {
-                user: "root".into(),
-                role: Role::Admin,
-            },
+            &gamelake::serving::Principal::new("root", Role::Admin),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    // A token a server once signed for a user who is no longer configured.
+    let removed_user = Signer::new(b"k")
+        .sign(
+            &gamelake::serving::Principal::new("ghost", Role::Admin),
             Duration::from_secs(600),
         )
         .unwrap();
     for (case, token, expected) in [
         ("no token", None, "no bearer token"),
+        (
+            "token of a user no longer configured",
+            Some(removed_user),
+            "no longer allowed",
+        ),
         (
             "token signed with another key",
             Some(other_key),

@@ -116,7 +116,11 @@ fn rss_mib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_queries_cancelled_mid_stream_leave_the_server_healthy() {
     let lake = lake_with_players().await;
-    let server = start_flight(&lake, "s", "[flight]\nmax_concurrent_queries = 100\n");
+    let server = start_flight(
+        &lake,
+        "load-test-secret-0123456789abcdef0123",
+        "[flight]\nmax_concurrent_queries = 100\n",
+    );
     let pid = server.child.id();
     let client = connect(server.flight_addr(), Some(("ana", "ana-pw"))).await;
     let token = client.token().unwrap().clone();

@@ -6,6 +6,7 @@
 mod access;
 mod limits;
 mod queries;
+mod security;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use futures::TryStreamExt;
 use gamelake::flight::{Access, FlightOptions};
-use gamelake::serving::{Limits, Role, Signer, User, hash_password};
+use gamelake::serving::{Directory, Limits, Role, Signer, User, hash_password};
 use gamelake::{QuerySettings, Session};
 use prost::Message;
 use tokio::sync::oneshot;
@@ -37,9 +38,25 @@ struct Server {
 
 impl Server {
     async fn start(lake: &TempLake, users: Vec<User>, limits: Limits, secret: &[u8]) -> Self {
+        Self::with_directory(
+            lake,
+            Arc::new(Directory::new(users).unwrap()),
+            limits,
+            secret,
+        )
+        .await
+    }
+
+    /// A server over `users`, which the caller may change while it runs.
+    async fn with_directory(
+        lake: &TempLake,
+        users: Arc<Directory>,
+        limits: Limits,
+        secret: &[u8],
+    ) -> Self {
         let options = FlightOptions {
             access: Access {
-                users: Arc::new(users),
+                users,
                 signer: Signer::new(secret),
                 token_ttl: Duration::from_secs(600),
                 ticket_ttl: Duration::from_secs(60),
@@ -94,21 +111,9 @@ impl Drop for Server {
 
 fn users() -> Vec<User> {
     vec![
-        User {
-            name: "ana".into(),
-            password_hash: hash_password("ana-pw").unwrap(),
-            role: Role::Reader,
-        },
-        User {
-            name: "bo".into(),
-            password_hash: hash_password("bo-pw").unwrap(),
-            role: Role::Reader,
-        },
-        User {
-            name: "root".into(),
-            password_hash: hash_password("root-pw").unwrap(),
-            role: Role::Admin,
-        },
+        User::new("ana", hash_password("ana-pw").unwrap(), Role::Reader),
+        User::new("bo", hash_password("bo-pw").unwrap(), Role::Reader),
+        User::new("root", hash_password("root-pw").unwrap(), Role::Admin),
     ]
 }
 

@@ -131,9 +131,9 @@ async fn rust_client_queries_prepares_and_reads_metadata() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_are_stateless_across_replicas_sharing_the_key() {
     let lake = lake_with_players().await;
-    let a = start_flight(&lake, "shared-secret", "");
-    let b = start_flight(&lake, "shared-secret", "");
-    let other = start_flight(&lake, "another-secret", "");
+    let a = start_flight(&lake, "shared-secret-0123456789abcdef0123456789", "");
+    let b = start_flight(&lake, "shared-secret-0123456789abcdef0123456789", "");
+    let other = start_flight(&lake, "another-secret-0123456789abcdef012345678", "");
 
     let mut on_a = connect(a.flight_addr(), Some(("ana", "ana-pw"))).await;
     let token = on_a.token().unwrap().clone();
@@ -164,7 +164,7 @@ fn python_adbc_client_gets_the_same_answers() {
     let lake = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(lake_with_players());
-    let server = start_flight(&lake, "s", "");
+    let server = start_flight(&lake, "load-test-secret-0123456789abcdef0123", "");
     let script = r#"
 import json, sys
 import adbc_driver_flightsql.dbapi as flightsql
