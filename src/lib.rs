@@ -5,7 +5,7 @@
 //! `tests/it/layers.rs`; the map is `docs/architecture.md`):
 //!
 //! 1. [`error`]; then the toolkit: [`toml_files`], [`timing`], [`secret`], [`plain_types`],
-//!    [`progress`], [`metrics`]; then [`output`].
+//!    [`progress`], [`http_serve`]; then [`output`] and [`metrics`].
 //! 2. [`lake`]: storage, Delta tables, the one write path.
 //! 3. [`catalog`]: the lake as `schema.table`; [`cluster`]: the same queries on Ballista.
 //! 4. [`query`]: the SQL session and its planner rules.
@@ -23,6 +23,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod flight;
+pub mod http_serve;
 pub mod intake;
 pub mod lake;
 pub mod metrics;

@@ -21,6 +21,11 @@ pub async fn serve(
     render: impl Fn() -> String + Clone + Send + Sync + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
+    // Scraped by a few monitors: a small bound, the usual timeout.
+    let bounds = crate::http_serve::Bounds {
+        max_connections: 64,
+        read_timeout: std::time::Duration::from_secs(30),
+    };
     use axum::routing::get;
     let bound = listener
         .local_addr()
@@ -42,8 +47,7 @@ pub async fn serve(
             }),
         )
         .route("/healthz", get(|| async { "ok" }));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    crate::http_serve::serve(listener, router, bounds, shutdown)
         .await
         .map_err(|e| crate::Error::Unavailable(format!("metrics on {bound} failed: {e}")))
 }

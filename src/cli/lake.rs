@@ -56,6 +56,10 @@ pub enum LakeCommand {
         /// Only list the files that would be deleted.
         #[arg(long)]
         dry_run: bool,
+        /// Allow a --retain under 1h. Only when nothing writes to the table: a shorter
+        /// retention deletes the files of a write in progress, and breaks its commit.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -112,9 +116,10 @@ pub async fn run(context: &Context, command: LakeCommand) -> Result<()> {
             table,
             retain,
             dry_run,
+            force,
         } => {
             let (table, lake) = open(context, &table).await?;
-            let files = maintenance::vacuum(&lake, &table, retain, dry_run).await?;
+            let files = maintenance::vacuum(&lake, &table, retain, dry_run, force).await?;
             for file in &files {
                 println!("{file}");
             }

@@ -6,6 +6,8 @@
 //! wal_dir = "/var/lib/gamelake/wal"   # default: <lake>/_wal for a local lake
 //! commit_interval = "1s"              # a Delta commit per table at most this often
 //! dedup_window = "1h"                 # a retried batch with the same key is stored once
+//! max_connections = 1024              # per listener; more are closed at accept
+//! read_timeout = "30s"                # headers, body, forward message, idle keep-alive
 //! [[intake.tokens]]
 //! name = "game-servers-bj"
 //! token = "${INTAKE_TOKEN_BJ}"         # ${VAR} reads the environment
@@ -47,6 +49,14 @@ pub struct IntakeConfig {
     /// When this many MiB are acknowledged but not yet committed (the lake is slow or down),
     /// new requests get 503 with Retry-After (default 1024).
     pub max_pending_mb: Option<usize>,
+    /// Connections each listener (HTTP, forward) keeps open at once; more are closed at once
+    /// (default 1024).
+    pub max_connections: Option<usize>,
+    /// How long a peer may take to send a request's headers, its body, a forward message or
+    /// the forward handshake, and how long an idle keep-alive connection stays open; a slower
+    /// or silent peer is disconnected (default 30s).
+    #[serde(default, deserialize_with = "crate::toml_files::duration")]
+    pub read_timeout: Option<Duration>,
     /// Name of this intake node; it keys the exactly-once markers in the tables, so two servers
     /// writing the same tables need different names (default "intake").
     pub node: Option<String>,
@@ -165,6 +175,10 @@ pub struct IntakeSettings {
     pub max_body_bytes: usize,
     /// Backpressure threshold.
     pub max_pending_bytes: u64,
+    /// Connections per listener.
+    pub max_connections: usize,
+    /// Deadline for a peer's headers, body, message or handshake, and keep-alive idleness.
+    pub read_timeout: Duration,
     /// Exactly-once marker prefix.
     pub node: String,
     /// Maintenance period (zero: off).
@@ -192,6 +206,8 @@ impl IntakeConfig {
             commit_bytes: mb(self.commit_mb, 64),
             max_body_bytes: mb(self.max_body_mb, 16) as usize,
             max_pending_bytes: mb(self.max_pending_mb, 1024),
+            max_connections: self.max_connections.unwrap_or(1024).max(1),
+            read_timeout: self.read_timeout.unwrap_or(Duration::from_secs(30)),
             node: self.node.clone().unwrap_or_else(|| "intake".to_string()),
             compact_interval: self.compact_interval.unwrap_or(Duration::from_secs(600)),
             dedup_window: self.dedup_window.unwrap_or(Duration::from_secs(3600)),

@@ -1,39 +1,48 @@
 //! Fluentd's forward protocol (v1) on `gamelake serve --forward ADDR`: what Fluentd's
-//! `out_forward` and Fluent Bit's `forward` output speak, over TCP in msgpack.
+//! `out_forward` and Fluent Bit's `forward` output speak, over TCP in msgpack. The messages
+//! themselves (every mode, compressed or not) are read in [`super::forward_message`].
 //!
-//! Every mode is taken: Message `[tag, time, record, option?]`, Forward
-//! `[tag, [[time, record], ...], option?]`, PackedForward `[tag, bin, option?]` (concatenated
-//! `[time, record]` entries) and CompressedPackedForward (the same, gzip, with
-//! `option.compressed = "gzip"`). When the sender asks for an acknowledgement
-//! (`option.chunk`), `{"ack": chunk}` is sent only after the records are durable in the
-//! write-ahead log; a chunk resent because its ack was lost is acknowledged again without being
-//! stored twice (its id is the idempotency key). With `[[intake.tokens]]` configured, a connection must first pass the
-//! protocol's shared-key handshake (HELO/PING/PONG), the shared key being one of the tokens.
+//! When the sender asks for an acknowledgement (`option.chunk`), `{"ack": chunk}` is sent only
+//! after the records are durable in the write-ahead log; a chunk resent because its ack was
+//! lost is acknowledged again without being stored twice (its id, with the sender's token name
+//! and the table, is the idempotency key). With `[[intake.tokens]]` configured, a connection
+//! must first pass the protocol's shared-key handshake (HELO/PING/PONG), the shared key being
+//! one of the tokens, before any message is read. Hand-written because no maintained Rust
+//! crate implements the server side of this protocol.
 //!
-//! The tag picks the table (`tags` of `[[intake.tables]]`). The entry's time is written into
-//! the table's `time_field` when the record does not carry it. Hand-written on rmpv because no
-//! maintained Rust crate implements the server side of this protocol.
-//!
-//! While more than `max_pending_mb` wait for the lake, connections are not read (TCP pushes
-//! back on the sender). Each connection is read by a thread of its own with rmpv's blocking decoder, which reads
-//! exactly one message at a time; appends hop onto the async runtime.
+//! Bounds: at most `[intake] max_connections` connections at once (more are closed at
+//! accept), the handshake and each message must arrive within `[intake] read_timeout` (a
+//! silent, idle or trickling peer is closed), a message is at most `max_body_mb` on the wire
+//! and costs at most four times that in memory once decoded, which is checked while its bytes
+//! arrive ([`super::msgpack::Scanner`]). While more than `max_pending_mb` wait for the lake,
+//! connections are not read (TCP pushes back on the sender). A connection is a task, not a
+//! thread: one waiting for bytes costs a few kilobytes; decoding runs off the async workers.
 
-use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat};
+use bytes::BufMut;
 use rmpv::Value;
 use sha2::{Digest, Sha512};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use super::Intake;
-use super::config::{IntakeTable, IntakeToken};
+use super::config::IntakeToken;
+use super::forward_message::{Failure, MAX_DEPTH, Message, bytes_of, hex, json_record};
 use super::metrics::{Metrics, StatusLabel};
+use super::msgpack::{Scanner, read_value};
 use super::segment::Entry;
 use super::wal::Stored;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lake::TableRef;
-use crate::records::TimeFormat;
+
+/// The most bytes a handshake's PING may take.
+const MAX_PING: usize = 64 * 1024;
 
 /// Accepts connections until `stopped` completes.
 pub async fn serve(
@@ -41,6 +50,7 @@ pub async fn serve(
     intake: Arc<Intake>,
     stopped: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    let slots = Arc::new(Semaphore::new(intake.settings.max_connections));
     tokio::pin!(stopped);
     loop {
         tokio::select! {
@@ -49,125 +59,200 @@ pub async fn serve(
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!("forward: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    count(&intake.metrics, "too_many_connections");
+                    tracing::warn!(
+                        "forward: {peer} refused, {} connections are open ([intake] max_connections)",
+                        intake.settings.max_connections
+                    );
+                    continue;
+                };
                 let intake = intake.clone();
-                let runtime = tokio::runtime::Handle::current();
-                let stream = stream.into_std().and_then(|s| {
-                    s.set_nonblocking(false)?;
-                    Ok(s)
-                });
-                match stream {
-                    Ok(stream) => {
-                        let spawned = std::thread::Builder::new()
-                            .name(format!("forward-{peer}"))
-                            .spawn(move || {
-                                if let Err(e) = connection(stream, &intake, &runtime) {
-                                    tracing::warn!("forward connection from {peer}: {e}");
-                                }
-                            });
-                        if let Err(e) = spawned {
-                            tracing::warn!("forward: cannot start a thread for {peer}: {e}");
-                        }
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    if let Err(e) = connection(stream, peer, intake).await {
+                        tracing::warn!("forward connection from {peer}: {e}");
                     }
-                    Err(e) => tracing::warn!("forward: {peer}: {e}"),
-                }
+                });
             }
             _ = &mut stopped => return Ok(()),
         }
     }
 }
 
-/// Why a connection ended early.
-type Failure = String;
+/// Reads one whole msgpack value from the peer, scanned as its bytes arrive: within `limit`
+/// bytes, its memory `budget` and the `deadline`. Bytes read past it stay in `buffer` for the
+/// next one. None when the peer closed between values.
+async fn read_message(
+    reader: &mut OwnedReadHalf,
+    buffer: &mut Vec<u8>,
+    limit: usize,
+    budget: usize,
+    deadline: Instant,
+) -> std::result::Result<Option<Vec<u8>>, Failure> {
+    let mut scanner = Scanner::new(budget, MAX_DEPTH);
+    let mut scanned = 0;
+    loop {
+        if scanned < buffer.len() {
+            match scanner.feed(&buffer[scanned..]) {
+                Ok(Some(n)) => {
+                    let rest = buffer.split_off(scanned + n);
+                    return Ok(Some(std::mem::replace(buffer, rest)));
+                }
+                Ok(None) => scanned = buffer.len(),
+                Err(e) => return Err(format!("not a forward-protocol message ({e}); closing")),
+            }
+        }
+        if buffer.len() > limit {
+            return Err(format!(
+                "a message is larger than [intake] max_body_mb ({limit} bytes); closing"
+            ));
+        }
+        let room = (limit + 1 - buffer.len()).min(64 * 1024);
+        let mut room = (&mut *buffer).limit(room);
+        match tokio::time::timeout_at(deadline, reader.read_buf(&mut room)).await {
+            Err(_) => {
+                return Err("no whole message within [intake] read_timeout; closing".to_string());
+            }
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(0)) if buffer.is_empty() => return Ok(None),
+            Ok(Ok(0)) => return Err("the peer closed in the middle of a message".to_string()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
 
-fn connection(
+async fn connection(
     stream: TcpStream,
-    intake: &Intake,
-    runtime: &tokio::runtime::Handle,
+    peer: SocketAddr,
+    intake: Arc<Intake>,
 ) -> std::result::Result<(), Failure> {
-    let peer: SocketAddr = stream.peer_addr().map_err(|e| e.to_string())?;
-    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut reader = BufReader::with_capacity(256 * 1024, stream);
+    let timeout = intake.settings.read_timeout;
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buffer = Vec::new();
     let sender = if intake.requires_tokens() {
-        Some(handshake(&mut reader, &mut writer, intake)?)
+        Some(handshake(&mut reader, &mut writer, &mut buffer, &intake).await?)
     } else {
         None
     };
-    let limit = intake.settings.max_body_bytes as u64;
+    let limit = intake.settings.max_body_bytes;
     loop {
         // Backpressure: while the lake is behind, stop reading; TCP slows the sender down.
         while intake.wal.pending_bytes() > intake.settings.max_pending_bytes {
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let mut limited = (&mut reader).take(limit);
-        let message = match rmpv::decode::read_value(&mut limited) {
-            Ok(v) => v,
-            Err(e) if is_clean_eof(&e) => return Ok(()),
+        // What the message may cost once decoded: four times its bytes on the wire.
+        let budget = limit.saturating_mul(4);
+        let deadline = Instant::now() + timeout;
+        let bytes = match read_message(&mut reader, &mut buffer, limit, budget, deadline).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(()),
             Err(e) => {
                 count(&intake.metrics, "bad_message");
-                return Err(if limited.limit() == 0 {
-                    format!(
-                        "a message is larger than [intake] max_body_mb ({limit} bytes); closing"
-                    )
-                } else {
-                    format!("not a forward-protocol message ({e}); closing")
-                });
+                return Err(e);
             }
         };
-        let message =
-            Message::parse(message).inspect_err(|_| count(&intake.metrics, "bad_message"))?;
-        let Some((name, table)) = intake.table_for_tag(&message.tag) else {
-            count(&intake.metrics, "unknown_tag");
-            tracing::warn!(
-                "forward from {peer}: no [[intake.tables]] has tag '{}' in its tags; the {} records are not acknowledged",
-                message.tag,
-                message.entries.len()
-            );
-            continue;
+        // Decoding, inflating and turning records into JSON is CPU work: off the async workers.
+        let (decoding, token) = (intake.clone(), sender.cloned());
+        let decoded = tokio::task::spawn_blocking(move || {
+            decode(&decoding, token.as_ref(), &bytes, limit, budget)
+        })
+        .await
+        .map_err(|e| format!("decoding failed: {e}"))?;
+        let (name, entries, chunk) = match decoded {
+            Decoded::Entries(name, entries, chunk) => (name, entries, chunk),
+            Decoded::Refused(why) => {
+                tracing::warn!("forward from {peer}: {why}");
+                continue;
+            }
+            Decoded::Bad(e) => {
+                count(&intake.metrics, "bad_message");
+                return Err(e);
+            }
         };
-        if let Some(token) = sender
-            && !token.allows(&TableRef::parse(name).map_err(|e| e.to_string())?)
-        {
-            count(&intake.metrics, "forbidden");
-            tracing::warn!(
-                "forward from {peer}: token '{}' may not write {name}",
-                token.name
-            );
-            continue;
-        }
-        let received_at = chrono::Utc::now().timestamp_micros();
-        let records: Vec<Vec<u8>> = message
-            .entries
-            .into_iter()
-            .map(|(time, record)| json_record(record, time, table))
-            .collect();
-        let n = records.len();
+        let n = entries.len();
         let entry = Entry {
-            table: name.to_string(),
-            received_at,
-            records,
-            // Fluentd resends an unacknowledged chunk with the same id.
-            key: message
-                .chunk
-                .as_ref()
-                .map(|c| format!("forward:{name}:{c}")),
+            table: name.clone(),
+            received_at: chrono::Utc::now().timestamp_micros(),
+            records: entries,
+            // Fluentd resends an unacknowledged chunk with the same id; the key is the
+            // sender's own (its token's name), so one sender cannot suppress another's.
+            key: chunk.as_ref().map(|c| {
+                let who = sender.map_or("", |t| t.name.as_str());
+                format!("forward:{who}:{name}:{c}")
+            }),
         };
-        let stored = runtime
-            .block_on(intake.wal.append(&entry))
+        let stored = intake
+            .wal
+            .append(&entry)
+            .await
             .map_err(|e| format!("could not store records durably ({e}); not acknowledged"))?;
         let counter = match stored {
             Stored::New => &intake.metrics.received,
             Stored::Duplicate => &intake.metrics.duplicates,
         };
-        Metrics::add(counter, name, n);
+        Metrics::add(counter, &name, n);
         count(&intake.metrics, "ok");
-        if let Some(chunk) = message.chunk {
+        if let Some(chunk) = chunk {
             let ack = Value::Map(vec![(Value::from("ack"), Value::from(chunk))]);
-            send(&mut writer, &ack)?;
+            send(&mut writer, &ack, timeout).await?;
         }
     }
+}
+
+/// What one message came to.
+enum Decoded {
+    /// Records (JSON text) for a table, and the chunk id to acknowledge.
+    Entries(String, Vec<Vec<u8>>, Option<String>),
+    /// A message for no table, or one the sender may not write: skipped, not acknowledged.
+    Refused(String),
+    /// Not a forward message: the connection is closed.
+    Bad(Failure),
+}
+
+/// Decodes a gathered message into its table's records.
+fn decode(
+    intake: &Intake,
+    sender: Option<&IntakeToken>,
+    bytes: &[u8],
+    limit: usize,
+    mut budget: usize,
+) -> Decoded {
+    let value = match read_value(&mut &bytes[..], &mut budget, MAX_DEPTH) {
+        Ok(value) => value,
+        Err(e) => return Decoded::Bad(format!("not a forward-protocol message ({e}); closing")),
+    };
+    let message = match Message::parse(value, limit, &mut budget) {
+        Ok(message) => message,
+        Err(e) => return Decoded::Bad(e),
+    };
+    let Some((name, table)) = intake.table_for_tag(&message.tag) else {
+        count(&intake.metrics, "unknown_tag");
+        return Decoded::Refused(format!(
+            "no [[intake.tables]] has tag '{}' in its tags; the {} records are not acknowledged",
+            message.tag,
+            message.entries.len()
+        ));
+    };
+    if let Some(token) = sender {
+        match TableRef::parse(name) {
+            Ok(table) if token.allows(&table) => {}
+            _ => {
+                count(&intake.metrics, "forbidden");
+                return Decoded::Refused(format!("token '{}' may not write {name}", token.name));
+            }
+        }
+    }
+    let records = message
+        .entries
+        .into_iter()
+        .map(|(time, record)| json_record(record, time, table))
+        .collect();
+    Decoded::Entries(name.to_string(), records, message.chunk)
 }
 
 fn count(metrics: &Metrics, outcome: &str) {
@@ -179,23 +264,30 @@ fn count(metrics: &Metrics, outcome: &str) {
         .inc();
 }
 
-fn is_clean_eof(error: &rmpv::decode::Error) -> bool {
-    matches!(error, rmpv::decode::Error::InvalidMarkerRead(e) if e.kind() == std::io::ErrorKind::UnexpectedEof)
-}
-
-fn send(writer: &mut TcpStream, value: &Value) -> std::result::Result<(), Failure> {
+/// Writes a value to the peer, within `timeout` (a peer that does not read is dropped).
+async fn send(
+    writer: &mut OwnedWriteHalf,
+    value: &Value,
+    timeout: Duration,
+) -> std::result::Result<(), Failure> {
     let mut bytes = Vec::new();
     rmpv::encode::write_value(&mut bytes, value).map_err(|e| e.to_string())?;
-    writer.write_all(&bytes).map_err(|e| e.to_string())
+    match tokio::time::timeout(timeout, writer.write_all(&bytes)).await {
+        Ok(written) => written.map_err(|e| e.to_string()),
+        Err(_) => Err("the peer does not read its answers; closing".to_string()),
+    }
 }
 
 /// The shared-key handshake: HELO with a nonce, the client's PING with
 /// `sha512_hex(salt + hostname + nonce + shared_key)`, our PONG proving we know the key too.
-fn handshake<'a>(
-    reader: &mut impl Read,
-    writer: &mut TcpStream,
+/// Nothing else is read before it succeeds, and it must finish within the read timeout.
+async fn handshake<'a>(
+    reader: &mut OwnedReadHalf,
+    writer: &mut OwnedWriteHalf,
+    buffer: &mut Vec<u8>,
     intake: &'a Intake,
 ) -> std::result::Result<&'a IntakeToken, Failure> {
+    let timeout = intake.settings.read_timeout;
     let nonce = uuid::Uuid::new_v4().as_bytes().to_vec();
     let helo = Value::Array(vec![
         Value::from("HELO"),
@@ -205,8 +297,14 @@ fn handshake<'a>(
             (Value::from("keepalive"), Value::Boolean(true)),
         ]),
     ]);
-    send(writer, &helo)?;
-    let ping = rmpv::decode::read_value(&mut reader.take(64 * 1024))
+    send(writer, &helo, timeout).await?;
+    let deadline = Instant::now() + timeout;
+    let ping = read_message(reader, buffer, MAX_PING, MAX_PING * 4, deadline)
+        .await
+        .map_err(|e| format!("no PING after HELO ({e})"))?
+        .ok_or_else(|| "the peer closed before its PING".to_string())?;
+    let mut budget = MAX_PING * 4;
+    let ping = read_value(&mut &ping[..], &mut budget, MAX_DEPTH)
         .map_err(|e| format!("no PING after HELO ({e})"))?;
     let parts = ping.as_array().cloned().unwrap_or_default();
     let text = |i: usize| parts.get(i).map(bytes_of).unwrap_or_default();
@@ -238,274 +336,25 @@ fn handshake<'a>(
     };
     match found {
         Some(token) => {
-            send(writer, &pong(true, "", digest_of(server, &token.token)))?;
+            send(
+                writer,
+                &pong(true, "", digest_of(server, &token.token)),
+                timeout,
+            )
+            .await?;
             Ok(token)
         }
         None => {
-            let _ = send(writer, &pong(false, "shared_key mismatch", String::new()));
+            let _ = send(
+                writer,
+                &pong(false, "shared_key mismatch", String::new()),
+                timeout,
+            )
+            .await;
             Err(format!(
                 "{}: shared key is none of [[intake.tokens]]",
                 String::from_utf8_lossy(&hostname)
             ))
         }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A string or binary's bytes (old msgpack senders write strings as raw bytes).
-fn bytes_of(value: &Value) -> Vec<u8> {
-    match value {
-        Value::String(s) => s.as_bytes().to_vec(),
-        Value::Binary(b) => b.clone(),
-        _ => Vec::new(),
-    }
-}
-
-/// One decoded message: its tag, entries (event time in µs if given, record), and the chunk id
-/// to acknowledge.
-struct Message {
-    tag: String,
-    entries: Vec<(Option<i64>, Value)>,
-    chunk: Option<String>,
-}
-
-impl Message {
-    fn parse(value: Value) -> std::result::Result<Self, Failure> {
-        let Value::Array(mut parts) = value else {
-            return Err("a forward message is an array [tag, ...]".to_string());
-        };
-        if parts.len() < 2 {
-            return Err("a forward message has at least a tag and entries".to_string());
-        }
-        let tag = String::from_utf8_lossy(&bytes_of(&parts[0])).into_owned();
-        let (entries, option) = match &parts[1] {
-            // Message: [tag, time, record, option?]
-            Value::Integer(_) | Value::F64(_) | Value::F32(_) | Value::Ext(..) => {
-                if parts.len() < 3 {
-                    return Err("Message mode needs [tag, time, record]".to_string());
-                }
-                let option = parts.get(3).cloned();
-                let record = parts.swap_remove(2);
-                (vec![(event_time(&parts[1]), record)], option)
-            }
-            // Forward: [tag, [[time, record], ...], option?]
-            Value::Array(_) => {
-                let option = parts.get(2).cloned();
-                let Value::Array(items) = parts.swap_remove(1) else {
-                    return Err("unreachable".to_string());
-                };
-                (
-                    items.into_iter().map(entry).collect::<Result<_, _>>()?,
-                    option,
-                )
-            }
-            // PackedForward / CompressedPackedForward: [tag, bin, option?]
-            Value::Binary(_) | Value::String(_) => {
-                let option = parts.get(2).cloned();
-                let mut packed = bytes_of(&parts[1]);
-                let compressed = option
-                    .as_ref()
-                    .and_then(|o| option_value(o, "compressed"))
-                    .is_some_and(|c| bytes_of(c) == b"gzip");
-                if compressed {
-                    let mut plain = Vec::new();
-                    flate2::read::MultiGzDecoder::new(packed.as_slice())
-                        .read_to_end(&mut plain)
-                        .map_err(|e| format!("CompressedPackedForward is not gzip: {e}"))?;
-                    packed = plain;
-                }
-                let mut cursor = std::io::Cursor::new(packed.as_slice());
-                let mut entries = Vec::new();
-                while (cursor.position() as usize) < packed.len() {
-                    let item = rmpv::decode::read_value(&mut cursor)
-                        .map_err(|e| format!("PackedForward entries are not msgpack: {e}"))?;
-                    entries.push(entry(item)?);
-                }
-                (entries, option)
-            }
-            other => {
-                return Err(format!(
-                    "unexpected second element {other} in a forward message"
-                ));
-            }
-        };
-        let chunk = option
-            .as_ref()
-            .and_then(|o| option_value(o, "chunk"))
-            .map(|c| String::from_utf8_lossy(&bytes_of(c)).into_owned());
-        Ok(Self {
-            tag,
-            entries,
-            chunk,
-        })
-    }
-}
-
-fn option_value<'a>(option: &'a Value, key: &str) -> Option<&'a Value> {
-    option
-        .as_map()?
-        .iter()
-        .find(|(k, _)| bytes_of(k) == key.as_bytes())
-        .map(|(_, v)| v)
-}
-
-fn entry(item: Value) -> std::result::Result<(Option<i64>, Value), Failure> {
-    match item {
-        Value::Array(mut pair) if pair.len() == 2 => {
-            let record = pair.pop().unwrap_or(Value::Nil);
-            Ok((event_time(&pair[0]), record))
-        }
-        other => Err(format!("an entry is [time, record], not {other}")),
-    }
-}
-
-/// Seconds (integer or float) or Fluentd's EventTime (ext type 0: u32 seconds, u32 nanos).
-fn event_time(value: &Value) -> Option<i64> {
-    match value {
-        Value::Integer(i) => i.as_i64().map(|s| s * 1_000_000),
-        Value::F64(f) => Some((f * 1e6) as i64),
-        Value::F32(f) => Some((f64::from(*f) * 1e6) as i64),
-        Value::Ext(0, data) if data.len() == 8 => {
-            let secs = u32::from_be_bytes(data[..4].try_into().ok()?);
-            let nanos = u32::from_be_bytes(data[4..].try_into().ok()?);
-            Some(i64::from(secs) * 1_000_000 + i64::from(nanos / 1000))
-        }
-        _ => None,
-    }
-}
-
-/// The record as JSON text, with the event time in the table's time field if it lacks one.
-fn json_record(record: Value, time: Option<i64>, table: &IntakeTable) -> Vec<u8> {
-    let mut json = to_json(record);
-    if let (Some(field), Some(micros), serde_json::Value::Object(map)) =
-        (&table.time_field, time, &mut json)
-        && !map.contains_key(field)
-    {
-        let value = match table.time_format {
-            TimeFormat::Rfc3339 => DateTime::from_timestamp_micros(micros)
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true).into())
-                .unwrap_or_default(),
-            TimeFormat::EpochS => serde_json::json!(micros as f64 / 1e6),
-            TimeFormat::EpochMs => serde_json::json!(micros / 1000),
-            TimeFormat::EpochUs => serde_json::json!(micros),
-        };
-        map.insert(field.clone(), value);
-    }
-    serde_json::to_vec(&json).unwrap_or_default()
-}
-
-fn to_json(value: Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match value {
-        Value::Nil => J::Null,
-        Value::Boolean(b) => J::Bool(b),
-        Value::Integer(i) => match (i.as_i64(), i.as_u64()) {
-            (Some(v), _) => J::from(v),
-            (None, Some(v)) => J::from(v),
-            _ => J::Null,
-        },
-        Value::F32(f) => serde_json::Number::from_f64(f64::from(f)).map_or(J::Null, J::Number),
-        Value::F64(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
-        Value::String(s) => J::String(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        Value::Binary(b) => J::String(String::from_utf8_lossy(&b).into_owned()),
-        Value::Array(items) => J::Array(items.into_iter().map(to_json).collect()),
-        Value::Map(pairs) => J::Object(
-            pairs
-                .into_iter()
-                .map(|(k, v)| {
-                    let key = match &k {
-                        Value::String(_) | Value::Binary(_) => {
-                            String::from_utf8_lossy(&bytes_of(&k)).into_owned()
-                        }
-                        other => other.to_string(),
-                    };
-                    (key, to_json(v))
-                })
-                .collect(),
-        ),
-        Value::Ext(_, data) => J::String(hex(&data)),
-    }
-}
-
-/// Whether a Fluentd tag matches a pattern: `*` is one part, `**` any number of parts.
-pub fn tag_matches(pattern: &str, tag: &str) -> bool {
-    fn go(pattern: &[&str], tag: &[&str]) -> bool {
-        match (pattern.first(), tag.first()) {
-            (None, None) => true,
-            (Some(&"**"), _) => {
-                go(&pattern[1..], tag) || (!tag.is_empty() && go(pattern, &tag[1..]))
-            }
-            (Some(p), Some(t)) => (*p == "*" || p == t) && go(&pattern[1..], &tag[1..]),
-            _ => false,
-        }
-    }
-    let pattern: Vec<&str> = pattern.split('.').collect();
-    let tag: Vec<&str> = tag.split('.').collect();
-    go(&pattern, &tag)
-}
-
-/// Checks that no tag pattern is empty.
-pub fn check_tags(table: &IntakeTable) -> Result<()> {
-    if let Some(bad) = table
-        .tags
-        .iter()
-        .find(|t| t.is_empty() || t.split('.').any(str::is_empty))
-    {
-        return Err(Error::Invalid(format!(
-            "[[intake.tables]] {}: tag pattern '{bad}' has an empty part; write e.g. \"game.events\", \"game.*\" or \"game.**\"",
-            table.name
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_match_like_fluentd() {
-        assert!(tag_matches("game.events", "game.events"));
-        assert!(tag_matches("game.*", "game.events"));
-        assert!(!tag_matches("game.*", "game.events.bj"));
-        assert!(tag_matches("game.**", "game.events.bj"));
-        assert!(tag_matches("game.**", "game"));
-        assert!(!tag_matches("game.*", "shop.events"));
-    }
-
-    #[test]
-    fn every_mode_parses() {
-        let record = || Value::Map(vec![(Value::from("a"), Value::from(1))]);
-        let t = Value::Ext(0, [0, 0, 0, 10, 0, 0, 0x03, 0xe8].to_vec());
-        let message =
-            Message::parse(Value::Array(vec![Value::from("x"), t.clone(), record()])).unwrap();
-        assert_eq!(message.entries, vec![(Some(10_000_001), record())]);
-        let pair = || Value::Array(vec![Value::from(5), record()]);
-        let forward = Value::Array(vec![
-            Value::from("x"),
-            Value::Array(vec![pair(), pair()]),
-            Value::Map(vec![(Value::from("chunk"), Value::from("c1"))]),
-        ]);
-        let message = Message::parse(forward).unwrap();
-        assert_eq!(
-            (message.entries.len(), message.chunk.as_deref()),
-            (2, Some("c1"))
-        );
-        let mut packed = Vec::new();
-        for _ in 0..3 {
-            rmpv::encode::write_value(&mut packed, &pair()).unwrap();
-        }
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&packed).unwrap();
-        let compressed = Value::Array(vec![
-            Value::from("x"),
-            Value::Binary(gz.finish().unwrap()),
-            Value::Map(vec![(Value::from("compressed"), Value::from("gzip"))]),
-        ]);
-        assert_eq!(Message::parse(compressed).unwrap().entries.len(), 3);
-        assert!(Message::parse(Value::from(3)).is_err());
     }
 }

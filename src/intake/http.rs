@@ -28,6 +28,9 @@ use crate::records::body::{BodyError, gunzip, records};
 /// The request header naming a batch, so that its retries are stored once.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// The longest `Idempotency-Key` accepted (a UUID is 36 characters).
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+
 /// The routes, over one intake.
 pub fn router(intake: Arc<Intake>) -> Router {
     Router::new()
@@ -73,10 +76,7 @@ async fn ingest(
     body: Body,
 ) -> Response {
     let metrics = &intake.metrics;
-    let limit = intake.settings.max_body_bytes;
-    let Some(body) = read_body(body, limit).await else {
-        return body_error(metrics, BodyError::TooLarge(limit));
-    };
+    // Who sends, where to, and with which key are settled before a byte of the body is read.
     let table = match TableRef::parse(&name) {
         Ok(t) => t,
         Err(e) => return refuse(metrics, StatusCode::NOT_FOUND, e.to_string()),
@@ -84,6 +84,10 @@ async fn ingest(
     let sender = match intake.check_sender(bearer(&headers), &table) {
         Ok(sender) => sender,
         Err((status, message)) => return refuse(metrics, status, message),
+    };
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key.map(|k| format!("http:{sender}:{name}:{k}")),
+        Err(message) => return refuse(metrics, StatusCode::BAD_REQUEST, message),
     };
     if !intake.tables.contains_key(&name) {
         return refuse(
@@ -104,6 +108,22 @@ async fn ingest(
             ),
         );
     }
+    let limit = intake.settings.max_body_bytes;
+    let timeout = intake.settings.read_timeout;
+    let body = match tokio::time::timeout(timeout, read_body(body, limit)).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return body_error(metrics, BodyError::TooLarge(limit)),
+        Err(_) => {
+            return refuse(
+                metrics,
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within [intake] read_timeout ({})",
+                    humantime::format_duration(timeout)
+                ),
+            );
+        }
+    };
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -125,11 +145,6 @@ async fn ingest(
         Err(e) => return body_error(metrics, e),
     };
     let count = records.len();
-    // A sender's key is its own: namespaced by who sent it and where.
-    let key = headers
-        .get(IDEMPOTENCY_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(|k| format!("http:{sender}:{name}:{}", k.trim()));
     let entry = Entry {
         table: name.clone(),
         received_at: chrono::Utc::now().timestamp_micros(),
@@ -190,6 +205,24 @@ fn body_error(metrics: &Metrics, error: BodyError) -> Response {
         ),
         BodyError::Unreadable(message) => refuse(metrics, StatusCode::BAD_REQUEST, message),
     }
+}
+
+/// The request's `Idempotency-Key`: at most [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters
+/// (it is stored with the records; a sender's key is its own, namespaced by the caller).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, String> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value.to_str().map(str::trim).unwrap_or_default();
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters (e.g. a UUID)"
+        ));
+    }
+    Ok(Some(key))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

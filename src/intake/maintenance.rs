@@ -91,7 +91,7 @@ async fn round(
         checkpoint(&dt, table).await?;
     }
     if vacuum_due {
-        let deleted = vacuum(lake, table, retain, false).await?;
+        let deleted = vacuum(lake, table, retain, false, false).await?;
         if !deleted.is_empty() {
             tracing::info!("{table}: vacuumed {} files", deleted.len());
         }

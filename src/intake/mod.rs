@@ -11,10 +11,13 @@
 pub mod committer;
 pub mod config;
 mod dedup;
+pub mod disk;
 pub mod forward;
+pub mod forward_message;
 pub mod http;
 pub mod maintenance;
 pub mod metrics;
+pub mod msgpack;
 pub mod segment;
 pub mod server;
 pub mod wal;
@@ -61,7 +64,15 @@ impl Intake {
         for table in &config.tables {
             let name = TableRef::parse(&table.name)?;
             crate::records::check_rules(&table.row_rules())?;
-            forward::check_tags(table)?;
+            if let Some(retain) = table.retain
+                && retain < crate::lake::maintenance::VACUUM_FLOOR
+            {
+                return Err(Error::Invalid(format!(
+                    "[[intake.tables]] {name}: retain = \"{}\" is under an hour, so vacuum could delete the files of a commit in progress; use at least \"1h\"",
+                    humantime::format_duration(retain)
+                )));
+            }
+            forward_message::check_tags(table)?;
             if tables.insert(name.to_string(), table.clone()).is_some() {
                 return Err(Error::Invalid(format!(
                     "[[intake.tables]] {name} is listed twice"
@@ -117,7 +128,7 @@ impl Intake {
     pub fn table_for_tag(&self, tag: &str) -> Option<(&str, &IntakeTable)> {
         self.tables
             .iter()
-            .find(|(_, t)| t.tags.iter().any(|p| forward::tag_matches(p, tag)))
+            .find(|(_, t)| t.tags.iter().any(|p| forward_message::tag_matches(p, tag)))
             .map(|(name, t)| (name.as_str(), t))
     }
 

@@ -72,16 +72,28 @@ pub(super) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Reads a segment's entries. Returns them and the number of bytes of a torn tail (ignored).
+/// Reads a segment's entries. Returns them and the number of bytes of a torn tail (ignored:
+/// a frame cut short, or whose checksum does not match, was never acknowledged). A whole
+/// frame whose entry cannot be decoded was acknowledged: that is an error naming the segment,
+/// never a tail to drop.
 pub fn read_segment(path: &Path) -> Result<(Vec<Entry>, usize)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (entries, torn) = entries_of(&bytes).map_err(|at| {
+        Error::Internal(format!(
+            "{}: the frame at byte {at} is whole but its entry cannot be read; the segment is kept (move it aside to let the intake go on, and report this)",
+            path.display()
+        ))
+    })?;
+    Ok((entries, torn))
+}
+
+/// The entries of a segment's bytes and the length of a torn tail; `Err(offset)` for a whole
+/// frame that does not decode.
+pub fn entries_of(bytes: &[u8]) -> std::result::Result<(Vec<Entry>, usize), usize> {
     let mut entries = Vec::new();
     let mut at = 0;
-    while let Some((payload, next)) = next_frame(&bytes, at) {
-        match decode(payload) {
-            Some(entry) => entries.push(entry),
-            None => break,
-        }
+    while let Some((payload, next)) = next_frame(bytes, at) {
+        entries.push(decode(payload).ok_or(at)?);
         at = next;
     }
     Ok((entries, bytes.len() - at))
@@ -105,24 +117,32 @@ pub(super) fn next_frame(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
     (crc32fast::hash(payload) == crc).then_some((payload, at + 8 + len))
 }
 
-/// An entry as a frame's payload.
-pub(super) fn encode(entry: &Entry) -> Vec<u8> {
+/// An entry as a frame's payload; an entry whose lengths do not fit the format (a table name
+/// or key over 64 KiB, a record over 4 GiB) is refused, never cut.
+pub(super) fn encode(entry: &Entry) -> Result<Vec<u8>> {
+    let too_long = |what: &str| {
+        Error::Invalid(format!(
+            "{what} is too long for the write-ahead log (table names and keys: 64 KiB, records: 4 GiB)"
+        ))
+    };
+    let short = |len: usize, what: &str| u16::try_from(len).map_err(|_| too_long(what));
+    let long = |len: usize, what: &str| u32::try_from(len).map_err(|_| too_long(what));
     let size: usize = entry.records.iter().map(|r| r.len() + 4).sum();
     let mut out = Vec::with_capacity(size + entry.table.len() + 16);
-    out.extend_from_slice(&(entry.table.len() as u16).to_le_bytes());
+    out.extend_from_slice(&short(entry.table.len(), "the table name")?.to_le_bytes());
     out.extend_from_slice(entry.table.as_bytes());
     out.extend_from_slice(&entry.received_at.to_le_bytes());
-    out.extend_from_slice(&(entry.records.len() as u32).to_le_bytes());
+    out.extend_from_slice(&long(entry.records.len(), "the record count")?.to_le_bytes());
     for record in &entry.records {
-        out.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        out.extend_from_slice(&long(record.len(), "a record")?.to_le_bytes());
         out.extend_from_slice(record);
     }
     // The key goes last: a frame written before keys existed simply ends here.
     if let Some(key) = &entry.key {
-        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(&short(key.len(), "the idempotency key")?.to_le_bytes());
         out.extend_from_slice(key.as_bytes());
     }
-    out
+    Ok(out)
 }
 
 /// The entry in a frame's payload, if it is whole.
@@ -174,8 +194,8 @@ mod tests {
 
     #[test]
     fn a_flipped_byte_ends_the_segment() {
-        let mut bytes = frame(&encode(&entry(2, None)));
-        bytes.extend(frame(&encode(&entry(3, Some("k")))));
+        let mut bytes = frame(&encode(&entry(2, None)).unwrap());
+        bytes.extend(frame(&encode(&entry(3, Some("k"))).unwrap()));
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         let dir = tempfile::tempdir().unwrap();
@@ -184,5 +204,30 @@ mod tests {
         let (entries, torn) = read_segment(&path).unwrap();
         assert_eq!(entries, vec![entry(2, None)]);
         assert!(torn > 0);
+    }
+
+    #[test]
+    fn long_keys_are_refused_whole_and_undecodable_frames_are_errors() {
+        // A key over 64 KiB with non-ASCII text: refused, not cut mid-character.
+        let long = "é".repeat(40_000);
+        assert!(encode(&entry(1, Some(&long))).is_err());
+        // A frame whose checksum holds but whose entry does not decode is never a torn tail.
+        let mut payload = encode(&entry(1, None)).unwrap();
+        payload.truncate(payload.len() - 3);
+        let mut bytes = frame(&encode(&entry(2, None)).unwrap());
+        bytes.extend(frame(&payload));
+        bytes.extend(frame(&encode(&entry(3, None)).unwrap()));
+        assert_eq!(
+            entries_of(&bytes),
+            Err(frame(&encode(&entry(2, None)).unwrap()).len())
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(segment_name(1));
+        std::fs::write(&path, &bytes).unwrap();
+        let err = read_segment(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("is whole but its entry cannot be read"),
+            "{err}"
+        );
     }
 }

@@ -57,10 +57,13 @@ pub async fn start(
             wal_dir.display()
         );
         let router = super::http::router(intake.clone());
+        let bounds = crate::http_serve::Bounds {
+            max_connections: intake.settings.max_connections,
+            read_timeout: intake.settings.read_timeout,
+        };
         let stopped = stopped.clone();
         servers.push(tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(until(stopped))
+            crate::http_serve::serve(listener, router, bounds, until(stopped))
                 .await
                 .map_err(|e| Error::Unavailable(format!("log intake on {bound} failed: {e}")))
         }));

@@ -12,8 +12,6 @@
 //! dedup window is answered [`Stored::Duplicate`] without writing it again ([`super::dedup`]).
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::dedup::{KeyFiles, Seen};
+use super::disk::{Disk, FileSystem, SegmentFile};
 use super::segment::{
     Entry, encode, frame, last_removed, read_segment, record_last_removed, segment_name, segments,
 };
@@ -75,6 +74,23 @@ impl Wal {
         dedup_window: Duration,
         min_next: u64,
     ) -> Result<Self> {
+        Self::open_on(
+            dir,
+            commit_bytes,
+            dedup_window,
+            min_next,
+            Box::new(FileSystem),
+        )
+    }
+
+    /// [`Wal::open`], writing segments through `disk`.
+    pub fn open_on(
+        dir: &Path,
+        commit_bytes: u64,
+        dedup_window: Duration,
+        min_next: u64,
+        disk: Box<dyn Disk>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let existing = segments(dir)?;
         let next = existing
@@ -114,6 +130,7 @@ impl Wal {
         let (commands, receiver) = mpsc::unbounded_channel();
         let writer = Writer {
             dir: dir.to_path_buf(),
+            disk,
             next,
             open: None,
             commit_bytes,
@@ -137,7 +154,7 @@ impl Wal {
     /// Appends an entry; returns once it is on disk (fsynced), or once the earlier entry with
     /// the same key is.
     pub async fn append(&self, entry: &Entry) -> Result<Stored> {
-        let frame = frame(&encode(entry));
+        let frame = frame(&encode(entry)?);
         let key = entry.key.clone().map(|k| (k, entry.received_at));
         let (done, answer) = oneshot::channel();
         self.commands
@@ -213,8 +230,9 @@ impl Wal {
 /// The writer thread's state.
 struct Writer {
     dir: PathBuf,
+    disk: Box<dyn Disk>,
     next: u64,
-    open: Option<(File, u64)>,
+    open: Option<(Box<dyn SegmentFile>, u64)>,
     commit_bytes: u64,
     pending: Arc<AtomicU64>,
     full: Arc<Notify>,
@@ -295,19 +313,15 @@ impl Writer {
     fn write(&mut self, frames: &[u8]) -> std::io::Result<()> {
         if self.open.is_none() {
             let path = self.dir.join(segment_name(self.next));
-            let file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)?;
-            // The new file's name must survive a crash too.
-            File::open(&self.dir)?.sync_all()?;
+            let file = self.disk.create(&path)?;
             self.next += 1;
             self.open = Some((file, 0));
         }
         let Some((file, len)) = self.open.as_mut() else {
             return Ok(());
         };
-        let result = file.write_all(frames).and_then(|()| file.sync_data());
+        // Durable before anyone is answered: the senders are acknowledged after this returns.
+        let result = file.append(frames).and_then(|()| file.sync_data());
         match result {
             Ok(()) => {
                 *len += frames.len() as u64;
@@ -316,8 +330,7 @@ impl Writer {
             Err(e) => {
                 // Cut the torn frames off and continue in a new segment, so a later
                 // acknowledged frame never sits behind a torn one.
-                let _ = file.set_len(*len);
-                let _ = file.sync_all();
+                let _ = file.truncate(*len);
                 self.open = None;
                 Err(e)
             }
@@ -333,6 +346,8 @@ fn now_us() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn entry(n: usize) -> Entry {
         Entry {
@@ -387,7 +402,8 @@ mod tests {
         let whole = std::fs::metadata(&first).unwrap().len();
         // A crash in the middle of writing a third frame.
         let mut file = OpenOptions::new().append(true).open(&first).unwrap();
-        file.write_all(&frame(&encode(&entry(5)))[..30]).unwrap();
+        file.write_all(&frame(&encode(&entry(5)).unwrap())[..30])
+            .unwrap();
         drop(file);
 
         let wal = Wal::open(dir.path(), u64::MAX, HOUR, 0).unwrap();
@@ -466,5 +482,68 @@ mod tests {
             assert_eq!(seq, expected);
             wal.remove(&path, &[]).unwrap();
         }
+    }
+
+    /// A disk that loses, in a power cut, whatever was not synced: appended bytes stay in
+    /// memory and reach the file only when synced.
+    struct SyncedOnly;
+
+    struct Buffered {
+        file: std::fs::File,
+        unsynced: Vec<u8>,
+    }
+
+    impl Disk for SyncedOnly {
+        fn create(&self, path: &Path) -> std::io::Result<Box<dyn SegmentFile>> {
+            let file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(path)?;
+            Ok(Box::new(Buffered {
+                file,
+                unsynced: Vec::new(),
+            }))
+        }
+    }
+
+    impl SegmentFile for Buffered {
+        fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            self.unsynced.extend_from_slice(bytes);
+            Ok(())
+        }
+
+        fn sync_data(&mut self) -> std::io::Result<()> {
+            self.file.write_all(&self.unsynced)?;
+            self.unsynced.clear();
+            Ok(())
+        }
+
+        fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+            self.unsynced.clear();
+            self.file.set_len(len)
+        }
+    }
+
+    #[tokio::test]
+    async fn every_acknowledged_entry_was_synced_before_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open_on(dir.path(), u64::MAX, HOUR, 0, Box::new(SyncedOnly)).unwrap();
+        let appends = (1..=30).map(|n| {
+            let wal = wal.clone();
+            async move { wal.append(&entry(n)).await }
+        });
+        for result in futures::future::join_all(appends).await {
+            result.unwrap();
+        }
+        // A power cut now: only synced bytes are in the folder. Every acknowledged entry is.
+        drop(wal);
+        let mut sizes: Vec<usize> = segments(dir.path())
+            .unwrap()
+            .iter()
+            .flat_map(|(_, path)| read_segment(path).unwrap().0)
+            .map(|e| e.records.len())
+            .collect();
+        sizes.sort();
+        assert_eq!(sizes, (1..=30).collect::<Vec<_>>());
     }
 }

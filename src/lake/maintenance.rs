@@ -73,14 +73,30 @@ pub async fn optimize(
     })
 }
 
+/// The shortest retention a vacuum takes unless forced: a writer's files sit in the table's
+/// folder, referenced by no version, from the moment they are written until their commit; a
+/// vacuum with a shorter retention could delete them and break that commit. An hour covers
+/// the longest write gamelake makes (a large snapshot) with room to spare.
+pub const VACUUM_FLOOR: Duration = Duration::from_secs(3600);
+
 /// Deletes data files that no table version younger than `retain` refers to, and files older
-/// than that which no version ever referenced (time travel to older versions stops working). With `dry_run`, only lists them. Returns the files.
+/// than that which no version ever referenced (time travel to older versions stops working).
+/// With `dry_run`, only lists them. Returns the files. A `retain` under [`VACUUM_FLOOR`] is
+/// refused unless `force` (when nothing writes to the table).
 pub async fn vacuum(
     lake: &Lake,
     table: &TableRef,
     retain: Duration,
     dry_run: bool,
+    force: bool,
 ) -> Result<Vec<String>> {
+    if retain < VACUUM_FLOOR && !force {
+        return Err(Error::Invalid(format!(
+            "{table}: a retention of {} could delete the files of a commit in progress (written, not yet committed); use at least {}, or --force when nothing writes to the table",
+            humantime::format_duration(retain),
+            humantime::format_duration(VACUUM_FLOOR)
+        )));
+    }
     let dt = lake.open_table(table, &TableVersion::Latest).await?;
     let retain = chrono::Duration::from_std(retain)
         .map_err(|e| Error::Invalid(format!("retention {retain:?} is too long: {e}")))?;

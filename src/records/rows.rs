@@ -155,6 +155,8 @@ impl<'a> RowBuilder<'a> {
                     let Some(kind) = Kind::infer(raw) else {
                         continue; // null: no column until a value shows its type
                     };
+                    let known = self.index.keys().map(String::as_str);
+                    column_name(name, known.chain(new_columns.iter().map(|(n, _, _)| *n)))?;
                     if self.config.new_fields == NewFields::Reject {
                         return Err(format!(
                             "field '{name}' is not a column of {} (its new_fields = \"reject\")",
@@ -246,6 +248,31 @@ pub fn build_rows(
         (None, y) => y,
     };
     Ok((batch, rejected))
+}
+
+/// Characters Delta Lake refuses in a column name (without column mapping): Parquet's
+/// separators and whitespace.
+const REFUSED_IN_NAMES: &[char] = &[' ', ',', ';', '{', '}', '(', ')', '\n', '\t', '='];
+
+/// Whether a new field can be a column of the table: Delta refuses some characters, and names
+/// that differ from a column only in case (its names are case-insensitive). A field that
+/// cannot is a rejected record, so it never reaches (and stops) the commit.
+fn column_name<'a>(
+    name: &str,
+    mut columns: impl Iterator<Item = &'a str>,
+) -> std::result::Result<(), String> {
+    if name.is_empty() || name.contains(REFUSED_IN_NAMES) || name.chars().any(char::is_control) {
+        return Err(format!(
+            "field name {name:?} cannot be a column (Delta Lake refuses empty names, control characters and any of {:?}); rename it in the sender",
+            REFUSED_IN_NAMES.iter().collect::<String>()
+        ));
+    }
+    if let Some(column) = columns.find(|c| c.eq_ignore_ascii_case(name)) {
+        return Err(format!(
+            "field '{name}' differs from column '{column}' only in case (column names are case-insensitive); rename it in the sender"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a table's rules (zone, declared types) without data.
@@ -351,6 +378,32 @@ mod tests {
         assert!(map.is_null(0));
         assert_eq!(map.value(1), "desert");
         assert_eq!(batch.column(5).as_string::<i32>().value(1), r#"{"hp":3}"#);
+    }
+
+    #[test]
+    fn field_names_delta_refuses_are_rejected_records() {
+        let config = table("columns = { player = \"bigint\" }");
+        let mut rows = RowBuilder::new(&config, None).unwrap();
+        rows.push(1, br#"{"time":"2026-11-25T20:00:00Z","player":1,"a b":2}"#);
+        rows.push(
+            2,
+            br#"{"time":"2026-11-25T20:00:00Z","player":2,"Player":3}"#,
+        );
+        rows.push(
+            3,
+            br#"{"time":"2026-11-25T20:00:00Z","player":3,"x":1,"X":2}"#,
+        );
+        rows.push(
+            4,
+            br#"{"time":"2026-11-25T20:00:00Z","player":4,"ok":true}"#,
+        );
+        let reasons: Vec<&str> = rows.rejected.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].contains("cannot be a column"), "{reasons:?}");
+        assert!(reasons[1].contains("only in case"), "{reasons:?}");
+        assert!(reasons[2].contains("only in case"), "{reasons:?}");
+        let batch = rows.finish().unwrap().unwrap();
+        assert_eq!(batch.num_rows(), 1);
     }
 
     #[test]

@@ -11,14 +11,14 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["error"],
     &[
-        "metrics",
         "progress",
         "plain_types",
         "toml_files",
         "timing",
         "secret",
+        "http_serve",
     ],
-    &["output"],
+    &["output", "metrics"],
     &["lake"],
     &["catalog"],
     &["cluster"],

@@ -10,6 +10,7 @@ mod flight;
 mod intake;
 mod interop;
 mod layers;
+mod load;
 mod pipelines;
 mod plans;
 mod postgres;

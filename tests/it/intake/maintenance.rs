@@ -126,10 +126,33 @@ async fn maintenance_compacts_small_files_while_appends_continue_then_vacuum_del
             "logs.stream",
             "--retain",
             "0s",
+            "--force",
         ];
         args.extend_from_slice(extra);
         crate::support::gamelake_ok(&args, &[])
     };
+    // Below an hour, a vacuum could delete the files of a commit in progress: refused.
+    let refused = crate::support::gamelake_err(
+        &[
+            "--lake",
+            &location,
+            "lake",
+            "vacuum",
+            "logs.stream",
+            "--retain",
+            "10m",
+        ],
+        &[],
+    );
+    assert!(
+        refused.contains("commit in progress") && refused.contains("--force"),
+        "{refused}"
+    );
+    assert_eq!(
+        data_files(&table_dir),
+        before,
+        "a refused vacuum deletes nothing"
+    );
     let listed = vacuum(&["--dry-run"]);
     assert_eq!(data_files(&table_dir), before, "a dry run deletes nothing");
     assert!(listed.lines().count() > 1, "{listed}");

@@ -11,6 +11,7 @@ mod files;
 mod forward;
 mod http;
 mod maintenance;
+mod security;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -119,4 +120,62 @@ async fn wait_for(lake: &TempLake, sql: &str, expected: &[&str]) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The forward protocol, spoken by hand (msgpack frames over TCP) for tests that need what the
+/// Python client does not send.
+pub(crate) fn msgpack(value: &rmpv::Value) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, value).unwrap();
+    bytes
+}
+
+/// A forward-protocol connection past the shared-key handshake with `key`.
+pub(crate) fn forward_connection(addr: SocketAddr, key: &str) -> std::net::TcpStream {
+    use sha2::Digest;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let helo = rmpv::decode::read_value(&mut stream).unwrap();
+    let nonce = helo[1]
+        .as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("nonce"))
+        .map(|(_, v)| v.as_slice().unwrap().to_vec())
+        .unwrap();
+    let (host, salt) = (b"test-host".to_vec(), b"salt".to_vec());
+    let mut digest = sha2::Sha512::new();
+    digest.update(&salt);
+    digest.update(&host);
+    digest.update(&nonce);
+    digest.update(key.as_bytes());
+    let hex: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let ping = rmpv::Value::Array(vec![
+        rmpv::Value::from("PING"),
+        rmpv::Value::Binary(host),
+        rmpv::Value::Binary(salt),
+        rmpv::Value::from(hex),
+        rmpv::Value::from(""),
+        rmpv::Value::from(""),
+    ]);
+    stream.write_all(&msgpack(&ping)).unwrap();
+    let pong = rmpv::decode::read_value(&mut stream).unwrap();
+    assert_eq!(pong[1], rmpv::Value::Boolean(true), "{pong}");
+    stream
+}
+
+/// A Message-mode entry for `tag` with an acknowledgement asked under `chunk`.
+pub(crate) fn message(tag: &str, record: rmpv::Value, chunk: &str) -> Vec<u8> {
+    msgpack(&rmpv::Value::Array(vec![
+        rmpv::Value::from(tag),
+        rmpv::Value::from(1_795_608_000),
+        record,
+        rmpv::Value::Map(vec![(rmpv::Value::from("chunk"), rmpv::Value::from(chunk))]),
+    ]))
 }
