@@ -23,7 +23,9 @@ use crate::error::{Error, Result};
 use crate::lake::TableRef;
 use crate::lake::write::{WriteMode, WriteOutcome, write_plan};
 use crate::query::Session;
-use crate::sources::postgres::{connect, describe, pg_error, read, schema_of};
+use crate::sources::postgres::{
+    connect, describe, pg_error, quote_identifier, quote_qualified, read, schema_of,
+};
 
 /// Keys deleted per DELETE statement.
 const DELETE_BATCH: usize = 10_000;
@@ -48,8 +50,14 @@ pub async fn archive_table(
     };
     let after = table.archive_after_duration()?;
     let client = connect(url).await?;
+    // Names as the file writes them, quoted: nothing in them is read as SQL.
+    let (source, key_column, time) = (
+        quote_qualified(&from),
+        quote_identifier(&key),
+        quote_identifier(&time_column),
+    );
     if session.lake().is_table(&target).await? {
-        let columns = describe(&client, &format!("SELECT * FROM {from}")).await?;
+        let columns = describe(&client, &format!("SELECT * FROM {source}")).await?;
         super::check_same_columns(session, &target, &schema_of(&columns)).await?;
     }
     client
@@ -68,9 +76,27 @@ pub async fn archive_table(
         .map_err(|e| pg_error(&from, &e))?
         .get(0);
     let bound = format!("(timestamptz 'epoch' + {cutoff} * interval '1 microsecond')");
+    // A row without a key could never be matched in the lake nor deleted by key: it stays in
+    // PostgreSQL, counted in a warning, and the rest is archived.
+    let keyless: i64 = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {source} WHERE {time} < {bound} AND {key_column} IS NULL"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| pg_error(&from, &e))?
+        .get(0);
+    if keyless > 0 {
+        tracing::warn!(
+            "{}: {keyless} rows older than the cutoff have a NULL {key}; they stay in PostgreSQL (give them a key to archive them)",
+            table.to
+        );
+    }
     let (schema, batches) = read(
         &client,
-        &format!("SELECT * FROM {from} WHERE \"{time_column}\" < {bound}"),
+        &format!("SELECT * FROM {source} WHERE {time} < {bound} AND {key_column} IS NOT NULL"),
     )
     .await?;
     let _ = client.batch_execute("COMMIT").await;
@@ -90,9 +116,13 @@ pub async fn archive_table(
             .table(target.to_string())
             .await?
             .select_columns(&[&key])?;
-        incoming
-            .clone()
-            .join(archived, JoinType::LeftAnti, &[&key], &[&key], None)?
+        incoming.clone().join(
+            archived,
+            JoinType::LeftAnti,
+            &[&key_column],
+            &[&key_column],
+            None,
+        )?
     } else {
         incoming.clone()
     };
@@ -119,7 +149,13 @@ pub async fn archive_table(
         .select_columns(&[&key])?;
     let missing = incoming
         .clone()
-        .join(archived, JoinType::LeftAnti, &[&key], &[&key], None)?
+        .join(
+            archived,
+            JoinType::LeftAnti,
+            &[&key_column],
+            &[&key_column],
+            None,
+        )?
         .count()
         .await?;
     if missing > 0 {
@@ -133,13 +169,19 @@ pub async fn archive_table(
     // PostgreSQL rows from it on, so no row is in the view twice or missing.
     if let Some(view) = &table.view {
         let view = TableRef::parse(view)?;
-        let (pg_schema, pg_table) = from.split_once('.').unwrap_or(("public", from.as_str()));
+        let qualified = if from.contains('.') {
+            from.clone()
+        } else {
+            format!("public.{from}")
+        };
         let instant = chrono::DateTime::from_timestamp_micros(cutoff)
             .unwrap_or_default()
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let sql = format!(
-            "SELECT * FROM {target} WHERE \"{time_column}\" < '{instant}' \
-             UNION ALL SELECT * FROM pg.{pg_schema}.{pg_table} WHERE \"{time_column}\" >= '{instant}'"
+            "SELECT * FROM {} WHERE {time} < '{instant}' \
+             UNION ALL SELECT * FROM {} WHERE {time} >= '{instant}'",
+            quote_qualified(&target.to_string()),
+            quote_qualified(&format!("pg.{qualified}")),
         );
         lake.save_view(&view, &sql).await?;
     }
@@ -147,9 +189,8 @@ pub async fn archive_table(
     // 3. Delete the verified keys from PostgreSQL, in batches, each its own transaction.
     let keys = key_values(&batches, schema.index_of(&key)?)?;
     for chunk in keys.chunks(DELETE_BATCH) {
-        let statement = format!(
-            "DELETE FROM {from} WHERE \"{key}\"::text = ANY($1) AND \"{time_column}\" < {bound}"
-        );
+        let statement =
+            format!("DELETE FROM {source} WHERE {key_column}::text = ANY($1) AND {time} < {bound}");
         client
             .execute(&statement, &[&chunk])
             .await

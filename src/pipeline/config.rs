@@ -6,7 +6,9 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::lake::layout::{Codec, TableLayout, zstd_level};
+use crate::lake::layout::{Codec, TableLayout};
+use crate::secret::Secret;
+use crate::sources::postgres::quote_qualified;
 use crate::timing::{Timing, zone_or_default};
 use crate::toml_files::{parse_toml, position_of};
 
@@ -41,8 +43,8 @@ pub enum SourceConfig {
     /// A PostgreSQL database.
     Postgres {
         /// Connection URL (`postgres://user:pass@host:5432/db`) or key=value string; use
-        /// `${PG_URL}` to keep the password out of the file.
-        url: String,
+        /// `${PG_URL}` to keep the password out of the file (never printed).
+        url: Secret,
         /// Connections that read one table's snapshot in parallel (default 4).
         #[serde(default = "default_parallelism")]
         parallelism: usize,
@@ -62,8 +64,9 @@ pub enum SourceConfig {
 pub enum SinkConfig {
     /// A PostgreSQL database: each table's query result replaces (or upserts into) a table.
     Postgres {
-        /// Connection URL; use `${PG_URL}` to keep the password out of the file.
-        url: String,
+        /// Connection URL; use `${PG_URL}` to keep the password out of the file (never
+        /// printed).
+        url: Secret,
     },
 }
 
@@ -224,7 +227,7 @@ impl TableConfig {
     pub fn source_query(&self) -> String {
         match (&self.query, &self.from) {
             (Some(q), _) => q.trim().trim_end_matches(';').to_string(),
-            (None, Some(from)) => format!("SELECT * FROM {from}"),
+            (None, Some(from)) => format!("SELECT * FROM {}", quote_qualified(from)),
             (None, None) => String::new(),
         }
     }
@@ -273,160 +276,6 @@ impl PipelineConfig {
             None => Ok(None),
         }
     }
-
-    /// Checks the tables of a `[sink]` pipeline: PostgreSQL targets filled by lake queries.
-    fn check_sink(&self, text: &str, path: &Path) -> Result<()> {
-        for t in &self.tables {
-            let (line, column) = position_of(text, &format!("\"{}\"", t.to));
-            let fail = |message: String| Err(Error::config(path, line, column, &message));
-            crate::lake::TableRef::parse(&t.to)
-                .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
-            let given = [t.from.is_some(), t.query.is_some(), t.query_file.is_some()];
-            if given.iter().filter(|g| **g).count() != 1 {
-                return fail(format!(
-                    "table {}: give exactly one of from (a lake table), query or query_file",
-                    t.to
-                ));
-            }
-            match t.mode {
-                Mode::Replace => {}
-                Mode::Upsert if t.key.is_empty() => {
-                    return fail(format!(
-                        "table {}: upsert needs key = [\"column\", ...] (the target's primary key)",
-                        t.to
-                    ));
-                }
-                Mode::Upsert => {}
-                _ => {
-                    return fail(format!(
-                        "table {}: a [sink] table has mode = \"replace\" or \"upsert\"",
-                        t.to
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn check(&self, text: &str, path: &Path) -> Result<()> {
-        let at = |needle: &str| position_of(text, needle);
-        if self.tables.is_empty() {
-            return Err(Error::config(path, 1, 1, "no [[table]]: add at least one"));
-        }
-        match (&self.source, &self.sink) {
-            (SourceConfig::Lake, None) => {
-                return Err(Error::config(
-                    path,
-                    1,
-                    1,
-                    "no [source] (kind = \"postgres\" or \"files\") and no [sink] (kind = \"postgres\"): add one",
-                ));
-            }
-            (SourceConfig::Lake, Some(_)) => return self.check_sink(text, path),
-            (_, Some(_)) => {
-                let (line, column) = at("[sink]");
-                return Err(Error::config(
-                    path,
-                    line,
-                    column,
-                    "a pipeline with a [sink] reads the lake: remove its [source]",
-                ));
-            }
-            _ => {}
-        }
-        for t in &self.tables {
-            let (line, column) = at(&format!("\"{}\"", t.to));
-            let fail = |message: String| Err(Error::config(path, line, column, &message));
-            crate::lake::TableRef::parse(&t.to)
-                .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
-            if let Some(Err(expected)) = t.zstd_level.map(zstd_level) {
-                let (line, column) = at("zstd_level");
-                let message = format!("table {}: {expected}", t.to);
-                return Err(Error::config(path, line, column, &message));
-            }
-            if let Some(Err(expected)) = t.compression.as_deref().map(Codec::parse) {
-                let (line, column) = at("compression");
-                let message = format!("table {}: {expected}", t.to);
-                return Err(Error::config(path, line, column, &message));
-            }
-            let files = matches!(self.source, SourceConfig::Files { .. });
-            if files {
-                if t.mode != Mode::Append || t.from.is_some() || t.query.is_some() {
-                    return fail(format!(
-                        "table {}: a files source fills tables with mode = \"append\" and no from/query",
-                        t.to
-                    ));
-                }
-                if let Err(e) = crate::records::check_rules(&t.row_rules()) {
-                    return fail(e.to_string());
-                }
-                continue;
-            }
-            if t.time_field.is_some()
-                || t.time_format.is_some()
-                || t.timezone.is_some()
-                || !t.columns.is_empty()
-                || !t.required.is_empty()
-                || t.new_fields.is_some()
-            {
-                return fail(format!(
-                    "table {}: time_field, time_format, timezone, columns, required and new_fields are for files sources",
-                    t.to
-                ));
-            }
-            if t.from.is_some() == t.query.is_some() {
-                return fail(format!(
-                    "table {}: give exactly one of `from` (a table) or `query`",
-                    t.to
-                ));
-            }
-            match t.mode {
-                Mode::Snapshot => {}
-                Mode::Incremental if t.key.is_empty() || t.cursor.is_none() => {
-                    return fail(format!(
-                        "table {}: incremental mode needs key = [...] and cursor = \"column\"",
-                        t.to
-                    ));
-                }
-                Mode::Incremental => {}
-                Mode::Archive => {
-                    if t.from.is_none() || t.key.len() != 1 || t.time_column.is_none() {
-                        return fail(format!(
-                            "table {}: archive mode needs from = \"schema.table\", key = [\"one_column\"] and time_column",
-                            t.to
-                        ));
-                    }
-                    if let Err(e) = t.archive_after_duration() {
-                        return fail(e.to_string());
-                    }
-                }
-                Mode::Append => {
-                    return fail(format!(
-                        "table {}: mode = \"append\" is for files sources; PostgreSQL tables use snapshot, incremental or archive",
-                        t.to
-                    ));
-                }
-                Mode::Replace | Mode::Upsert => {
-                    return fail(format!(
-                        "table {}: replace and upsert are for [sink] pipelines; PostgreSQL tables use snapshot, incremental or archive",
-                        t.to
-                    ));
-                }
-            }
-        }
-        if let SourceConfig::Postgres { parallelism, .. } = &self.source
-            && !(1..=64).contains(parallelism)
-        {
-            let (line, column) = at("parallelism");
-            return Err(Error::config(
-                path,
-                line,
-                column,
-                "parallelism must be 1 to 64",
-            ));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -446,7 +295,10 @@ mode = "snapshot"
     #[test]
     fn parses_a_pipeline() {
         let p = PipelineConfig::parse(GOOD, Path::new("p.toml")).unwrap();
-        assert_eq!(p.tables[0].source_query(), "SELECT * FROM public.players");
+        assert_eq!(
+            p.tables[0].source_query(),
+            "SELECT * FROM \"public\".\"players\""
+        );
         assert!(matches!(
             p.source,
             SourceConfig::Postgres { parallelism: 4, .. }

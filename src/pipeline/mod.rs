@@ -2,6 +2,7 @@
 //! (each commit carries the pipeline's position as a Delta transaction marker).
 
 mod archive;
+mod checks;
 pub mod config;
 mod files;
 mod incremental;
@@ -35,7 +36,7 @@ pub async fn run(
                 pipeline.name
             )));
         }
-        SourceConfig::Postgres { url, parallelism } => (url, parallelism),
+        SourceConfig::Postgres { url, parallelism } => (url.expose(), parallelism),
         SourceConfig::Files { path } => {
             let mut reports = Vec::new();
             for table in &pipeline.tables {
@@ -96,7 +97,7 @@ pub async fn publish_all(
     };
     let mut reports = Vec::new();
     for table in &pipeline.tables {
-        reports.push(publish(session, url, table).await?);
+        reports.push(publish(session, url.expose(), table).await?);
     }
     Ok(reports)
 }
@@ -106,7 +107,7 @@ pub async fn publish_all(
 pub async fn dry_run(pipeline: &PipelineConfig) -> Result<Vec<(String, usize)>> {
     let url = match (&pipeline.source, &pipeline.sink) {
         (_, Some(SinkConfig::Postgres { url })) => {
-            connect(url).await?;
+            connect(url.expose()).await?;
             return Ok(pipeline.tables.iter().map(|t| (t.to.clone(), 0)).collect());
         }
         (SourceConfig::Lake, None) => {
@@ -115,7 +116,7 @@ pub async fn dry_run(pipeline: &PipelineConfig) -> Result<Vec<(String, usize)>> 
                 pipeline.name
             )));
         }
-        (SourceConfig::Postgres { url, .. }, None) => url,
+        (SourceConfig::Postgres { url, .. }, None) => url.expose(),
         (SourceConfig::Files { .. }, None) => {
             return Ok(pipeline.tables.iter().map(|t| (t.to.clone(), 0)).collect());
         }

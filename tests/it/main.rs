@@ -7,6 +7,7 @@ mod cluster;
 mod demo;
 mod errors;
 mod flight;
+mod fuzz;
 mod intake;
 mod interop;
 mod layers;

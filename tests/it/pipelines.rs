@@ -522,6 +522,70 @@ async fn archive_moves_old_rows_exactly_once_even_when_killed() {
     );
 }
 
+/// Names from the pipeline file are taken as written and quoted (mixed case, spaces), and old
+/// rows without a key stay in PostgreSQL instead of failing every run's verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_quotes_names_and_leaves_rows_without_a_key_in_postgres() {
+    let db = TestDb::new().await;
+    let client = connect(&db.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE \"Purchase Log\" (\"Id\" bigint, \"BoughtAt\" timestamptz NOT NULL);
+             INSERT INTO \"Purchase Log\" SELECT g, now() - interval '800 days' FROM generate_series(1, 10) g;
+             INSERT INTO \"Purchase Log\" SELECT NULL, now() - interval '800 days' FROM generate_series(1, 3);
+             INSERT INTO \"Purchase Log\" SELECT g, now() FROM generate_series(11, 15) g;",
+        )
+        .await
+        .unwrap();
+    let pipeline = r#"name = "odd"
+[source]
+kind = "postgres"
+url = "${PG_URL}"
+[[table]]
+from = "public.Purchase Log"
+to = "game.purchase_log"
+mode = "archive"
+key = ["Id"]
+time_column = "BoughtAt"
+archive_after = "365d"
+"#;
+    let (_lake, loc, file_s) = lake_with_pipeline("odd.toml", pipeline);
+    let url = db.url();
+    for _ in 0..2 {
+        gamelake_ok(
+            &["--lake", &loc, "ingest", &file_s],
+            &[("PG_URL", url.as_str())],
+        );
+    }
+    let left: Vec<(Option<i64>,)> = client
+        .query("SELECT \"Id\" FROM \"Purchase Log\" ORDER BY \"Id\"", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0),))
+        .collect();
+    let expected: Vec<(Option<i64>,)> = (11..=15)
+        .map(|i| (Some(i),))
+        .chain((0..3).map(|_| (None,)))
+        .collect();
+    assert_eq!(left, expected, "recent rows and rows without a key stay");
+    assert_eq!(
+        gamelake_ok(
+            &[
+                "--lake",
+                &loc,
+                "sql",
+                "-c",
+                "SELECT count(*) AS n FROM game.purchase_log",
+                "--format",
+                "csv"
+            ],
+            &[]
+        ),
+        "n\n10\n"
+    );
+}
+
 /// Rows, distinct keys and the amount total of the hot + cold view.
 const VIEW_CHECK: &str = "SELECT count(*) || '|' || count(DISTINCT purchase_id) || '|' || sum(amount) AS v FROM game.purchases_all";
 

@@ -8,6 +8,13 @@ use crate::error::{Error, Result};
 /// The binary COPY signature, before the flags and the header extension.
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
+/// The longest header extension accepted (PostgreSQL sends none).
+const MAX_HEADER_EXTENSION: usize = 64 * 1024;
+
+/// The longest row accepted: PostgreSQL's limit for one value is 1 GiB, and a frame that
+/// claims more is refused before its bytes are gathered.
+pub const MAX_ROW_BYTES: usize = 1 << 30;
+
 /// Splits a binary COPY stream into rows, whatever pieces its bytes arrive in.
 ///
 /// PostgreSQL sends one CopyData message per row, so a piece usually holds whole frames: those
@@ -68,7 +75,9 @@ impl Frames {
             }
             let extension = read_i32(bytes, SIGNATURE.len() + 4).unwrap_or_default();
             let extension = usize::try_from(extension)
-                .map_err(|_| malformed("negative header extension length"))?;
+                .ok()
+                .filter(|e| *e <= MAX_HEADER_EXTENSION)
+                .ok_or_else(|| malformed("header extension length out of bounds"))?;
             if bytes.len() < fixed + extension {
                 return Ok((0, 0));
             }
@@ -99,7 +108,15 @@ impl Frames {
                 let Some(len) = read_i32(rest, end) else {
                     return Ok((at, rows));
                 };
+                if len < -1 {
+                    return Err(malformed(&format!("a field of length {len}")));
+                }
                 end += 4 + usize::try_from(len).unwrap_or(0);
+                if end > MAX_ROW_BYTES {
+                    return Err(malformed(&format!(
+                        "a row of more than {MAX_ROW_BYTES} bytes (PostgreSQL sends at most 1 GiB per value)"
+                    )));
+                }
             }
             if end > rest.len() {
                 break;
@@ -218,5 +235,30 @@ mod tests {
                 .to_string()
                 .contains("signature")
         );
+    }
+
+    fn header(extension: i32) -> Vec<u8> {
+        let mut bytes = SIGNATURE.to_vec();
+        bytes.extend_from_slice(&0i32.to_be_bytes());
+        bytes.extend_from_slice(&extension.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn lengths_out_of_bounds_are_refused_before_their_bytes_arrive() {
+        let err = Frames::default()
+            .feed(1, &header(i32::MAX), |_| Ok(()))
+            .unwrap_err();
+        assert!(err.to_string().contains("header extension"), "{err}");
+        let mut row = header(0);
+        row.extend_from_slice(&1i16.to_be_bytes());
+        row.extend_from_slice(&i32::MAX.to_be_bytes());
+        let err = Frames::default().feed(1, &row, |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+        let mut row = header(0);
+        row.extend_from_slice(&1i16.to_be_bytes());
+        row.extend_from_slice(&(-7i32).to_be_bytes());
+        let err = Frames::default().feed(1, &row, |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("length -7"), "{err}");
     }
 }

@@ -2,7 +2,7 @@
 
 mod columns;
 mod decode;
-mod frames;
+pub mod frames;
 mod live;
 mod source;
 mod wire;
@@ -276,6 +276,16 @@ pub(crate) fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A table name as a pipeline file writes it (`table` or `schema.table`), each part quoted:
+/// names are taken as written, and nothing in them is read as SQL. DataFusion quotes names the
+/// same way, so this serves for lake tables too.
+pub(crate) fn quote_qualified(name: &str) -> String {
+    name.split('.')
+        .map(quote_identifier)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// An error from PostgreSQL or its COPY stream, with what it concerned (a query, or the
 /// connection string without its password), in one line.
 pub(crate) fn failed(context: &str, detail: impl std::fmt::Display) -> Error {
@@ -289,24 +299,98 @@ pub fn schema_of(columns: &[PgColumn]) -> SchemaRef {
     ))
 }
 
-/// A connection string without its password.
+/// Connection parameters that are secrets, in either form of a connection string.
+const SECRET_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
+
+/// A connection string without its passwords: in the user info and the query string of a URL
+/// (`postgres://u:***@h/db?password=***`), and in a key=value string, quoted or not
+/// (`host=h password=***`).
 pub fn redact(url: &str) -> String {
-    if let Ok(mut parsed) = url::Url::parse(url) {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Ok(mut parsed) = url::Url::parse(url) else {
+            return "<unreadable connection URL>".to_string();
+        };
         if parsed.password().is_some() {
             let _ = parsed.set_password(Some("***"));
         }
+        if parsed.query().is_some() {
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(k, v)| {
+                    let secret = SECRET_PARAMETERS.contains(&k.as_ref());
+                    (
+                        k.into_owned(),
+                        if secret { "***".into() } else { v.into_owned() },
+                    )
+                })
+                .collect();
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        }
         return parsed.to_string();
     }
-    url.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
+    redact_key_values(url)
+}
+
+/// A libpq key=value string with secret values replaced: `key = value`, values bare or in
+/// single quotes with backslash escapes (libpq's own rules).
+fn redact_key_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
             }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+            key.push(c);
+            chars.next();
+        }
+        if key.is_empty() {
+            break;
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek() != Some(&'=') {
+            out.push_str(&format!("{key} "));
+            continue;
+        }
+        chars.next();
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            value.push('\'');
+            chars.next();
+            while let Some(c) = chars.next() {
+                value.push(c);
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '\'' => break,
+                    _ => {}
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        let shown = if SECRET_PARAMETERS.contains(&key.as_str()) {
+            "***"
+        } else {
+            value.as_str()
+        };
+        out.push_str(&format!("{key}={shown} "));
+    }
+    out.trim_end().to_string()
 }
 
 #[cfg(test)]
@@ -320,6 +404,18 @@ mod tests {
         assert_eq!(
             super::redact("host=h user=u password=secret"),
             "host=h user=u password=***"
+        );
+        assert_eq!(
+            super::redact("postgresql://u@h/db?sslmode=require&password=secret"),
+            "postgresql://u@h/db?sslmode=require&password=***"
+        );
+        assert_eq!(
+            super::redact("host=h password = 'se cr\\'et' user=u"),
+            "host=h password=*** user=u"
+        );
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db?password=x"),
+            "postgres://u:***@h/db?password=***"
         );
     }
 }

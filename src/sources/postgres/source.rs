@@ -5,7 +5,10 @@
 use futures::future::try_join_all;
 use tokio_postgres::Client;
 
-use super::{CopyConnection, connect, describe, pg_error, read_stream, schema_of};
+use super::{
+    CopyConnection, connect, describe, pg_error, quote_identifier, quote_qualified, read_stream,
+    schema_of,
+};
 use crate::error::{Error, Result};
 use crate::sources::{Changes, Read, Snapshot, Source};
 
@@ -105,11 +108,12 @@ impl Source for PgSource {
             .get(0);
         let bound =
             |micros: i64| format!("(timestamptz 'epoch' + {micros} * interval '1 microsecond')");
+        let cursor = quote_identifier(cursor);
         let lower = since
-            .map(|w| format!("\"{cursor}\" >= {} AND ", bound(w)))
+            .map(|w| format!("{cursor} >= {} AND ", bound(w)))
             .unwrap_or_default();
         let query = format!(
-            "SELECT * FROM ({}) AS src WHERE {lower}\"{cursor}\" < {}",
+            "SELECT * FROM ({}) AS src WHERE {lower}{cursor} < {}",
             read.query,
             bound(upper)
         );
@@ -129,7 +133,7 @@ async fn estimated_rows(client: &Client, from: &str) -> u64 {
     client
         .query_one(
             "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
-            &[&from],
+            &[&quote_qualified(from)],
         )
         .await
         .map(|row| row.get::<_, i64>(0).max(0) as u64)
@@ -139,15 +143,17 @@ async fn estimated_rows(client: &Client, from: &str) -> u64 {
 /// Queries that together read every page of `from` once: `[start, end)` page ranges by ctid,
 /// the last one open-ended.
 async fn page_ranges(client: &Client, from: &str, parts: usize) -> Result<Vec<String>> {
+    let quoted = quote_qualified(from);
     let pages: i64 = client
         .query_one(
             "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::int)::bigint",
-            &[&from],
+            &[&quoted],
         )
         .await
         .map_err(|e| pg_error(from, &e))?
         .get(0);
     let step = (pages / parts as i64).max(1);
+    let from = quoted;
     let mut queries = Vec::new();
     let mut start = 0;
     for i in 0..parts {

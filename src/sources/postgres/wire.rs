@@ -232,6 +232,14 @@ impl CopyConnection {
                 Ok(None) => break Ok(Drained::NeedMore),
                 Err(e) => break Err(self.io_error(e)),
             };
+            // A message is gathered whole before it is read: one longer than the longest row
+            // PostgreSQL can send is refused before its bytes pile up.
+            if header.len() as usize > super::frames::MAX_ROW_BYTES + 4096 {
+                break Err(self.error(&format!(
+                    "a message of {} bytes announced; the longest row PostgreSQL sends is 1 GiB",
+                    header.len()
+                )));
+            }
             let end = at + 1 + header.len() as usize;
             if header.tag() != b'd' {
                 // Anything else (the end, an error, a notice) is read as a whole message.

@@ -1,0 +1,184 @@
+//! The checks a pipeline file passes before anything runs: each table's mode fits its source
+//! or sink, names are plain (`schema.table`, quoted by gamelake), settings are in range. Every
+//! mistake names the file, the line and what to write instead.
+
+use std::path::Path;
+
+use super::config::{Mode, PipelineConfig, SourceConfig};
+use crate::error::{Error, Result};
+use crate::lake::layout::{Codec, zstd_level};
+use crate::toml_files::position_of;
+
+/// A `from` is `table` or `schema.table`, names as they are (quoted by gamelake, so no quotes
+/// of its own).
+fn check_from(from: &str) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = from.split('.').collect();
+    if parts.len() > 2 || parts.iter().any(|p| p.is_empty() || p.contains('"')) {
+        return Err(format!(
+            "from = \"{from}\": write table or schema.table, the names as they are (gamelake quotes them)"
+        ));
+    }
+    Ok(())
+}
+
+impl PipelineConfig {
+    /// Checks the tables of a `[sink]` pipeline: PostgreSQL targets filled by lake queries.
+    pub(super) fn check_sink(&self, text: &str, path: &Path) -> Result<()> {
+        for t in &self.tables {
+            let (line, column) = position_of(text, &format!("\"{}\"", t.to));
+            let fail = |message: String| Err(Error::config(path, line, column, &message));
+            crate::lake::TableRef::parse(&t.to)
+                .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
+            if let Some(from) = &t.from {
+                check_from(from).or_else(fail)?;
+            }
+            let given = [t.from.is_some(), t.query.is_some(), t.query_file.is_some()];
+            if given.iter().filter(|g| **g).count() != 1 {
+                return fail(format!(
+                    "table {}: give exactly one of from (a lake table), query or query_file",
+                    t.to
+                ));
+            }
+            match t.mode {
+                Mode::Replace => {}
+                Mode::Upsert if t.key.is_empty() => {
+                    return fail(format!(
+                        "table {}: upsert needs key = [\"column\", ...] (the target's primary key)",
+                        t.to
+                    ));
+                }
+                Mode::Upsert => {}
+                _ => {
+                    return fail(format!(
+                        "table {}: a [sink] table has mode = \"replace\" or \"upsert\"",
+                        t.to
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn check(&self, text: &str, path: &Path) -> Result<()> {
+        let at = |needle: &str| position_of(text, needle);
+        if self.tables.is_empty() {
+            return Err(Error::config(path, 1, 1, "no [[table]]: add at least one"));
+        }
+        match (&self.source, &self.sink) {
+            (SourceConfig::Lake, None) => {
+                return Err(Error::config(
+                    path,
+                    1,
+                    1,
+                    "no [source] (kind = \"postgres\" or \"files\") and no [sink] (kind = \"postgres\"): add one",
+                ));
+            }
+            (SourceConfig::Lake, Some(_)) => return self.check_sink(text, path),
+            (_, Some(_)) => {
+                let (line, column) = at("[sink]");
+                return Err(Error::config(
+                    path,
+                    line,
+                    column,
+                    "a pipeline with a [sink] reads the lake: remove its [source]",
+                ));
+            }
+            _ => {}
+        }
+        for t in &self.tables {
+            let (line, column) = at(&format!("\"{}\"", t.to));
+            let fail = |message: String| Err(Error::config(path, line, column, &message));
+            crate::lake::TableRef::parse(&t.to)
+                .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
+            if let Some(Err(expected)) = t.zstd_level.map(zstd_level) {
+                let (line, column) = at("zstd_level");
+                let message = format!("table {}: {expected}", t.to);
+                return Err(Error::config(path, line, column, &message));
+            }
+            if let Some(Err(expected)) = t.compression.as_deref().map(Codec::parse) {
+                let (line, column) = at("compression");
+                let message = format!("table {}: {expected}", t.to);
+                return Err(Error::config(path, line, column, &message));
+            }
+            let files = matches!(self.source, SourceConfig::Files { .. });
+            if files {
+                if t.mode != Mode::Append || t.from.is_some() || t.query.is_some() {
+                    return fail(format!(
+                        "table {}: a files source fills tables with mode = \"append\" and no from/query",
+                        t.to
+                    ));
+                }
+                if let Err(e) = crate::records::check_rules(&t.row_rules()) {
+                    return fail(e.to_string());
+                }
+                continue;
+            }
+            if t.time_field.is_some()
+                || t.time_format.is_some()
+                || t.timezone.is_some()
+                || !t.columns.is_empty()
+                || !t.required.is_empty()
+                || t.new_fields.is_some()
+            {
+                return fail(format!(
+                    "table {}: time_field, time_format, timezone, columns, required and new_fields are for files sources",
+                    t.to
+                ));
+            }
+            if let Some(from) = &t.from {
+                check_from(from).or_else(fail)?;
+            }
+            if t.from.is_some() == t.query.is_some() {
+                return fail(format!(
+                    "table {}: give exactly one of `from` (a table) or `query`",
+                    t.to
+                ));
+            }
+            match t.mode {
+                Mode::Snapshot => {}
+                Mode::Incremental if t.key.is_empty() || t.cursor.is_none() => {
+                    return fail(format!(
+                        "table {}: incremental mode needs key = [...] and cursor = \"column\"",
+                        t.to
+                    ));
+                }
+                Mode::Incremental => {}
+                Mode::Archive => {
+                    if t.from.is_none() || t.key.len() != 1 || t.time_column.is_none() {
+                        return fail(format!(
+                            "table {}: archive mode needs from = \"schema.table\", key = [\"one_column\"] and time_column",
+                            t.to
+                        ));
+                    }
+                    if let Err(e) = t.archive_after_duration() {
+                        return fail(e.to_string());
+                    }
+                }
+                Mode::Append => {
+                    return fail(format!(
+                        "table {}: mode = \"append\" is for files sources; PostgreSQL tables use snapshot, incremental or archive",
+                        t.to
+                    ));
+                }
+                Mode::Replace | Mode::Upsert => {
+                    return fail(format!(
+                        "table {}: replace and upsert are for [sink] pipelines; PostgreSQL tables use snapshot, incremental or archive",
+                        t.to
+                    ));
+                }
+            }
+        }
+        if let SourceConfig::Postgres { parallelism, .. } = &self.source
+            && !(1..=64).contains(parallelism)
+        {
+            let (line, column) = at("parallelism");
+            return Err(Error::config(
+                path,
+                line,
+                column,
+                "parallelism must be 1 to 64",
+            ));
+        }
+        Ok(())
+    }
+}
