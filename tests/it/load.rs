@@ -24,17 +24,6 @@ const TOKEN: &str = "load-test-token-0123456789";
 /// under.
 const MEMORY_MIB: u64 = 1024;
 
-fn resident_mib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        / 1024
-}
-
 async fn flight_client(addr: SocketAddr) -> FlightSqlServiceClient<Channel> {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -200,7 +189,10 @@ async fn a_crowd_of_idle_slow_and_flooding_clients_leaves_others_answered_within
         .unwrap();
     })
     .await;
-    let (now, peak) = (resident_mib(pid, "VmRSS:"), resident_mib(pid, "VmHWM:"));
+    let (now, peak) = (
+        crate::support::memory_mib(pid, "VmRSS:"),
+        crate::support::memory_mib(pid, "VmHWM:"),
+    );
     stop.store(true, Ordering::Relaxed);
     for task in crowd {
         let _ = task.await;

@@ -20,6 +20,18 @@ pub fn demo_end() -> chrono::NaiveDate {
     DEMO_END.parse().unwrap()
 }
 
+/// A memory figure of a process from `/proc/<pid>/status`, in MiB: `"VmRSS:"` (resident now)
+/// or `"VmHWM:"` (the most it has been).
+pub fn memory_mib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kb / 1024
+}
+
 /// The Python interpreter that has pyarrow, duckdb, deltalake and moto (`GAMELAKE_PYTHON`, set by
 /// `.ci/run`; `python3` otherwise).
 pub fn python() -> String {

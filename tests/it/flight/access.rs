@@ -501,18 +501,7 @@ async fn every_rpc(
             .map(|_| ())
             .map_err(|e| e.to_string()),
     );
-    let get = async {
-        let stream = client
-            .do_get(ticket.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        stream
-            .try_collect::<Vec<_>>()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
-    note("DoGet", get.await);
+    note("DoGet", do_get_all(client, ticket.clone()).await);
     // DoGet of every metadata command: the ticket is the command itself, so anyone could
     // make one; each must still need a valid token.
     let metadata: [(&str, Vec<u8>); 9] = [
@@ -562,18 +551,8 @@ async fn every_rpc(
         ),
     ];
     for (name, command) in metadata {
-        let get = async {
-            let stream = client
-                .do_get(arrow_flight::Ticket::new(command))
-                .await
-                .map_err(|e| e.to_string())?;
-            stream
-                .try_collect::<Vec<_>>()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        note(&format!("DoGet({name})"), get.await);
+        let got = do_get_all(client, arrow_flight::Ticket::new(command)).await;
+        note(&format!("DoGet({name})"), got);
     }
     let cancel_query = Action {
         r#type: "CancelQuery".into(),
@@ -595,21 +574,7 @@ async fn every_rpc(
     let update = arrow_flight::sql::CommandPreparedStatementUpdate {
         prepared_statement_handle: "x".into(),
     };
-    let descriptor = arrow_flight::FlightDescriptor::new_cmd(update.as_any().encode_to_vec());
-    let put = client
-        .do_put(futures::stream::iter([arrow_flight::FlightData {
-            flight_descriptor: Some(descriptor),
-            ..Default::default()
-        }]))
-        .await;
-    let put = match put {
-        Ok(mut results) => results
-            .message()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let put = do_put_command(client, update.as_any().encode_to_vec()).await;
     note("DoPut(prepared update)", put);
     let close = Action {
         r#type: "ClosePreparedStatement".into(),
@@ -645,23 +610,42 @@ async fn every_rpc(
     let bind = CommandPreparedStatementQuery {
         prepared_statement_handle: "x".into(),
     };
-    let descriptor = arrow_flight::FlightDescriptor::new_cmd(bind.as_any().encode_to_vec());
-    let put = client
+    let put = do_put_command(client, bind.as_any().encode_to_vec()).await;
+    note("DoPut(bind parameters)", put);
+    errors
+}
+
+/// DoGet of a ticket, read to its end.
+async fn do_get_all(
+    client: &mut FlightSqlServiceClient<Channel>,
+    ticket: arrow_flight::Ticket,
+) -> Result<(), String> {
+    let stream = client.do_get(ticket).await.map_err(|e| e.to_string())?;
+    stream
+        .try_collect::<Vec<_>>()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// DoPut of a command without data, its first answer read.
+async fn do_put_command(
+    client: &mut FlightSqlServiceClient<Channel>,
+    command: Vec<u8>,
+) -> Result<(), String> {
+    let descriptor = arrow_flight::FlightDescriptor::new_cmd(command);
+    let mut results = client
         .do_put(futures::stream::iter([arrow_flight::FlightData {
             flight_descriptor: Some(descriptor),
             ..Default::default()
         }]))
-        .await;
-    let put = match put {
-        Ok(mut results) => results
-            .message()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    note("DoPut(bind parameters)", put);
-    errors
+        .await
+        .map_err(|e| e.to_string())?;
+    results
+        .message()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

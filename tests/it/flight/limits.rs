@@ -102,17 +102,6 @@ async fn bounds_fail_one_query_and_the_server_keeps_serving() {
     server.shutdown().await;
 }
 
-/// Resident memory of a process, from /proc.
-fn rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb / 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_queries_cancelled_mid_stream_leave_the_server_healthy() {
     let lake = lake_with_players().await;
@@ -130,15 +119,15 @@ async fn a_hundred_queries_cancelled_mid_stream_leave_the_server_healthy() {
     // taken after it. A leak would show as growth after the second.
     let first_peak = burst(&server, &token, sql).await;
     settle().await;
-    let baseline = rss_mib(pid);
+    let baseline = crate::support::memory_mib(pid, "VmRSS:");
     let second_peak = burst(&server, &token, sql).await;
-    let mut after = rss_mib(pid);
+    let mut after = crate::support::memory_mib(pid, "VmRSS:");
     for _ in 0..50 {
         if after <= baseline + 32 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        after = rss_mib(pid);
+        after = crate::support::memory_mib(pid, "VmRSS:");
     }
     println!(
         "rss: first burst {first_peak} MiB, baseline {baseline} MiB, second burst {second_peak} MiB, after {after} MiB"
@@ -194,7 +183,7 @@ async fn burst(server: &ServeProcess, token: &str, sql: &'static str) -> u64 {
     let mut peak = 0;
     for task in tasks {
         while !task.is_finished() {
-            peak = peak.max(rss_mib(pid));
+            peak = peak.max(crate::support::memory_mib(pid, "VmRSS:"));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         task.await.unwrap();

@@ -11,18 +11,6 @@ use rmpv::Value;
 
 use super::*;
 
-/// The highest resident memory the process has had, in MiB (`VmHWM`).
-fn peak_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        / 1024
-}
-
 /// A gzip stream that inflates to `mib` MiB of zeros from about a thousandth of that: one
 /// member of 64 MiB, repeated (readers inflate concatenated members one after another).
 fn bomb(mib: usize) -> Vec<u8> {
@@ -69,7 +57,7 @@ async fn gzip_bombs_stop_at_the_body_limit_while_inflating() {
         &[],
     );
     let pid = server.child.id();
-    let baseline = peak_mib(pid);
+    let baseline = crate::support::memory_mib(pid, "VmHWM:");
     // 1 GiB once inflated, 1 MiB on the wire.
     let body = bomb(1024);
     let client = reqwest::Client::new();
@@ -97,7 +85,7 @@ async fn gzip_bombs_stop_at_the_body_limit_while_inflating() {
         closed_within(&mut stream, Duration::from_secs(20)),
         "no ack, and closed"
     );
-    let peak = peak_mib(pid);
+    let peak = crate::support::memory_mib(pid, "VmHWM:");
     assert!(
         peak < baseline + 256,
         "the server's memory peaked at {peak} MiB (from {baseline} MiB) on a 1 GiB bomb"
