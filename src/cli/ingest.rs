@@ -45,6 +45,11 @@ pub async fn ingest(context: &Context, args: IngestArgs) -> Result<()> {
         return Ok(());
     }
     let session = context.session().await?;
+    if pipeline.is_migration() {
+        let reports = crate::pipeline::migrate_all(&session, &pipeline).await?;
+        print_migration(&reports);
+        return Ok(());
+    }
     if pipeline.sink.is_some() {
         for report in crate::pipeline::publish_all(&session, &pipeline).await? {
             eprintln!(
@@ -65,6 +70,42 @@ pub async fn ingest(context: &Context, args: IngestArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The migration's validation table: per table, v1.0's rows and where they went.
+fn print_migration(reports: &[crate::pipeline::MigrateReport]) {
+    println!(
+        "{:<24} {:<24} {:>10} {:>10} {:>10} {:>8} {:>9} {:>10} {:>8}",
+        "table",
+        "postgresql",
+        "v1 rows",
+        "to lake",
+        "to pg",
+        "ranges",
+        "resumed",
+        "zero dates",
+        "seconds"
+    );
+    for r in reports {
+        println!(
+            "{:<24} {:<24} {:>10} {:>10} {:>10} {:>8} {:>9} {:>10} {:>8.1}",
+            r.table,
+            r.pg_table,
+            r.rows,
+            r.to_lake,
+            r.to_pg,
+            r.ranges,
+            r.resumed,
+            r.zero_dates,
+            r.seconds
+        );
+    }
+    for r in reports {
+        println!(
+            "{}: split at {} (older to the lake); counts and checksums of the lake and PostgreSQL equal v1.0's",
+            r.table, r.cutoff
+        );
+    }
 }
 
 /// Runs `gamelake pipeline ...`.

@@ -53,6 +53,17 @@ pub struct Cli {
     )]
     pub pg_url: Option<Secret>,
 
+    /// MySQL or MariaDB (v1.0) whose tables SQL sees as mysql.<database>.<table>, read live
+    /// (`mysql://user:password@host:3306/db`, `?ssl-mode=REQUIRED` for TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "GAMELAKE_MYSQL_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub mysql_url: Option<Secret>,
+
     /// Run queries on a Ballista cluster (`gamelake scheduler` + `gamelake executor`) instead
     /// of in this process: df://HOST:PORT. Applies to sql, serve, report and bench.
     #[arg(long, global = true, env = "GAMELAKE_CLUSTER", value_name = "URL")]
@@ -116,6 +127,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         location,
         settings,
         pg_url: cli.pg_url.clone(),
+        mysql_url: cli.mysql_url.clone(),
         config,
         config_path: cli.config.clone(),
     };
@@ -154,6 +166,8 @@ pub struct Context {
     pub settings: QuerySettings,
     /// PostgreSQL shown as the `pg` catalog, if any.
     pub pg_url: Option<Secret>,
+    /// MySQL shown as the `mysql` catalog, if any.
+    pub mysql_url: Option<Secret>,
     /// The whole configuration file (or defaults).
     pub config: Config,
     /// Where the configuration was read from (`serve` reads its users again on SIGHUP).
@@ -186,6 +200,12 @@ impl Context {
         if let Some(url) = &self.pg_url {
             let catalog = crate::sources::postgres::PgCatalog::load(url.expose()).await?;
             session.context().register_catalog("pg", Arc::new(catalog));
+        }
+        if let Some(url) = &self.mysql_url {
+            let catalog = crate::sources::mysql::MyCatalog::load(url.expose()).await?;
+            session
+                .context()
+                .register_catalog("mysql", Arc::new(catalog));
         }
         session.load_views().await?;
         Ok(session)

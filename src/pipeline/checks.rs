@@ -59,6 +59,58 @@ impl PipelineConfig {
         Ok(())
     }
 
+    /// A v1.0 migration: a MySQL source, a PostgreSQL sink, every table `mode = "migrate"`.
+    pub fn is_migration(&self) -> bool {
+        matches!(self.source, SourceConfig::Mysql { .. })
+            && self.sink.is_some()
+            && self.tables.iter().all(|t| t.mode == Mode::Migrate)
+    }
+
+    /// Checks the tables of a migration: each a `from` table, a time column, `hot_after`.
+    fn check_migration(&self, text: &str, path: &Path) -> Result<()> {
+        if self.schedule.is_some() {
+            let (line, column) = position_of(text, "schedule");
+            return Err(Error::config(
+                path,
+                line,
+                column,
+                "a migration runs once, by `gamelake ingest`: remove schedule",
+            ));
+        }
+        for t in &self.tables {
+            let (line, column) = position_of(text, &format!("\"{}\"", t.to));
+            let fail = |message: String| Err(Error::config(path, line, column, &message));
+            crate::lake::TableRef::parse(&t.to)
+                .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
+            if let Some(hot) = &t.hot_to {
+                crate::lake::TableRef::parse(hot)
+                    .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
+            }
+            match &t.from {
+                Some(from) => check_from(from).or_else(fail)?,
+                None => {
+                    return fail(format!(
+                        "table {}: migrate mode reads a whole table: give from = \"table\" (not query)",
+                        t.to
+                    ));
+                }
+            }
+            if t.query.is_some() || t.time_column.is_none() {
+                return fail(format!(
+                    "table {}: migrate mode needs from = \"table\", time_column and hot_after (no query)",
+                    t.to
+                ));
+            }
+            if let Err(e) = t.hot_after_duration() {
+                return fail(e.to_string());
+            }
+            if t.range_rows == Some(0) {
+                return fail(format!("table {}: range_rows must be at least 1", t.to));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn check(&self, text: &str, path: &Path) -> Result<()> {
         let at = |needle: &str| position_of(text, needle);
         if self.tables.is_empty() {
@@ -74,6 +126,9 @@ impl PipelineConfig {
                 ));
             }
             (SourceConfig::Lake, Some(_)) => return self.check_sink(text, path),
+            (SourceConfig::Mysql { .. }, Some(_)) if self.is_migration() => {
+                return self.check_migration(text, path);
+            }
             (_, Some(_)) => {
                 let (line, column) = at("[sink]");
                 return Err(Error::config(
@@ -143,6 +198,12 @@ impl PipelineConfig {
                     ));
                 }
                 Mode::Incremental => {}
+                Mode::Archive if matches!(self.source, SourceConfig::Mysql { .. }) => {
+                    return fail(format!(
+                        "table {}: archive mode is for PostgreSQL sources; a MySQL source has snapshot and incremental tables",
+                        t.to
+                    ));
+                }
                 Mode::Archive => {
                     if t.from.is_none() || t.key.len() != 1 || t.time_column.is_none() {
                         return fail(format!(
@@ -166,9 +227,16 @@ impl PipelineConfig {
                         t.to
                     ));
                 }
+                Mode::Migrate => {
+                    return fail(format!(
+                        "table {}: migrate mode needs [source] kind = \"mysql\" and a [sink] kind = \"postgres\" for the newer rows",
+                        t.to
+                    ));
+                }
             }
         }
-        if let SourceConfig::Postgres { parallelism, .. } = &self.source
+        if let SourceConfig::Postgres { parallelism, .. } | SourceConfig::Mysql { parallelism, .. } =
+            &self.source
             && !(1..=64).contains(parallelism)
         {
             let (line, column) = at("parallelism");

@@ -49,6 +49,23 @@ pub enum SourceConfig {
         #[serde(default = "default_parallelism")]
         parallelism: usize,
     },
+    /// A MySQL or MariaDB database (the game's v1.0): snapshot and incremental tables.
+    Mysql {
+        /// `mysql://user:${MYSQL_PASSWORD}@host:3306/db`, with `?ssl-mode=REQUIRED` (or
+        /// `VERIFY_CA`, `VERIFY_IDENTITY`) for TLS (never printed).
+        url: Secret,
+        /// Connections that read one table's snapshot in parallel, over primary-key ranges
+        /// (default 4).
+        #[serde(default = "default_parallelism")]
+        parallelism: usize,
+        /// `tinyint(1)` columns as `"bool"` (default) or `"int"`.
+        #[serde(default)]
+        tinyint1: Tinyint1,
+        /// Zero dates (`0000-00-00`, zero months or days) as `"null"` (default, counted in the
+        /// log) or an `"error"` naming the column.
+        #[serde(default)]
+        zero_dates: crate::sources::mysql::ZeroDates,
+    },
     /// Log files (NDJSON or JSON arrays, `.gz` decompressed) on a local disk or S3, each
     /// committed once: a rerun takes only files not committed before.
     Files {
@@ -68,6 +85,17 @@ pub enum SinkConfig {
         /// printed).
         url: Secret,
     },
+}
+
+/// What MySQL's `tinyint(1)` (its `bool`) becomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tinyint1 {
+    /// A boolean.
+    #[default]
+    Bool,
+    /// A small integer, for columns that hold more than 0 and 1.
+    Int,
 }
 
 fn default_parallelism() -> usize {
@@ -90,6 +118,10 @@ pub enum Mode {
     Replace,
     /// `[sink]` pipelines: the result's rows are inserted or updated by `key`.
     Upsert,
+    /// The v1.0 migration (a MySQL `[source]`, a PostgreSQL `[sink]`): rows older than
+    /// `hot_after` to the lake, the rest to PostgreSQL, range by range, validated by checksums,
+    /// resumable.
+    Migrate,
 }
 
 /// `[[table]]`.
@@ -116,6 +148,14 @@ pub struct TableConfig {
     pub time_column: Option<String>,
     /// Age after which rows are archived, e.g. "365d".
     pub archive_after: Option<String>,
+    /// Migrate mode: rows whose `time_column` is at least this old go to the lake, the newer
+    /// ones (and those without a time) to PostgreSQL, e.g. "365d". The cutoff is fixed by the
+    /// first run (`now() - hot_after` on the source's clock) and kept by every rerun.
+    pub hot_after: Option<String>,
+    /// Migrate mode: the PostgreSQL table of the newer rows, `schema.table` (default: `to`).
+    pub hot_to: Option<String>,
+    /// Migrate mode: rows per validated, resumable range of the key (default 100000).
+    pub range_rows: Option<u64>,
     /// Archive mode: a view `schema.name` over the lake's history and PostgreSQL's hot rows,
     /// split at the archive cutoff (needs `--pg-url` when queried).
     pub view: Option<String>,
@@ -157,6 +197,17 @@ impl TableConfig {
         humantime::parse_duration(text).map_err(|e| {
             Error::Invalid(format!(
                 "table {}: archive_after = \"{text}\" is not a duration ({e}); write e.g. \"365d\"",
+                self.to
+            ))
+        })
+    }
+
+    /// `hot_after` as a duration.
+    pub fn hot_after_duration(&self) -> Result<std::time::Duration> {
+        let text = self.hot_after.as_deref().unwrap_or_default();
+        humantime::parse_duration(text).map_err(|e| {
+            Error::Invalid(format!(
+                "table {}: hot_after = \"{text}\" is not a duration ({e}); write e.g. \"365d\"",
                 self.to
             ))
         })
@@ -214,16 +265,23 @@ impl TableConfig {
         }
     }
 
-    /// What the table reads from its source.
-    pub fn read(&self) -> crate::sources::Read {
+    /// What the table reads from `source`: its query, or its `from` table whole (named the
+    /// source's way).
+    pub fn read(&self, source: &dyn crate::sources::Source) -> crate::sources::Read {
+        let query = match (&self.query, &self.from) {
+            (Some(q), _) => q.trim().trim_end_matches(';').to_string(),
+            (None, Some(from)) => source.select_all(from),
+            (None, None) => String::new(),
+        };
         crate::sources::Read {
             target: self.to.clone(),
             from: self.from.clone(),
-            query: self.source_query(),
+            query,
         }
     }
 
-    /// The query that reads the source rows.
+    /// The query that reads the rows of a lake-side table (a `[sink]` pipeline's), names
+    /// quoted as DataFusion (and PostgreSQL) quote them.
     pub fn source_query(&self) -> String {
         match (&self.query, &self.from) {
             (Some(q), _) => q.trim().trim_end_matches(';').to_string(),

@@ -31,7 +31,7 @@ pub async fn incremental_table(
     let started = Instant::now();
     let target = TableRef::parse(&table.to)?;
     let cursor = table.cursor.clone().unwrap_or_default();
-    let read = table.read();
+    let read = table.read(source);
     let columns = source.describe(&read.query).await?;
     match columns.field_with_name(&cursor).map(|f| f.data_type()) {
         Ok(DataType::Timestamp(..)) => {}

@@ -6,12 +6,15 @@ mod checks;
 pub mod config;
 mod files;
 mod incremental;
+mod migrate;
+mod pg_copy;
 mod sink;
 mod snapshot;
 
 pub use archive::archive_table;
-pub use config::{Mode, PipelineConfig, SinkConfig, SourceConfig, TableConfig};
+pub use config::{Mode, PipelineConfig, SinkConfig, SourceConfig, TableConfig, Tinyint1};
 pub use incremental::incremental_table;
+pub use migrate::{MigrateReport, migrate_all};
 pub use sink::{PublishReport, publish};
 pub use snapshot::{SnapshotReport, snapshot_table};
 
@@ -19,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::lake::TableRef;
 use crate::query::Session;
 use crate::sources::Source;
+use crate::sources::mysql::{MySource, TypePolicy};
 use crate::sources::postgres::{PgSource, connect};
 
 /// Runs every table of a pipeline once. `full_refresh` copies incremental tables from scratch
@@ -29,28 +33,25 @@ pub async fn run(
     pipeline: &PipelineConfig,
     full_refresh: bool,
 ) -> Result<Vec<SnapshotReport>> {
-    let (url, parallelism) = match &pipeline.source {
-        SourceConfig::Lake => {
-            return Err(Error::Invalid(format!(
-                "pipeline {} publishes from the lake: run it with publish_all",
-                pipeline.name
-            )));
+    if let SourceConfig::Files { path } = &pipeline.source {
+        let mut reports = Vec::new();
+        for table in &pipeline.tables {
+            reports.push(files::files_table(session, &pipeline.name, path, table).await?);
         }
-        SourceConfig::Postgres { url, parallelism } => (url.expose(), parallelism),
-        SourceConfig::Files { path } => {
-            let mut reports = Vec::new();
-            for table in &pipeline.tables {
-                reports.push(files::files_table(session, &pipeline.name, path, table).await?);
-            }
-            return Ok(reports);
-        }
+        return Ok(reports);
+    }
+    let Some((source, parallelism)) = database(&pipeline.source) else {
+        return Err(Error::Invalid(format!(
+            "pipeline {} publishes from the lake: run it with publish_all",
+            pipeline.name
+        )));
     };
-    let source = PgSource::new(url);
+    let source = source.as_ref();
     let mut reports = Vec::new();
     for table in &pipeline.tables {
         let report = match table.mode {
             Mode::Incremental => {
-                incremental_table(session, &source, &pipeline.name, table, full_refresh).await?
+                incremental_table(session, source, &pipeline.name, table, full_refresh).await?
             }
             Mode::Archive if full_refresh => {
                 return Err(Error::Invalid(format!(
@@ -58,9 +59,25 @@ pub async fn run(
                     table.to
                 )));
             }
-            Mode::Archive => archive_table(session, url, &pipeline.name, table).await?,
+            Mode::Archive => match &pipeline.source {
+                SourceConfig::Postgres { url, .. } => {
+                    archive_table(session, url.expose(), &pipeline.name, table).await?
+                }
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "{}: archive mode is for PostgreSQL sources",
+                        table.to
+                    )));
+                }
+            },
             Mode::Snapshot => {
-                snapshot_table(session, &source, &pipeline.name, table, *parallelism).await?
+                snapshot_table(session, source, &pipeline.name, table, parallelism).await?
+            }
+            Mode::Migrate => {
+                return Err(Error::Invalid(format!(
+                    "{}: a migration pipeline runs with migrate_all",
+                    table.to
+                )));
             }
             Mode::Append | Mode::Replace | Mode::Upsert => {
                 return Err(Error::Invalid(format!(
@@ -105,29 +122,49 @@ pub async fn publish_all(
 /// Checks a pipeline against its source without writing: connects, and maps every column of
 /// every table to Arrow (unsupported types are reported with the cast that fixes them).
 pub async fn dry_run(pipeline: &PipelineConfig) -> Result<Vec<(String, usize)>> {
-    let url = match (&pipeline.source, &pipeline.sink) {
-        (_, Some(SinkConfig::Postgres { url })) => {
-            connect(url.expose()).await?;
+    if let Some(SinkConfig::Postgres { url }) = &pipeline.sink {
+        connect(url.expose()).await?;
+        if !pipeline.is_migration() {
             return Ok(pipeline.tables.iter().map(|t| (t.to.clone(), 0)).collect());
         }
-        (SourceConfig::Lake, None) => {
-            return Err(Error::Invalid(format!(
-                "pipeline {} has no [source] and no [sink]",
-                pipeline.name
-            )));
-        }
-        (SourceConfig::Postgres { url, .. }, None) => url.expose(),
-        (SourceConfig::Files { .. }, None) => {
-            return Ok(pipeline.tables.iter().map(|t| (t.to.clone(), 0)).collect());
-        }
+    }
+    if let SourceConfig::Files { .. } = &pipeline.source {
+        return Ok(pipeline.tables.iter().map(|t| (t.to.clone(), 0)).collect());
+    }
+    let Some((source, _)) = database(&pipeline.source) else {
+        return Err(Error::Invalid(format!(
+            "pipeline {} has no [source] and no [sink]",
+            pipeline.name
+        )));
     };
-    let source = PgSource::new(url);
     let mut out = Vec::new();
     for table in &pipeline.tables {
-        let columns = source.describe(&table.source_query()).await?;
+        let columns = source.describe(&table.read(source.as_ref()).query).await?;
         out.push((table.to.clone(), columns.fields().len()));
     }
     Ok(out)
+}
+
+/// The database a pipeline reads and its snapshot parallelism; None for the lake and files.
+fn database(config: &SourceConfig) -> Option<(Box<dyn Source>, usize)> {
+    match config {
+        SourceConfig::Postgres { url, parallelism } => {
+            Some((Box::new(PgSource::new(url.expose())), *parallelism))
+        }
+        SourceConfig::Mysql {
+            url,
+            parallelism,
+            tinyint1,
+            zero_dates,
+        } => {
+            let policy = TypePolicy {
+                tinyint1_as_int: *tinyint1 == Tinyint1::Int,
+                zero_dates: *zero_dates,
+            };
+            Some((Box::new(MySource::new(url.expose(), policy)), *parallelism))
+        }
+        SourceConfig::Lake | SourceConfig::Files { .. } => None,
+    }
 }
 
 /// The source must still have the lake table's columns with the same types; a dropped, renamed,

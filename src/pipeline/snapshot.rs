@@ -40,7 +40,7 @@ pub async fn snapshot_table(
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
     let target = TableRef::parse(&table.to)?;
-    let snapshot = source.snapshot(&table.read(), parallelism).await?;
+    let snapshot = source.snapshot(&table.read(source), parallelism).await?;
     let bar = crate::progress::bar(
         snapshot.estimated_rows,
         "rows",

@@ -14,10 +14,11 @@
 //!    ([`Source::changes`]); the mode commits that bound with the rows, in one Delta commit, so
 //!    a rerun starts exactly where the last commit ended.
 //!
-//! [`postgres`] implements it (binary COPY, exported snapshots, the oldest open transaction).
-//! MySQL/MariaDB goes beside it as `sources/mysql/`, implementing the same trait (consistent
-//! snapshots on N connections, key-range parts, the oldest open InnoDB transaction).
+//! [`postgres`] implements it (binary COPY, exported snapshots, the oldest open transaction);
+//! [`mysql`] too, for MySQL and MariaDB (consistent snapshots on N connections over
+//! primary-key ranges, the oldest open InnoDB transaction).
 
+pub mod mysql;
 pub mod postgres;
 
 use datafusion::arrow::array::RecordBatch;
@@ -61,6 +62,10 @@ pub struct Changes {
 /// A database the pipeline modes read from.
 #[async_trait::async_trait]
 pub trait Source: Send + Sync {
+    /// The query that reads table `from` (`table` or `schema.table`, names as written) whole,
+    /// its names quoted the way this source quotes them.
+    fn select_all(&self, from: &str) -> String;
+
     /// The columns `query` returns, as Arrow fields.
     async fn describe(&self, query: &str) -> Result<SchemaRef>;
 

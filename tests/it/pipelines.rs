@@ -215,7 +215,11 @@ fn shipped_pipelines_are_valid() {
         let path = entry.unwrap().path().display().to_string();
         gamelake_ok(
             &["pipeline", "validate", &path],
-            &[("PG_URL", "host=127.0.0.1"), ("LOG_DIR", "/data/v1-logs")],
+            &[
+                ("PG_URL", "host=127.0.0.1"),
+                ("LOG_DIR", "/data/v1-logs"),
+                ("MYSQL_URL", "mysql://root@127.0.0.1:3306/v1game"),
+            ],
         );
     }
 }

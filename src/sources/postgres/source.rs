@@ -28,6 +28,10 @@ impl PgSource {
 
 #[async_trait::async_trait]
 impl Source for PgSource {
+    fn select_all(&self, from: &str) -> String {
+        format!("SELECT * FROM {}", quote_qualified(from))
+    }
+
     async fn describe(&self, query: &str) -> Result<datafusion::arrow::datatypes::SchemaRef> {
         let client = connect(&self.url).await?;
         Ok(schema_of(&describe(&client, query).await?))

@@ -1,0 +1,192 @@
+//! MySQL over TLS: a MariaDB of the test's own (the machine's server has TLS off) that refuses
+//! unencrypted connections, reached with `ssl-mode=REQUIRED`, and with `VERIFY_IDENTITY`
+//! against the test's own certificate authority — and refused without it.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{TempLake, free_port, gamelake_err, gamelake_ok, sql_csv};
+
+/// A private MariaDB with TLS required, on a free port, its data in a temporary folder.
+struct TlsMariaDb {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn run(command: &mut Command) {
+    let out = command
+        .output()
+        .expect("mariadb-install-db and openssl must be installed");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TlsMariaDb {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name).display().to_string();
+        run(Command::new("mariadb-install-db").args([
+            "--no-defaults",
+            &format!("--datadir={}", at("data")),
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ]));
+        // A CA of the test's own, and a server certificate for 127.0.0.1 signed by it.
+        run(Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gamelake test CA",
+            "-keyout",
+            &at("ca.key"),
+            "-out",
+            &at("ca.pem"),
+        ]));
+        run(Command::new("openssl").args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &at("server.key"),
+            "-out",
+            &at("server.csr"),
+        ]));
+        std::fs::write(
+            dir.path().join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(Command::new("openssl").args([
+            "x509",
+            "-req",
+            "-in",
+            &at("server.csr"),
+            "-CA",
+            &at("ca.pem"),
+            "-CAkey",
+            &at("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &at("ext.cnf"),
+            "-out",
+            &at("server.pem"),
+        ]));
+        let port = free_port();
+        let child = Command::new("mariadbd")
+            .args([
+                "--no-defaults".to_string(),
+                format!("--datadir={}", at("data")),
+                "--user=root".into(),
+                format!("--port={port}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--socket={}", at("sock")),
+                format!("--pid-file={}", at("pid")),
+                "--skip-name-resolve".into(),
+                format!("--ssl-cert={}", at("server.pem")),
+                format!("--ssl-key={}", at("server.key")),
+                format!("--ssl-ca={}", at("ca.pem")),
+                "--require-secure-transport=ON".into(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        let server = Self { child, port, dir };
+        for _ in 0..100 {
+            if server.client("CREATE DATABASE IF NOT EXISTS game").is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the private MariaDB did not start on port {port}");
+    }
+
+    /// Runs SQL with the mariadb client over TLS.
+    fn client(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new("mariadb")
+            .args([
+                "-uroot",
+                "-h127.0.0.1",
+                &format!("-P{}", self.port),
+                "--ssl",
+                "-N",
+                "-B",
+                "-e",
+                sql,
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn ca(&self) -> String {
+        self.dir.path().join("ca.pem").display().to_string()
+    }
+}
+
+impl Drop for TlsMariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn snapshot_pipeline(lake: &Path) -> String {
+    let file = lake.join("tls.toml");
+    std::fs::write(
+        &file,
+        "name = \"tls\"\n[source]\nkind = \"mysql\"\nurl = \"${MYSQL_URL}\"\n[[table]]\nfrom = \"purchases\"\nto = \"v1.purchases\"\nmode = \"snapshot\"\n",
+    )
+    .unwrap();
+    file.display().to_string()
+}
+
+#[test]
+fn tls_is_used_when_asked_and_verified_against_the_given_authority() {
+    let server = TlsMariaDb::start();
+    server
+        .client("USE game; CREATE TABLE game.purchases (id int PRIMARY KEY, amount int); INSERT INTO game.purchases SELECT seq, seq FROM seq_1_to_100;")
+        .unwrap();
+    let lake = TempLake::new();
+    let file = snapshot_pipeline(lake.path());
+    let base = format!("mysql://root@127.0.0.1:{}/game", server.port);
+    let loc = lake.location();
+    let args = ["--lake", loc.as_str(), "ingest", file.as_str()];
+    // A successful snapshot leaves the 100 rows in the lake.
+    let run_ok = |url: &str| {
+        gamelake_ok(&args, &[("MYSQL_URL", url)]);
+        sql_csv(&loc, &["-c", "SELECT count(*) AS n FROM v1.purchases"]) == "n\n100\n"
+    };
+    let run_err = |url: &str| gamelake_err(&args, &[("MYSQL_URL", url)]);
+    // Without TLS the server refuses.
+    let err = run_err(&base);
+    assert!(err.contains("MySQL"), "{err}");
+    // Encrypted, certificate not checked.
+    assert!(run_ok(&format!("{base}?ssl-mode=REQUIRED")));
+    // Verified against the test's CA, and the certificate names 127.0.0.1.
+    let verified = format!("{base}?ssl-mode=VERIFY_IDENTITY&ssl-ca={}", server.ca());
+    assert!(run_ok(&verified));
+    // Verification without that CA fails: the certificate's issuer is unknown.
+    let err = run_err(&format!("{base}?ssl-mode=VERIFY_IDENTITY"));
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
