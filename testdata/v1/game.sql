@@ -98,7 +98,7 @@ CREATE TABLE friendships (
 
 INSERT IGNORE INTO friendships
 SELECT 1 + seq % 5000, 1 + (seq * 7 + seq DIV 5000) % 5000,
-       @now - INTERVAL (seq * 613) % (3 * 365 * 86400) SECOND,
+       @now - INTERVAL (seq * 4729) % (3 * 365 * 86400) SECOND,
        CAST(seq % 1000 AS SIGNED) - 100
 FROM seq_1_to_20000
 WHERE 1 + seq % 5000 <> 1 + (seq * 7 + seq DIV 5000) % 5000;

@@ -143,8 +143,8 @@ async fn sides(lake: &TempLake, pg: &TestDb) -> (String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_a_migration_ends_with_every_row_once_split_at_the_cutoff() {
-    const ROWS: u64 = 300_000;
+async fn twenty_kills_during_a_million_row_migration_end_with_every_row_once_split_at_the_cutoff() {
+    const ROWS: u64 = 1_000_000;
     let (my, pg, lake) = (MyDb::new(), TestDb::new().await, TempLake::new());
     // Three years of purchases, 12 hours off each day boundary so the cutoff splits cleanly.
     my.sql(&format!(
@@ -158,14 +158,15 @@ async fn kill_9_during_a_migration_ends_with_every_row_once_split_at_the_cutoff(
         .trim()
         .parse()
         .unwrap();
-    let file = migration(&lake, "purchases", "made_at", 20_000);
+    let file = migration(&lake, "purchases", "made_at", 50_000);
     let (my_url, pg_url) = (my.url(), pg.url());
     let env = [("MYSQL_URL", my_url.as_str()), ("PG_URL", pg_url.as_str())];
     let loc = lake.location();
     let admin = connect(&pg_url).await.unwrap();
-    // kill -9 at moments spread over planning, reading, the PostgreSQL and the lake commits.
-    for i in 0..12u64 {
-        let delay_ms = 300 + i * 250;
+    // kill -9 twenty times, at moments spread over planning, reading, checksumming, the
+    // PostgreSQL and the lake commits (each run goes on from where the last one stopped).
+    for i in 0..20u64 {
+        let delay_ms = 250 + (i * 397) % 2000;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gamelake"))
             .args(["--lake", &loc, "ingest", &file])
             .envs(env)
@@ -199,6 +200,11 @@ async fn kill_9_during_a_migration_ends_with_every_row_once_split_at_the_cutoff(
         &figures[2..5],
         [ROWS.to_string(), old.to_string(), (ROWS - old).to_string()],
         "{out}"
+    );
+    let resumed: u64 = figures[6].parse().unwrap();
+    assert!(
+        resumed > 0,
+        "the killed runs committed ranges the last one resumed: {out}"
     );
     let (lake_side, pg_side) = sides(&lake, &pg).await;
     let lake_parts: Vec<&str> = lake_side.split('|').collect();

@@ -197,7 +197,8 @@ async fn migrate_table(
     let estimated = crate::sources::mysql::tables::estimated_rows(&mut my, from).await;
     let bar = crate::progress::bar(estimated, "rows", &format!("migrate {}", table.to));
     let row_text = checksum::mysql_row_text(&columns);
-    let (mut resumed, mut zero_dates, mut bytes) = (0usize, 0u64, 0u64);
+    let (mut resumed, mut bytes) = (0usize, 0u64);
+    let mut zero_dates = vec![0u64; columns.len()];
     let mut expected = Checksum::default();
     for range in &plan.ranges {
         let (filter, params) = range_filter(&key, range.lower.as_deref(), range.upper.as_deref());
@@ -234,7 +235,9 @@ async fn migrate_table(
             ends.policy,
         )
         .await?;
-        zero_dates += zeros.iter().sum::<u64>();
+        for (total, zeros) in zero_dates.iter_mut().zip(zeros) {
+            *total += zeros;
+        }
         let read = Checksum::of(&batches)?;
         if read != source {
             return Err(Error::Internal(format!(
@@ -291,12 +294,14 @@ async fn migrate_table(
             table.write_options(WriteMode::Append, app_id.clone(), i64::from(range.no) + 1);
         let state = session.write_state();
         write_batches(session.lake(), &lake_table, &state, older, options).await?;
+        tracing::info!(range = %name, rows = source.rows, lake_rows, pg_rows, "range migrated");
         bar.set_message(format!("migrate {}, {} MB", table.to, bytes / 1_000_000));
     }
     let _ = my.query_drop("COMMIT").await;
     let _ = my.disconnect().await;
     bar.finish_and_clear();
     session.catalog().note_table(&lake_table, true);
+    crate::sources::mysql::warn_zero_dates(&table.to, &columns, &zero_dates);
 
     let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
     let in_lake = lake_checksum(session, &lake_table, &names).await?;
@@ -322,7 +327,7 @@ async fn migrate_table(
         rows: expected.rows,
         to_lake: in_lake.rows,
         to_pg: in_pg.rows,
-        zero_dates,
+        zero_dates: zero_dates.iter().sum(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

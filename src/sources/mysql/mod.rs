@@ -197,8 +197,11 @@ pub fn read_stream(
             task_schema,
             &sender,
         );
-        if let Err(e) = read.await {
-            let _ = sender.send(Err(e)).await;
+        match read.await {
+            Ok(zeros) => warn_zero_dates(&query, &columns, &zeros),
+            Err(e) => {
+                let _ = sender.send(Err(e)).await;
+            }
         }
         let _ = conn.disconnect().await;
     });
@@ -297,16 +300,21 @@ async fn read_into(
         let batch = finish(&schema, &mut builders)?;
         let _ = sender.send(Ok(batch)).await;
     }
-    for (column, zeros) in columns.iter().zip(&zero_dates) {
+    Ok(zero_dates)
+}
+
+/// Warns, per column, of zero dates read as NULL.
+pub fn warn_zero_dates(target: &str, columns: &[MyColumn], zero_dates: &[u64]) {
+    for (column, zeros) in columns.iter().zip(zero_dates) {
         if *zeros > 0 {
             tracing::warn!(
+                table = %target,
                 column = %column.name,
                 zeros,
                 "zero dates read as NULL (the [source]'s zero_dates = \"null\")"
             );
         }
     }
-    Ok(zero_dates)
 }
 
 fn finish(schema: &SchemaRef, builders: &mut [ColumnBuilder]) -> Result<RecordBatch> {
