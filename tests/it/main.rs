@@ -14,7 +14,7 @@ mod layers;
 mod load;
 mod migration;
 mod mysql;
-mod mysql_tls;
+mod mysql_servers;
 mod pipelines;
 mod plans;
 mod postgres;

@@ -170,8 +170,9 @@ impl MyTable {
 
     /// Whether MySQL keeps every row DataFusion would keep for `expr`: comparisons of numbers,
     /// dates and times with literals; strings only by equality and IN (MySQL's collations may
-    /// ignore case and trailing spaces, which only adds rows, but they order strings otherwise),
-    /// NULL tests, and ANDs of these. DataFusion filters again what MySQL returns.
+    /// ignore case and trailing spaces, which only adds rows, but they order strings otherwise)
+    /// and never with a backslash; NULL tests, and ANDs of these. DataFusion filters again what
+    /// MySQL returns.
     fn pushable(&self, expr: &Expr) -> bool {
         let kind = |e: &Expr| match e {
             Expr::Column(c) => self
@@ -187,7 +188,15 @@ impl MyTable {
                 MyKind::Utf8 | MyKind::DecimalText | MyKind::Binary { .. } | MyKind::Set
             )
         };
+        // MySQL reads a backslash in a string literal as an escape (unless NO_BACKSLASH_ESCAPES):
+        // such a literal would ask for another string.
+        let plain = |e: &Expr| match e {
+            Expr::Literal(value, _) => !value.to_string().contains('\\'),
+            _ => true,
+        };
         match expr {
+            Expr::BinaryExpr(b) if !plain(&b.left) || !plain(&b.right) => false,
+            Expr::InList(list) if !list.list.iter().all(plain) => false,
             Expr::BinaryExpr(b) if b.op == Operator::And => {
                 self.pushable(&b.left) && self.pushable(&b.right)
             }

@@ -1,6 +1,7 @@
-//! MySQL over TLS: a MariaDB of the test's own (the machine's server has TLS off) that refuses
-//! unencrypted connections, reached with `ssl-mode=REQUIRED`, and with `VERIFY_IDENTITY`
-//! against the test's own certificate authority — and refused without it.
+//! Servers configured unlike the machine's, each a MariaDB of the test's own: one with TLS
+//! required (reached with `ssl-mode=REQUIRED`, and with `VERIFY_IDENTITY` against the test's own
+//! certificate authority — and refused without it), one whose `sql_mode` has the quirks that
+//! change how SQL reads (ANSI_QUOTES, NO_BACKSLASH_ESCAPES, PAD_CHAR_TO_FULL_LENGTH).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -8,11 +9,12 @@ use std::time::Duration;
 
 use crate::support::{TempLake, free_port, gamelake_err, gamelake_ok, sql_csv};
 
-/// A private MariaDB with TLS required, on a free port, its data in a temporary folder.
-struct TlsMariaDb {
+/// A private MariaDB on a free port, its data in a temporary folder.
+struct PrivateMariaDb {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    tls: bool,
 }
 
 fn run(command: &mut Command) {
@@ -26,8 +28,9 @@ fn run(command: &mut Command) {
     );
 }
 
-impl TlsMariaDb {
-    fn start() -> Self {
+impl PrivateMariaDb {
+    /// With `tls`, it requires TLS with a certificate for 127.0.0.1 from a CA of the test's own.
+    fn start(tls: bool, options: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let at = |name: &str| dir.path().join(name).display().to_string();
         run(Command::new("mariadb-install-db").args([
@@ -88,26 +91,37 @@ impl TlsMariaDb {
             &at("server.pem"),
         ]));
         let port = free_port();
-        let child = Command::new("mariadbd")
-            .args([
-                "--no-defaults".to_string(),
-                format!("--datadir={}", at("data")),
-                "--user=root".into(),
-                format!("--port={port}"),
-                "--bind-address=127.0.0.1".into(),
-                format!("--socket={}", at("sock")),
-                format!("--pid-file={}", at("pid")),
-                "--skip-name-resolve".into(),
+        let mut args = vec![
+            "--no-defaults".to_string(),
+            format!("--datadir={}", at("data")),
+            "--user=root".into(),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--socket={}", at("sock")),
+            format!("--pid-file={}", at("pid")),
+            "--skip-name-resolve".into(),
+        ];
+        if tls {
+            args.extend([
                 format!("--ssl-cert={}", at("server.pem")),
                 format!("--ssl-key={}", at("server.key")),
                 format!("--ssl-ca={}", at("ca.pem")),
                 "--require-secure-transport=ON".into(),
-            ])
+            ]);
+        }
+        args.extend(options.iter().map(|o| o.to_string()));
+        let child = Command::new("mariadbd")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("mariadbd");
-        let server = Self { child, port, dir };
+        let server = Self {
+            child,
+            port,
+            dir,
+            tls,
+        };
         for _ in 0..100 {
             if server.client("CREATE DATABASE IF NOT EXISTS game").is_ok() {
                 return server;
@@ -119,17 +133,10 @@ impl TlsMariaDb {
 
     /// Runs SQL with the mariadb client over TLS.
     fn client(&self, sql: &str) -> Result<String, String> {
+        let port = format!("-P{}", self.port);
+        let ssl = if self.tls { "--ssl" } else { "--skip-ssl" };
         let out = Command::new("mariadb")
-            .args([
-                "-uroot",
-                "-h127.0.0.1",
-                &format!("-P{}", self.port),
-                "--ssl",
-                "-N",
-                "-B",
-                "-e",
-                sql,
-            ])
+            .args(["-uroot", "-h127.0.0.1", &port, ssl, "-N", "-B", "-e", sql])
             .output()
             .map_err(|e| e.to_string())?;
         if out.status.success() {
@@ -144,7 +151,7 @@ impl TlsMariaDb {
     }
 }
 
-impl Drop for TlsMariaDb {
+impl Drop for PrivateMariaDb {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -163,7 +170,7 @@ fn snapshot_pipeline(lake: &Path) -> String {
 
 #[test]
 fn tls_is_used_when_asked_and_verified_against_the_given_authority() {
-    let server = TlsMariaDb::start();
+    let server = PrivateMariaDb::start(true, &[]);
     server
         .client("USE game; CREATE TABLE game.purchases (id int PRIMARY KEY, amount int); INSERT INTO game.purchases SELECT seq, seq FROM seq_1_to_100;")
         .unwrap();
@@ -189,4 +196,48 @@ fn tls_is_used_when_asked_and_verified_against_the_given_authority() {
     // Verification without that CA fails: the certificate's issuer is unknown.
     let err = run_err(&format!("{base}?ssl-mode=VERIFY_IDENTITY"));
     assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_sql_mode_quirks_migrates_with_equal_checksums() {
+    let server = PrivateMariaDb::start(
+        false,
+        &["--sql-mode=ANSI_QUOTES,NO_BACKSLASH_ESCAPES,PAD_CHAR_TO_FULL_LENGTH,STRICT_ALL_TABLES"],
+    );
+    // Under NO_BACKSLASH_ESCAPES a backslash is itself; under ANSI_QUOTES "..." names a column.
+    server
+        .client(
+            r"USE game; CREATE TABLE notes (id int PRIMARY KEY, code char(5), body text, made_at datetime);
+            INSERT INTO notes VALUES (1, 'ab', 'C:\games\v1 ''quoted''', NOW() - INTERVAL 400 DAY),
+                                     (2, 'x', 'new', NOW() - INTERVAL 1 DAY);",
+        )
+        .unwrap();
+    let pg = crate::postgres::TestDb::new().await;
+    let lake = TempLake::new();
+    let file = lake.path().join("quirks.toml");
+    std::fs::write(
+        &file,
+        "name = \"quirks\"\n[source]\nkind = \"mysql\"\nurl = \"${MYSQL_URL}\"\n[sink]\nkind = \"postgres\"\nurl = \"${PG_URL}\"\n[[table]]\nfrom = \"notes\"\nto = \"v1.notes\"\nmode = \"migrate\"\ntime_column = \"made_at\"\nhot_after = \"365d\"\n",
+    )
+    .unwrap();
+    let my_url = format!("mysql://root@127.0.0.1:{}/game", server.port);
+    let pg_url = pg.url();
+    let out = gamelake_ok(
+        &[
+            "--lake",
+            &lake.location(),
+            "ingest",
+            &file.display().to_string(),
+        ],
+        &[("MYSQL_URL", my_url.as_str()), ("PG_URL", pg_url.as_str())],
+    );
+    assert!(out.contains("counts and checksums"), "{out}");
+    // The lake holds the old row as MariaDB gives it: the backslashes kept, the char padded.
+    assert_eq!(
+        sql_csv(
+            &lake.location(),
+            &["-c", "SELECT code || '|' || body AS v FROM v1.notes"]
+        ),
+        "v\nab   |C:\\games\\v1 'quoted'\n"
+    );
 }
