@@ -3,7 +3,11 @@
 use std::io::Write;
 
 use clap::ValueEnum;
-use datafusion::arrow::array::RecordBatch;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -64,15 +68,16 @@ pub async fn write_stream(
             let mut writer = datafusion::arrow::csv::WriterBuilder::new()
                 .with_header(true)
                 .build(&mut *out);
+            let text_schema = nested_as_text_schema(&schema);
             let mut wrote_any = false;
             while let Some(batch) = stream.next().await {
-                let batch = to_plain(batch?, &schema)?;
+                let batch = nested_as_text(&to_plain(batch?, &schema)?, &text_schema)?;
                 rows += batch.num_rows() as u64;
                 writer.write(&batch)?;
                 wrote_any = true;
             }
             if !wrote_any {
-                writer.write(&RecordBatch::new_empty(schema))?;
+                writer.write(&RecordBatch::new_empty(text_schema))?;
             }
         }
         Format::Json => {
@@ -109,6 +114,51 @@ pub async fn write_stream(
     }
     out.flush().map_err(stdout_err)?;
     Ok(rows)
+}
+
+/// Lists, structs and maps have no CSV form in arrow's writer: they are written as text, as
+/// DuckDB writes them (`[x, z]`, `{a: 1}`).
+fn nested(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(..)
+            | DataType::ListView(_)
+            | DataType::Struct(_)
+            | DataType::Map(..)
+    )
+}
+
+fn nested_as_text_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match nested(f.data_type()) {
+            true => Field::new(f.name(), DataType::Utf8, true),
+            false => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+fn nested_as_text(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let options = FormatOptions::default();
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| {
+            if !nested(column.data_type()) {
+                return Ok(column.clone());
+            }
+            let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
+            let text: StringArray = (0..column.len())
+                .map(|i| column.is_valid(i).then(|| formatter.value(i).to_string()))
+                .collect();
+            Ok(Arc::new(text) as ArrayRef)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 fn stdout_err(e: std::io::Error) -> Error {

@@ -175,11 +175,18 @@ pub(crate) async fn check_same_columns(
     source: &datafusion::arrow::datatypes::Schema,
 ) -> Result<()> {
     use datafusion::arrow::datatypes::DataType;
-    let plain = |t: &DataType| match t {
-        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
-        other => other.clone(),
-    };
+    // What a type means, not how it is laid out: Delta reads strings back as views and renames
+    // a list's item field ("element"), neither of which is a change of the source.
+    fn plain(t: &DataType) -> DataType {
+        match t {
+            DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+            DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+            DataType::List(item) | DataType::LargeList(item) | DataType::ListView(item) => {
+                DataType::new_list(plain(item.data_type()), true)
+            }
+            other => other.clone(),
+        }
+    }
     let lake = session.context().table(target.to_string()).await?;
     let fix = "the source's columns changed; run `gamelake ingest FILE --full-refresh` to copy the table again, or cast in a `query`";
     for field in lake.schema().fields() {

@@ -290,3 +290,16 @@ fn params_bind_typed_values_and_missing_ones_are_named() {
         crate::support::gamelake_err(&["--lake", &loc, "sql", "-c", q, "--param", "id=1"], &[]);
     assert!(err.contains("--param name=VALUE"), "{err}");
 }
+
+#[test]
+fn csv_prints_lists_and_structs_as_text() {
+    let lake = crate::support::TempLake::new();
+    let out = crate::support::sql_csv(
+        &lake.location(),
+        &[
+            "-c",
+            "SELECT make_array('x', 'z') AS l, named_struct('a', 1) AS s, CAST(NULL AS INT[]) AS n",
+        ],
+    );
+    assert_eq!(out, "l,s,n\n\"[x, z]\",{a: 1},\n");
+}

@@ -310,8 +310,8 @@ async fn incremental_merges_changes_and_misses_no_late_commit() {
     let client = connect(&db.url()).await.unwrap();
     client
         .batch_execute(
-            "CREATE TABLE orders (order_id bigint PRIMARY KEY, amount numeric(12,2), updated_at timestamptz NOT NULL DEFAULT now());
-             INSERT INTO orders (order_id, amount) SELECT g, g FROM generate_series(1, 1000) g;",
+            "CREATE TABLE orders (order_id bigint PRIMARY KEY, amount numeric(12,2), tags text[], updated_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO orders (order_id, amount, tags) SELECT g, g, ARRAY['a', 'b'] FROM generate_series(1, 1000) g;",
         )
         .await
         .unwrap();
