@@ -452,3 +452,17 @@ async fn live_mysql_tables_answer_sql_beside_the_lake_with_safe_filters_pushed_d
         )
     );
 }
+
+#[test]
+fn mysql_benchmark_runs_at_a_tiny_scale() {
+    let text =
+        crate::support::run_tiny_benchmark("mysql_snapshot.py", &["--rows", "2000", "--runs", "1"]);
+    for row in [
+        "gamelake ingest (snapshot",
+        "gamelake ingest (migrate",
+        "DuckDB mysql extension",
+        "mydumper",
+    ] {
+        assert!(text.contains(row), "{row} missing from:\n{text}");
+    }
+}
