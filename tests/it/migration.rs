@@ -269,6 +269,18 @@ async fn a_v1_that_changes_between_runs_a_wrong_password_and_a_missing_table_are
         "{err}"
     );
     assert_eq!(sides_of_purchases(&lake, &pg).await, before);
+    // The ranges were cut by the primary key: another key would cut other ranges.
+    let rekeyed = lake.path().join("rekeyed.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&rekeyed, format!("{text}key = [\"amount\"]\n")).unwrap();
+    let err = gamelake_err(
+        &["--lake", &loc, "ingest", &rekeyed.display().to_string()],
+        &env,
+    );
+    assert!(
+        err.contains("cut by (id)") && err.contains("key = [\"id\"]"),
+        "{err}"
+    );
     // A wrong password: the server's refusal, without the password.
     let wrong = my_url.replace("root@", "root:hunter2@");
     let err = gamelake_err(

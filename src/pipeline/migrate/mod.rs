@@ -166,9 +166,23 @@ async fn migrate_table(
                 let every = table.range_rows.unwrap_or(RANGE_ROWS);
                 boundaries(&mut my, from, &key, every).await?
             };
-            progress::save(&mut client, pipeline, &table.to, cutoff, &bounds).await?
+            progress::save(&mut client, pipeline, &table.to, cutoff, &key, &bounds).await?
         }
     };
+    if plan.key != key {
+        return Err(Error::Invalid(format!(
+            "{}: its ranges were cut by ({}) when the migration began, but the key is now ({}); put key = [{}] back in the file, or {}",
+            table.to,
+            plan.key.join(", "),
+            key.join(", "),
+            plan.key
+                .iter()
+                .map(|k| format!("\"{k}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            start_over(pipeline, &table.to, &pg_table).replacen("Start over", "start over", 1)
+        )));
+    }
     let cutoff_text = micros_text(plan.cutoff, &time_kind);
 
     let schema = crate::sources::mysql::schema_of(&columns);
@@ -252,36 +266,18 @@ async fn migrate_table(
             .map(RecordBatch::get_array_memory_size)
             .sum::<usize>() as u64;
         if range.migrated.is_none() {
-            let tx = client
-                .transaction()
-                .await
-                .map_err(|e| pg_error(&name, &e))?;
-            pg_copy::create_stage(&tx, &pg_columns, &name).await?;
-            pg_copy::copy_to_stage(&tx, &pg_columns, &newer, &name).await?;
-            tx.batch_execute(&pg_copy::insert_from_stage(&pg_table, &pg_columns, ""))
-                .await
-                .map_err(|e| pg_error(&format!("{name} (into {pg_table})"), &e))?;
-            let marked = tx
-                .execute(
-                    progress::MARK_MIGRATED,
-                    &[
-                        &pipeline,
-                        &table.to,
-                        &range.no,
-                        &(source.rows as i64),
-                        &source.sum.to_string(),
-                        &(lake_rows as i64),
-                        &(pg_rows as i64),
-                    ],
-                )
-                .await
-                .map_err(|e| pg_error(&name, &e))?;
-            if marked != 1 {
-                return Err(Error::Invalid(format!(
-                    "{name} was marked migrated by another run meanwhile; run again"
-                )));
-            }
-            tx.commit().await.map_err(|e| pg_error(&name, &e))?;
+            let done = progress::Done {
+                source,
+                lake_rows,
+                pg_rows,
+            };
+            let mark = progress::Mark {
+                pipeline,
+                table: &table.to,
+                range: range.no,
+            };
+            let target = (&pg_table, pg_columns.as_slice());
+            commit_newer(&mut client, target, &newer, &mark, &done, &name).await?;
             expected = expected + source;
             bar.inc(source.rows);
         }
@@ -330,6 +326,26 @@ async fn migrate_table(
         zero_dates: zero_dates.iter().sum(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Moves a range's newer rows into PostgreSQL (binary COPY into a staging table, one INSERT)
+/// and marks the range migrated, in one transaction.
+async fn commit_newer(
+    client: &mut tokio_postgres::Client,
+    (pg_table, pg_columns): (&TableRef, &[pg_copy::Column]),
+    newer: &[RecordBatch],
+    mark: &progress::Mark<'_>,
+    done: &progress::Done,
+    name: &str,
+) -> Result<()> {
+    let tx = client.transaction().await.map_err(|e| pg_error(name, &e))?;
+    pg_copy::create_stage(&tx, pg_columns, name).await?;
+    pg_copy::copy_to_stage(&tx, pg_columns, newer, name).await?;
+    tx.batch_execute(&pg_copy::insert_from_stage(pg_table, pg_columns, ""))
+        .await
+        .map_err(|e| pg_error(&format!("{name} (into {pg_table})"), &e))?;
+    progress::mark_migrated(&tx, mark, done, name).await?;
+    tx.commit().await.map_err(|e| pg_error(name, &e))
 }
 
 /// How to start a table's migration over.

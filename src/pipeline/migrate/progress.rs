@@ -5,7 +5,7 @@
 //! cutoff and the ranges never move between runs.
 
 use mysql_async::Value;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use super::checksum::Checksum;
 use crate::error::{Error, Result};
@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS gamelake.migration_ranges (
     lower_bound text[],
     upper_bound text[],
     cutoff bigint NOT NULL,
+    key_columns text[] NOT NULL,
     source_rows bigint,
     source_sum numeric,
     lake_rows bigint,
@@ -42,11 +43,13 @@ pub struct Range {
     pub migrated: Option<Checksum>,
 }
 
-/// A table's plan: the cutoff (µs, in the time column's own terms) and its ranges.
+/// A table's plan: the cutoff (µs, in the time column's own terms), the key and its ranges.
 #[derive(Debug)]
 pub struct Plan {
     /// Rows with a time before it go to the lake.
     pub cutoff: i64,
+    /// The columns the ranges cut (empty: one range).
+    pub key: Vec<String>,
     /// The ranges, in key order.
     pub ranges: Vec<Range>,
 }
@@ -78,7 +81,7 @@ pub async fn prepare(client: &Client, pipeline: &str, table: &str) -> Result<()>
 pub async fn load(client: &Client, pipeline: &str, table: &str) -> Result<Option<Plan>> {
     let rows = client
         .query(
-            "SELECT range_no, lower_bound, upper_bound, cutoff, source_rows, source_sum::text
+            "SELECT range_no, lower_bound, upper_bound, cutoff, source_rows, source_sum::text, key_columns
              FROM gamelake.migration_ranges WHERE pipeline = $1 AND lake_table = $2 ORDER BY range_no",
             &[&pipeline, &table],
         )
@@ -88,6 +91,7 @@ pub async fn load(client: &Client, pipeline: &str, table: &str) -> Result<Option
         return Ok(None);
     };
     let cutoff: i64 = first.get(3);
+    let key: Vec<String> = first.get(6);
     let bound = |texts: Option<Vec<String>>| -> Result<Option<Vec<Value>>> {
         texts
             .map(|texts| {
@@ -126,7 +130,11 @@ pub async fn load(client: &Client, pipeline: &str, table: &str) -> Result<Option
             migrated,
         });
     }
-    Ok(Some(Plan { cutoff, ranges }))
+    Ok(Some(Plan {
+        cutoff,
+        key,
+        ranges,
+    }))
 }
 
 /// Records a new plan: ranges cut at `bounds` (none: one range holding every row).
@@ -135,6 +143,7 @@ pub async fn save(
     pipeline: &str,
     table: &str,
     cutoff: i64,
+    key: &[String],
     bounds: &[Vec<Value>],
 ) -> Result<Plan> {
     let encode = |values: &Vec<Value>| values.iter().map(encode_value).collect::<Vec<_>>();
@@ -152,8 +161,8 @@ pub async fn save(
         .map_err(|e| pg_error("gamelake.migration_ranges", &e))?;
     for range in &ranges {
         tx.execute(
-            "INSERT INTO gamelake.migration_ranges (pipeline, lake_table, range_no, lower_bound, upper_bound, cutoff)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO gamelake.migration_ranges (pipeline, lake_table, range_no, lower_bound, upper_bound, cutoff, key_columns)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &pipeline,
                 &table,
@@ -161,6 +170,7 @@ pub async fn save(
                 &range.lower.as_ref().map(encode),
                 &range.upper.as_ref().map(encode),
                 &cutoff,
+                &key,
             ],
         )
         .await
@@ -169,12 +179,62 @@ pub async fn save(
     tx.commit()
         .await
         .map_err(|e| pg_error("gamelake.migration_ranges", &e))?;
-    Ok(Plan { cutoff, ranges })
+    Ok(Plan {
+        cutoff,
+        key: key.to_vec(),
+        ranges,
+    })
 }
 
-/// The statement (inside the transaction that moves a range's newer rows in) that marks it
-/// migrated: $1 pipeline, $2 table, $3 range, $4 v1.0 rows, $5 checksum (text), $6 lake rows,
-/// $7 PostgreSQL rows. It changes one row only if the range was not migrated yet.
-pub const MARK_MIGRATED: &str = "UPDATE gamelake.migration_ranges
-    SET source_rows = $4, source_sum = $5::text::numeric, lake_rows = $6, pg_rows = $7, migrated_at = now()
-    WHERE pipeline = $1 AND lake_table = $2 AND range_no = $3 AND migrated_at IS NULL";
+/// Which range is being marked.
+pub struct Mark<'a> {
+    /// The pipeline's name.
+    pub pipeline: &'a str,
+    /// The lake table.
+    pub table: &'a str,
+    /// The range's number.
+    pub range: i32,
+}
+
+/// What a migrated range holds.
+pub struct Done {
+    /// v1.0's rows and checksum of the range.
+    pub source: Checksum,
+    /// Rows that went to the lake.
+    pub lake_rows: u64,
+    /// Rows that went to PostgreSQL.
+    pub pg_rows: u64,
+}
+
+/// Marks a range migrated, inside the transaction that moves its newer rows in; an error if
+/// another run marked it meanwhile.
+pub async fn mark_migrated(
+    tx: &Transaction<'_>,
+    mark: &Mark<'_>,
+    done: &Done,
+    name: &str,
+) -> Result<()> {
+    let marked = tx
+        .execute(
+            "UPDATE gamelake.migration_ranges
+             SET source_rows = $4, source_sum = $5::text::numeric, lake_rows = $6, pg_rows = $7, migrated_at = now()
+             WHERE pipeline = $1 AND lake_table = $2 AND range_no = $3 AND migrated_at IS NULL",
+            &[
+                &mark.pipeline,
+                &mark.table,
+                &mark.range,
+                &(done.source.rows as i64),
+                &done.source.sum.to_string(),
+                &(done.lake_rows as i64),
+                &(done.pg_rows as i64),
+            ],
+        )
+        .await
+        .map_err(|e| pg_error(name, &e))?;
+    if marked != 1 {
+        return Err(Error::Invalid(format!(
+            "{name} was marked migrated by another run meanwhile; run again"
+        )));
+    }
+    Ok(())
+}
