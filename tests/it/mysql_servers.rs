@@ -241,3 +241,33 @@ async fn a_server_with_sql_mode_quirks_migrates_with_equal_checksums() {
         "v\nab   |C:\\games\\v1 'quoted'\n"
     );
 }
+
+#[test]
+fn timestamps_are_read_in_utc_whatever_the_servers_time_zone() {
+    let server = PrivateMariaDb::start(false, &["--default-time-zone=+08:00"]);
+    // Written in the server's zone (UTC+8): the timestamp is an instant, the datetime a wall
+    // clock reading.
+    server
+        .client(
+            "USE game; CREATE TABLE purchases (id int PRIMARY KEY, paid_at timestamp(6) NULL, local_at datetime(6));
+             INSERT INTO purchases VALUES (1, '2026-01-02 08:00:00.5', '2026-01-02 08:00:00.5');",
+        )
+        .unwrap();
+    let lake = TempLake::new();
+    let file = snapshot_pipeline(lake.path());
+    let url = format!("mysql://root@127.0.0.1:{}/game", server.port);
+    gamelake_ok(
+        &["--lake", &lake.location(), "ingest", &file],
+        &[("MYSQL_URL", url.as_str())],
+    );
+    assert_eq!(
+        sql_csv(
+            &lake.location(),
+            &[
+                "-c",
+                "SELECT CAST(paid_at AS VARCHAR) AS paid, CAST(local_at AS VARCHAR) AS local FROM v1.purchases"
+            ]
+        ),
+        "paid,local\n2026-01-02T00:00:00.500Z,2026-01-02T08:00:00.500\n"
+    );
+}
