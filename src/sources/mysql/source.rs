@@ -8,7 +8,8 @@
 //! transaction, with a warning.
 //!
 //! Changes are bounded one second before the start of the oldest InnoDB transaction still open
-//! (read from `information_schema.INNODB_TRX`, which needs the PROCESS privilege) or before now:
+//! that may write (read from `information_schema.INNODB_TRX`, which needs the PROCESS privilege;
+//! `READ ONLY` transactions, such as snapshots', cannot commit rows) or before now:
 //! a row committed late carries a cursor at or after its transaction's start, so the next run
 //! reads it.
 
@@ -157,9 +158,9 @@ impl Source for MySource {
                    IF(t.started < NOW() - INTERVAL {HELD_WARNING_SECONDS} SECOND, CONCAT(t.thread, ' since ', t.started), NULL)
                  FROM (SELECT MIN(trx_started) AS started,
                          (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX
-                          WHERE trx_mysql_thread_id <> CONNECTION_ID() ORDER BY trx_started LIMIT 1) AS thread
+                          WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_is_read_only = 0 ORDER BY trx_started LIMIT 1) AS thread
                        FROM information_schema.INNODB_TRX
-                       WHERE trx_mysql_thread_id <> CONNECTION_ID()) AS t"
+                       WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_is_read_only = 0) AS t"
             ))
             .await
             .map_err(|e| {
