@@ -164,3 +164,19 @@ def write_section(results, title, lines, binary):
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text)
+
+
+def duckdb_extension(package, name):
+    """The file of a DuckDB extension shipped as a Python package (e.g. duckdb_extension_mysql)."""
+    pkg = importlib.import_module(package)
+    return next(pathlib.Path(pkg.__file__).parent.rglob(f"{name}.duckdb_extension"))
+
+
+def ingest_table(title_rows, results, sizes, ratio):
+    """Markdown rows `| path | seconds | rows/s | <ratio> | MB written |` of an ingest benchmark."""
+    lines = []
+    for name, secs in results.items():
+        written = f"{sizes[name] / 1e6:,.0f}" if name in sizes else ""
+        lines.append(f"| {name.strip()} | {secs:.2f} | {title_rows / secs:,.0f} | {ratio(secs)} | {written} |")
+    return lines
+

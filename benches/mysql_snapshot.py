@@ -15,7 +15,6 @@ Usage (from the repository root, after `cargo build --release` and `bash .ci/run
 """
 
 import argparse
-import importlib
 import os
 import pathlib
 import platform
@@ -23,17 +22,13 @@ import shutil
 import subprocess
 import tempfile
 
-from bench_common import PG, ROOT, gamelake_binary, psql, timed, write_section
+from bench_common import PG, ROOT, duckdb_extension, gamelake_binary, ingest_table, psql, timed, write_section
 
 
 def mariadb(db, sql):
     return subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-N", "-B", db, "-e", sql],
                           check=True, capture_output=True, text=True).stdout.strip()
 
-
-def extension(package, name):
-    pkg = importlib.import_module(package)
-    return next(pathlib.Path(pkg.__file__).parent.rglob(f"{name}.duckdb_extension"))
 
 
 def main():
@@ -110,7 +105,7 @@ hot_after = "365d"
         import duckdb
         ext_dir = work / "ext"
         ext_dir.mkdir()
-        shutil.copy(extension("duckdb_extension_mysql", "mysql"), ext_dir / "mysql_scanner.duckdb_extension")
+        shutil.copy(duckdb_extension("duckdb_extension_mysql", "mysql"), ext_dir / "mysql_scanner.duckdb_extension")
         con = duckdb.connect()
         con.execute(f"SET threads = {args.parallelism}")
         con.execute(f"LOAD '{ext_dir / 'mysql_scanner.duckdb_extension'}'")
@@ -147,9 +142,7 @@ hot_after = "365d"
         "| path | seconds | rows/s | speed vs DuckDB | MB written |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, secs in results.items():
-        written = f"{sizes[name] / 1e6:,.0f}" if name in sizes else ""
-        lines.append(f"| {name.strip()} | {secs:.2f} | {args.rows / secs:,.0f} | {duck / secs:.2f}x | {written} |")
+    lines += ingest_table(args.rows, results, sizes, lambda secs: f"{duck / secs:.2f}x")
     write_section(args.results, "MySQL snapshot", lines, binary)
 
 

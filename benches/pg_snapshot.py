@@ -11,7 +11,6 @@ Usage (from the repository root, after `cargo build --release` and `bash .ci/run
 """
 
 import argparse
-import importlib
 import os
 import pathlib
 import platform
@@ -19,12 +18,8 @@ import shutil
 import subprocess
 import tempfile
 
-from bench_common import PG, ROOT, gamelake_binary, psql, psql_value, timed, write_section
+from bench_common import PG, ROOT, duckdb_extension, gamelake_binary, ingest_table, psql, psql_value, timed, write_section
 
-
-def extension(package, name):
-    pkg = importlib.import_module(package)
-    return next(pathlib.Path(pkg.__file__).parent.rglob(f"{name}.duckdb_extension"))
 
 
 def main():
@@ -82,7 +77,7 @@ zstd_level = {level}
         import duckdb
         ext_dir = work / "ext"
         ext_dir.mkdir()
-        shutil.copy(extension("duckdb_extension_postgres", "postgres"), ext_dir / "postgres_scanner.duckdb_extension")
+        shutil.copy(duckdb_extension("duckdb_extension_postgres", "postgres"), ext_dir / "postgres_scanner.duckdb_extension")
         con = duckdb.connect()
         con.execute("SET threads = 2")
         con.execute(f"LOAD '{ext_dir / 'postgres_scanner.duckdb_extension'}'")
@@ -110,9 +105,7 @@ zstd_level = {level}
         "| path | seconds | rows/s | share of the COPY limit | MB written |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, secs in results.items():
-        written = f"{sizes[name] / 1e6:,.0f}" if name in sizes else ""
-        lines.append(f"| {name} | {secs:.2f} | {args.rows / secs:,.0f} | {limit / secs:.0%} | {written} |")
+    lines += ingest_table(args.rows, results, sizes, lambda secs: f"{limit / secs:.0%}")
     write_section(args.results, "PostgreSQL snapshot", lines, binary)
 
 

@@ -63,6 +63,30 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A connection URL as it is, but its password and the query parameters `secret` names shown
+/// as `***` (`mysql://u:***@h/db?password=***`).
+pub fn hide_passwords(url: &url::Url, secret: impl Fn(&str) -> bool) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let value = if secret(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

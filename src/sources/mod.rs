@@ -18,6 +18,7 @@
 //! [`mysql`] too, for MySQL and MariaDB (consistent snapshots on N connections over
 //! primary-key ranges, the oldest open InnoDB transaction).
 
+pub mod live;
 pub mod mysql;
 pub mod postgres;
 

@@ -3,20 +3,17 @@
 //! DataFusion does pushed into the SELECT — so an analyst can compare v1.0 with the lake in one
 //! query.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::streaming::StreamingTable;
-use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DFResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::MySqlDialect;
@@ -28,14 +25,12 @@ use super::{
     read_stream,
 };
 use crate::error::{Error, Result};
+use crate::sources::live::{ListedCatalog, scan_batches};
 
 /// The `mysql` catalog: the server's databases and their tables, listed when the session starts.
-#[derive(Debug)]
-pub struct MyCatalog {
-    databases: BTreeMap<String, Arc<MyDatabase>>,
-}
+pub type MyCatalog = ListedCatalog<MyDatabase>;
 
-impl MyCatalog {
+impl ListedCatalog<MyDatabase> {
     /// Lists the tables of every database the user sees (not MySQL's own).
     pub async fn load(url: &str) -> Result<Self> {
         let mut conn = connect(url, &SESSION).await?;
@@ -48,34 +43,11 @@ impl MyCatalog {
             .await
             .map_err(|e| my_error("listing tables", e))?;
         let _ = conn.disconnect().await;
-        let mut tables: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (database, table) in rows {
-            tables.entry(database).or_default().push(table);
-        }
-        let databases = tables
-            .into_iter()
-            .map(|(database, tables)| {
-                let provider = MyDatabase {
-                    url: url.to_string(),
-                    database: database.clone(),
-                    tables,
-                };
-                (database, Arc::new(provider))
-            })
-            .collect();
-        Ok(Self { databases })
-    }
-}
-
-impl CatalogProvider for MyCatalog {
-    fn schema_names(&self) -> Vec<String> {
-        self.databases.keys().cloned().collect()
-    }
-
-    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        self.databases
-            .get(name)
-            .map(|s| s.clone() as Arc<dyn SchemaProvider>)
+        Ok(Self::from_rows(rows, |database, tables| MyDatabase {
+            url: url.to_string(),
+            database: database.to_string(),
+            tables,
+        }))
     }
 }
 
@@ -307,7 +279,6 @@ impl PartitionStream for LiveQuery {
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (url, query, columns) = (self.url.clone(), self.query.clone(), self.columns.clone());
-        let schema = self.schema.clone();
         let batches = futures::stream::once(async move {
             let conn = connect(&url, &SESSION)
                 .await
@@ -320,19 +291,8 @@ impl PartitionStream for LiveQuery {
                 TypePolicy::default(),
             ))
         })
-        .try_flatten()
-        .and_then(move |batch| {
-            let schema = schema.clone();
-            async move {
-                if !schema.fields().is_empty() {
-                    return Ok(batch);
-                }
-                // No column is needed (e.g. count(*)): the query read a constant; keep the counts.
-                let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-                Ok(RecordBatch::try_new_with_options(schema, vec![], &options)?)
-            }
-        });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+        .try_flatten();
+        scan_batches(self.schema.clone(), batches)
     }
 }
 

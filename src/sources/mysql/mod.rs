@@ -105,26 +105,10 @@ pub async fn connect(url: &str, setup: &[&str]) -> Result<Conn> {
 
 /// A connection URL without its password (in the user info or a `password` parameter).
 pub fn redact(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return "<unreadable MySQL URL>".to_string();
-    };
-    if parsed.password().is_some() {
-        let _ = parsed.set_password(Some("***"));
+    match url::Url::parse(url) {
+        Ok(parsed) => crate::secret::hide_passwords(&parsed, |k| k.contains("pass")),
+        Err(_) => "<unreadable MySQL URL>".to_string(),
     }
-    if parsed.query().is_some() {
-        let pairs: Vec<(String, String)> = parsed
-            .query_pairs()
-            .map(|(k, v)| {
-                let hidden = k.contains("password") || k.contains("pass");
-                (
-                    k.into_owned(),
-                    if hidden { "***".into() } else { v.into_owned() },
-                )
-            })
-            .collect();
-        parsed.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    parsed.to_string()
 }
 
 /// A MySQL error with what it concerned, in one line: the server refusing a statement is the

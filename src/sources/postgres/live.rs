@@ -2,20 +2,17 @@
 //! binary COPY reader, with the query's columns and filters pushed into the COPY query.
 
 use std::any::Any;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::streaming::StreamingTable;
-use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DFResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::PostgreSqlDialect;
@@ -27,14 +24,12 @@ use super::{
     CopyConnection, PgColumn, connect, describe, pg_error, quote_identifier, read_stream, schema_of,
 };
 use crate::error::{Error, Result};
+use crate::sources::live::{ListedCatalog, scan_batches};
 
 /// The `pg` catalog: PostgreSQL schemas and their tables, listed when the session starts.
-#[derive(Debug)]
-pub struct PgCatalog {
-    schemas: BTreeMap<String, Arc<PgSchema>>,
-}
+pub type PgCatalog = ListedCatalog<PgSchema>;
 
-impl PgCatalog {
+impl ListedCatalog<PgSchema> {
     /// Lists the database's user tables.
     pub async fn load(url: &str) -> Result<Self> {
         let client = connect(url).await?;
@@ -47,34 +42,12 @@ impl PgCatalog {
             )
             .await
             .map_err(|e| pg_error("listing tables", &e))?;
-        let mut tables: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for row in rows {
-            tables.entry(row.get(0)).or_default().push(row.get(1));
-        }
-        let schemas = tables
-            .into_iter()
-            .map(|(schema, names)| {
-                let provider = PgSchema {
-                    url: url.to_string(),
-                    schema: schema.clone(),
-                    tables: names,
-                };
-                (schema, Arc::new(provider))
-            })
-            .collect();
-        Ok(Self { schemas })
-    }
-}
-
-impl CatalogProvider for PgCatalog {
-    fn schema_names(&self) -> Vec<String> {
-        self.schemas.keys().cloned().collect()
-    }
-
-    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        self.schemas
-            .get(name)
-            .map(|s| s.clone() as Arc<dyn SchemaProvider>)
+        let rows = rows.into_iter().map(|row| (row.get(0), row.get(1)));
+        Ok(Self::from_rows(rows, |schema, tables| PgSchema {
+            url: url.to_string(),
+            schema: schema.to_string(),
+            tables,
+        }))
     }
 }
 
@@ -230,7 +203,6 @@ impl PartitionStream for LiveQuery {
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (url, query, columns) = (self.url.clone(), self.query.clone(), self.columns.clone());
-        let schema = self.schema.clone();
         let batches = futures::stream::once(async move {
             let connection = CopyConnection::connect(&url)
                 .await
@@ -239,19 +211,8 @@ impl PartitionStream for LiveQuery {
                 .await
                 .map_err(Error::into_datafusion)
         })
-        .try_flatten()
-        .and_then(move |batch| {
-            let schema = schema.clone();
-            async move {
-                if !schema.fields().is_empty() {
-                    return Ok(batch);
-                }
-                // No column is needed (e.g. count(*)): the query read a constant; keep the counts.
-                let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-                Ok(RecordBatch::try_new_with_options(schema, vec![], &options)?)
-            }
-        });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+        .try_flatten();
+        scan_batches(self.schema.clone(), batches)
     }
 }
 

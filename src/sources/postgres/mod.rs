@@ -307,26 +307,12 @@ const SECRET_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
 /// (`host=h password=***`).
 pub fn redact(url: &str) -> String {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let Ok(mut parsed) = url::Url::parse(url) else {
-            return "<unreadable connection URL>".to_string();
+        return match url::Url::parse(url) {
+            Ok(parsed) => {
+                crate::secret::hide_passwords(&parsed, |k| SECRET_PARAMETERS.contains(&k))
+            }
+            Err(_) => "<unreadable connection URL>".to_string(),
         };
-        if parsed.password().is_some() {
-            let _ = parsed.set_password(Some("***"));
-        }
-        if parsed.query().is_some() {
-            let pairs: Vec<(String, String)> = parsed
-                .query_pairs()
-                .map(|(k, v)| {
-                    let secret = SECRET_PARAMETERS.contains(&k.as_ref());
-                    (
-                        k.into_owned(),
-                        if secret { "***".into() } else { v.into_owned() },
-                    )
-                })
-                .collect();
-            parsed.query_pairs_mut().clear().extend_pairs(pairs);
-        }
-        return parsed.to_string();
     }
     redact_key_values(url)
 }
