@@ -509,3 +509,35 @@ async fn passwords_log_in_by_scram_md5_and_cleartext() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numerics_with_all_38_digits_are_read_exactly() {
+    let db = TestDb::new().await;
+    let client = connect(&db.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE n (id int, a numeric(38,10), b numeric(38,0), c numeric(12,2));
+             INSERT INTO n VALUES
+               (1, 1234567890123456789012345678.1234567890, 99999999999999999999999999999999999999, 12345.67),
+               (2, -9999999999999999999999999999.9999999999, -1, -0.05),
+               (3, 0.0000000001, 0, 0);",
+        )
+        .await
+        .unwrap();
+    let sql = "SELECT a, b, c FROM n ORDER BY id";
+    let (_, batches) = read(&client, sql).await.unwrap();
+    let wire = wire_read(&db.url(), &client, sql).await;
+    assert_eq!(render(&wire), render(&batches));
+    // As PostgreSQL prints them.
+    let printed: Vec<String> = client
+        .query(
+            "SELECT a::text || '|' || b::text || '|' || c::text FROM n ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(render(&batches), printed);
+}
