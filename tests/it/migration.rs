@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use crate::mysql::MyDb;
 use crate::postgres::TestDb;
-use crate::support::{DUCKDB_DELTA, TempLake, gamelake, gamelake_err, gamelake_ok, run_python};
+use crate::support::{
+    DUCKDB_DELTA, TempLake, gamelake, gamelake_err, gamelake_ok, run_python, sql_csv,
+};
 use gamelake::sources::postgres::connect;
 
 /// A migration pipeline of one table (`purchases` → lake `v1.purchases`, PostgreSQL
@@ -119,28 +121,18 @@ async fn every_type_crosses_to_the_lake_and_postgresql_with_equal_checksums() {
     );
 }
 
-/// Lake rows, distinct keys, sum of keys and the newest time (as text); PostgreSQL's likewise
-/// with its oldest time.
-async fn sides(lake: &TempLake, pg: &TestDb) -> (String, String) {
-    let lake_side = gamelake_ok(
-        &[
-            "--lake",
-            &lake.location(),
-            "sql",
-            "--format",
-            "csv",
-            "-c",
-            "SELECT count(*) || '|' || count(DISTINCT id) || '|' || coalesce(sum(id), 0) || '|' || coalesce(CAST(max(made_at) AS VARCHAR), '') AS v FROM v1.purchases",
-        ],
-        &[],
-    );
-    let pg_side = pg_text(
-        &pg.url(),
-        "SELECT count(*) || '|' || count(DISTINCT id) || '|' || coalesce(sum(id), 0) || '|' || coalesce(min(made_at)::text, '') FROM public.purchases",
-    )
-    .await;
-    (lake_side.lines().nth(1).unwrap_or("").to_string(), pg_side)
+/// One line the lake answers to `lake_sql` (its column named `v`) and the value PostgreSQL
+/// answers to `pg_sql`.
+async fn sides(lake: &TempLake, pg: &TestDb, lake_sql: &str, pg_sql: &str) -> (String, String) {
+    let lake_side = sql_csv(&lake.location(), &["-c", lake_sql]);
+    let lake_side = lake_side.lines().nth(1).unwrap_or("").to_string();
+    (lake_side, pg_text(&pg.url(), pg_sql).await)
 }
+
+/// Rows, distinct keys, sum of keys and the newest time (as text) in the lake; the same with the
+/// oldest time in PostgreSQL.
+const LAKE_KEYS: &str = "SELECT count(*) || '|' || count(DISTINCT id) || '|' || coalesce(sum(id), 0) || '|' || coalesce(CAST(max(made_at) AS VARCHAR), '') AS v FROM v1.purchases";
+const PG_KEYS: &str = "SELECT count(*) || '|' || count(DISTINCT id) || '|' || coalesce(sum(id), 0) || '|' || coalesce(min(made_at)::text, '') FROM public.purchases";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_kills_during_a_million_row_migration_end_with_every_row_once_split_at_the_cutoff() {
@@ -206,7 +198,7 @@ async fn twenty_kills_during_a_million_row_migration_end_with_every_row_once_spl
         resumed > 0,
         "the killed runs committed ranges the last one resumed: {out}"
     );
-    let (lake_side, pg_side) = sides(&lake, &pg).await;
+    let (lake_side, pg_side) = sides(&lake, &pg, LAKE_KEYS, PG_KEYS).await;
     let lake_parts: Vec<&str> = lake_side.split('|').collect();
     let pg_parts: Vec<&str> = pg_side.split('|').collect();
     // Every row exactly once: counts, distinct keys and key sums add up to 1..=ROWS.
@@ -231,7 +223,10 @@ async fn twenty_kills_during_a_million_row_migration_end_with_every_row_once_spl
         .unwrap();
     let figures: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(figures[5], figures[6], "every range resumed: {again}");
-    assert_eq!(sides(&lake, &pg).await, (lake_side, pg_side));
+    assert_eq!(
+        sides(&lake, &pg, LAKE_KEYS, PG_KEYS).await,
+        (lake_side, pg_side)
+    );
     // DuckDB reads the lake table.
     let table = lake.path().join("v1/purchases").display().to_string();
     let duck = run_python(
@@ -311,26 +306,11 @@ async fn a_v1_that_changes_between_runs_a_wrong_password_and_a_missing_table_are
     );
 }
 
-/// (lake rows | sum of amounts) and PostgreSQL's, of the small purchases table.
+/// (rows | sum of amounts) of the small purchases table in the lake and in PostgreSQL.
 async fn sides_of_purchases(lake: &TempLake, pg: &TestDb) -> (String, String) {
-    let lake_side = gamelake_ok(
-        &[
-            "--lake",
-            &lake.location(),
-            "sql",
-            "--format",
-            "csv",
-            "-c",
-            "SELECT count(*) || '|' || sum(amount) AS v FROM v1.purchases",
-        ],
-        &[],
-    );
-    let pg_side = pg_text(
-        &pg.url(),
-        "SELECT count(*) || '|' || sum(amount) FROM public.purchases",
-    )
-    .await;
-    (lake_side, pg_side)
+    let lake_sql = "SELECT count(*) || '|' || sum(amount) AS v FROM v1.purchases";
+    let pg_sql = "SELECT count(*) || '|' || sum(amount) FROM public.purchases";
+    sides(lake, pg, lake_sql, pg_sql).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

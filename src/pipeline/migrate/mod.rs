@@ -488,18 +488,19 @@ fn rows_of(batches: &[RecordBatch]) -> u64 {
     batches.iter().map(|b| b.num_rows() as u64).sum()
 }
 
+/// `SELECT "a", "b" FROM "schema"."table"`: DataFusion and PostgreSQL quote names alike.
+fn select_columns(table: &TableRef, columns: &[&str]) -> String {
+    let quoted: Vec<String> = columns.iter().map(|c| pg::quote_identifier(c)).collect();
+    format!(
+        "SELECT {} FROM {}",
+        quoted.join(", "),
+        pg_copy::target_name(table)
+    )
+}
+
 /// The lake table's rows, read back, as one checksum.
 async fn lake_checksum(session: &Session, table: &TableRef, columns: &[&str]) -> Result<Checksum> {
-    let quoted: Vec<String> = columns
-        .iter()
-        .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
-        .collect();
-    let sql = format!(
-        "SELECT {} FROM \"{}\".\"{}\"",
-        quoted.join(", "),
-        table.schema,
-        table.table
-    );
+    let sql = select_columns(table, columns);
     let frame = session.context().sql(&sql).await?;
     let mut stream = frame.execute_stream().await?;
     let mut sum = Checksum::default();
@@ -511,12 +512,7 @@ async fn lake_checksum(session: &Session, table: &TableRef, columns: &[&str]) ->
 
 /// The PostgreSQL table's rows, read back, as one checksum.
 async fn pg_checksum(url: &str, table: &TableRef, columns: &[&str]) -> Result<Checksum> {
-    let quoted: Vec<String> = columns.iter().map(|c| pg::quote_identifier(c)).collect();
-    let sql = format!(
-        "SELECT {} FROM {}",
-        quoted.join(", "),
-        pg_copy::target_name(table)
-    );
+    let sql = select_columns(table, columns);
     let client = pg::connect(url).await?;
     let described = pg::describe(&client, &sql).await?;
     let connection = pg::CopyConnection::connect(url).await?;
