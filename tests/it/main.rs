@@ -15,6 +15,7 @@ mod load;
 mod migration;
 mod mysql;
 mod mysql_servers;
+mod pg_types;
 mod pipelines;
 mod plans;
 mod postgres;

@@ -9,10 +9,10 @@
 //! | numeric without precision | Utf8, the exact digits (no Arrow decimal holds every value) |
 //! | text, varchar, char, name, citext, enums, unknown | Utf8 |
 //! | bytea | Binary |
-//! | date | Date32 (±infinity → the largest/smallest date) |
-//! | time | Time64(µs) |
-//! | timestamp / timestamptz | Timestamp(µs) / Timestamp(µs, UTC) (±infinity → max/min) |
-//! | interval | Interval(MonthDayNano) |
+//! | date | Date32 (±infinity → 9999-12-31 / 0001-01-01) |
+//! | time | Int64, microseconds since midnight (Delta has no time type) |
+//! | timestamp / timestamptz | Timestamp(µs) / Timestamp(µs, UTC) (±infinity → 9999-12-31 23:59:59.999999 / 0001-01-01) |
+//! | interval | Struct(months Int32, days Int32, microseconds Int64), exactly PostgreSQL's parts |
 //! | uuid | Utf8 (canonical text) |
 //! | json / jsonb | Utf8 (JSON text) |
 //! | inet / cidr | Utf8 (`addr/bits` text) |
@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use tokio_postgres::types::{Kind, Type};
 
 use crate::error::{Error, Result};
@@ -111,13 +111,23 @@ impl PgKind {
         })
     }
 
+    /// Whether the lake holds this kind in a form PostgreSQL cannot compare with the same
+    /// literal (time as microseconds, interval as a struct), so a filter on it stays in DataFusion.
+    pub fn differs_in_arrow(&self) -> bool {
+        match self {
+            Self::Time | Self::Interval => true,
+            Self::Array(element) => element.differs_in_arrow(),
+            _ => false,
+        }
+    }
+
     /// The Arrow type this kind becomes.
     pub fn arrow_type(&self) -> DataType {
         match self {
             Self::Bool => DataType::Boolean,
             Self::Int2 => DataType::Int16,
             Self::Int4 => DataType::Int32,
-            Self::Int8 => DataType::Int64,
+            Self::Int8 | Self::Time => DataType::Int64,
             Self::Float4 => DataType::Float32,
             Self::Float8 => DataType::Float64,
             Self::Decimal(p, s) => DataType::Decimal128(*p, *s),
@@ -126,15 +136,23 @@ impl PgKind {
             }
             Self::Bytes => DataType::Binary,
             Self::Date => DataType::Date32,
-            Self::Time => DataType::Time64(TimeUnit::Microsecond),
             Self::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             Self::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            Self::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
+            Self::Interval => DataType::Struct(interval_fields()),
             Self::Array(element) => {
                 DataType::List(Arc::new(Field::new("item", element.arrow_type(), true)))
             }
         }
     }
+}
+
+/// The parts of an interval in the lake: `months`, `days`, `microseconds`.
+pub fn interval_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("months", DataType::Int32, true),
+        Field::new("days", DataType::Int32, true),
+        Field::new("microseconds", DataType::Int64, true),
+    ])
 }
 
 /// A source column: its name and how its PostgreSQL type is decoded.

@@ -8,19 +8,40 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder,
-    ListArray, StringArray, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListArray, StringArray,
+    StringBuilder, StructArray, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
-use datafusion::arrow::datatypes::{Field, IntervalMonthDayNano};
+use datafusion::arrow::datatypes::Field;
 
-use super::columns::PgKind;
+use super::columns::{PgKind, interval_fields};
 use crate::error::{Error, Result};
 
 /// Days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH_DAYS: i32 = 10_957;
 /// Microseconds from 1970-01-01 to 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Where `date 'infinity'` and `'-infinity'` land: 9999-12-31 and 0001-01-01 (days since
+/// 1970-01-01), the ends of the range Delta, Spark, DuckDB and chrono all read. PostgreSQL sends
+/// them as `i32::MAX`/`i32::MIN`, which no date library can print (the lake writer panicked on
+/// them before 2026-12-07).
+pub const DATE_INFINITY: (i32, i32) = (2_932_896, -719_162);
+/// Where timestamp `'infinity'` and `'-infinity'` land: 9999-12-31 23:59:59.999999 and
+/// 0001-01-01 00:00:00 (microseconds since 1970-01-01), for the same reason.
+pub const TIMESTAMP_INFINITY: (i64, i64) = (253_402_300_799_999_999, -62_135_596_800_000_000);
+
+/// The builders of an interval's three parts.
+pub struct IntervalParts {
+    /// Months.
+    months: Int32Builder,
+    /// Days.
+    days: Int32Builder,
+    /// Microseconds.
+    micros: Int64Builder,
+    /// Which intervals are present.
+    valid: Vec<bool>,
+}
 
 /// A builder for one column.
 pub enum ColumnBuilder {
@@ -49,12 +70,14 @@ pub enum ColumnBuilder {
     Bytes(BinaryBuilder),
     /// date
     Date(Date32Builder),
-    /// time
-    Time(Time64MicrosecondBuilder),
+    /// time, as microseconds since midnight (Delta has no time type)
+    Time(Int64Builder),
     /// timestamp / timestamptz
     Timestamp(TimestampMicrosecondBuilder, bool),
-    /// interval
-    Interval(IntervalMonthDayNanoBuilder),
+    /// interval, as PostgreSQL keeps it: months, days and microseconds (Delta has no interval
+    /// type; the three parts are exact where one duration would not be, a month not being a
+    /// fixed number of days)
+    Interval(Box<IntervalParts>),
     /// one-dimensional arrays
     List {
         /// The element field.
@@ -81,10 +104,15 @@ impl ColumnBuilder {
             PgKind::Decimal(p, s) => Self::Decimal(Decimal128Builder::new(), *p, *s),
             PgKind::Bytes => Self::Bytes(BinaryBuilder::new()),
             PgKind::Date => Self::Date(Date32Builder::new()),
-            PgKind::Time => Self::Time(Time64MicrosecondBuilder::new()),
+            PgKind::Time => Self::Time(Int64Builder::new()),
             PgKind::Timestamp => Self::Timestamp(TimestampMicrosecondBuilder::new(), false),
             PgKind::TimestampTz => Self::Timestamp(TimestampMicrosecondBuilder::new(), true),
-            PgKind::Interval => Self::Interval(IntervalMonthDayNanoBuilder::new()),
+            PgKind::Interval => Self::Interval(Box::new(IntervalParts {
+                months: Int32Builder::new(),
+                days: Int32Builder::new(),
+                micros: Int64Builder::new(),
+                valid: Vec::new(),
+            })),
             PgKind::Array(element) => Self::List {
                 field: Arc::new(Field::new("item", element.arrow_type(), true)),
                 child: Box::new(Self::new(element)),
@@ -117,25 +145,30 @@ impl ColumnBuilder {
             Self::Utf8(x, skip) => x.append_value(b.get(*skip..).unwrap_or_default()),
             Self::Bytes(x) => x.append_value(b),
             Self::Date(x) => x.append_value(match i32::from_be_bytes(fixed(b)?) {
-                i32::MAX => i32::MAX,
-                i32::MIN => i32::MIN,
+                i32::MAX => DATE_INFINITY.0,
+                i32::MIN => DATE_INFINITY.1,
                 d => d.saturating_add(PG_EPOCH_DAYS),
             }),
             Self::Time(x) => x.append_value(i64::from_be_bytes(fixed(b)?)),
             Self::Timestamp(x, _) => x.append_value(match i64::from_be_bytes(fixed(b)?) {
-                i64::MAX => i64::MAX,
-                i64::MIN => i64::MIN,
+                i64::MAX => TIMESTAMP_INFINITY.0,
+                i64::MIN => TIMESTAMP_INFINITY.1,
                 t => t.saturating_add(PG_EPOCH_MICROS),
             }),
-            Self::Interval(x) => {
-                let micros = i64::from_be_bytes(fixed(b.get(0..8).unwrap_or_default())?);
-                let days = i32::from_be_bytes(fixed(b.get(8..12).unwrap_or_default())?);
-                let months = i32::from_be_bytes(fixed(b.get(12..16).unwrap_or_default())?);
-                x.append_value(IntervalMonthDayNano::new(
+            Self::Interval(parts) => {
+                let IntervalParts {
                     months,
                     days,
-                    micros.saturating_mul(1000),
-                ));
+                    micros,
+                    valid,
+                } = parts.as_mut();
+                let b: [u8; 16] = fixed(b)?;
+                let (m, d) = b.split_at(8);
+                let (d, mo) = d.split_at(4);
+                micros.append_value(i64::from_be_bytes(fixed(m)?));
+                days.append_value(i32::from_be_bytes(fixed(d)?));
+                months.append_value(i32::from_be_bytes(fixed(mo)?));
+                valid.push(true);
             }
             Self::List {
                 child,
@@ -167,7 +200,19 @@ impl ColumnBuilder {
             Self::Date(x) => x.append_null(),
             Self::Time(x) => x.append_null(),
             Self::Timestamp(x, _) => x.append_null(),
-            Self::Interval(x) => x.append_null(),
+            Self::Interval(parts) => {
+                let IntervalParts {
+                    months,
+                    days,
+                    micros,
+                    valid,
+                } = parts.as_mut();
+                // The parts are NULL too, so `interval['days']` of a NULL interval is NULL.
+                months.append_null();
+                days.append_null();
+                micros.append_null();
+                valid.push(false);
+            }
             Self::List { offsets, valid, .. } => {
                 let last = offsets.last().copied().unwrap_or(0);
                 offsets.push(last);
@@ -202,7 +247,23 @@ impl ColumnBuilder {
                     Arc::new(array)
                 }
             }
-            Self::Interval(x) => Arc::new(x.finish()),
+            Self::Interval(parts) => {
+                let IntervalParts {
+                    months,
+                    days,
+                    micros,
+                    valid,
+                } = parts.as_mut();
+                Arc::new(StructArray::try_new(
+                    interval_fields(),
+                    vec![
+                        Arc::new(months.finish()),
+                        Arc::new(days.finish()),
+                        Arc::new(micros.finish()),
+                    ],
+                    Some(NullBuffer::from(std::mem::take(valid))),
+                )?)
+            }
             Self::List {
                 field,
                 child,

@@ -102,6 +102,21 @@ pub struct PgTable {
 }
 
 impl PgTable {
+    /// A filter as PostgreSQL SQL, unless it reads a column the lake holds in another form
+    /// (`time` as microseconds, `interval` as a struct): PostgreSQL would compare that column
+    /// with a literal of the wrong type, or wrongly.
+    fn pushed(&self, filter: &Expr) -> Option<String> {
+        let differs = filter.column_refs().iter().any(|c| {
+            self.columns
+                .iter()
+                .any(|col| col.name == c.name && col.kind.differs_in_arrow())
+        });
+        if differs {
+            return None;
+        }
+        to_postgres(filter)
+    }
+
     /// The COPY query for a scan: the needed columns and the filters PostgreSQL can apply.
     fn query(
         &self,
@@ -118,7 +133,7 @@ impl PgTable {
             Some(_) => "1 AS _".to_string(),
             None => "*".to_string(),
         };
-        let conditions: Vec<String> = filters.iter().filter_map(to_postgres).collect();
+        let conditions: Vec<String> = filters.iter().filter_map(|f| self.pushed(f)).collect();
         let mut sql = format!("SELECT {columns} FROM {}", self.relation);
         if !conditions.is_empty() {
             sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
@@ -148,7 +163,7 @@ impl TableProvider for PgTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if to_postgres(f).is_some() {
+                if self.pushed(f).is_some() {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
