@@ -22,6 +22,14 @@ pub struct IngestArgs {
     /// changed). Snapshots are always full; archives cannot be refreshed.
     #[arg(long)]
     pub full_refresh: bool,
+    /// Keep following PostgreSQL's replication stream (pipelines of `cdc` tables): apply each
+    /// batch of changes as it arrives, until SIGTERM or Ctrl-C, which finish the batch under
+    /// way (committed, then confirmed to PostgreSQL) and exit.
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: how long to wait when the stream has nothing new (e.g. 500ms, 2s).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
 }
 
 /// Pipeline subcommands.
@@ -59,6 +67,9 @@ pub async fn ingest(context: &Context, args: IngestArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if args.follow {
+        return follow(&session, &pipeline, args.interval).await;
+    }
     for report in run_pipeline(&session, &pipeline, args.full_refresh).await? {
         eprintln!(
             "{}: {} rows in {:.1}s ({:.0} rows/s), {}",
@@ -70,6 +81,47 @@ pub async fn ingest(context: &Context, args: IngestArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--follow`: change capture until SIGTERM or Ctrl-C, a line per batch applied.
+async fn follow(
+    session: &crate::query::Session,
+    pipeline: &PipelineConfig,
+    interval: std::time::Duration,
+) -> Result<()> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
+                    let _ = tokio::signal::ctrl_c().await;
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("stopping: finishing the batch under way");
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    eprintln!("following {} (SIGTERM or Ctrl-C stops)", pipeline.name);
+    crate::pipeline::follow(session, pipeline, interval, &stop, |step| {
+        let seconds = step.tables.first().map_or(0.0, |t| t.seconds);
+        eprintln!(
+            "{} changes in {:.1}s ({:.0}/s), lag {}",
+            step.changes,
+            seconds,
+            step.changes as f64 / seconds.max(1e-9),
+            step.lag_seconds
+                .map_or("-".to_string(), |l| format!("{l:.1}s"))
+        );
+    })
+    .await
 }
 
 /// The migration's validation table: per table, v1.0's rows and where they went.

@@ -198,6 +198,19 @@ impl PipelineConfig {
                     ));
                 }
                 Mode::Incremental => {}
+                Mode::Cdc if !matches!(self.source, SourceConfig::Postgres { .. }) => {
+                    return fail(format!(
+                        "table {}: cdc mode reads PostgreSQL's logical replication stream: it needs [source] kind = \"postgres\"",
+                        t.to
+                    ));
+                }
+                Mode::Cdc if t.from.is_none() => {
+                    return fail(format!(
+                        "table {}: cdc mode captures a table: set from = \"schema.table\" instead of query",
+                        t.to
+                    ));
+                }
+                Mode::Cdc => {}
                 Mode::Archive if matches!(self.source, SourceConfig::Mysql { .. }) => {
                     return fail(format!(
                         "table {}: archive mode is for PostgreSQL sources; a MySQL source has snapshot and incremental tables",

@@ -122,6 +122,9 @@ pub enum Mode {
     /// `hot_after` to the lake, the rest to PostgreSQL, range by range, validated by checksums,
     /// resumable.
     Migrate,
+    /// Change capture from PostgreSQL's logical replication stream: inserts, updates and
+    /// deletes applied by key (the primary key, or `key`), each commit carrying its LSN.
+    Cdc,
 }
 
 /// `[[table]]`.

@@ -2,6 +2,7 @@
 //! (each commit carries the pipeline's position as a Delta transaction marker).
 
 mod archive;
+mod cdc;
 mod checks;
 pub mod config;
 mod files;
@@ -12,6 +13,7 @@ mod sink;
 mod snapshot;
 
 pub use archive::archive_table;
+pub use cdc::{Step as CdcStep, follow, slot_name};
 pub use config::{Mode, PipelineConfig, SinkConfig, SourceConfig, TableConfig, Tinyint1};
 pub use incremental::incremental_table;
 pub use migrate::{MigrateReport, migrate_all};
@@ -48,8 +50,13 @@ pub async fn run(
     };
     let source = source.as_ref();
     let mut reports = Vec::new();
+    // The cdc tables share one slot: they run together, before the others.
+    if pipeline.tables.iter().any(|t| t.mode == Mode::Cdc) {
+        reports.extend(cdc::cdc_tables(session, pipeline, full_refresh).await?);
+    }
     for table in &pipeline.tables {
         let report = match table.mode {
+            Mode::Cdc => continue,
             Mode::Incremental => {
                 incremental_table(session, source, &pipeline.name, table, full_refresh).await?
             }
@@ -71,7 +78,7 @@ pub async fn run(
                 }
             },
             Mode::Snapshot => {
-                snapshot_table(session, source, &pipeline.name, table, parallelism).await?
+                snapshot_table(session, source, &pipeline.name, table, parallelism, None).await?
             }
             Mode::Migrate => {
                 return Err(Error::Invalid(format!(

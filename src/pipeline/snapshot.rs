@@ -30,13 +30,15 @@ pub struct SnapshotReport {
     pub outcome: WriteOutcome,
 }
 
-/// Copies one table from `source` in at most `parallelism` parts.
+/// Copies one table from `source` in at most `parallelism` parts; the commit records
+/// `position` as the pipeline's (default: one past the last).
 pub async fn snapshot_table(
     session: &Session,
     source: &dyn Source,
     pipeline: &str,
     table: &TableConfig,
     parallelism: usize,
+    position: Option<i64>,
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
     let target = TableRef::parse(&table.to)?;
@@ -70,10 +72,15 @@ pub async fn snapshot_table(
     let schema = snapshot.schema;
 
     let app_id = table.app_id(pipeline);
-    let position = transaction_version(session.lake(), &target, &app_id)
-        .await?
-        .unwrap_or(0)
-        + 1;
+    let position = match position {
+        Some(p) => p,
+        None => {
+            transaction_version(session.lake(), &target, &app_id)
+                .await?
+                .unwrap_or(0)
+                + 1
+        }
+    };
     let mode = if session.lake().is_table(&target).await? {
         WriteMode::Overwrite
     } else {

@@ -2,6 +2,7 @@
 
 mod benchmarks;
 mod catalog;
+mod cdc;
 mod cli;
 mod cluster;
 mod demo;

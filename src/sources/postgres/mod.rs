@@ -1,9 +1,11 @@
 //! Reading PostgreSQL with `COPY (query) TO STDOUT (FORMAT binary)`, decoded into Arrow batches.
 
+pub mod changes;
 mod columns;
 mod decode;
 pub mod frames;
 mod live;
+pub mod pgoutput;
 mod source;
 mod wire;
 

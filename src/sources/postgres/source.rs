@@ -15,6 +15,9 @@ use crate::sources::{Changes, Read, Snapshot, Source};
 /// A PostgreSQL database, by its connection URL (or key=value string).
 pub struct PgSource {
     url: String,
+    /// A snapshot exported elsewhere that snapshots read in (a replication slot's), instead of
+    /// one of their own.
+    exported: Option<String>,
 }
 
 impl PgSource {
@@ -22,6 +25,16 @@ impl PgSource {
     pub fn new(url: &str) -> Self {
         Self {
             url: url.to_string(),
+            exported: None,
+        }
+    }
+
+    /// The database at `url`, whose snapshots read the exported snapshot `name` (kept alive by
+    /// its exporter): change capture copies its tables at its slot's consistent point.
+    pub fn in_snapshot(url: &str, name: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            exported: Some(name.to_string()),
         }
     }
 }
@@ -47,11 +60,20 @@ impl Source for PgSource {
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(|e| pg_error(&read.target, &e))?;
-        let snapshot: String = coordinator
-            .query_one("SELECT pg_export_snapshot()", &[])
-            .await
-            .map_err(|e| pg_error(&read.target, &e))?
-            .get(0);
+        let snapshot: String = match &self.exported {
+            Some(name) => {
+                coordinator
+                    .batch_execute(&format!("SET TRANSACTION SNAPSHOT '{name}'"))
+                    .await
+                    .map_err(|e| pg_error(&read.target, &e))?;
+                name.clone()
+            }
+            None => coordinator
+                .query_one("SELECT pg_export_snapshot()", &[])
+                .await
+                .map_err(|e| pg_error(&read.target, &e))?
+                .get(0),
+        };
         let queries = match &read.from {
             Some(from) if parallelism > 1 => page_ranges(&coordinator, from, parallelism).await?,
             _ => vec![read.query.clone()],

@@ -55,6 +55,17 @@ impl CopyConnection {
     /// Connects and logs in with the connection string's user and password (trust, password,
     /// MD5 or SCRAM-SHA-256), trying its hosts in order.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::open_session(url, false).await
+    }
+
+    /// Connects as a logical replication client of the database (`replication=database`):
+    /// the session that creates a replication slot and exports its snapshot. Needs a role with
+    /// REPLICATION.
+    pub async fn connect_replication(url: &str) -> Result<Self> {
+        Self::open_session(url, true).await
+    }
+
+    async fn open_session(url: &str, replication: bool) -> Result<Self> {
         let context = redact(url);
         let fail = |detail: String| failed(&context, detail);
         let config = Config::from_str(url).map_err(|e| fail(e.to_string()))?;
@@ -101,7 +112,7 @@ impl CopyConnection {
                 buf: BytesMut::with_capacity(READ_SIZE),
                 context: context.clone(),
             };
-            connection.log_in(&config, &user).await?;
+            connection.log_in(&config, &user, replication).await?;
             tracing::debug!(host = %host_name(host), port, user = %user, "bulk connection ready");
             return Ok(connection);
         }
@@ -109,8 +120,11 @@ impl CopyConnection {
     }
 
     /// Sends the startup message, authenticates, and waits until the server is ready.
-    async fn log_in(&mut self, config: &Config, user: &str) -> Result<()> {
+    async fn log_in(&mut self, config: &Config, user: &str, replication: bool) -> Result<()> {
         let mut params = vec![("client_encoding", "UTF8"), ("user", user)];
+        if replication {
+            params.push(("replication", "database"));
+        }
         if let Some(db) = config.get_dbname() {
             params.push(("database", db));
         }
@@ -193,6 +207,39 @@ impl CopyConnection {
     pub async fn execute(&mut self, sql: &str) -> Result<()> {
         self.query(sql).await?;
         self.until_ready().await
+    }
+
+    /// Runs one statement that answers one row (a replication command such as
+    /// `CREATE_REPLICATION_SLOT`) and returns its fields as text.
+    pub async fn query_row(&mut self, sql: &str) -> Result<Vec<Option<String>>> {
+        self.query(sql).await?;
+        let mut row = None;
+        let mut failed = None;
+        loop {
+            match self.message().await? {
+                Message::ReadyForQuery(_) => break,
+                Message::ErrorResponse(body) => {
+                    failed.get_or_insert_with(|| error_text(body.fields()));
+                }
+                Message::DataRow(body) if row.is_none() => {
+                    let buffer = body.buffer();
+                    let fields: Vec<Option<String>> = body
+                        .ranges()
+                        .map(|r| {
+                            Ok(r.and_then(|r| buffer.get(r))
+                                .map(|b| String::from_utf8_lossy(b).into_owned()))
+                        })
+                        .collect()
+                        .map_err(|e| self.io_error(e))?;
+                    row = Some(fields);
+                }
+                _ => {}
+            }
+        }
+        if let Some(detail) = failed {
+            return Err(self.error(&detail));
+        }
+        row.ok_or_else(|| self.error(&format!("{sql} answered no row")))
     }
 
     /// Starts `COPY (query) TO STDOUT (FORMAT binary)` and returns its column count. From

@@ -1,0 +1,114 @@
+//! One table's folded changes applied to its lake table: a Delta MERGE by key (deletes,
+//! updates that keep values PostgreSQL did not send, inserts), committed with the pipeline's
+//! position.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::datasource::MemTable;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+
+use crate::error::{Error, Result};
+use crate::lake::write::WriteOutcome;
+use crate::lake::{TableRef, TableVersion};
+use crate::pipeline::config::TableConfig;
+use crate::query::Session;
+use crate::sources::postgres::changes::{DELETED, KEEP};
+use crate::sources::postgres::quote_identifier;
+
+/// Applies one table's folded changes: a TRUNCATE first (all rows deleted), then one MERGE by
+/// key; the last commit carries `lsn` as the pipeline's position.
+pub(super) async fn apply(
+    session: &Session,
+    pipeline: &str,
+    table: &TableConfig,
+    key: &[String],
+    batch: Option<RecordBatch>,
+    truncated: bool,
+    lsn: i64,
+) -> Result<WriteOutcome> {
+    let target = TableRef::parse(&table.to)?;
+    let delta_error = |e| Error::delta(target.to_string(), e);
+    let marker = || {
+        CommitProperties::default()
+            .with_application_transaction(Transaction::new(table.app_id(pipeline), lsn))
+    };
+    let state = Arc::new(session.write_state());
+    let mut dt = session
+        .lake()
+        .open_table(&target, &TableVersion::Latest)
+        .await?;
+    if truncated {
+        let mut delete = dt.delete().with_session_state(state.clone());
+        if batch.is_none() {
+            delete = delete.with_commit_properties(marker());
+        }
+        dt = delete.await.map_err(delta_error)?.0;
+    }
+    let Some(batch) = batch else {
+        return Ok(WriteOutcome::Committed {
+            version: dt.version().unwrap_or_default(),
+            rows: 0,
+        });
+    };
+    let schema = batch.schema();
+    let source = session.context().read_table(Arc::new(MemTable::try_new(
+        schema.clone(),
+        vec![vec![batch]],
+    )?))?;
+    let predicate = key
+        .iter()
+        .map(|k| {
+            let k = quote_identifier(k);
+            format!("target.{k} = source.{k}")
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let names: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| !n.starts_with("_gamelake_"))
+        .collect();
+    let kept = |n: &str| schema.field_with_name(&format!("{KEEP}{n}")).is_ok();
+    let deleted = format!("source.{}", quote_identifier(DELETED));
+    let (written, _) = dt
+        .merge(source, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_session_state(state)
+        .with_commit_properties(marker())
+        .when_matched_delete(|d| d.predicate(deleted.clone()))
+        .and_then(|m| {
+            m.when_matched_update(|u| {
+                names.iter().fold(u, |u, n| {
+                    let q = quote_identifier(n);
+                    let value = if kept(n) {
+                        let keep = quote_identifier(&format!("{KEEP}{n}"));
+                        format!("CASE WHEN source.{keep} THEN target.{q} ELSE source.{q} END")
+                    } else {
+                        format!("source.{q}")
+                    };
+                    u.update(q, value)
+                })
+            })
+        })
+        .and_then(|m| {
+            m.when_not_matched_insert(|i| {
+                names
+                    .iter()
+                    .fold(i.predicate(format!("NOT {deleted}")), |i, n| {
+                        let q = quote_identifier(n);
+                        i.set(q.clone(), format!("source.{q}"))
+                    })
+            })
+        })
+        .map_err(delta_error)?
+        .await
+        .map_err(delta_error)?;
+    Ok(WriteOutcome::Committed {
+        version: written.version().unwrap_or_default(),
+        rows: 0,
+    })
+}

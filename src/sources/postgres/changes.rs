@@ -1,0 +1,349 @@
+//! Change capture's view of a replication slot: the pgoutput messages of whole transactions,
+//! folded per table into the last state of each key (a row to upsert, or a key to delete), and
+//! built into Arrow batches that a MERGE applies to the lake table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanBuilder, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+use super::PgColumn;
+use super::decode::ColumnBuilder;
+use super::pgoutput::{Message, Relation, Value, decode};
+use crate::error::{Error, Result};
+
+/// The column of a change batch that says the key was deleted.
+pub const DELETED: &str = "_gamelake_deleted";
+/// The prefix of the columns that say a TOASTed value was not sent: keep the lake's.
+pub const KEEP: &str = "_gamelake_keep_";
+
+/// One captured table.
+pub struct CapturedTable {
+    /// `schema.table` in PostgreSQL.
+    pub source: String,
+    /// Its columns, as the lake table has them.
+    columns: Vec<PgColumn>,
+    /// Indexes of the key columns in `columns`.
+    key: Vec<usize>,
+    /// End LSN of the last transaction the lake table holds: older ones are skipped.
+    pub applied: u64,
+    /// The stream's relation id and, per relation column, its index in `columns`.
+    relation: Option<(u32, Vec<usize>)>,
+    /// The last change of each key since the last batch.
+    pending: HashMap<Vec<u8>, Pending>,
+    /// A TRUNCATE came since the last batch: the lake table is emptied before `pending`.
+    pub truncated: bool,
+    /// Changes folded since the last batch (before folding by key).
+    pub changes: u64,
+}
+
+/// The last change of one key, values in `columns` order.
+enum Pending {
+    Upsert(Vec<Value>),
+    Delete(Vec<Value>),
+}
+
+impl CapturedTable {
+    /// A table `source` (`schema.table`) with its columns and key column names.
+    pub fn new(source: &str, columns: Vec<PgColumn>, key: &[String], applied: u64) -> Result<Self> {
+        let key = key
+            .iter()
+            .map(|k| {
+                columns.iter().position(|c| &c.name == k).ok_or_else(|| {
+                    Error::Invalid(format!("{source}: key column \"{k}\" is not a column"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if key.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{source}: change capture needs a key to apply updates and deletes by; add a primary key to the table or set key = [...] on the [[table]]"
+            )));
+        }
+        Ok(Self {
+            source: source.to_string(),
+            columns,
+            key,
+            applied,
+            relation: None,
+            pending: HashMap::new(),
+            truncated: false,
+            changes: 0,
+        })
+    }
+
+    /// The key column names.
+    pub fn key_names(&self) -> Vec<String> {
+        self.key
+            .iter()
+            .map(|i| self.columns[*i].name.clone())
+            .collect()
+    }
+
+    /// Whether anything waits to be applied.
+    pub fn has_changes(&self) -> bool {
+        self.truncated || !self.pending.is_empty()
+    }
+
+    /// Maps the stream's description of the table onto the lake's columns.
+    fn describe(&mut self, relation: &Relation) -> Result<()> {
+        let mut positions = Vec::with_capacity(relation.columns.len());
+        for column in &relation.columns {
+            let at = self.columns.iter().position(|c| c.name == column.name);
+            positions.push(at.ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{}: column \"{}\" was added in PostgreSQL after the lake table was copied; change capture does not add columns yet: run `gamelake ingest FILE --full-refresh` to copy the table again",
+                    self.source, column.name
+                ))
+            })?);
+        }
+        if let Some(gone) = self
+            .columns
+            .iter()
+            .find(|c| !relation.columns.iter().any(|r| r.name == c.name))
+        {
+            return Err(Error::Unsupported(format!(
+                "{}: column \"{}\" was dropped in PostgreSQL; run `gamelake ingest FILE --full-refresh` to copy the table again",
+                self.source, gone.name
+            )));
+        }
+        self.relation = Some((relation.id, positions));
+        Ok(())
+    }
+
+    /// A tuple in `columns` order.
+    fn reorder(&self, tuple: Vec<Value>) -> Result<Vec<Value>> {
+        let Some((_, positions)) = &self.relation else {
+            return Err(Error::Invalid(format!(
+                "{}: a change before the table's description",
+                self.source
+            )));
+        };
+        if tuple.len() != positions.len() {
+            return Err(Error::Invalid(format!(
+                "{}: a change of {} columns for a table of {}",
+                self.source,
+                tuple.len(),
+                positions.len()
+            )));
+        }
+        let mut row = vec![Value::Null; self.columns.len()];
+        for (value, at) in tuple.into_iter().zip(positions) {
+            row[*at] = value;
+        }
+        Ok(row)
+    }
+
+    /// The key of a row, as bytes that compare equal when the key does.
+    fn key_of(&self, row: &[Value]) -> Result<Vec<u8>> {
+        let mut key = Vec::new();
+        for at in &self.key {
+            match &row[*at] {
+                Value::Binary(b) => {
+                    key.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                    key.extend_from_slice(b);
+                }
+                Value::Null => key.extend_from_slice(&u32::MAX.to_be_bytes()),
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "{}: a change whose key column \"{}\" was not sent",
+                        self.source, self.columns[*at].name
+                    )));
+                }
+            }
+        }
+        Ok(key)
+    }
+
+    /// Folds one change into the pending state of its key.
+    fn fold(&mut self, message: Message) -> Result<()> {
+        self.changes += 1;
+        match message {
+            Message::Insert { new, .. } => {
+                let row = self.reorder(new)?;
+                self.pending
+                    .insert(self.key_of(&row)?, Pending::Upsert(row));
+            }
+            Message::Update { old, new, .. } => {
+                let mut row = self.reorder(new)?;
+                let key = self.key_of(&row)?;
+                if let Some(old) = old {
+                    let old = self.reorder(old)?;
+                    let old_key = self.key_of(&old)?;
+                    if old_key != key {
+                        self.pending.insert(old_key, Pending::Delete(old));
+                    }
+                }
+                // A value the update did not send may have come with an earlier change here.
+                if let Some(Pending::Upsert(earlier)) = self.pending.get(&key) {
+                    for (value, before) in row.iter_mut().zip(earlier) {
+                        if *value == Value::Unchanged {
+                            *value = before.clone();
+                        }
+                    }
+                }
+                self.pending.insert(key, Pending::Upsert(row));
+            }
+            Message::Delete { old, .. } => {
+                let old = self.reorder(old)?;
+                self.pending
+                    .insert(self.key_of(&old)?, Pending::Delete(old));
+            }
+            Message::Truncate { .. } => {
+                self.pending.clear();
+                self.truncated = true;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The pending changes as one batch: the table's columns, [`DELETED`], and a [`KEEP`]
+    /// column for each column with a value not sent. The pending state starts over.
+    pub fn take_batch(&mut self) -> Result<Option<RecordBatch>> {
+        self.truncated = false;
+        self.changes = 0;
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let unsent: Vec<bool> = (0..self.columns.len())
+            .map(|i| {
+                pending.values().any(|p| match p {
+                    Pending::Upsert(row) => row[i] == Value::Unchanged,
+                    Pending::Delete(_) => false,
+                })
+            })
+            .collect();
+        let mut builders: Vec<ColumnBuilder> = self
+            .columns
+            .iter()
+            .map(|c| ColumnBuilder::new(&c.kind))
+            .collect();
+        let mut keeps: Vec<Option<BooleanBuilder>> =
+            unsent.iter().map(|u| u.then(BooleanBuilder::new)).collect();
+        let mut deleted = BooleanBuilder::new();
+        for change in pending.values() {
+            let (row, is_delete) = match change {
+                Pending::Upsert(row) => (row, false),
+                Pending::Delete(row) => (row, true),
+            };
+            deleted.append_value(is_delete);
+            for (i, value) in row.iter().enumerate() {
+                let bytes = match value {
+                    Value::Binary(b) => Some(b.as_slice()),
+                    Value::Null | Value::Unchanged => None,
+                    Value::Text(_) => {
+                        return Err(Error::Unsupported(format!(
+                            "{}: column \"{}\" came as text from the slot; its type has no binary form change capture reads",
+                            self.source, self.columns[i].name
+                        )));
+                    }
+                };
+                builders[i].append(bytes)?;
+                if let Some(keep) = keeps[i].as_mut() {
+                    keep.append_value(*value == Value::Unchanged);
+                }
+            }
+        }
+        let mut fields: Vec<Field> = self.columns.iter().map(PgColumn::field).collect();
+        let mut arrays: Vec<ArrayRef> = builders
+            .iter_mut()
+            .map(ColumnBuilder::finish)
+            .collect::<Result<_>>()?;
+        fields.push(Field::new(DELETED, DataType::Boolean, false));
+        arrays.push(Arc::new(deleted.finish()));
+        for (column, keep) in self.columns.iter().zip(keeps.iter_mut()) {
+            if let Some(keep) = keep {
+                fields.push(Field::new(
+                    format!("{KEEP}{}", column.name),
+                    DataType::Boolean,
+                    false,
+                ));
+                arrays.push(Arc::new(keep.finish()));
+            }
+        }
+        Ok(Some(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            arrays,
+        )?))
+    }
+}
+
+/// The captured tables of one slot, fed the slot's messages in order.
+pub struct ChangeSet {
+    /// The tables.
+    pub tables: Vec<CapturedTable>,
+    /// Relation id → index in `tables`, for the relations the stream described.
+    by_relation: HashMap<u32, usize>,
+    /// The changes of the transaction being read, applied when it commits.
+    open: Vec<(usize, Message)>,
+    /// End LSN of the last transaction read.
+    pub last_end: Option<u64>,
+    /// Commit time (µs since 2000-01-01) of the first transaction read since this was last
+    /// reset to None: the one that waited longest.
+    pub first_commit_time: Option<i64>,
+}
+
+impl ChangeSet {
+    /// The tables to capture.
+    pub fn new(tables: Vec<CapturedTable>) -> Self {
+        Self {
+            tables,
+            by_relation: HashMap::new(),
+            open: Vec::new(),
+            last_end: None,
+            first_commit_time: None,
+        }
+    }
+
+    /// Reads one pgoutput message.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<()> {
+        match decode(bytes)? {
+            Message::Begin { .. } => self.open.clear(),
+            Message::Relation(relation) => {
+                let name = format!("{}.{}", relation.schema, relation.name);
+                if let Some(i) = self.tables.iter().position(|t| t.source == name) {
+                    self.tables[i].describe(&relation)?;
+                    self.by_relation.insert(relation.id, i);
+                }
+            }
+            Message::Commit {
+                end_lsn,
+                commit_time,
+            } => {
+                for (i, message) in std::mem::take(&mut self.open) {
+                    let table = &mut self.tables[i];
+                    if table.applied < end_lsn {
+                        table.fold(message)?;
+                    }
+                }
+                self.last_end = Some(end_lsn);
+                self.first_commit_time.get_or_insert(commit_time);
+            }
+            Message::Truncate { relations } => {
+                let mut seen = Vec::new();
+                for id in relations {
+                    if let Some(i) = self.by_relation.get(&id).copied()
+                        && !seen.contains(&i)
+                    {
+                        seen.push(i);
+                        let truncate = Message::Truncate {
+                            relations: Vec::new(),
+                        };
+                        self.open.push((i, truncate));
+                    }
+                }
+            }
+            message @ (Message::Insert { relation, .. }
+            | Message::Update { relation, .. }
+            | Message::Delete { relation, .. }) => {
+                if let Some(i) = self.by_relation.get(&relation).copied() {
+                    self.open.push((i, message));
+                }
+            }
+            Message::Other => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,373 @@
+//! Change capture (`mode = "cdc"`) against a PostgreSQL cluster of the test's own, started with
+//! `wal_level = logical` (the machine's shared server runs with `replica` and is left alone):
+//! the copy at the slot's consistent point, then inserts, updates (of keys, of rows with
+//! TOASTed values), deletes and TRUNCATE applied exactly once, and kills at any point.
+
+use crate::postgres::as_postgres;
+use crate::support::{TempLake, free_port, gamelake_err, gamelake_ok, sql_csv};
+use gamelake::sources::postgres::connect;
+
+/// A PostgreSQL cluster with `wal_level = logical` on a free port, trusting local logins;
+/// stopped and removed on drop.
+pub(crate) struct LogicalServer {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl LogicalServer {
+    pub(crate) fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().display().to_string();
+        let owned = std::process::Command::new("chown")
+            .args(["-R", "postgres:", &path])
+            .status()
+            .unwrap();
+        assert!(owned.success(), "chown of {path} to postgres");
+        let data = format!("{path}/data");
+        as_postgres(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+        );
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {path} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_level=logical -c max_replication_slots=8 -c max_wal_senders=8"
+        );
+        let log = format!("{path}/log");
+        as_postgres(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
+        );
+        Self { dir, port }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for LogicalServer {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data").display().to_string();
+        as_postgres("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
+    }
+}
+
+const PIPELINE: &str = r#"name = "shop"
+[source]
+kind = "postgres"
+url = "${PG_URL}"
+parallelism = 2
+[[table]]
+from = "public.players"
+to = "game.players"
+mode = "cdc"
+[[table]]
+from = "public.bag"
+to = "game.bag"
+mode = "cdc"
+"#;
+
+/// Every row of `players` as `id,name,score,length(bio)` lines, in key order.
+const PLAYERS_PG: &str =
+    "SELECT id || '|' || name || '|' || score || '|' || length(bio) FROM players ORDER BY id";
+const PLAYERS_LAKE: &str = "SELECT CAST(id AS VARCHAR) || '|' || name || '|' || CAST(score AS VARCHAR) || '|' || CAST(length(bio) AS VARCHAR) AS r FROM game.players ORDER BY id";
+
+async fn source_rows(client: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = client.query(sql, &[]).await.unwrap();
+    let mut out = String::from("r\n");
+    for row in rows {
+        out.push_str(&row.get::<_, String>(0));
+        out.push('\n');
+    }
+    out
+}
+
+fn lake_commits(loc: &str, table: &str) -> String {
+    sql_csv(
+        loc,
+        &[
+            "-c",
+            &format!("SELECT max(version) AS v FROM game.\"{table}$history\""),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_copies_then_applies_every_kind_of_change_once() {
+    let server = LogicalServer::start();
+    let client = connect(&server.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE players (id int PRIMARY KEY, name text NOT NULL, score int NOT NULL, bio text NOT NULL);
+             INSERT INTO players SELECT g, 'p' || g, g, repeat('x', 10) FROM generate_series(1, 1000) g;
+             -- A value large enough to be TOASTed (and not compressible below the threshold).
+             UPDATE players SET bio = (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g) WHERE id = 7;
+             CREATE TABLE bag (player_id int, item text, n int, PRIMARY KEY (player_id, item));
+             INSERT INTO bag SELECT g % 10, 'item' || g, 1 FROM generate_series(1, 100) g;",
+        )
+        .await
+        .unwrap();
+    let lake = TempLake::new();
+    let file = lake.path().join("shop.toml");
+    std::fs::write(&file, PIPELINE).unwrap();
+    let (loc, file) = (lake.location(), file.display().to_string());
+    let url = server.url();
+    let env = [("PG_URL", url.as_str())];
+    gamelake_ok(&["--lake", &loc, "ingest", &file], &env);
+    assert_eq!(
+        sql_csv(&loc, &["-c", PLAYERS_LAKE]),
+        source_rows(&client, PLAYERS_PG).await
+    );
+
+    // Every kind of change, some several times to one key, one transaction over both tables.
+    client
+        .batch_execute(
+            "INSERT INTO players SELECT g, 'new' || g, g, 'b' FROM generate_series(1001, 1010) g;
+             UPDATE players SET score = score + 1 WHERE id <= 20;
+             UPDATE players SET score = score + 1 WHERE id <= 10;
+             DELETE FROM players WHERE id BETWEEN 900 AND 904;
+             UPDATE players SET id = 5001 WHERE id = 1;
+             UPDATE players SET score = -7 WHERE id = 7;
+             BEGIN;
+             DELETE FROM players WHERE id = 2;
+             TRUNCATE bag;
+             INSERT INTO bag VALUES (1, 'sword', 3);
+             COMMIT;
+             INSERT INTO players VALUES (900, 'back', 1, 'again');",
+        )
+        .await
+        .unwrap();
+    let out = gamelake_ok(&["--lake", &loc, "ingest", &file], &env);
+    assert_eq!(
+        sql_csv(&loc, &["-c", PLAYERS_LAKE]),
+        source_rows(&client, PLAYERS_PG).await,
+        "{out}"
+    );
+    // The TOASTed value the updates did not send is the lake's own, unchanged.
+    assert_eq!(
+        sql_csv(
+            &loc,
+            &[
+                "-c",
+                "SELECT score, length(bio) AS l FROM game.players WHERE id = 7"
+            ]
+        ),
+        "score,l\n-7,12800\n"
+    );
+    assert_eq!(
+        sql_csv(&loc, &["-c", "SELECT player_id, item, n FROM game.bag"]),
+        "player_id,item,n\n1,sword,3\n"
+    );
+
+    // Nothing new: nothing committed.
+    let before = lake_commits(&loc, "players");
+    gamelake_ok(&["--lake", &loc, "ingest", &file], &env);
+    assert_eq!(lake_commits(&loc, "players"), before);
+    // The slot let go of what the lake holds.
+    let pending: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('gamelake_shop', NULL, NULL, 'proto_version', '1', 'publication_names', 'gamelake_shop')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_refuses_what_it_cannot_apply_and_says_how_to_fix_it() {
+    // The shared server runs with wal_level = replica.
+    let db = crate::postgres::TestDb::new().await;
+    let lake = TempLake::new();
+    let file = lake.path().join("shop.toml");
+    std::fs::write(&file, PIPELINE).unwrap();
+    let (loc, file) = (lake.location(), file.display().to_string());
+    let url = db.url();
+    let err = gamelake_err(&["--lake", &loc, "ingest", &file], &[("PG_URL", &url)]);
+    assert!(err.contains("wal_level = logical"), "{err}");
+
+    let server = LogicalServer::start();
+    let client = connect(&server.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE players (id int PRIMARY KEY, name text NOT NULL, score int NOT NULL, bio text NOT NULL);
+             ALTER TABLE players REPLICA IDENTITY NOTHING;
+             CREATE TABLE bag (player_id int, item text, n int);",
+        )
+        .await
+        .unwrap();
+    let url = server.url();
+    let env = [("PG_URL", url.as_str())];
+    let err = gamelake_err(&["--lake", &loc, "ingest", &file], &env);
+    assert!(
+        err.contains("REPLICA IDENTITY NOTHING") && err.contains("REPLICA IDENTITY DEFAULT"),
+        "{err}"
+    );
+    client
+        .batch_execute("ALTER TABLE players REPLICA IDENTITY DEFAULT")
+        .await
+        .unwrap();
+    let err = gamelake_err(&["--lake", &loc, "ingest", &file], &env);
+    assert!(
+        err.contains("public.bag has no primary key") && err.contains("ADD PRIMARY KEY"),
+        "{err}"
+    );
+    // Nothing was created on the way: no slot, no lake table.
+    let slots: i64 = client
+        .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0);
+    assert!(!lake.path().join("game/players").exists());
+}
+
+const ACCOUNTS: &str = r#"name = "bank"
+[source]
+kind = "postgres"
+url = "${PG_URL}"
+[[table]]
+from = "public.accounts"
+to = "game.accounts"
+mode = "cdc"
+"#;
+
+/// Inserts, updates (a few of keys) and deletes in small transactions until `stop`, in the
+/// issue's mix: 60% updates, 25% inserts, 15% deletes.
+async fn write_mix(url: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u64 {
+    let client = connect(&url).await.unwrap();
+    let (mut seed, mut next_id, mut statements) = (42u64, 100_001i64, 0u64);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut sql = String::from("BEGIN;");
+        for _ in 0..20 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let (dice, id) = ((seed >> 33) % 100, (seed >> 40) as i64 % next_id + 1);
+            sql.push_str(&match dice {
+                0..=54 => format!(
+                    "UPDATE accounts SET balance = balance + 1, note = 'u{id}' WHERE id = {id};"
+                ),
+                55..=59 => format!("UPDATE accounts SET id = {next_id} WHERE id = {id};"),
+                60..=84 => format!("INSERT INTO accounts VALUES ({next_id}, {id}, 0, 'new');"),
+                _ => format!("DELETE FROM accounts WHERE id = {id};"),
+            });
+            if (55..=84).contains(&dice) {
+                next_id += 1;
+            }
+            statements += 1;
+        }
+        sql.push_str("COMMIT;");
+        client.batch_execute(&sql).await.unwrap();
+    }
+    statements
+}
+
+/// `gamelake ingest --follow` killed with SIGKILL 20 times while a writer runs, restarted each
+/// time: after a last catch-up, the lake table equals the source row for row. Then SIGTERM
+/// stops a follower cleanly, with what it applied committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_follow_killed_twenty_times_ends_equal_to_the_source() {
+    let server = LogicalServer::start();
+    let client = connect(&server.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, owner bigint, balance bigint, note text);
+             INSERT INTO accounts SELECT g, g % 100, 0, 'start' FROM generate_series(1, 100000) g;",
+        )
+        .await
+        .unwrap();
+    let lake = TempLake::new();
+    let file = lake.path().join("bank.toml");
+    std::fs::write(&file, ACCOUNTS).unwrap();
+    let (loc, file) = (lake.location(), file.display().to_string());
+    let url = server.url();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn(write_mix(url.clone(), stop.clone()));
+    let follow = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gamelake"))
+            .args([
+                "--lake",
+                &loc,
+                "ingest",
+                &file,
+                "--follow",
+                "--interval",
+                "100ms",
+            ])
+            .env("PG_URL", &url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for round in 0..20u64 {
+        let mut child = follow();
+        // From inside the first copy to well into the stream.
+        tokio::time::sleep(std::time::Duration::from_millis(200 + round * 97 % 1300)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statements = writer.await.unwrap();
+    assert!(statements > 1000, "the writer ran {statements} statements");
+
+    // SIGTERM: the follower finishes its batch and exits with success.
+    let child = follow();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("stopping"), "{stderr}");
+
+    gamelake_ok(&["--lake", &loc, "ingest", &file], &[("PG_URL", &url)]);
+    let source = source_rows(
+        &client,
+        "SELECT count(*) || '|' || count(DISTINCT id) || '|' || sum(id) || '|' || sum(balance) || '|' || sum(length(note)) FROM accounts",
+    )
+    .await;
+    let lake_side = sql_csv(
+        &loc,
+        &[
+            "-c",
+            "SELECT CAST(count(*) AS VARCHAR) || '|' || CAST(count(DISTINCT id) AS VARCHAR) || '|' || CAST(sum(id) AS VARCHAR) || '|' || CAST(sum(balance) AS VARCHAR) || '|' || CAST(sum(length(note)) AS VARCHAR) AS r FROM game.accounts",
+        ],
+    );
+    assert_eq!(lake_side, source);
+    // Row for row: every key with every column.
+    let every =
+        "SELECT id || '|' || owner || '|' || balance || '|' || note FROM accounts ORDER BY id";
+    let lake_every = "SELECT CAST(id AS VARCHAR) || '|' || CAST(owner AS VARCHAR) || '|' || CAST(balance AS VARCHAR) || '|' || note AS r FROM game.accounts ORDER BY id";
+    assert!(sql_csv(&loc, &["-c", lake_every]) == source_rows(&client, every).await);
+}
+
+#[test]
+fn cdc_benchmark_runs_at_a_tiny_scale() {
+    let text = crate::support::run_tiny_benchmark(
+        "cdc.py",
+        &["--changes", "2000", "--seconds", "2", "--rate", "1000"],
+    );
+    for row in [
+        "pg_recvlogical",
+        "gamelake ingest (cdc)",
+        "Lag with a writer",
+    ] {
+        assert!(text.contains(row), "{row} missing from:\n{text}");
+    }
+}
