@@ -16,8 +16,17 @@ pub(crate) struct LogicalServer {
 
 impl LogicalServer {
     pub(crate) fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// With `tls`: a CA (`ca.pem`), a server certificate it signed for `localhost` only, and a
+    /// pg_hba.conf that refuses every TCP login without TLS.
+    pub(crate) fn start_with(tls: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().display().to_string();
+        if tls {
+            make_certificates(dir.path());
+        }
         let owned = std::process::Command::new("chown")
             .args(["-R", "postgres:", &path])
             .status()
@@ -39,9 +48,21 @@ impl LogicalServer {
             ],
         );
         let port = free_port();
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {path} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_level=logical -c max_replication_slots=8 -c max_wal_senders=8"
         );
+        if tls {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={path}/server.pem -c ssl_key_file={path}/server.key"
+            ));
+            std::fs::write(
+                format!("{data}/pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 trust\n\
+                 hostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+        }
         let log = format!("{path}/log");
         as_postgres(
             "pg_ctl",
@@ -53,6 +74,86 @@ impl LogicalServer {
     pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
+
+    /// The server's port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A file in the server's folder (e.g. `ca.pem`).
+    pub(crate) fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// `ca.pem`, `other-ca.pem` (a CA that signed nothing here) and `server.pem`/`server.key`
+/// (signed by `ca.pem`, for DNS name `localhost` only), made with the machine's openssl.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed to make test certificates");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for ca in ["ca", "other-ca"] {
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=gamelake test {ca}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+        ]);
+    }
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
 }
 
 impl Drop for LogicalServer {

@@ -16,6 +16,7 @@ mod load;
 mod migration;
 mod mysql;
 mod mysql_servers;
+mod pg_tls;
 mod pg_types;
 mod pipelines;
 mod plans;

@@ -7,6 +7,7 @@ pub mod frames;
 mod live;
 pub mod pgoutput;
 mod source;
+pub mod tls;
 mod wire;
 
 use std::sync::Arc;
@@ -36,15 +37,35 @@ pub const BATCH_ROWS: usize = 64 * 1024;
 /// Connects to PostgreSQL. The connection task runs until the client is dropped. Errors never
 /// show the password.
 pub async fn connect(url: &str) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| pg_error(&redact(url), &e))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!("postgres connection closed: {e}");
+    let tls = tls::Tls::of(url).map_err(|e| failed(&redact(url), e))?;
+    let fail = |e: tokio_postgres::Error| pg_error(&redact(url), &e);
+    let client = match &tls.config {
+        None => {
+            let (client, connection) = tokio_postgres::connect(&tls.url, NoTls)
+                .await
+                .map_err(fail)?;
+            tokio::spawn(watch(connection));
+            client
         }
-    });
+        Some(config) => {
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new((**config).clone());
+            let (client, connection) = tokio_postgres::connect(&tls.url, connector)
+                .await
+                .map_err(fail)?;
+            tokio::spawn(watch(connection));
+            client
+        }
+    };
     Ok(client)
+}
+
+/// Drives a connection until it closes, logging why.
+async fn watch<F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>>(
+    connection: F,
+) {
+    if let Err(e) = connection.await {
+        tracing::warn!("postgres connection closed: {e}");
+    }
 }
 
 /// The columns a query returns, mapped to Arrow (errors name unsupported columns).

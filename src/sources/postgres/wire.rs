@@ -6,8 +6,8 @@
 //! passes it through a channel to the caller; that per-message work profiled at about a fifth
 //! of a snapshot's client time. Only the connection loop is ours: the connection string is
 //! tokio-postgres's `Config`, and the messages, the MD5 hash and SCRAM-SHA-256 are
-//! postgres-protocol's (the protocol crate tokio-postgres is built on). Like [`super::connect`],
-//! it speaks without TLS.
+//! postgres-protocol's (the protocol crate tokio-postgres is built on). TLS is asked for and
+//! checked as [`super::tls`] says, as [`super::connect`] does.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,9 +18,14 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256};
 use postgres_protocol::message::backend::{ErrorFields, Header, Message};
 use postgres_protocol::message::frontend;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_postgres::config::{Config, Host, SslMode};
+use tokio_postgres::config::{Config, Host};
+use tokio_rustls::TlsConnector;
 
+use super::tls::{SslMode, Tls};
 use super::{failed, redact};
 use crate::error::{Error, Result};
 
@@ -68,13 +73,8 @@ impl CopyConnection {
     async fn open_session(url: &str, replication: bool) -> Result<Self> {
         let context = redact(url);
         let fail = |detail: String| failed(&context, detail);
-        let config = Config::from_str(url).map_err(|e| fail(e.to_string()))?;
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(fail(
-                "sslmode=require: gamelake connects without TLS; use sslmode=disable or prefer"
-                    .into(),
-            ));
-        }
+        let tls = Tls::of(url).map_err(|e| fail(e.to_string()))?;
+        let config = Config::from_str(&tls.url).map_err(|e| fail(e.to_string()))?;
         let user = match config.get_user() {
             Some(user) => user.to_string(),
             None => whoami::username().map_err(|e| fail(format!("no user given: {e}")))?,
@@ -106,6 +106,13 @@ impl CopyConnection {
                     last = Some(fail(format!("cannot connect to {name} port {port}: {e}")));
                     continue;
                 }
+            };
+            // TLS over TCP only: a Unix socket stays on the machine, as with libpq.
+            let io = match (&tls.config, host) {
+                (Some(settings), Host::Tcp(name)) => negotiate(io, settings, name, tls.mode)
+                    .await
+                    .map_err(|e| fail(format!("{name} port {port}: {e}")))?,
+                _ => io,
             };
             let mut connection = Self {
                 io,
@@ -430,6 +437,39 @@ async fn open(host: &Host, port: u16, timeout: Option<&Duration>) -> std::io::Re
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?,
         None => connect.await,
+    }
+}
+
+/// Asks the server for TLS (SSLRequest) and, when it agrees, shakes hands; `prefer` goes on in
+/// plain text when it does not.
+async fn negotiate(
+    mut io: Box<dyn Io>,
+    settings: &Arc<ClientConfig>,
+    name: &str,
+    mode: SslMode,
+) -> std::result::Result<Box<dyn Io>, String> {
+    let mut out = BytesMut::new();
+    frontend::ssl_request(&mut out);
+    io.write_all(&out).await.map_err(|e| e.to_string())?;
+    io.flush().await.map_err(|e| e.to_string())?;
+    let mut answer = [0u8; 1];
+    io.read_exact(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    match answer[0] {
+        b'S' => {
+            let server = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+            let stream = TlsConnector::from(settings.clone())
+                .connect(server, io)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            Ok(Box::new(stream))
+        }
+        b'N' if mode == SslMode::Prefer => Ok(io),
+        b'N' => Err(
+            "the server does not accept TLS connections; turn ssl on in its postgresql.conf, or use sslmode=prefer".into(),
+        ),
+        _ => Err("the server answered the TLS request out of protocol".into()),
     }
 }
 
