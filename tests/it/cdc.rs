@@ -472,3 +472,73 @@ fn cdc_benchmark_runs_at_a_tiny_scale() {
         assert!(text.contains(row), "{row} missing from:\n{text}");
     }
 }
+
+/// Columns added in PostgreSQL mid-stream are added to the lake table; a dropped column stays in
+/// the lake with the values it had; a column added with a DEFAULT (whose values PostgreSQL writes
+/// without sending them) is refused with the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_adds_columns_keeps_dropped_ones_and_refuses_defaults() {
+    let server = LogicalServer::start();
+    let client = connect(&server.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE players (id int PRIMARY KEY, name text, score int);
+             INSERT INTO players SELECT g, 'p' || g, g FROM generate_series(1, 10) g;
+             CREATE TABLE bag (player_id int, item text, n int, PRIMARY KEY (player_id, item));",
+        )
+        .await
+        .unwrap();
+    let lake = TempLake::new();
+    let file = lake.path().join("shop.toml");
+    std::fs::write(&file, PIPELINE).unwrap();
+    let (loc, file) = (lake.location(), file.display().to_string());
+    let url = server.url();
+    let env = [("PG_URL", url.as_str())];
+    gamelake_ok(&["--lake", &loc, "ingest", &file], &env);
+    // Each statement its own transaction, as schema changes are deployed.
+    for statement in [
+        "ALTER TABLE players ADD COLUMN level int",
+        "UPDATE players SET level = 5 WHERE id <= 3",
+        "INSERT INTO players VALUES (11, 'new', 1, 9)",
+        "ALTER TABLE players DROP COLUMN score",
+        "UPDATE players SET name = 'renamed' WHERE id = 4",
+    ] {
+        client.batch_execute(statement).await.unwrap();
+    }
+    gamelake_ok(&["--lake", &loc, "ingest", &file], &env);
+    assert_eq!(
+        sql_csv(
+            &loc,
+            &[
+                "-c",
+                "SELECT id, name, score, level FROM game.players WHERE id IN (1, 4, 5, 11) ORDER BY id"
+            ]
+        ),
+        "id,name,score,level\n1,p1,1,5\n4,renamed,4,\n5,p5,5,\n11,new,1,9\n"
+    );
+    client
+        .batch_execute("ALTER TABLE players ADD COLUMN vip bool DEFAULT false")
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO players VALUES (12, 'vip', 1, true)")
+        .await
+        .unwrap();
+    let err = gamelake_err(&["--lake", &loc, "ingest", &file], &env);
+    assert!(
+        err.contains("\"vip\"") && err.contains("DEFAULT") && err.contains("--full-refresh"),
+        "{err}"
+    );
+    // The fix works: a full refresh copies the table again, with its new column.
+    gamelake_ok(&["--lake", &loc, "ingest", &file, "--full-refresh"], &env);
+    assert_eq!(
+        sql_csv(
+            &loc,
+            &[
+                "-c",
+                "SELECT count(*) AS n, count(*) FILTER (WHERE vip) AS v FROM game.players"
+            ]
+        ),
+        "n,v\n12,1\n"
+    );
+}

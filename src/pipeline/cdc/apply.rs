@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::datasource::MemTable;
-use deltalake::kernel::Transaction;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructField, Transaction};
 
 use crate::error::{Error, Result};
 use crate::lake::write::WriteOutcome;
@@ -111,4 +112,30 @@ pub(super) async fn apply(
         version: written.version().unwrap_or_default(),
         rows: 0,
     })
+}
+
+/// Adds columns to the lake table (a metadata-only commit): PostgreSQL gained them.
+pub(super) async fn add_columns(
+    session: &Session,
+    table: &TableConfig,
+    fields: Vec<datafusion::arrow::datatypes::Field>,
+) -> Result<()> {
+    let target = TableRef::parse(&table.to)?;
+    let delta_error = |e| Error::delta(target.to_string(), e);
+    let fields = fields
+        .iter()
+        .map(|f| f.try_into_kernel())
+        .collect::<std::result::Result<Vec<StructField>, _>>()
+        .map_err(|e| delta_error(e.into()))?;
+    let names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+    let dt = session
+        .lake()
+        .open_table(&target, &TableVersion::Latest)
+        .await?;
+    dt.add_columns()
+        .with_fields(fields)
+        .await
+        .map_err(delta_error)?;
+    tracing::info!(table = %target, columns = ?names, "columns added to follow PostgreSQL");
+    Ok(())
 }

@@ -31,9 +31,9 @@ use crate::lake::write::WriteOutcome;
 use crate::query::Session;
 use crate::sources::postgres::changes::ChangeSet;
 use crate::sources::postgres::{CopyConnection, PgSource, connect, pg_error, quote_identifier};
-use apply::apply;
+use apply::{add_columns, apply};
 pub use setup::slot_name;
-use setup::{capture, format_lsn, parse_lsn, publish};
+use setup::{capture, check_no_defaults, format_lsn, parse_lsn, publish};
 
 /// Messages asked of the slot per batch (whole transactions: a batch may hold more).
 const BATCH_MESSAGES: i32 = 200_000;
@@ -242,6 +242,11 @@ impl Capture {
                 let captured = &mut self.set.tables[i];
                 if !captured.has_changes() {
                     continue;
+                }
+                let added = captured.take_added();
+                if !added.is_empty() {
+                    check_no_defaults(&self.client, &captured.source, &added).await?;
+                    add_columns(session, table, added).await?;
                 }
                 let changes = captured.changes as usize;
                 let truncated = captured.truncated;

@@ -84,8 +84,57 @@ pub(super) async fn capture(
     } else {
         transaction_version(session.lake(), &target, &table.app_id(pipeline)).await?
     };
-    let captured = CapturedTable::new(&source, columns, &key, applied.unwrap_or(0) as u64)?;
+    // Columns PostgreSQL has and the lake table lacks (added while nobody followed) are added
+    // to the lake before the next batch.
+    let lake: Option<Vec<String>> = match applied {
+        Some(_) => {
+            let frame = session.context().table(target.to_string()).await?;
+            Some(
+                frame
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect(),
+            )
+        }
+        None => None,
+    };
+    let captured = CapturedTable::new(
+        &source,
+        columns,
+        &key,
+        applied.unwrap_or(0) as u64,
+        lake.as_deref(),
+    )?;
     Ok((captured, applied.is_none()))
+}
+
+/// Refuses columns added with a default: PostgreSQL fills the rows that exist without a change
+/// the stream would carry, so the lake could not know their values.
+pub(super) async fn check_no_defaults(
+    client: &Client,
+    source: &str,
+    added: &[datafusion::arrow::datatypes::Field],
+) -> Result<()> {
+    for field in added {
+        let filled: bool = client
+            .query_one(
+                "SELECT coalesce(bool_or(atthasmissing OR atthasdef), false) FROM pg_attribute
+                 WHERE attrelid = $1::text::regclass AND attname = $2 AND NOT attisdropped",
+                &[&quote_qualified(source), field.name()],
+            )
+            .await
+            .map_err(|e| pg_error(source, &e))?
+            .get(0);
+        if filled {
+            return Err(Error::Unsupported(format!(
+                "{source}: column \"{}\" was added with a DEFAULT, which PostgreSQL writes into the existing rows without sending them; run `gamelake ingest FILE --full-refresh` to copy the table again",
+                field.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the publication of the captured tables, or adds the ones it lacks.

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BooleanBuilder, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-use super::PgColumn;
+use tokio_postgres::types::Type;
+
 use super::decode::ColumnBuilder;
 use super::pgoutput::{Message, Relation, Value, decode};
+use super::{PgColumn, PgKind};
 use crate::error::{Error, Result};
 
 /// The column of a change batch that says the key was deleted.
@@ -36,6 +38,8 @@ pub struct CapturedTable {
     pub truncated: bool,
     /// Changes folded since the last batch (before folding by key).
     pub changes: u64,
+    /// Columns the stream added since the lake table last took new ones.
+    added: Vec<String>,
 }
 
 /// The last change of one key, values in `columns` order.
@@ -45,8 +49,15 @@ enum Pending {
 }
 
 impl CapturedTable {
-    /// A table `source` (`schema.table`) with its columns and key column names.
-    pub fn new(source: &str, columns: Vec<PgColumn>, key: &[String], applied: u64) -> Result<Self> {
+    /// A table `source` (`schema.table`) with its columns and key column names; `lake` names
+    /// the lake table's columns when it exists (PostgreSQL's others are new to it).
+    pub fn new(
+        source: &str,
+        columns: Vec<PgColumn>,
+        key: &[String],
+        applied: u64,
+        lake: Option<&[String]>,
+    ) -> Result<Self> {
         let key = key
             .iter()
             .map(|k| {
@@ -62,13 +73,20 @@ impl CapturedTable {
         }
         Ok(Self {
             source: source.to_string(),
-            columns,
             key,
             applied,
             relation: None,
             pending: HashMap::new(),
             truncated: false,
             changes: 0,
+            added: lake.map_or_else(Vec::new, |lake| {
+                columns
+                    .iter()
+                    .filter(|c| !lake.contains(&c.name))
+                    .map(|c| c.name.clone())
+                    .collect()
+            }),
+            columns,
         })
     }
 
@@ -87,28 +105,51 @@ impl CapturedTable {
 
     /// Maps the stream's description of the table onto the lake's columns.
     fn describe(&mut self, relation: &Relation) -> Result<()> {
+        let full_refresh = "run `gamelake ingest FILE --full-refresh` to copy the table again";
         let mut positions = Vec::with_capacity(relation.columns.len());
         for column in &relation.columns {
-            let at = self.columns.iter().position(|c| c.name == column.name);
-            positions.push(at.ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "{}: column \"{}\" was added in PostgreSQL after the lake table was copied; change capture does not add columns yet: run `gamelake ingest FILE --full-refresh` to copy the table again",
-                    self.source, column.name
-                ))
-            })?);
-        }
-        if let Some(gone) = self
-            .columns
-            .iter()
-            .find(|c| !relation.columns.iter().any(|r| r.name == c.name))
-        {
-            return Err(Error::Unsupported(format!(
-                "{}: column \"{}\" was dropped in PostgreSQL; run `gamelake ingest FILE --full-refresh` to copy the table again",
-                self.source, gone.name
-            )));
+            // Built-in types are compared; others (enums, domains) keep the kind they had.
+            let kind =
+                Type::from_oid(column.type_oid).and_then(|ty| PgKind::of(&ty, column.typmod));
+            match self.columns.iter().position(|c| c.name == column.name) {
+                Some(at) => {
+                    if kind.as_ref().is_some_and(|k| *k != self.columns[at].kind) {
+                        return Err(Error::Unsupported(format!(
+                            "{}: column \"{}\" changed type in PostgreSQL; {full_refresh}",
+                            self.source, column.name
+                        )));
+                    }
+                    positions.push(at);
+                }
+                None => {
+                    // A column added mid-stream: the lake table gains it before the next batch.
+                    let kind = kind.ok_or_else(|| {
+                        Error::Unsupported(format!(
+                            "{}: column \"{}\" was added with a type change capture cannot map; {full_refresh}",
+                            self.source, column.name
+                        ))
+                    })?;
+                    self.columns.push(PgColumn {
+                        name: column.name.clone(),
+                        kind,
+                    });
+                    self.added.push(column.name.clone());
+                    positions.push(self.columns.len() - 1);
+                }
+            }
         }
         self.relation = Some((relation.id, positions));
         Ok(())
+    }
+
+    /// Columns added in PostgreSQL since the lake table last took new ones, with their Arrow
+    /// fields; the list starts over.
+    pub fn take_added(&mut self) -> Vec<datafusion::arrow::datatypes::Field> {
+        std::mem::take(&mut self.added)
+            .iter()
+            .filter_map(|name| self.columns.iter().find(|c| &c.name == name))
+            .map(PgColumn::field)
+            .collect()
     }
 
     /// A tuple in `columns` order.
@@ -121,13 +162,15 @@ impl CapturedTable {
         };
         if tuple.len() != positions.len() {
             return Err(Error::Invalid(format!(
-                "{}: a change of {} columns for a table of {}",
+                "{}: a change of {} columns where the stream described {} (a column added or dropped in the transaction that changed rows?); run `gamelake ingest FILE --full-refresh` to copy the table again",
                 self.source,
                 tuple.len(),
                 positions.len()
             )));
         }
-        let mut row = vec![Value::Null; self.columns.len()];
+        // A column the stream does not describe (dropped in PostgreSQL, or added after the
+        // changes it is replaying) keeps the lake's value; a new row gets NULL there.
+        let mut row = vec![Value::Unchanged; self.columns.len()];
         for (value, at) in tuple.into_iter().zip(positions) {
             row[*at] = value;
         }
@@ -210,7 +253,7 @@ impl CapturedTable {
         let unsent: Vec<bool> = (0..self.columns.len())
             .map(|i| {
                 pending.values().any(|p| match p {
-                    Pending::Upsert(row) => row[i] == Value::Unchanged,
+                    Pending::Upsert(row) => row.get(i) == Some(&Value::Unchanged),
                     Pending::Delete(_) => false,
                 })
             })
@@ -229,7 +272,9 @@ impl CapturedTable {
                 Pending::Delete(row) => (row, true),
             };
             deleted.append_value(is_delete);
-            for (i, value) in row.iter().enumerate() {
+            // A row folded before a column was added has no value for it: NULL.
+            for i in 0..self.columns.len() {
+                let value = row.get(i).unwrap_or(&Value::Null);
                 let bytes = match value {
                     Value::Binary(b) => Some(b.as_slice()),
                     Value::Null | Value::Unchanged => None,
