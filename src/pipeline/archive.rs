@@ -49,6 +49,8 @@ pub async fn archive_table(
         }
     };
     let after = table.archive_after_duration()?;
+    // A spinner through reading and committing; a bar over the deletes, whose count is known.
+    let bar = crate::progress::bar(0, "", &format!("archive {}: reading old rows", table.to));
     let client = connect(url).await?;
     // Names as the file writes them, quoted: nothing in them is read as SQL.
     let (source, key_column, time) = (
@@ -101,6 +103,10 @@ pub async fn archive_table(
     .await?;
     let _ = client.batch_execute("COMMIT").await;
     let read_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    bar.set_message(format!(
+        "archive {}: {read_rows} rows read, writing them to the lake",
+        table.to
+    ));
     let ctx = session.context();
     let incoming = ctx.read_table(Arc::new(MemTable::try_new(
         schema.clone(),
@@ -188,6 +194,12 @@ pub async fn archive_table(
 
     // 3. Delete the verified keys from PostgreSQL, in batches, each its own transaction.
     let keys = key_values(&batches, schema.index_of(&key)?)?;
+    bar.finish_and_clear();
+    let bar = crate::progress::bar(
+        keys.len() as u64,
+        "rows",
+        &format!("archive {}: deleting from PostgreSQL", table.to),
+    );
     for chunk in keys.chunks(DELETE_BATCH) {
         let statement =
             format!("DELETE FROM {source} WHERE {key_column}::text = ANY($1) AND {time} < {bound}");
@@ -195,7 +207,9 @@ pub async fn archive_table(
             .execute(&statement, &[&chunk])
             .await
             .map_err(|e| pg_error(&from, &e))?;
+        bar.inc(chunk.len() as u64);
     }
+    bar.finish_and_clear();
     let appended = match &outcome {
         WriteOutcome::Committed { rows, .. } => *rows as usize,
         WriteOutcome::AlreadyCommitted { .. } => 0,

@@ -56,12 +56,14 @@ pub async fn incremental_table(
         super::check_same_columns(session, &target, &columns).await?;
         transaction_version(session.lake(), &target, &app_id).await?
     };
+    let bar = crate::progress::bar(0, "", &format!("incremental {}: reading changes", table.to));
     let Changes {
         schema,
         batches,
         upper,
     } = source.changes(&read, &cursor, watermark).await?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    bar.set_message(format!("incremental {}: merging {rows} rows", table.to));
 
     let outcome = if !exists || full_refresh {
         let mode = if exists {
@@ -89,6 +91,7 @@ pub async fn incremental_table(
         )
         .await?
     };
+    bar.finish_and_clear();
     session.catalog().note_table(&target, true);
     Ok(SnapshotReport {
         table: target.to_string(),

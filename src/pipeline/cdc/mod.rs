@@ -225,6 +225,7 @@ impl Capture {
                 (0, WriteOutcome::AlreadyCommitted { recorded })
             })
             .collect();
+        let bar = crate::progress::bar(0, "changes", &format!("cdc {}", self.pipeline));
         while !stop.load(Ordering::Relaxed) {
             let rows = self
                 .client
@@ -263,6 +264,7 @@ impl Capture {
                 )
                 .await?;
                 captured.applied = lsn;
+                bar.inc(changes as u64);
                 applied[i].0 += changes;
                 applied[i].1 = outcome;
             }
@@ -276,6 +278,7 @@ impl Capture {
                 .map_err(sql_error)?;
             tracing::info!(slot, lsn = %format_lsn(lsn), messages = rows.len(), "changes applied");
         }
+        bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
         let changes = applied.iter().map(|a| a.0).sum();
         let lag_seconds = self.set.first_commit_time.map(|t| {
