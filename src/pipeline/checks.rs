@@ -189,6 +189,12 @@ impl PipelineConfig {
                     t.to
                 ));
             }
+            if t.changelog && t.mode != Mode::Cdc {
+                return fail(format!(
+                    "table {}: changelog = true is for cdc tables (it records the replication stream's changes)",
+                    t.to
+                ));
+            }
             match t.mode {
                 Mode::Snapshot => {}
                 Mode::Incremental if t.key.is_empty() || t.cursor.is_none() => {

@@ -159,6 +159,10 @@ pub struct TableConfig {
     pub hot_to: Option<String>,
     /// Migrate mode: rows per validated, resumable range of the key (default 100000).
     pub range_rows: Option<u64>,
+    /// Cdc mode: also append every change, unfolded, to `<to>_changes` with `_op` (I, U, D,
+    /// T), `_lsn`, `_seq` and `_commit_time`: each version of each row, for "as of" questions.
+    #[serde(default)]
+    pub changelog: bool,
     /// Archive mode: a view `schema.name` over the lake's history and PostgreSQL's hot rows,
     /// split at the archive cutoff (needs `--pg-url` when queried).
     pub view: Option<String>,

@@ -172,6 +172,7 @@ parallelism = 2
 from = "public.players"
 to = "game.players"
 mode = "cdc"
+changelog = true
 [[table]]
 from = "public.bag"
 to = "game.bag"
@@ -269,6 +270,28 @@ async fn cdc_copies_then_applies_every_kind_of_change_once() {
         sql_csv(&loc, &["-c", "SELECT player_id, item, n FROM game.bag"]),
         "player_id,item,n\n1,sword,3\n"
     );
+    // The changelog holds every change once: a key change as the old key's delete and the new
+    // row, the second update of a row beside the first.
+    assert_eq!(
+        sql_csv(
+            &loc,
+            &[
+                "-c",
+                "SELECT _op, count(*) AS n FROM game.players_changes GROUP BY _op ORDER BY _op"
+            ]
+        ),
+        "_op,n\nD,7\nI,12\nU,31\n"
+    );
+    assert_eq!(
+        sql_csv(
+            &loc,
+            &[
+                "-c",
+                "SELECT _op, score FROM game.players_changes WHERE id = 1 ORDER BY _lsn, _seq"
+            ]
+        ),
+        "_op,score\nU,2\nU,3\nD,\n"
+    );
 
     // Nothing new: nothing committed.
     let before = lake_commits(&loc, "players");
@@ -342,6 +365,7 @@ url = "${PG_URL}"
 from = "public.accounts"
 to = "game.accounts"
 mode = "cdc"
+changelog = true
 "#;
 
 /// Inserts, updates (a few of keys) and deletes in small transactions until `stop`, in the
@@ -394,6 +418,9 @@ async fn cdc_follow_killed_twenty_times_ends_equal_to_the_source() {
     std::fs::write(&file, ACCOUNTS).unwrap();
     let (loc, file) = (lake.location(), file.display().to_string());
     let url = server.url();
+    // The copy at the slot's start comes first, so the changelog holds every change the
+    // writer makes (a table copied after its slot exists is tested on its own, below).
+    gamelake_ok(&["--lake", &loc, "ingest", &file], &[("PG_URL", &url)]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = tokio::spawn(write_mix(url.clone(), stop.clone()));
     let follow = || {
@@ -415,7 +442,6 @@ async fn cdc_follow_killed_twenty_times_ends_equal_to_the_source() {
     };
     for round in 0..20u64 {
         let mut child = follow();
-        // From inside the first copy to well into the stream.
         tokio::time::sleep(std::time::Duration::from_millis(200 + round * 97 % 1300)).await;
         child.kill().unwrap();
         child.wait().unwrap();
@@ -451,6 +477,22 @@ async fn cdc_follow_killed_twenty_times_ends_equal_to_the_source() {
         ],
     );
     assert_eq!(lake_side, source);
+    // The changelog: no change twice (each (_lsn, _seq) once), none missed (inserts less
+    // deletes account for every row beyond the first 100,000).
+    let log = sql_csv(
+        &loc,
+        &[
+            "-c",
+            "SELECT count(*) - count(DISTINCT CAST(_lsn AS VARCHAR) || '/' || CAST(_seq AS VARCHAR)) AS twice, \
+             count(*) FILTER (WHERE _op = 'I') - count(*) FILTER (WHERE _op = 'D') AS net FROM game.accounts_changes",
+        ],
+    );
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(log, format!("twice,net\n0,{}\n", rows - 100_000));
     // Row for row: every key with every column.
     let every =
         "SELECT id || '|' || owner || '|' || balance || '|' || note FROM accounts ORDER BY id";
@@ -541,4 +583,54 @@ async fn cdc_adds_columns_keeps_dropped_ones_and_refuses_defaults() {
         ),
         "n,v\n12,1\n"
     );
+}
+
+/// A table added to a pipeline whose slot already exists is copied, then joins the stream: the
+/// changes the slot holds are applied over the copy by key, converging on the source's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_table_added_later_is_copied_then_joins_the_stream() {
+    let server = LogicalServer::start();
+    let client = connect(&server.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE players (id int PRIMARY KEY, name text, score int, bio text);
+             CREATE TABLE bag (player_id int, item text, n int, PRIMARY KEY (player_id, item));
+             INSERT INTO bag SELECT g, 'item', g FROM generate_series(1, 100) g;",
+        )
+        .await
+        .unwrap();
+    let lake = TempLake::new();
+    let file = lake.path().join("shop.toml");
+    let players_only = PIPELINE
+        .split("[[table]]\nfrom = \"public.bag\"")
+        .next()
+        .unwrap();
+    std::fs::write(&file, players_only).unwrap();
+    let (loc, file_s) = (lake.location(), file.display().to_string());
+    let url = server.url();
+    let env = [("PG_URL", url.as_str())];
+    gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
+    // While bag is not captured, it changes; then it joins and changes again.
+    client
+        .batch_execute("UPDATE bag SET n = n + 1000 WHERE player_id <= 10; DELETE FROM bag WHERE player_id > 90")
+        .await
+        .unwrap();
+    std::fs::write(&file, PIPELINE).unwrap();
+    gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
+    client
+        .batch_execute(
+            "UPDATE bag SET n = -1 WHERE player_id = 1; INSERT INTO bag VALUES (500, 'new', 5)",
+        )
+        .await
+        .unwrap();
+    gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
+    let pg = source_rows(&client, "SELECT count(*) || '|' || sum(n) FROM bag").await;
+    let lake_side = sql_csv(
+        &loc,
+        &[
+            "-c",
+            "SELECT CAST(count(*) AS VARCHAR) || '|' || CAST(sum(n) AS VARCHAR) AS r FROM game.bag",
+        ],
+    );
+    assert_eq!(lake_side, pg);
 }

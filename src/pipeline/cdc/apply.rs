@@ -11,7 +11,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructField, Transaction};
 
 use crate::error::{Error, Result};
-use crate::lake::write::WriteOutcome;
+use crate::lake::write::{WriteMode, WriteOptions, WriteOutcome, write_batches};
 use crate::lake::{TableRef, TableVersion};
 use crate::pipeline::config::TableConfig;
 use crate::query::Session;
@@ -137,5 +137,39 @@ pub(super) async fn add_columns(
         .await
         .map_err(delta_error)?;
     tracing::info!(table = %target, columns = ?names, "columns added to follow PostgreSQL");
+    Ok(())
+}
+
+/// Appends a batch of changes to the table's changelog (created by the first), recording `lsn`
+/// in the same commit.
+pub(super) async fn append_changelog(
+    session: &Session,
+    pipeline: &str,
+    table: &TableConfig,
+    batch: RecordBatch,
+    lsn: i64,
+) -> Result<()> {
+    let target = super::setup::changelog_table(table)?;
+    let mode = if session.lake().is_table(&target).await? {
+        WriteMode::Append
+    } else {
+        WriteMode::Create
+    };
+    let options = WriteOptions {
+        mode,
+        layout: None,
+        transaction: Some((table.app_id(pipeline), lsn)),
+        merge_schema: true,
+        checkpoint: true,
+    };
+    write_batches(
+        session.lake(),
+        &target,
+        &session.write_state(),
+        vec![batch],
+        options,
+    )
+    .await?;
+    session.catalog().note_table(&target, true);
     Ok(())
 }

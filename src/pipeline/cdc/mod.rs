@@ -31,7 +31,7 @@ use crate::lake::write::WriteOutcome;
 use crate::query::Session;
 use crate::sources::postgres::changes::ChangeSet;
 use crate::sources::postgres::{CopyConnection, PgSource, connect, pg_error, quote_identifier};
-use apply::{add_columns, apply};
+use apply::{add_columns, append_changelog, apply};
 pub use setup::slot_name;
 use setup::{capture, check_no_defaults, format_lsn, parse_lsn, publish};
 
@@ -248,6 +248,14 @@ impl Capture {
                 if !added.is_empty() {
                     check_no_defaults(&self.client, &captured.source, &added).await?;
                     add_columns(session, table, added).await?;
+                }
+                // The changelog first: a crash before the table's commit replays the batch
+                // into the table, and the changelog skips it by its own position.
+                if let Some(log) = captured.take_log()? {
+                    append_changelog(session, &self.pipeline, table, log, lsn as i64).await?;
+                    if let Some(log) = captured.log.as_mut() {
+                        log.applied = lsn;
+                    }
                 }
                 let changes = captured.changes as usize;
                 let truncated = captured.truncated;

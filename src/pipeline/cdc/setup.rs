@@ -8,6 +8,7 @@ use crate::lake::TableRef;
 use crate::lake::write::transaction_version;
 use crate::pipeline::config::TableConfig;
 use crate::query::Session;
+use crate::sources::postgres::changelog::ChangeLog;
 use crate::sources::postgres::changes::CapturedTable;
 use crate::sources::postgres::{describe, pg_error, quote_identifier, quote_qualified};
 
@@ -100,14 +101,24 @@ pub(super) async fn capture(
         }
         None => None,
     };
-    let captured = CapturedTable::new(
+    let mut captured = CapturedTable::new(
         &source,
         columns,
         &key,
         applied.unwrap_or(0) as u64,
         lake.as_deref(),
     )?;
+    if table.changelog {
+        let changes = changelog_table(table)?;
+        let logged = transaction_version(session.lake(), &changes, &table.app_id(pipeline)).await?;
+        captured.log = Some(ChangeLog::new(logged.unwrap_or(0) as u64));
+    }
     Ok((captured, applied.is_none()))
+}
+
+/// The changelog table of a cdc table: `<to>_changes`.
+pub(super) fn changelog_table(table: &TableConfig) -> Result<TableRef> {
+    TableRef::parse(&format!("{}_changes", table.to))
 }
 
 /// Refuses columns added with a default: PostgreSQL fills the rows that exist without a change

@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use tokio_postgres::types::Type;
 
+use super::changelog::ChangeLog;
 use super::decode::ColumnBuilder;
 use super::pgoutput::{Message, Relation, Value, decode};
 use super::{PgColumn, PgKind};
@@ -40,6 +41,8 @@ pub struct CapturedTable {
     pub changes: u64,
     /// Columns the stream added since the lake table last took new ones.
     added: Vec<String>,
+    /// Every change, for the table's changelog (`changelog = true`).
+    pub log: Option<ChangeLog>,
 }
 
 /// The last change of one key, values in `columns` order.
@@ -87,6 +90,7 @@ impl CapturedTable {
                     .collect()
             }),
             columns,
+            log: None,
         })
     }
 
@@ -98,9 +102,21 @@ impl CapturedTable {
             .collect()
     }
 
-    /// Whether anything waits to be applied.
+    /// Whether anything waits to be applied (to the table or its changelog).
     pub fn has_changes(&self) -> bool {
-        self.truncated || !self.pending.is_empty()
+        self.truncated
+            || !self.pending.is_empty()
+            || self.log.as_ref().is_some_and(ChangeLog::pending)
+    }
+
+    /// The changes for the changelog as one batch, if it is kept and has any.
+    pub fn take_log(&mut self) -> Result<Option<RecordBatch>> {
+        let Some(mut log) = self.log.take() else {
+            return Ok(None);
+        };
+        let batch = log.take(self);
+        self.log = Some(log);
+        batch
     }
 
     /// Maps the stream's description of the table onto the lake's columns.
@@ -153,7 +169,7 @@ impl CapturedTable {
     }
 
     /// A tuple in `columns` order.
-    fn reorder(&self, tuple: Vec<Value>) -> Result<Vec<Value>> {
+    pub(super) fn reorder(&self, tuple: Vec<Value>) -> Result<Vec<Value>> {
         let Some((_, positions)) = &self.relation else {
             return Err(Error::Invalid(format!(
                 "{}: a change before the table's description",
@@ -178,7 +194,7 @@ impl CapturedTable {
     }
 
     /// The key of a row, as bytes that compare equal when the key does.
-    fn key_of(&self, row: &[Value]) -> Result<Vec<u8>> {
+    pub(super) fn key_of(&self, row: &[Value]) -> Result<Vec<u8>> {
         let mut key = Vec::new();
         for at in &self.key {
             match &row[*at] {
@@ -258,44 +274,25 @@ impl CapturedTable {
                 })
             })
             .collect();
-        let mut builders: Vec<ColumnBuilder> = self
-            .columns
-            .iter()
-            .map(|c| ColumnBuilder::new(&c.kind))
-            .collect();
         let mut keeps: Vec<Option<BooleanBuilder>> =
             unsent.iter().map(|u| u.then(BooleanBuilder::new)).collect();
         let mut deleted = BooleanBuilder::new();
+        let mut rows = Vec::with_capacity(pending.len());
         for change in pending.values() {
             let (row, is_delete) = match change {
                 Pending::Upsert(row) => (row, false),
                 Pending::Delete(row) => (row, true),
             };
             deleted.append_value(is_delete);
-            // A row folded before a column was added has no value for it: NULL.
-            for i in 0..self.columns.len() {
-                let value = row.get(i).unwrap_or(&Value::Null);
-                let bytes = match value {
-                    Value::Binary(b) => Some(b.as_slice()),
-                    Value::Null | Value::Unchanged => None,
-                    Value::Text(_) => {
-                        return Err(Error::Unsupported(format!(
-                            "{}: column \"{}\" came as text from the slot; its type has no binary form change capture reads",
-                            self.source, self.columns[i].name
-                        )));
-                    }
-                };
-                builders[i].append(bytes)?;
-                if let Some(keep) = keeps[i].as_mut() {
-                    keep.append_value(*value == Value::Unchanged);
+            for (i, keep) in keeps.iter_mut().enumerate() {
+                if let Some(keep) = keep {
+                    keep.append_value(row.get(i) == Some(&Value::Unchanged));
                 }
             }
+            rows.push(row.as_slice());
         }
-        let mut fields: Vec<Field> = self.columns.iter().map(PgColumn::field).collect();
-        let mut arrays: Vec<ArrayRef> = builders
-            .iter_mut()
-            .map(ColumnBuilder::finish)
-            .collect::<Result<_>>()?;
+        let mut fields = self.fields();
+        let mut arrays = self.arrays(rows)?;
         fields.push(Field::new(DELETED, DataType::Boolean, false));
         arrays.push(Arc::new(deleted.finish()));
         for (column, keep) in self.columns.iter().zip(keeps.iter_mut()) {
@@ -312,6 +309,42 @@ impl CapturedTable {
             Arc::new(Schema::new(fields)),
             arrays,
         )?))
+    }
+}
+
+impl CapturedTable {
+    /// The table's columns over `rows`: a value not sent (or a row folded before a column was
+    /// added) is NULL.
+    pub(super) fn arrays<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a [Value]>,
+    ) -> Result<Vec<ArrayRef>> {
+        let mut builders: Vec<ColumnBuilder> = self
+            .columns
+            .iter()
+            .map(|c| ColumnBuilder::new(&c.kind))
+            .collect();
+        for row in rows {
+            for (i, builder) in builders.iter_mut().enumerate() {
+                let bytes = match row.get(i).unwrap_or(&Value::Null) {
+                    Value::Binary(b) => Some(b.as_slice()),
+                    Value::Null | Value::Unchanged => None,
+                    Value::Text(_) => {
+                        return Err(Error::Unsupported(format!(
+                            "{}: column \"{}\" came as text from the slot; its type has no binary form change capture reads",
+                            self.source, self.columns[i].name
+                        )));
+                    }
+                };
+                builder.append(bytes)?;
+            }
+        }
+        builders.iter_mut().map(ColumnBuilder::finish).collect()
+    }
+
+    /// The Arrow fields of the table's columns.
+    pub(super) fn fields(&self) -> Vec<Field> {
+        self.columns.iter().map(PgColumn::field).collect()
     }
 }
 
@@ -357,8 +390,18 @@ impl ChangeSet {
                 end_lsn,
                 commit_time,
             } => {
-                for (i, message) in std::mem::take(&mut self.open) {
+                let open = std::mem::take(&mut self.open);
+                for (i, message) in open {
                     let table = &mut self.tables[i];
+                    if let Some(mut log) = table.log.take() {
+                        let recorded = if log.applied < end_lsn {
+                            log.record(table, &message, (end_lsn, commit_time))
+                        } else {
+                            Ok(())
+                        };
+                        table.log = Some(log);
+                        recorded?;
+                    }
                     if table.applied < end_lsn {
                         table.fold(message)?;
                     }

@@ -1,5 +1,6 @@
 //! Reading PostgreSQL with `COPY (query) TO STDOUT (FORMAT binary)`, decoded into Arrow batches.
 
+pub mod changelog;
 pub mod changes;
 mod columns;
 mod decode;

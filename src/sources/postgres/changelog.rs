@@ -1,0 +1,143 @@
+//! The changelog of a captured table: every change as a row (not folded by key), with what it
+//! was (`_op`), the transaction it came in (`_lsn`, its end LSN, and `_seq`, its place in the
+//! transaction) and when that committed (`_commit_time`). Analysts rebuild any day's state from
+//! it; `(_lsn, _seq)` is unique, so a change applied twice would show.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+use super::changes::CapturedTable;
+use super::pgoutput::{Message, Value};
+use crate::error::Result;
+
+/// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// One change as the changelog keeps it.
+struct LogRow {
+    /// `I` insert, `U` update (the new row), `D` delete (the old key, or the old row under
+    /// REPLICA IDENTITY FULL), `T` truncate; an update of the key is `D` of the old key then
+    /// `I` of the new row.
+    op: &'static str,
+    lsn: u64,
+    seq: u32,
+    commit_time: i64,
+    values: Vec<Value>,
+}
+
+/// Changes waiting to be appended to a table's changelog.
+#[derive(Default)]
+pub struct ChangeLog {
+    /// End LSN of the last transaction the changelog table holds: older ones are skipped.
+    pub applied: u64,
+    rows: Vec<LogRow>,
+    /// The transaction being recorded and the `_seq` of its next row.
+    next: (u64, u32),
+}
+
+impl ChangeLog {
+    /// A changelog that holds transactions up to `applied`.
+    pub fn new(applied: u64) -> Self {
+        Self {
+            applied,
+            rows: Vec::new(),
+            next: (0, 0),
+        }
+    }
+
+    /// Whether changes wait to be appended.
+    pub fn pending(&self) -> bool {
+        !self.rows.is_empty()
+    }
+
+    /// Records one change of a transaction that committed at `lsn`; its rows are numbered in
+    /// the transaction's order (the same on every replay).
+    pub(super) fn record(
+        &mut self,
+        table: &CapturedTable,
+        message: &Message,
+        (lsn, commit_time): (u64, i64),
+    ) -> Result<()> {
+        if self.next.0 != lsn {
+            self.next = (lsn, 0);
+        }
+        let (rows, next) = (&mut self.rows, &mut self.next.1);
+        let mut push = |op, values| {
+            rows.push(LogRow {
+                op,
+                lsn,
+                seq: *next,
+                commit_time,
+                values,
+            });
+            *next += 1;
+        };
+        match message {
+            Message::Insert { new, .. } => push("I", table.reorder(new.clone())?),
+            Message::Update { old, new, .. } => {
+                let new = table.reorder(new.clone())?;
+                let old = match old {
+                    Some(old) => Some(table.reorder(old.clone())?),
+                    None => None,
+                };
+                match old {
+                    // A new key: the old key's row is gone, the new key's row appears.
+                    Some(old) if table.key_of(&old)? != table.key_of(&new)? => {
+                        push("D", old);
+                        push("I", new);
+                    }
+                    _ => push("U", new),
+                }
+            }
+            Message::Delete { old, .. } => push("D", table.reorder(old.clone())?),
+            Message::Truncate { .. } => push("T", Vec::new()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The recorded changes as one batch (the table's columns, then `_op`, `_lsn`, `_seq`,
+    /// `_commit_time`); the log starts over.
+    pub(super) fn take(&mut self, table: &CapturedTable) -> Result<Option<RecordBatch>> {
+        if self.rows.is_empty() {
+            return Ok(None);
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let mut fields = table.fields();
+        let mut arrays = table.arrays(rows.iter().map(|r| r.values.as_slice()))?;
+        fields.extend([
+            Field::new("_op", DataType::Utf8, false),
+            Field::new("_lsn", DataType::Int64, false),
+            Field::new("_seq", DataType::Int32, false),
+            Field::new(
+                "_commit_time",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]);
+        let extra: [ArrayRef; 4] = [
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.op))),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.lsn as i64),
+            )),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| r.seq as i32),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.commit_time + PG_EPOCH_MICROS),
+                )
+                .with_timezone("UTC"),
+            ),
+        ];
+        arrays.extend(extra);
+        Ok(Some(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            arrays,
+        )?))
+    }
+}
