@@ -10,8 +10,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
-use super::changes::CapturedTable;
-use super::pgoutput::{Message, Value};
+use super::pgoutput::Value;
 use crate::error::Result;
 
 /// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
@@ -54,61 +53,38 @@ impl ChangeLog {
         !self.rows.is_empty()
     }
 
-    /// Records one change of a transaction that committed at `lsn`; its rows are numbered in
-    /// the transaction's order (the same on every replay).
-    pub(super) fn record(
-        &mut self,
-        table: &CapturedTable,
-        message: &Message,
-        (lsn, commit_time): (u64, i64),
-    ) -> Result<()> {
+    /// Records one row of a transaction that committed at `lsn`; a transaction's rows are
+    /// numbered in its order (the same on every replay).
+    pub fn push(&mut self, op: &'static str, (lsn, commit_time): (u64, i64), values: Vec<Value>) {
         if self.next.0 != lsn {
             self.next = (lsn, 0);
         }
-        let (rows, next) = (&mut self.rows, &mut self.next.1);
-        let mut push = |op, values| {
-            rows.push(LogRow {
-                op,
-                lsn,
-                seq: *next,
-                commit_time,
-                values,
-            });
-            *next += 1;
-        };
-        match message {
-            Message::Insert { new, .. } => push("I", table.reorder(new.clone())?),
-            Message::Update { old, new, .. } => {
-                let new = table.reorder(new.clone())?;
-                let old = match old {
-                    Some(old) => Some(table.reorder(old.clone())?),
-                    None => None,
-                };
-                match old {
-                    // A new key: the old key's row is gone, the new key's row appears.
-                    Some(old) if table.key_of(&old)? != table.key_of(&new)? => {
-                        push("D", old);
-                        push("I", new);
-                    }
-                    _ => push("U", new),
-                }
-            }
-            Message::Delete { old, .. } => push("D", table.reorder(old.clone())?),
-            Message::Truncate { .. } => push("T", Vec::new()),
-            _ => {}
-        }
-        Ok(())
+        self.rows.push(LogRow {
+            op,
+            lsn,
+            seq: self.next.1,
+            commit_time,
+            values,
+        });
+        self.next.1 += 1;
     }
 
-    /// The recorded changes as one batch (the table's columns, then `_op`, `_lsn`, `_seq`,
-    /// `_commit_time`); the log starts over.
-    pub(super) fn take(&mut self, table: &CapturedTable) -> Result<Option<RecordBatch>> {
+    /// The recorded rows' values, in order, for the table's columns (built by the caller).
+    pub fn values(&self) -> impl Iterator<Item = &[Value]> {
+        self.rows.iter().map(|r| r.values.as_slice())
+    }
+
+    /// The recorded changes as one batch: `columns` (the table's, over [`Self::values`]), then
+    /// `_op`, `_lsn`, `_seq`, `_commit_time`; the log starts over.
+    pub fn take(
+        &mut self,
+        mut fields: Vec<Field>,
+        mut arrays: Vec<ArrayRef>,
+    ) -> Result<Option<RecordBatch>> {
         if self.rows.is_empty() {
             return Ok(None);
         }
         let rows = std::mem::take(&mut self.rows);
-        let mut fields = table.fields();
-        let mut arrays = table.arrays(rows.iter().map(|r| r.values.as_slice()))?;
         fields.extend([
             Field::new("_op", DataType::Utf8, false),
             Field::new("_lsn", DataType::Int64, false),

@@ -111,12 +111,41 @@ impl CapturedTable {
 
     /// The changes for the changelog as one batch, if it is kept and has any.
     pub fn take_log(&mut self) -> Result<Option<RecordBatch>> {
-        let Some(mut log) = self.log.take() else {
+        let Some(log) = self.log.as_ref().filter(|l| l.pending()) else {
             return Ok(None);
         };
-        let batch = log.take(self);
-        self.log = Some(log);
-        batch
+        let arrays = self.arrays(log.values())?;
+        let fields = self.fields();
+        match self.log.as_mut() {
+            Some(log) => log.take(fields, arrays),
+            None => Ok(None),
+        }
+    }
+
+    /// Records one change in the changelog: an update of the key as the old key's delete and
+    /// the new row's insert.
+    fn record(&self, log: &mut ChangeLog, message: &Message, at: (u64, i64)) -> Result<()> {
+        match message {
+            Message::Insert { new, .. } => log.push("I", at, self.reorder(new.clone())?),
+            Message::Update { old, new, .. } => {
+                let new = self.reorder(new.clone())?;
+                let old = match old {
+                    Some(old) => Some(self.reorder(old.clone())?),
+                    None => None,
+                };
+                match old {
+                    Some(old) if self.key_of(&old)? != self.key_of(&new)? => {
+                        log.push("D", at, old);
+                        log.push("I", at, new);
+                    }
+                    _ => log.push("U", at, new),
+                }
+            }
+            Message::Delete { old, .. } => log.push("D", at, self.reorder(old.clone())?),
+            Message::Truncate { .. } => log.push("T", at, Vec::new()),
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Maps the stream's description of the table onto the lake's columns.
@@ -169,7 +198,7 @@ impl CapturedTable {
     }
 
     /// A tuple in `columns` order.
-    pub(super) fn reorder(&self, tuple: Vec<Value>) -> Result<Vec<Value>> {
+    fn reorder(&self, tuple: Vec<Value>) -> Result<Vec<Value>> {
         let Some((_, positions)) = &self.relation else {
             return Err(Error::Invalid(format!(
                 "{}: a change before the table's description",
@@ -194,7 +223,7 @@ impl CapturedTable {
     }
 
     /// The key of a row, as bytes that compare equal when the key does.
-    pub(super) fn key_of(&self, row: &[Value]) -> Result<Vec<u8>> {
+    fn key_of(&self, row: &[Value]) -> Result<Vec<u8>> {
         let mut key = Vec::new();
         for at in &self.key {
             match &row[*at] {
@@ -315,7 +344,7 @@ impl CapturedTable {
 impl CapturedTable {
     /// The table's columns over `rows`: a value not sent (or a row folded before a column was
     /// added) is NULL.
-    pub(super) fn arrays<'a>(
+    fn arrays<'a>(
         &self,
         rows: impl IntoIterator<Item = &'a [Value]>,
     ) -> Result<Vec<ArrayRef>> {
@@ -343,7 +372,7 @@ impl CapturedTable {
     }
 
     /// The Arrow fields of the table's columns.
-    pub(super) fn fields(&self) -> Vec<Field> {
+    fn fields(&self) -> Vec<Field> {
         self.columns.iter().map(PgColumn::field).collect()
     }
 }
@@ -395,7 +424,7 @@ impl ChangeSet {
                     let table = &mut self.tables[i];
                     if let Some(mut log) = table.log.take() {
                         let recorded = if log.applied < end_lsn {
-                            log.record(table, &message, (end_lsn, commit_time))
+                            table.record(&mut log, &message, (end_lsn, commit_time))
                         } else {
                             Ok(())
                         };
