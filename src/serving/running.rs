@@ -161,6 +161,13 @@ impl Stream for Running {
         }
         match self.inner.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
+            // The producer stops at the same deadline and closes the channel; its timer may
+            // fire before this stream's (another runtime's clock driver), so a channel closed
+            // at or after the deadline is the timeout, not an empty answer.
+            Poll::Ready(None) if self.deadline.deadline() <= tokio::time::Instant::now() => {
+                let timeout = self.timeout;
+                self.end("timeout", timeout_error(timeout))
+            }
             Poll::Ready(None) => {
                 self.finished = true;
                 self.tracker.record.outcome = "ok";

@@ -344,10 +344,7 @@ impl CapturedTable {
 impl CapturedTable {
     /// The table's columns over `rows`: a value not sent (or a row folded before a column was
     /// added) is NULL.
-    fn arrays<'a>(
-        &self,
-        rows: impl IntoIterator<Item = &'a [Value]>,
-    ) -> Result<Vec<ArrayRef>> {
+    fn arrays<'a>(&self, rows: impl IntoIterator<Item = &'a [Value]>) -> Result<Vec<ArrayRef>> {
         let mut builders: Vec<ColumnBuilder> = self
             .columns
             .iter()
