@@ -3,6 +3,7 @@
 //! the copy at the slot's consistent point, then inserts, updates (of keys, of rows with
 //! TOASTed values), deletes and TRUNCATE applied exactly once, and kills at any point.
 
+use crate::pipelines::lake_with_pipeline;
 use crate::postgres::as_postgres;
 use crate::support::{TempLake, free_port, gamelake_err, gamelake_ok, sql_csv};
 use gamelake::sources::postgres::connect;
@@ -219,10 +220,7 @@ async fn cdc_copies_then_applies_every_kind_of_change_once() {
         )
         .await
         .unwrap();
-    let lake = TempLake::new();
-    let file = lake.path().join("shop.toml");
-    std::fs::write(&file, PIPELINE).unwrap();
-    let (loc, file) = (lake.location(), file.display().to_string());
+    let (lake, loc, file) = lake_with_pipeline("shop.toml", PIPELINE);
     let url = server.url();
     let env = [("PG_URL", url.as_str())];
     gamelake_ok(&["--lake", &loc, "ingest", &file], &env);
@@ -313,10 +311,7 @@ async fn cdc_copies_then_applies_every_kind_of_change_once() {
 async fn cdc_refuses_what_it_cannot_apply_and_says_how_to_fix_it() {
     // The shared server runs with wal_level = replica.
     let db = crate::postgres::TestDb::new().await;
-    let lake = TempLake::new();
-    let file = lake.path().join("shop.toml");
-    std::fs::write(&file, PIPELINE).unwrap();
-    let (loc, file) = (lake.location(), file.display().to_string());
+    let (lake, loc, file) = lake_with_pipeline("shop.toml", PIPELINE);
     let url = db.url();
     let err = gamelake_err(&["--lake", &loc, "ingest", &file], &[("PG_URL", &url)]);
     assert!(err.contains("wal_level = logical"), "{err}");
@@ -413,10 +408,7 @@ async fn cdc_follow_killed_twenty_times_ends_equal_to_the_source() {
         )
         .await
         .unwrap();
-    let lake = TempLake::new();
-    let file = lake.path().join("bank.toml");
-    std::fs::write(&file, ACCOUNTS).unwrap();
-    let (loc, file) = (lake.location(), file.display().to_string());
+    let (lake, loc, file) = lake_with_pipeline("bank.toml", ACCOUNTS);
     let url = server.url();
     // The copy at the slot's start comes first, so the changelog holds every change the
     // writer makes (a table copied after its slot exists is tested on its own, below).
@@ -530,10 +522,7 @@ async fn cdc_adds_columns_keeps_dropped_ones_and_refuses_defaults() {
         )
         .await
         .unwrap();
-    let lake = TempLake::new();
-    let file = lake.path().join("shop.toml");
-    std::fs::write(&file, PIPELINE).unwrap();
-    let (loc, file) = (lake.location(), file.display().to_string());
+    let (lake, loc, file) = lake_with_pipeline("shop.toml", PIPELINE);
     let url = server.url();
     let env = [("PG_URL", url.as_str())];
     gamelake_ok(&["--lake", &loc, "ingest", &file], &env);

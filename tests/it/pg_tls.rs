@@ -5,6 +5,7 @@
 //! name, or no TLS.
 
 use crate::cdc::LogicalServer;
+use crate::pipelines::lake_with_pipeline;
 use crate::support::{TempLake, gamelake, gamelake_ok, sql_csv};
 use gamelake::sources::postgres::connect;
 
@@ -42,10 +43,7 @@ async fn every_connection_verifies_the_server_and_refuses_the_wrong_one() {
 
     // verify-full with the CA: snapshot (statements and bulk COPY) and change capture (its
     // replication session too).
-    let lake = TempLake::new();
-    let file = lake.path().join("tls.toml");
-    std::fs::write(&file, PIPELINE).unwrap();
-    let (loc, file) = (lake.location(), file.display().to_string());
+    let (lake, loc, file) = lake_with_pipeline("tls.toml", PIPELINE);
     let good = url(
         "localhost",
         &format!("sslmode=verify-full&sslrootcert={ca}"),

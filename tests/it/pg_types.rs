@@ -2,6 +2,7 @@
 //! date library prints (`'infinity'`): `gamelake ingest` lands them, incremental runs keep
 //! merging them, and `gamelake sql` in every format and DuckDB read them back.
 
+use crate::pipelines::lake_with_pipeline;
 use crate::postgres::TestDb;
 use crate::support::{DUCKDB_DELTA, TempLake, gamelake_ok, run_python, sql_csv};
 use gamelake::sources::postgres::connect;
@@ -39,10 +40,7 @@ async fn time_interval_and_infinity_land_and_read_back_everywhere() {
         )
         .await
         .unwrap();
-    let lake = TempLake::new();
-    let file = lake.path().join("odd.toml");
-    std::fs::write(&file, PIPELINE).unwrap();
-    let (loc, file) = (lake.location(), file.display().to_string());
+    let (lake, loc, file) = lake_with_pipeline("odd.toml", PIPELINE);
     let url = db.url();
     let env = [("PG_URL", url.as_str())];
     gamelake_ok(&["--lake", &loc, "ingest", &file], &env);

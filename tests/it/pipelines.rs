@@ -6,7 +6,7 @@ use crate::support::{DEMO_END, TempLake, gamelake_err, gamelake_ok, repo_root};
 use gamelake::sources::postgres::connect;
 
 /// A fresh lake holding a pipeline file: the lake, its location and the file's path.
-fn lake_with_pipeline(name: &str, text: &str) -> (TempLake, String, String) {
+pub(crate) fn lake_with_pipeline(name: &str, text: &str) -> (TempLake, String, String) {
     let lake = TempLake::new();
     let file = lake.path().join(name);
     std::fs::write(&file, text).unwrap();
