@@ -220,7 +220,7 @@ async fn cdc_copies_then_applies_every_kind_of_change_once() {
         )
         .await
         .unwrap();
-    let (lake, loc, file) = lake_with_pipeline("shop.toml", PIPELINE);
+    let (_lake, loc, file) = lake_with_pipeline("shop.toml", PIPELINE);
     let url = server.url();
     let env = [("PG_URL", url.as_str())];
     gamelake_ok(&["--lake", &loc, "ingest", &file], &env);
@@ -408,7 +408,7 @@ async fn cdc_follow_killed_twenty_times_ends_equal_to_the_source() {
         )
         .await
         .unwrap();
-    let (lake, loc, file) = lake_with_pipeline("bank.toml", ACCOUNTS);
+    let (_lake, loc, file) = lake_with_pipeline("bank.toml", ACCOUNTS);
     let url = server.url();
     // The copy at the slot's start comes first, so the changelog holds every change the
     // writer makes (a table copied after its slot exists is tested on its own, below).
@@ -522,7 +522,7 @@ async fn cdc_adds_columns_keeps_dropped_ones_and_refuses_defaults() {
         )
         .await
         .unwrap();
-    let (lake, loc, file) = lake_with_pipeline("shop.toml", PIPELINE);
+    let (_lake, loc, file) = lake_with_pipeline("shop.toml", PIPELINE);
     let url = server.url();
     let env = [("PG_URL", url.as_str())];
     gamelake_ok(&["--lake", &loc, "ingest", &file], &env);

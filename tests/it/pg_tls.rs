@@ -6,7 +6,7 @@
 
 use crate::cdc::LogicalServer;
 use crate::pipelines::lake_with_pipeline;
-use crate::support::{TempLake, gamelake, gamelake_ok, sql_csv};
+use crate::support::{gamelake, gamelake_ok, sql_csv};
 use gamelake::sources::postgres::connect;
 
 const PIPELINE: &str = r#"name = "tls"
@@ -43,7 +43,7 @@ async fn every_connection_verifies_the_server_and_refuses_the_wrong_one() {
 
     // verify-full with the CA: snapshot (statements and bulk COPY) and change capture (its
     // replication session too).
-    let (lake, loc, file) = lake_with_pipeline("tls.toml", PIPELINE);
+    let (_lake, loc, file) = lake_with_pipeline("tls.toml", PIPELINE);
     let good = url(
         "localhost",
         &format!("sslmode=verify-full&sslrootcert={ca}"),

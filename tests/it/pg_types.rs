@@ -4,7 +4,7 @@
 
 use crate::pipelines::lake_with_pipeline;
 use crate::postgres::TestDb;
-use crate::support::{DUCKDB_DELTA, TempLake, gamelake_ok, run_python, sql_csv};
+use crate::support::{DUCKDB_DELTA, gamelake_ok, run_python, sql_csv};
 use gamelake::sources::postgres::connect;
 
 const PIPELINE: &str = r#"name = "odd_types"
