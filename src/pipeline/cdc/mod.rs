@@ -30,7 +30,9 @@ use crate::error::{Error, Result};
 use crate::lake::write::WriteOutcome;
 use crate::query::Session;
 use crate::sources::postgres::changes::ChangeSet;
-use crate::sources::postgres::{CopyConnection, PgSource, connect, pg_error, quote_identifier};
+use crate::sources::postgres::{
+    CopyConnection, PG_EPOCH_MICROS, PgSource, connect, pg_error, quote_identifier,
+};
 use apply::{add_columns, append_changelog, apply};
 pub use setup::slot_name;
 use setup::{capture, check_no_defaults, format_lsn, parse_lsn, publish};
@@ -346,6 +348,3 @@ pub async fn follow(
     }
     Ok(())
 }
-
-/// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;

@@ -10,11 +10,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
+use super::PG_EPOCH_MICROS;
 use super::pgoutput::Value;
 use crate::error::Result;
-
-/// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// One change as the changelog keeps it.
 struct LogRow {

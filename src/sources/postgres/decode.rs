@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 
 /// Days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH_DAYS: i32 = 10_957;
-/// Microseconds from 1970-01-01 to 2000-01-01.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// Microseconds from 1970-01-01 to 2000-01-01 (PostgreSQL's epoch).
+pub(crate) const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// Where `date 'infinity'` and `'-infinity'` land: 9999-12-31 and 0001-01-01 (days since
 /// 1970-01-01), the ends of the range Delta, Spark, DuckDB and chrono all read. PostgreSQL sends

@@ -24,6 +24,7 @@ use tokio_postgres::{Client, CopyOutStream, NoTls};
 
 pub use columns::{PgColumn, PgKind};
 use decode::ColumnBuilder;
+pub(crate) use decode::PG_EPOCH_MICROS;
 use frames::{Frames, fields};
 pub use live::{PgCatalog, PgTable};
 pub use source::PgSource;
