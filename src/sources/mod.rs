@@ -53,7 +53,8 @@ pub struct Snapshot {
 pub struct Changes {
     /// The rows' schema.
     pub schema: SchemaRef,
-    /// The rows with `since <= cursor < upper`.
+    /// Every row visible at the read with `since <= cursor`: rows at or after `upper` come
+    /// again in the next run, where merging them by key once more changes nothing.
     pub batches: Vec<RecordBatch>,
     /// The position to commit with the rows, and the next run's lower bound: microseconds
     /// since 1970 below which no transaction still open can write a cursor value.
@@ -75,6 +76,7 @@ pub trait Source: Send + Sync {
     async fn snapshot(&self, read: &Read, parallelism: usize) -> Result<Snapshot>;
 
     /// The rows of `read` whose timestamp column `cursor` is at or after `since` (microseconds
-    /// since 1970; None: every row) and below the bound the answer carries.
+    /// since 1970; None: every row), with the bound the next run starts from. The bound is
+    /// taken before the rows' snapshot, so no transaction older than it commits unseen.
     async fn changes(&self, read: &Read, cursor: &str, since: Option<i64>) -> Result<Changes>;
 }

@@ -340,13 +340,14 @@ async fn incremental_merges_changes_and_misses_no_late_commit() {
         .await
         .unwrap();
     gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
-    // The open transaction bounds this run: nothing at or after its start was taken yet.
+    // What has committed is taken; the open transaction's row is not visible yet, and the
+    // run's bound stays at or before that transaction's start.
     assert_eq!(
         gamelake_ok(
             &["--lake", &loc, "sql", "-c", state, "--format", "csv"],
             &[]
         ),
-        "v\n1000|1000|500500.00\n"
+        "v\n1001|1001|500501.00\n"
     );
     late.batch_execute("COMMIT").await.unwrap();
     gamelake_ok(&["--lake", &loc, "ingest", &file_s], &env);
@@ -849,4 +850,112 @@ async fn sink_into_a_table_that_does_not_fit_fails_and_keeps_the_old_rows() {
             .get(0);
         assert_eq!(kept, 7, "{columns}: the old rows stay");
     }
+}
+
+/// Incremental runs killed (SIGKILL) at any point while a writer inserts and updates: after a
+/// last run, the lake holds every source row once, in its last version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_incremental_runs_leave_every_row_once() {
+    let db = TestDb::new().await;
+    let client = connect(&db.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE orders (order_id bigint PRIMARY KEY, amount numeric(12,2), tags text[], updated_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO orders (order_id, amount) SELECT g, g FROM generate_series(1, 200000) g;",
+        )
+        .await
+        .unwrap();
+    let (_lake, loc, file_s) = lake_with_pipeline("inc.toml", INCREMENTAL);
+    let url = db.url();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (url, stop) = (url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let client = connect(&url).await.unwrap();
+            let mut next = 200_001i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client
+                    .batch_execute(&format!(
+                        "INSERT INTO orders (order_id, amount) SELECT g, 1 FROM generate_series({next}, {}) g;
+                         UPDATE orders SET amount = amount + 1, updated_at = now() WHERE order_id % 997 = {};",
+                        next + 99,
+                        next % 997
+                    ))
+                    .await
+                    .unwrap();
+                next += 100;
+            }
+        })
+    };
+    for round in 0..10u64 {
+        let (loc, file, url) = (loc.clone(), file_s.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            ingest_killed_after(&loc, &file, &url, 150 + round * 173 % 900)
+        })
+        .await
+        .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    gamelake_ok(
+        &["--lake", &loc, "ingest", &file_s],
+        &[("PG_URL", url.as_str())],
+    );
+    let expected: String = client
+        .query_one(
+            "SELECT count(*) || '|' || count(DISTINCT order_id) || '|' || sum(amount) FROM orders",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let state = "SELECT CAST(count(*) AS VARCHAR) || '|' || CAST(count(DISTINCT order_id) AS VARCHAR) || '|' || CAST(sum(amount) AS VARCHAR) AS v FROM game.orders";
+    assert_eq!(
+        gamelake_ok(
+            &["--lake", &loc, "sql", "-c", state, "--format", "csv"],
+            &[]
+        ),
+        format!("v\n{expected}\n")
+    );
+}
+
+/// A reader that cannot see other users' sessions in pg_stat_activity cannot bound its window
+/// by their open transactions: the run refuses, naming the grant, instead of risking rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_refuses_a_reader_blind_to_other_sessions() {
+    let db = TestDb::new().await;
+    let client = connect(&db.url()).await.unwrap();
+    let (reader, writer) = (db.role("reader"), db.role("writer"));
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE orders (order_id bigint PRIMARY KEY, amount numeric(12,2), tags text[], updated_at timestamptz NOT NULL DEFAULT now());
+             CREATE ROLE {reader} LOGIN; CREATE ROLE {writer} LOGIN;
+             GRANT SELECT ON orders TO {reader}; GRANT ALL ON orders TO {writer};"
+        ))
+        .await
+        .unwrap();
+    let as_role = |role: &str| db.url().replace("user=postgres", &format!("user={role}"));
+    let open = connect(&as_role(&writer)).await.unwrap();
+    open.batch_execute("BEGIN; INSERT INTO orders (order_id, amount) VALUES (1, 1)")
+        .await
+        .unwrap();
+    let (_lake, loc, file) = lake_with_pipeline("inc.toml", INCREMENTAL);
+    let reader_url = as_role(&reader);
+    let err = gamelake_err(
+        &["--lake", &loc, "ingest", &file],
+        &[("PG_URL", reader_url.as_str())],
+    );
+    assert!(
+        err.contains(&format!("GRANT pg_read_all_stats TO {reader}")),
+        "{err}"
+    );
+    client
+        .batch_execute(&format!("GRANT pg_read_all_stats TO {reader}"))
+        .await
+        .unwrap();
+    gamelake_ok(
+        &["--lake", &loc, "ingest", &file],
+        &[("PG_URL", reader_url.as_str())],
+    );
+    open.batch_execute("COMMIT").await.unwrap();
 }

@@ -32,23 +32,37 @@ impl TestDb {
             self.name
         )
     }
+
+    /// A role name of this database's own (`<database>_<purpose>`): roles are the cluster's,
+    /// so the drop removes every role so named after the database, even when a test failed.
+    pub(crate) fn role(&self, purpose: &str) -> String {
+        format!("{}_{purpose}", self.name)
+    }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let _ = std::process::Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-c",
-                &sql,
-            ])
-            .output();
+        let roles = format!(
+            "DO $$DECLARE r text; BEGIN FOR r IN SELECT rolname FROM pg_roles WHERE starts_with(rolname, '{}_') LOOP EXECUTE format('DROP ROLE %I', r); END LOOP; END$$",
+            self.name
+        );
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            roles,
+        ] {
+            let _ = std::process::Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "test",
+                    "-c",
+                    &sql,
+                ])
+                .output();
+        }
     }
 }
 

@@ -7,11 +7,11 @@
 //! when the lock cannot be had within seconds, one reader reads the table in one consistent
 //! transaction, with a warning.
 //!
-//! Changes are bounded one second before the start of the oldest InnoDB transaction still open
-//! that may write (read from `information_schema.INNODB_TRX`, which needs the PROCESS privilege;
+//! Changes are read from the last bound on; the next bound is one second before the start of
+//! the oldest InnoDB transaction still open that may write (read from `information_schema.INNODB_TRX`, which needs the PROCESS privilege;
 //! `READ ONLY` transactions, such as snapshots', cannot commit rows) or before now:
 //! a row committed late carries a cursor at or after its transaction's start, so the next run
-//! reads it.
+//! reads it. The bound is read before the rows' snapshot starts.
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -148,9 +148,9 @@ impl Source for MySource {
                 )));
             }
         };
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            .await
-            .map_err(|e| my_error(&read.target, e))?;
+        // The bound is read before the snapshot starts: a transaction that began before the
+        // bound has then either committed (the snapshot sees it) or is open (the bound is at or
+        // before its start); read after, one committing in between would be lost.
         let (upper, holder): (Option<String>, Option<String>) = conn
             .query_first(format!(
                 "SELECT CAST(UNIX_TIMESTAMP(LEAST(NOW(6), COALESCE(CONVERT_TZ(t.started,
@@ -185,31 +185,27 @@ impl Source for MySource {
             })?;
         // The window never runs backwards: a bound held behind the last one reads nothing.
         let upper = since.map_or(upper, |since| upper.max(since));
-        // Bounds as the cursor's type compares them: wall-clock text in this session's zone for
-        // a datetime cursor, instants for a timestamp cursor (read after the switch to UTC).
-        let (lower_sql, upper_sql) = if instant {
-            (
-                since.map(|w| format!("FROM_UNIXTIME({})", seconds_text(w))),
-                format!("FROM_UNIXTIME({})", seconds_text(upper)),
-            )
-        } else {
-            let lower = match since {
-                Some(w) => Some(wall_clock(&mut conn, w).await?),
-                None => None,
-            };
-            (lower, wall_clock(&mut conn, upper).await?)
+        // The lower bound as the cursor's type compares it: wall-clock text in this session's
+        // zone for a datetime cursor, an instant for a timestamp cursor (read after the switch
+        // to UTC).
+        let lower = match since {
+            Some(w) if instant => Some(format!("FROM_UNIXTIME({})", seconds_text(w))),
+            Some(w) => Some(wall_clock(&mut conn, w).await?),
+            None => None,
         };
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await
+            .map_err(|e| my_error(&read.target, e))?;
         conn.query_drop("SET time_zone = '+00:00'")
             .await
             .map_err(|e| my_error(&read.target, e))?;
+        // Every visible row from the last bound on: rows at or after the new bound come again
+        // next run, and merging them by key a second time changes nothing.
         let cursor = quote_identifier(cursor);
-        let lower = lower_sql
-            .map(|l| format!("{cursor} >= {l} AND "))
+        let lower = lower
+            .map(|l| format!(" WHERE {cursor} >= {l}"))
             .unwrap_or_default();
-        let query = format!(
-            "SELECT * FROM ({}) AS src WHERE {lower}{cursor} < {upper_sql}",
-            read.query
-        );
+        let query = format!("SELECT * FROM ({}) AS src{lower}", read.query);
         tracing::info!(table = %read.target, since = ?since, upper, "incremental range (µs since the epoch)");
         let schema = schema_of(&columns);
         let stream = read_stream(conn, query, Vec::new(), columns, self.policy);

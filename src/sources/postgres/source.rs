@@ -12,6 +12,10 @@ use super::{
 use crate::error::{Error, Result};
 use crate::sources::{Changes, Read, Snapshot, Source};
 
+/// How far before the oldest open transaction (and now) an incremental window ends: a writer
+/// takes its start time when its statement arrives and reports it a moment later.
+const MARGIN_SECONDS: u32 = 1;
+
 /// A PostgreSQL database, by its connection URL (or key=value string).
 pub struct PgSource {
     url: String,
@@ -114,35 +118,52 @@ impl Source for PgSource {
     /// ≥ T (`now()` is the transaction's start). So the upper bound is the start of the oldest
     /// transaction still open in the database (or now, if none): a row committed late is read
     /// by the run after its commit.
+    ///
+    /// The bound is read before the snapshot is taken: a transaction that started before the
+    /// bound was then either committed (so the snapshot sees it) or open (so the bound is at or
+    /// before its start). Read after the snapshot, a writer committing in between would be
+    /// neither seen nor waited for, and its rows lost.
     async fn changes(&self, read: &Read, cursor: &str, since: Option<i64>) -> Result<Changes> {
         let client = connect(&self.url).await?;
+        // Microseconds since the epoch of the bound: our start or an older open transaction's,
+        // less a margin for a writer between receiving its statement and reporting its start.
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT (extract(epoch FROM least(now(), coalesce(
+                         (SELECT min(xact_start) FROM pg_stat_activity
+                          WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL),
+                         now())) - interval '{MARGIN_SECONDS} second') * 1000000)::bigint,
+                       (SELECT count(*) FROM pg_stat_activity
+                        WHERE datname = current_database() AND query = '<insufficient privilege>'),
+                       current_user::text"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error(&read.target, &e))?;
+        let (upper, hidden, user): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+        if hidden > 0 {
+            return Err(Error::Invalid(format!(
+                "{}: {hidden} session(s) of other users in this database are hidden from {user} in pg_stat_activity, so an incremental run cannot see when their open transactions began and could miss their rows once they commit; run GRANT pg_read_all_stats TO {user}",
+                read.target
+            )));
+        }
+        // The window never runs backwards.
+        let upper = since.map_or(upper, |since| upper.max(since));
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(|e| pg_error(&read.target, &e))?;
-        // Microseconds since the epoch of the upper bound: our start, or an older open transaction's.
-        let upper: i64 = client
-            .query_one(
-                "SELECT (extract(epoch FROM least(now(), coalesce(
-                     (SELECT min(xact_start) FROM pg_stat_activity
-                      WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL),
-                     now()))) * 1000000)::bigint",
-                &[],
-            )
-            .await
-            .map_err(|e| pg_error(&read.target, &e))?
-            .get(0);
         let bound =
             |micros: i64| format!("(timestamptz 'epoch' + {micros} * interval '1 microsecond')");
         let cursor = quote_identifier(cursor);
+        // Every visible row from the last bound on: rows at or after the new bound come again
+        // next run, and merging them by key a second time changes nothing.
         let lower = since
-            .map(|w| format!("{cursor} >= {} AND ", bound(w)))
+            .map(|w| format!(" WHERE {cursor} >= {}", bound(w)))
             .unwrap_or_default();
-        let query = format!(
-            "SELECT * FROM ({}) AS src WHERE {lower}{cursor} < {}",
-            read.query,
-            bound(upper)
-        );
+        let query = format!("SELECT * FROM ({}) AS src{lower}", read.query);
         tracing::info!(table = %read.target, since = ?since, upper, "incremental range (µs since the epoch)");
         let (schema, batches) = super::read(&client, &query).await?;
         let _ = client.batch_execute("COMMIT").await;
