@@ -195,6 +195,12 @@ impl PipelineConfig {
                     t.to
                 ));
             }
+            if t.cursor_overlap.is_some() && t.mode != Mode::Incremental {
+                return fail(format!(
+                    "table {}: cursor_overlap is for incremental tables with an integer cursor",
+                    t.to
+                ));
+            }
             match t.mode {
                 Mode::Snapshot => {}
                 Mode::Incremental if t.key.is_empty() || t.cursor.is_none() => {

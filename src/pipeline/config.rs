@@ -145,8 +145,14 @@ pub struct TableConfig {
     /// Key columns (required for incremental).
     #[serde(default)]
     pub key: Vec<String>,
-    /// Cursor column for incremental mode.
+    /// Cursor column for incremental mode: a timestamp set by `now()` when a row is written
+    /// (`updated_at`), or an integer from a sequence (`id`, for tables rows are only added to).
     pub cursor: Option<String>,
+    /// Incremental mode with an integer cursor: how many values below the highest one read
+    /// are read again by the next run, so a transaction that took its ids before others but
+    /// committed after them is still seen (default 10000; size it as ids per second × the
+    /// longest writing transaction's seconds). Rows read twice are merged by key once.
+    pub cursor_overlap: Option<u64>,
     /// Time column for archive mode.
     pub time_column: Option<String>,
     /// Age after which rows are archived, e.g. "365d".

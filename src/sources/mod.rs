@@ -68,6 +68,9 @@ pub trait Source: Send + Sync {
     /// its names quoted the way this source quotes them.
     fn select_all(&self, from: &str) -> String;
 
+    /// A column name quoted the way this source quotes identifiers.
+    fn quote(&self, column: &str) -> String;
+
     /// The columns `query` returns, as Arrow fields.
     async fn describe(&self, query: &str) -> Result<SchemaRef>;
 

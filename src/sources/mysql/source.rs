@@ -70,6 +70,10 @@ impl Source for MySource {
         format!("SELECT * FROM {}", quote_qualified(from))
     }
 
+    fn quote(&self, column: &str) -> String {
+        quote_identifier(column)
+    }
+
     async fn describe(&self, query: &str) -> Result<SchemaRef> {
         let mut conn = self.session().await?;
         let columns = describe(&mut conn, query, self.policy).await?;

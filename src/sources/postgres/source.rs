@@ -49,6 +49,10 @@ impl Source for PgSource {
         format!("SELECT * FROM {}", quote_qualified(from))
     }
 
+    fn quote(&self, column: &str) -> String {
+        quote_identifier(column)
+    }
+
     async fn describe(&self, query: &str) -> Result<datafusion::arrow::datatypes::SchemaRef> {
         let client = connect(&self.url).await?;
         Ok(schema_of(&describe(&client, query).await?))
