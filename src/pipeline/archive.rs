@@ -39,25 +39,30 @@ pub async fn archive_table(
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
     let target = TableRef::parse(&table.to)?;
-    let (from, time_column, key) = match (&table.from, &table.time_column, table.key.as_slice()) {
-        (Some(f), Some(t), [k]) => (f.clone(), t.clone(), k.clone()),
+    let (from, time_column) = match (&table.from, &table.time_column) {
+        (Some(f), Some(t)) if !table.key.is_empty() => (f.clone(), t.clone()),
         _ => {
             return Err(Error::Invalid(format!(
-                "{}: archive mode needs from = \"schema.table\", time_column, and exactly one key column",
+                "{}: archive mode needs from = \"schema.table\", time_column, and key = [...]",
                 table.to
             )));
         }
     };
+    let key = &table.key;
     let after = table.archive_after_duration()?;
     // A spinner through reading and committing; a bar over the deletes, whose count is known.
     let bar = crate::progress::bar(0, "", &format!("archive {}: reading old rows", table.to));
     let client = connect(url).await?;
     // Names as the file writes them, quoted: nothing in them is read as SQL.
-    let (source, key_column, time) = (
-        quote_qualified(&from),
-        quote_identifier(&key),
-        quote_identifier(&time_column),
-    );
+    let (source, time) = (quote_qualified(&from), quote_identifier(&time_column));
+    let key_columns: Vec<String> = key.iter().map(|k| quote_identifier(k)).collect();
+    let key_refs: Vec<&str> = key_columns.iter().map(String::as_str).collect();
+    let key_names: Vec<&str> = key.iter().map(String::as_str).collect();
+    let any_null = key_columns
+        .iter()
+        .map(|k| format!("{k} IS NULL"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
     if session.lake().is_table(&target).await? {
         let columns = describe(&client, &format!("SELECT * FROM {source}")).await?;
         super::check_same_columns(session, &target, &schema_of(&columns)).await?;
@@ -82,9 +87,7 @@ pub async fn archive_table(
     // PostgreSQL, counted in a warning, and the rest is archived.
     let keyless: i64 = client
         .query_one(
-            &format!(
-                "SELECT count(*) FROM {source} WHERE {time} < {bound} AND {key_column} IS NULL"
-            ),
+            &format!("SELECT count(*) FROM {source} WHERE {time} < {bound} AND ({any_null})"),
             &[],
         )
         .await
@@ -92,13 +95,14 @@ pub async fn archive_table(
         .get(0);
     if keyless > 0 {
         tracing::warn!(
-            "{}: {keyless} rows older than the cutoff have a NULL {key}; they stay in PostgreSQL (give them a key to archive them)",
-            table.to
+            "{}: {keyless} rows older than the cutoff have a NULL in their key ({}); they stay in PostgreSQL (give them a key to archive them)",
+            table.to,
+            key.join(", ")
         );
     }
     let (schema, batches) = read(
         &client,
-        &format!("SELECT * FROM {source} WHERE {time} < {bound} AND {key_column} IS NOT NULL"),
+        &format!("SELECT * FROM {source} WHERE {time} < {bound} AND NOT ({any_null})"),
     )
     .await?;
     let _ = client.batch_execute("COMMIT").await;
@@ -121,14 +125,10 @@ pub async fn archive_table(
         let archived = ctx
             .table(target.to_string())
             .await?
-            .select_columns(&[&key])?;
-        incoming.clone().join(
-            archived,
-            JoinType::LeftAnti,
-            &[&key_column],
-            &[&key_column],
-            None,
-        )?
+            .select_columns(&key_names)?;
+        incoming
+            .clone()
+            .join(archived, JoinType::LeftAnti, &key_refs, &key_refs, None)?
     } else {
         incoming.clone()
     };
@@ -152,16 +152,10 @@ pub async fn archive_table(
     let archived = ctx
         .table(target.to_string())
         .await?
-        .select_columns(&[&key])?;
+        .select_columns(&key_names)?;
     let missing = incoming
         .clone()
-        .join(
-            archived,
-            JoinType::LeftAnti,
-            &[&key_column],
-            &[&key_column],
-            None,
-        )?
+        .join(archived, JoinType::LeftAnti, &key_refs, &key_refs, None)?
         .count()
         .await?;
     if missing > 0 {
@@ -192,22 +186,51 @@ pub async fn archive_table(
         lake.save_view(&view, &sql).await?;
     }
 
-    // 3. Delete the verified keys from PostgreSQL, in batches, each its own transaction.
-    let keys = key_values(&batches, schema.index_of(&key)?)?;
+    // 3. Delete the verified keys from PostgreSQL, in batches, each its own transaction. The
+    // keys travel as text arrays, one per key column, cast back to the columns' own types so
+    // the primary key's index finds them.
+    let keys = key
+        .iter()
+        .map(|k| key_values(&batches, schema.index_of(k)?))
+        .collect::<Result<Vec<_>>>()?;
+    let types = key_types(&client, &source, key).await?;
+    let matches = key_columns
+        .iter()
+        .zip(&types)
+        .enumerate()
+        .map(|(i, (column, kind))| format!("t.{column} = u.k{i}::{kind}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let arrays = (1..=key.len())
+        .map(|i| format!("${i}::text[]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = (0..key.len())
+        .map(|i| format!("k{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let statement = format!(
+        "DELETE FROM {source} AS t USING unnest({arrays}) AS u({names}) WHERE {matches} AND t.{time} < {bound}"
+    );
+    let total = keys.first().map_or(0, Vec::len);
     bar.finish_and_clear();
     let bar = crate::progress::bar(
-        keys.len() as u64,
+        total as u64,
         "rows",
         &format!("archive {}: deleting from PostgreSQL", table.to),
     );
-    for chunk in keys.chunks(DELETE_BATCH) {
-        let statement =
-            format!("DELETE FROM {source} WHERE {key_column}::text = ANY($1) AND {time} < {bound}");
+    for start in (0..total).step_by(DELETE_BATCH) {
+        let end = (start + DELETE_BATCH).min(total);
+        let chunks: Vec<&[String]> = keys.iter().map(|k| &k[start..end]).collect();
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = chunks
+            .iter()
+            .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
         client
-            .execute(&statement, &[&chunk])
+            .execute(&statement, &params)
             .await
             .map_err(|e| pg_error(&from, &e))?;
-        bar.inc(chunk.len() as u64);
+        bar.inc((end - start) as u64);
     }
     bar.finish_and_clear();
     let appended = match &outcome {
@@ -223,18 +246,44 @@ pub async fn archive_table(
     })
 }
 
-/// The key column's values as text (how the DELETE matches them, whatever the key's type).
+/// The key columns' types as PostgreSQL writes them (`bigint`, `character varying(20)`).
+async fn key_types(
+    client: &tokio_postgres::Client,
+    source: &str,
+    key: &[String],
+) -> Result<Vec<String>> {
+    let mut types = Vec::new();
+    for column in key {
+        let row = client
+            .query_opt(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                 WHERE attrelid = $1::text::regclass AND attname = $2 AND NOT attisdropped AND attnum > 0",
+                &[&source, column],
+            )
+            .await
+            .map_err(|e| pg_error(source, &e))?
+            .ok_or_else(|| Error::Invalid(format!("{source} has no key column {column}")))?;
+        types.push(row.get(0));
+    }
+    Ok(types)
+}
+
+/// A key column's values as text (how the DELETE sends them, whatever the key's type).
 fn key_values(batches: &[RecordBatch], column: usize) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for batch in batches {
         let array = batch.column(column);
         let text = match array.data_type() {
-            DataType::Int64 | DataType::Int32 | DataType::Int16 | DataType::Utf8 => {
-                cast(array, &DataType::Utf8)?
-            }
+            DataType::Int64
+            | DataType::Int32
+            | DataType::Int16
+            | DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Date32 => cast(array, &DataType::Utf8)?,
             other => {
                 return Err(Error::Unsupported(format!(
-                    "archive keys must be integers or text, not {other}"
+                    "archive keys must be integers, text or dates, not {other}"
                 )));
             }
         };

@@ -230,9 +230,9 @@ impl PipelineConfig {
                     ));
                 }
                 Mode::Archive => {
-                    if t.from.is_none() || t.key.len() != 1 || t.time_column.is_none() {
+                    if t.from.is_none() || t.key.is_empty() || t.time_column.is_none() {
                         return fail(format!(
-                            "table {}: archive mode needs from = \"schema.table\", key = [\"one_column\"] and time_column",
+                            "table {}: archive mode needs from = \"schema.table\", key = [...] and time_column",
                             t.to
                         ));
                     }

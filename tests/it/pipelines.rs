@@ -527,18 +527,19 @@ async fn archive_moves_old_rows_exactly_once_even_when_killed() {
     );
 }
 
-/// Names from the pipeline file are taken as written and quoted (mixed case, spaces), and old
-/// rows without a key stay in PostgreSQL instead of failing every run's verification.
+/// Names from the pipeline file are taken as written and quoted (mixed case, spaces), a key of
+/// two columns tells rows apart that share one of them, and old rows with a NULL in their key
+/// stay in PostgreSQL instead of failing every run's verification.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_quotes_names_and_leaves_rows_without_a_key_in_postgres() {
     let db = TestDb::new().await;
     let client = connect(&db.url()).await.unwrap();
     client
         .batch_execute(
-            "CREATE TABLE \"Purchase Log\" (\"Id\" bigint, \"BoughtAt\" timestamptz NOT NULL);
-             INSERT INTO \"Purchase Log\" SELECT g, now() - interval '800 days' FROM generate_series(1, 10) g;
-             INSERT INTO \"Purchase Log\" SELECT NULL, now() - interval '800 days' FROM generate_series(1, 3);
-             INSERT INTO \"Purchase Log\" SELECT g, now() FROM generate_series(11, 15) g;",
+            "CREATE TABLE \"Purchase Log\" (\"Region\" text, \"Id\" bigint, \"BoughtAt\" timestamptz NOT NULL);
+             INSERT INTO \"Purchase Log\" SELECT r, g, now() - interval '800 days' FROM generate_series(1, 10) g, unnest(ARRAY['bj', 'sh']) r;
+             INSERT INTO \"Purchase Log\" SELECT 'bj', NULL, now() - interval '800 days' FROM generate_series(1, 3);
+             INSERT INTO \"Purchase Log\" SELECT 'sh', g, now() FROM generate_series(11, 15) g;",
         )
         .await
         .unwrap();
@@ -550,7 +551,7 @@ url = "${PG_URL}"
 from = "public.Purchase Log"
 to = "game.purchase_log"
 mode = "archive"
-key = ["Id"]
+key = ["Region", "Id"]
 time_column = "BoughtAt"
 archive_after = "365d"
 "#;
@@ -587,7 +588,7 @@ archive_after = "365d"
             ],
             &[]
         ),
-        "n\n10\n"
+        "n\n20\n"
     );
 }
 
