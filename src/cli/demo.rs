@@ -9,6 +9,8 @@ use super::printer::{Printer, run_text};
 use crate::demo::{DemoOptions, generate};
 use crate::error::Result;
 use crate::output::Format;
+use crate::pipeline::{Mode, TableConfig, publish};
+use crate::sources::postgres::{connect, pg_error};
 
 /// The saved queries the demo shows, with their files (embedded, so the binary runs anywhere).
 const SHOWCASE: [(&str, &str); 4] = [
@@ -36,7 +38,9 @@ const SHOWCASE: [(&str, &str); 4] = [
   gamelake demo                        100,000 players, one year, into ./lake
   gamelake --lake /tmp/demo demo --scale 0.01 --seed 7
   gamelake demo --replace              regenerate over existing demo tables
-  gamelake demo --end 2026-10-31       the same rows on any day (data ends on that date)")]
+  gamelake demo --end 2026-10-31       the same rows on any day (data ends on that date)
+  gamelake demo --to-postgres postgres://postgres@127.0.0.1/game
+                                       also fill PostgreSQL for the pipelines/ examples")]
 pub struct DemoArgs {
     /// Size: 1.0 is about 100,000 players (0.01 is a quick test lake).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
@@ -58,6 +62,57 @@ pub struct DemoArgs {
     /// Generate only; do not run the showcase queries.
     #[arg(long)]
     pub no_queries: bool,
+    /// Also load the demo's OLTP tables into the PostgreSQL database at URL, as the example
+    /// pipelines in `pipelines/` read them: `public.players`, `public.items`,
+    /// `public.friendships` and `public.purchases` (with an `updated_at` cursor set by now()),
+    /// each with its primary key. Tables that exist are refilled in one transaction each.
+    #[arg(long, value_name = "URL")]
+    pub to_postgres: Option<String>,
+}
+
+/// The demo's OLTP tables as PostgreSQL holds them: (PostgreSQL table, lake query, key).
+const OLTP_TABLES: [(&str, &str, &[&str]); 4] = [
+    (
+        "public.players",
+        "SELECT * FROM game.players",
+        &["player_id"],
+    ),
+    ("public.items", "SELECT * FROM game.items", &["item_id"]),
+    (
+        "public.friendships",
+        "SELECT * FROM game.friendships",
+        &["player_id", "friend_id"],
+    ),
+    (
+        "public.purchases",
+        "SELECT *, purchased_at AS updated_at FROM game.purchases",
+        &["purchase_id"],
+    ),
+];
+
+/// Loads [`OLTP_TABLES`] from the demo lake into PostgreSQL at `url` through the `[sink]`
+/// path (staging table, then one transaction per table).
+async fn load_postgres(session: &crate::query::Session, url: &str) -> Result<()> {
+    for (to, query, key) in OLTP_TABLES {
+        let table = TableConfig {
+            to: to.to_string(),
+            query: Some(query.to_string()),
+            mode: Mode::Replace,
+            key: key.iter().map(|k| k.to_string()).collect(),
+            ..TableConfig::default()
+        };
+        let report = publish(session, url, &table).await?;
+        eprintln!(
+            "PostgreSQL {}: {} rows in {:.1}s",
+            report.table, report.rows, report.seconds
+        );
+    }
+    connect(url)
+        .await?
+        .batch_execute("ALTER TABLE public.purchases ALTER COLUMN updated_at SET DEFAULT now()")
+        .await
+        .map_err(|e| pg_error("public.purchases", &e))?;
+    Ok(())
 }
 
 /// Yesterday in the game's server zone: the demo's data then ends where reports relative to
@@ -84,6 +139,9 @@ pub async fn run(context: &Context, args: DemoArgs) -> Result<()> {
         "demo lake written in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    if let Some(url) = &args.to_postgres {
+        load_postgres(&session, url).await?;
+    }
     if !args.no_queries {
         let mut printer = Printer::new(Format::Table, None, true)?;
         for (file, sql) in SHOWCASE {

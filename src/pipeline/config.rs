@@ -107,6 +107,7 @@ fn default_parallelism() -> usize {
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// A consistent full copy, replacing the lake table in one commit.
+    #[default]
     Snapshot,
     /// New and changed rows by a timestamp cursor column, merged by key.
     Incremental,
@@ -128,7 +129,7 @@ pub enum Mode {
 }
 
 /// `[[table]]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
     /// Source table, `schema.table` (or use `query`).

@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod demo;
 mod errors;
+mod examples;
 mod flight;
 mod fuzz;
 mod intake;
