@@ -4,16 +4,12 @@
 //! TOASTed values), deletes and TRUNCATE applied exactly once, and kills at any point.
 
 use crate::pipelines::lake_with_pipeline;
-use crate::postgres::as_postgres;
-use crate::support::{TempLake, free_port, gamelake_err, gamelake_ok, sql_csv};
+use crate::postgres::OwnCluster;
+use crate::support::{TempLake, gamelake_err, gamelake_ok, sql_csv};
 use gamelake::sources::postgres::connect;
 
-/// A PostgreSQL cluster with `wal_level = logical` on a free port, trusting local logins;
-/// stopped and removed on drop.
-pub(crate) struct LogicalServer {
-    dir: tempfile::TempDir,
-    port: u16,
-}
+/// A PostgreSQL cluster of the test's own with `wal_level = logical`, trusting local logins.
+pub(crate) struct LogicalServer(OwnCluster);
 
 impl LogicalServer {
     pub(crate) fn start() -> Self {
@@ -23,67 +19,43 @@ impl LogicalServer {
     /// With `tls`: a CA (`ca.pem`), a server certificate it signed for `localhost` only, and a
     /// pg_hba.conf that refuses every TCP login without TLS.
     pub(crate) fn start_with(tls: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().display().to_string();
+        let mut settings =
+            "-c wal_level=logical -c max_replication_slots=8 -c max_wal_senders=8".to_string();
         if tls {
-            make_certificates(dir.path());
+            settings.push_str(
+                " -c ssl=on -c ssl_cert_file={dir}/server.pem -c ssl_key_file={dir}/server.key",
+            );
         }
-        let owned = std::process::Command::new("chown")
-            .args(["-R", "postgres:", &path])
-            .status()
-            .unwrap();
-        assert!(owned.success(), "chown of {path} to postgres");
-        let data = format!("{path}/data");
-        as_postgres(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ],
+        let hba = tls.then_some(
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
         );
-        let port = free_port();
-        let mut options = format!(
-            "-p {port} -k {path} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_level=logical -c max_replication_slots=8 -c max_wal_senders=8"
+        let cluster = OwnCluster::start(
+            |dir| {
+                if tls {
+                    make_certificates(dir);
+                }
+            },
+            &["--auth=trust"],
+            hba,
+            &settings,
         );
-        if tls {
-            options.push_str(&format!(
-                " -c ssl=on -c ssl_cert_file={path}/server.pem -c ssl_key_file={path}/server.key"
-            ));
-            std::fs::write(
-                format!("{data}/pg_hba.conf"),
-                "local all all trust\n\
-                 hostssl all all 127.0.0.1/32 trust\n\
-                 hostnossl all all 127.0.0.1/32 reject\n",
-            )
-            .unwrap();
-        }
-        let log = format!("{path}/log");
-        as_postgres(
-            "pg_ctl",
-            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
-        );
-        Self { dir, port }
+        Self(cluster)
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.0.port())
     }
 
     /// The server's port.
     pub(crate) fn port(&self) -> u16 {
-        self.port
+        self.0.port()
     }
 
     /// A file in the server's folder (e.g. `ca.pem`).
     pub(crate) fn file(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
+        self.0.dir().join(name).display().to_string()
     }
 }
 
@@ -155,13 +127,6 @@ fn make_certificates(dir: &std::path::Path) {
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
-}
-
-impl Drop for LogicalServer {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data").display().to_string();
-        as_postgres("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
-    }
 }
 
 const PIPELINE: &str = r#"name = "shop"

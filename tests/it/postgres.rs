@@ -342,16 +342,6 @@ async fn live_tables_answer_sql_with_filters_pushed_down() {
     assert_eq!(out, format!("n\n{afternoon}\n"));
 }
 
-/// A PostgreSQL server of the test's own, started with the machine's `initdb` and `pg_ctl`
-/// as the `postgres` system user, on a free port, where every login needs a password:
-/// SCRAM-SHA-256 for `scram_user`, MD5 for `md5_user`, cleartext for `plain_user`. The shared
-/// server on 5432 trusts every local connection, so it cannot show that a password logs in.
-/// Stopped and removed on drop.
-struct PasswordServer {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// Runs a PostgreSQL program as the `postgres` system user; panics with its output on failure.
@@ -369,43 +359,47 @@ pub(crate) fn as_postgres(program: &str, args: &[&str]) {
     );
 }
 
-impl PasswordServer {
-    fn start() -> Self {
+/// A PostgreSQL cluster of the test's own: the machine's `initdb` and `pg_ctl`, run as the
+/// `postgres` system user, in a temporary folder, on a free port. Stopped and removed on drop.
+pub(crate) struct OwnCluster {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnCluster {
+    /// `prepare` writes what the cluster needs into its folder first (a password file,
+    /// certificates); `initdb` are the flags beside the folder, the superuser and UTF8 (`{dir}`
+    /// in them is the cluster's folder); `hba`
+    /// replaces pg_hba.conf; `settings` are more `-c name=value` options of the server (`{dir}`
+    /// as in `initdb`).
+    pub(crate) fn start(
+        prepare: impl FnOnce(&std::path::Path),
+        initdb: &[&str],
+        hba: Option<&str>,
+        settings: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().display().to_string();
-        std::fs::write(dir.path().join("pw"), "admin-pw\n").unwrap();
+        prepare(dir.path());
         let owned = std::process::Command::new("chown")
             .args(["-R", "postgres:", &path])
             .status()
             .unwrap();
         assert!(owned.success(), "chown of {path} to postgres");
         let data = format!("{path}/data");
-        as_postgres(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--pwfile",
-                &format!("{path}/pw"),
-                "--auth=scram-sha-256",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ],
-        );
-        std::fs::write(
-            format!("{data}/pg_hba.conf"),
-            "host all md5_user 127.0.0.1/32 md5\n\
-             host all plain_user 127.0.0.1/32 password\n\
-             local all all scram-sha-256\n\
-             host all all 127.0.0.1/32 scram-sha-256\n",
-        )
-        .unwrap();
+        let flags: Vec<String> = initdb.iter().map(|f| f.replace("{dir}", &path)).collect();
+        let mut args = vec!["-D", &data, "-U", "postgres", "--no-sync", "-E", "UTF8"];
+        args.extend(flags.iter().map(String::as_str));
+        args.push("--no-instructions");
+        as_postgres("initdb", &args);
+        if let Some(hba) = hba {
+            std::fs::write(format!("{data}/pg_hba.conf"), hba).unwrap();
+        }
         let port = crate::support::free_port();
-        let options = format!("-p {port} -k {path} -c listen_addresses=127.0.0.1 -c fsync=off");
+        let options = format!(
+            "-p {port} -k {path} -c listen_addresses=127.0.0.1 -c fsync=off {}",
+            settings.replace("{dir}", &path)
+        );
         let log = format!("{path}/log");
         as_postgres(
             "pg_ctl",
@@ -414,18 +408,49 @@ impl PasswordServer {
         Self { dir, port }
     }
 
-    fn url(&self, user: &str, password: &str) -> String {
-        format!(
-            "postgres://{user}:{password}@127.0.0.1:{}/postgres",
-            self.port
-        )
+    /// The server's port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The cluster's folder (its data directory is `data/` in it).
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 }
 
-impl Drop for PasswordServer {
+impl Drop for OwnCluster {
     fn drop(&mut self) {
         let data = self.dir.path().join("data").display().to_string();
         as_postgres("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
+    }
+}
+
+/// A PostgreSQL server of the test's own where every login needs a password: SCRAM-SHA-256
+/// for `scram_user`, MD5 for `md5_user`, cleartext for `plain_user`. The shared server on 5432
+/// trusts every local connection, so it cannot show that a password logs in.
+struct PasswordServer(OwnCluster);
+
+impl PasswordServer {
+    fn start() -> Self {
+        Self(OwnCluster::start(
+            |dir| std::fs::write(dir.join("pw"), "admin-pw\n").unwrap(),
+            &["--pwfile={dir}/pw", "--auth=scram-sha-256"],
+            Some(
+                "host all md5_user 127.0.0.1/32 md5\n\
+                 host all plain_user 127.0.0.1/32 password\n\
+                 local all all scram-sha-256\n\
+                 host all all 127.0.0.1/32 scram-sha-256\n",
+            ),
+            "",
+        ))
+    }
+
+    fn url(&self, user: &str, password: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/postgres",
+            self.0.port()
+        )
     }
 }
 

@@ -32,6 +32,7 @@ pub const DATE_INFINITY: (i32, i32) = (2_932_896, -719_162);
 pub const TIMESTAMP_INFINITY: (i64, i64) = (253_402_300_799_999_999, -62_135_596_800_000_000);
 
 /// The builders of an interval's three parts.
+#[derive(Default)]
 pub struct IntervalParts {
     /// Months.
     months: Int32Builder,
@@ -41,6 +42,40 @@ pub struct IntervalParts {
     micros: Int64Builder,
     /// Which intervals are present.
     valid: Vec<bool>,
+}
+
+impl IntervalParts {
+    /// Appends PostgreSQL's binary interval: microseconds, days, months (big-endian).
+    fn append(&mut self, b: [u8; 16]) -> Result<()> {
+        let (m, d) = b.split_at(8);
+        let (d, mo) = d.split_at(4);
+        self.micros.append_value(i64::from_be_bytes(fixed(m)?));
+        self.days.append_value(i32::from_be_bytes(fixed(d)?));
+        self.months.append_value(i32::from_be_bytes(fixed(mo)?));
+        self.valid.push(true);
+        Ok(())
+    }
+
+    /// Appends a NULL interval; its parts are NULL too, so `lasts['days']` of it is NULL.
+    fn append_null(&mut self) {
+        self.months.append_null();
+        self.days.append_null();
+        self.micros.append_null();
+        self.valid.push(false);
+    }
+
+    /// The intervals so far as a struct array; the builders start over.
+    fn finish(&mut self) -> Result<StructArray> {
+        Ok(StructArray::try_new(
+            interval_fields(),
+            vec![
+                Arc::new(self.months.finish()),
+                Arc::new(self.days.finish()),
+                Arc::new(self.micros.finish()),
+            ],
+            Some(NullBuffer::from(std::mem::take(&mut self.valid))),
+        )?)
+    }
 }
 
 /// A builder for one column.
@@ -107,12 +142,7 @@ impl ColumnBuilder {
             PgKind::Time => Self::Time(Int64Builder::new()),
             PgKind::Timestamp => Self::Timestamp(TimestampMicrosecondBuilder::new(), false),
             PgKind::TimestampTz => Self::Timestamp(TimestampMicrosecondBuilder::new(), true),
-            PgKind::Interval => Self::Interval(Box::new(IntervalParts {
-                months: Int32Builder::new(),
-                days: Int32Builder::new(),
-                micros: Int64Builder::new(),
-                valid: Vec::new(),
-            })),
+            PgKind::Interval => Self::Interval(Box::default()),
             PgKind::Array(element) => Self::List {
                 field: Arc::new(Field::new("item", element.arrow_type(), true)),
                 child: Box::new(Self::new(element)),
@@ -155,21 +185,7 @@ impl ColumnBuilder {
                 i64::MIN => TIMESTAMP_INFINITY.1,
                 t => t.saturating_add(PG_EPOCH_MICROS),
             }),
-            Self::Interval(parts) => {
-                let IntervalParts {
-                    months,
-                    days,
-                    micros,
-                    valid,
-                } = parts.as_mut();
-                let b: [u8; 16] = fixed(b)?;
-                let (m, d) = b.split_at(8);
-                let (d, mo) = d.split_at(4);
-                micros.append_value(i64::from_be_bytes(fixed(m)?));
-                days.append_value(i32::from_be_bytes(fixed(d)?));
-                months.append_value(i32::from_be_bytes(fixed(mo)?));
-                valid.push(true);
-            }
+            Self::Interval(parts) => parts.append(fixed(b)?)?,
             Self::List {
                 child,
                 offsets,
@@ -200,19 +216,7 @@ impl ColumnBuilder {
             Self::Date(x) => x.append_null(),
             Self::Time(x) => x.append_null(),
             Self::Timestamp(x, _) => x.append_null(),
-            Self::Interval(parts) => {
-                let IntervalParts {
-                    months,
-                    days,
-                    micros,
-                    valid,
-                } = parts.as_mut();
-                // The parts are NULL too, so `interval['days']` of a NULL interval is NULL.
-                months.append_null();
-                days.append_null();
-                micros.append_null();
-                valid.push(false);
-            }
+            Self::Interval(parts) => parts.append_null(),
             Self::List { offsets, valid, .. } => {
                 let last = offsets.last().copied().unwrap_or(0);
                 offsets.push(last);
@@ -247,23 +251,7 @@ impl ColumnBuilder {
                     Arc::new(array)
                 }
             }
-            Self::Interval(parts) => {
-                let IntervalParts {
-                    months,
-                    days,
-                    micros,
-                    valid,
-                } = parts.as_mut();
-                Arc::new(StructArray::try_new(
-                    interval_fields(),
-                    vec![
-                        Arc::new(months.finish()),
-                        Arc::new(days.finish()),
-                        Arc::new(micros.finish()),
-                    ],
-                    Some(NullBuffer::from(std::mem::take(valid))),
-                )?)
-            }
+            Self::Interval(parts) => Arc::new(parts.finish()?),
             Self::List {
                 field,
                 child,

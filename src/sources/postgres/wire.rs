@@ -16,7 +16,7 @@ use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256};
-use postgres_protocol::message::backend::{ErrorFields, Header, Message};
+use postgres_protocol::message::backend::{DataRowBody, ErrorFields, Header, Message};
 use postgres_protocol::message::frontend;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -213,7 +213,7 @@ impl CopyConnection {
     /// they are done; the first error is returned.
     pub async fn execute(&mut self, sql: &str) -> Result<()> {
         self.query(sql).await?;
-        self.until_ready().await
+        self.until_ready(|_| Ok(())).await
     }
 
     /// Runs one statement that answers one row (a replication command such as
@@ -221,31 +221,21 @@ impl CopyConnection {
     pub async fn query_row(&mut self, sql: &str) -> Result<Vec<Option<String>>> {
         self.query(sql).await?;
         let mut row = None;
-        let mut failed = None;
-        loop {
-            match self.message().await? {
-                Message::ReadyForQuery(_) => break,
-                Message::ErrorResponse(body) => {
-                    failed.get_or_insert_with(|| error_text(body.fields()));
-                }
-                Message::DataRow(body) if row.is_none() => {
-                    let buffer = body.buffer();
-                    let fields: Vec<Option<String>> = body
-                        .ranges()
+        self.until_ready(|body| {
+            if row.is_none() {
+                let buffer = body.buffer();
+                row = Some(
+                    body.ranges()
                         .map(|r| {
                             Ok(r.and_then(|r| buffer.get(r))
                                 .map(|b| String::from_utf8_lossy(b).into_owned()))
                         })
-                        .collect()
-                        .map_err(|e| self.io_error(e))?;
-                    row = Some(fields);
-                }
-                _ => {}
+                        .collect()?,
+                );
             }
-        }
-        if let Some(detail) = failed {
-            return Err(self.error(&detail));
-        }
+            Ok(())
+        })
+        .await?;
         row.ok_or_else(|| self.error(&format!("{sql} answered no row")))
     }
 
@@ -267,7 +257,7 @@ impl CopyConnection {
                 Message::ErrorResponse(body) => {
                     let detail = error_text(body.fields());
                     // The statement is over; let the server come back to ready.
-                    self.until_ready().await?;
+                    self.until_ready(|_| Ok(())).await?;
                     return Err(self.error(&detail));
                 }
                 Message::NoticeResponse(_) | Message::ParameterStatus(_) => {}
@@ -343,12 +333,15 @@ impl CopyConnection {
 
     /// After [`Drained::Done`]: reads the COPY's completion, so the connection is ready again.
     pub async fn finish(&mut self) -> Result<()> {
-        self.until_ready().await
+        self.until_ready(|_| Ok(())).await
     }
 
-    /// Reads messages until the server is ready for the next query; returns the first error
-    /// among them.
-    async fn until_ready(&mut self) -> Result<()> {
+    /// Reads messages until the server is ready for the next query, handing each data row to
+    /// `on_row`; returns the first error among them.
+    async fn until_ready(
+        &mut self,
+        mut on_row: impl FnMut(DataRowBody) -> std::io::Result<()>,
+    ) -> Result<()> {
         let mut failed = None;
         loop {
             match self.message().await? {
@@ -356,6 +349,7 @@ impl CopyConnection {
                 Message::ErrorResponse(body) => {
                     failed.get_or_insert_with(|| error_text(body.fields()));
                 }
+                Message::DataRow(body) => on_row(body).map_err(|e| self.io_error(e))?,
                 _ => {}
             }
         }
