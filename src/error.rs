@@ -96,7 +96,8 @@ pub enum Error {
     #[error("{0}")]
     PermissionDenied(String),
 
-    /// The server is at its limit of concurrent queries and the queue wait ran out.
+    /// Taken by another: the server at its limit of concurrent queries (the queue wait ran
+    /// out), or a replication slot that another process reads.
     #[error("{0}")]
     Busy(String),
 

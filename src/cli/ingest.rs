@@ -111,14 +111,20 @@ async fn follow(
     });
     eprintln!("following {} (SIGTERM or Ctrl-C stops)", pipeline.name);
     crate::pipeline::follow(session, pipeline, interval, &stop, |step| {
+        if step.changes == 0 {
+            return;
+        }
         let seconds = step.tables.first().map_or(0.0, |t| t.seconds);
         eprintln!(
-            "{} changes in {:.1}s ({:.0}/s), lag {}",
+            "{} changes in {:.1}s ({:.0}/s), lag {}, {} of WAL held by the slot",
             step.changes,
             seconds,
             step.changes as f64 / seconds.max(1e-9),
             step.lag_seconds
-                .map_or("-".to_string(), |l| format!("{l:.1}s"))
+                .map_or("-".to_string(), |l| format!("{l:.1}s")),
+            step.lag_bytes.map_or("-".to_string(), |b| {
+                indicatif::HumanBytes(b.max(0) as u64).to_string()
+            })
         );
     })
     .await

@@ -116,6 +116,24 @@ impl PipelineConfig {
         if self.tables.is_empty() {
             return Err(Error::config(path, 1, 1, "no [[table]]: add at least one"));
         }
+        if self.follow.is_some() {
+            let (line, column) = at("follow");
+            let fail = |message: &str| Err(Error::config(path, line, column, message));
+            if self.schedule.is_some() {
+                return fail(
+                    "follow and schedule: a followed pipeline runs without end; keep one of them",
+                );
+            }
+            if let Some(t) = self.tables.iter().find(|t| t.mode != Mode::Cdc) {
+                return fail(&format!(
+                    "follow is for pipelines of cdc tables, and {} is not one; put it in a pipeline of its own",
+                    t.to
+                ));
+            }
+            if let Err(e) = self.follow_interval() {
+                return fail(&e.to_string());
+            }
+        }
         match (&self.source, &self.sink) {
             (SourceConfig::Lake, None) => {
                 return Err(Error::config(
@@ -259,6 +277,25 @@ impl PipelineConfig {
                     ));
                 }
             }
+        }
+        if let SourceConfig::Postgres {
+            slot: Some(slot), ..
+        } = &self.source
+            && (slot.is_empty()
+                || slot.len() > 63
+                || !slot
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+        {
+            let (line, column) = at("slot");
+            return Err(Error::config(
+                path,
+                line,
+                column,
+                &format!(
+                    "slot = \"{slot}\": a replication slot's name is 1 to 63 lower-case letters, digits and underscores"
+                ),
+            ));
         }
         if let SourceConfig::Postgres { parallelism, .. } | SourceConfig::Mysql { parallelism, .. } =
             &self.source

@@ -31,6 +31,11 @@ pub struct PipelineConfig {
     pub schedule: Option<String>,
     /// Zone of `schedule` (default `+08:00`, the game's server day).
     pub timezone: Option<String>,
+    /// A pipeline of `cdc` tables that `gamelake serve --schedule` follows without end,
+    /// looking at the replication slot again after this pause when it had nothing ("1s",
+    /// "500ms"). One process follows a slot at a time; replicas wait and take over when it
+    /// stops. Instead of `schedule`.
+    pub follow: Option<String>,
 }
 
 /// `[source]`.
@@ -48,6 +53,12 @@ pub enum SourceConfig {
         /// Connections that read one table's snapshot in parallel (default 4).
         #[serde(default = "default_parallelism")]
         parallelism: usize,
+        /// Cdc tables: the replication slot to read (default `gamelake_<pipeline name>`),
+        /// created when absent; an existing slot is read from its position.
+        slot: Option<String>,
+        /// Cdc tables: the publication the slot decodes with (default the default slot name),
+        /// created when absent; tables it lacks are added (a `FOR ALL TABLES` one lacks none).
+        publication: Option<String>,
     },
     /// A MySQL or MariaDB database (the game's v1.0): snapshot and incremental tables.
     Mysql {
@@ -103,7 +114,7 @@ fn default_parallelism() -> usize {
 }
 
 /// How a table is kept in sync.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// A consistent full copy, replacing the lake table in one commit.
@@ -340,6 +351,21 @@ impl PipelineConfig {
         Ok(config)
     }
 
+    /// `follow`'s pause as a duration (None: not followed).
+    pub fn follow_interval(&self) -> Result<Option<std::time::Duration>> {
+        self.follow
+            .as_deref()
+            .map(|text| {
+                humantime::parse_duration(text).map_err(|e| {
+                    Error::Invalid(format!(
+                        "pipeline {}: follow = \"{text}\" is not a duration ({e}); write e.g. \"1s\"",
+                        self.name
+                    ))
+                })
+            })
+            .transpose()
+    }
+
     /// Its schedule, parsed (None: run on demand only).
     pub fn timing(&self) -> std::result::Result<Option<Timing>, String> {
         let zone = zone_or_default(self.timezone.as_deref())?;
@@ -417,6 +443,31 @@ mode = "snapshot"
         .unwrap_err()
         .to_string();
         assert!(err.contains("schema.table"), "{err}");
+    }
+
+    #[test]
+    fn follow_is_for_cdc_pipelines_alone() {
+        let cdc = GOOD.replace("\"snapshot\"", "\"cdc\"");
+        let refused = |text: String| {
+            PipelineConfig::parse(&text, Path::new("p.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let p =
+            PipelineConfig::parse(&format!("follow = \"2s\"\n{cdc}"), Path::new("p.toml")).unwrap();
+        assert_eq!(
+            p.follow_interval().unwrap(),
+            Some(std::time::Duration::from_secs(2))
+        );
+        let err = refused(format!("follow = \"1s\"\n{GOOD}"));
+        assert!(
+            err.starts_with("p.toml:1:1:") && err.contains("game.players is not one"),
+            "{err}"
+        );
+        let err = refused(format!("follow = \"1s\"\nschedule = \"0 * * * *\"\n{cdc}"));
+        assert!(err.contains("keep one of them"), "{err}");
+        let err = refused(format!("follow = \"soon\"\n{cdc}"));
+        assert!(err.contains("is not a duration"), "{err}");
     }
 
     #[test]

@@ -155,9 +155,9 @@ pub async fn dry_run(pipeline: &PipelineConfig) -> Result<Vec<(String, usize)>> 
 /// The database a pipeline reads and its snapshot parallelism; None for the lake and files.
 fn database(config: &SourceConfig) -> Option<(Box<dyn Source>, usize)> {
     match config {
-        SourceConfig::Postgres { url, parallelism } => {
-            Some((Box::new(PgSource::new(url.expose())), *parallelism))
-        }
+        SourceConfig::Postgres {
+            url, parallelism, ..
+        } => Some((Box::new(PgSource::new(url.expose())), *parallelism)),
         SourceConfig::Mysql {
             url,
             parallelism,

@@ -1,5 +1,7 @@
 //! What `/metrics` shows about scheduled runs (prometheus-client).
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,6 +33,16 @@ pub struct Metrics {
     pub last_success: Family<JobLabel, Gauge>,
     /// Slots this process found already claimed by another (a replica, or before a restart).
     pub skipped: Family<JobLabel, Counter>,
+    /// Followed pipelines: changes applied to the lake by this process.
+    pub cdc_changes: Family<JobLabel, Counter>,
+    /// Followed pipelines: seconds from the commit in PostgreSQL of the oldest change of the
+    /// last pass to its commit in the lake (0 after a pass with nothing new).
+    pub cdc_lag_seconds: Family<JobLabel, Gauge<f64, AtomicU64>>,
+    /// Followed pipelines: bytes of WAL the replication slot holds after the last pass.
+    pub cdc_lag_bytes: Family<JobLabel, Gauge>,
+    /// Followed pipelines: 1 while this process reads the slot, 0 while it waits (another
+    /// replica reads it, or the source is down).
+    pub cdc_following: Family<JobLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -42,6 +54,10 @@ impl Default for Metrics {
             seconds: Family::new_with_constructor(duration_histogram),
             last_success: Family::default(),
             skipped: Family::default(),
+            cdc_changes: Family::default(),
+            cdc_lag_seconds: Family::default(),
+            cdc_lag_bytes: Family::default(),
+            cdc_following: Family::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Scheduled runs started", metrics.runs.clone());
@@ -64,6 +80,26 @@ impl Default for Metrics {
             "slots_claimed_elsewhere",
             "Due slots already claimed by another process",
             metrics.skipped.clone(),
+        );
+        registry.register(
+            "cdc_changes",
+            "Changes applied from PostgreSQL's replication stream",
+            metrics.cdc_changes.clone(),
+        );
+        registry.register(
+            "cdc_lag_seconds",
+            "Seconds from commit in PostgreSQL to commit in the lake, last pass",
+            metrics.cdc_lag_seconds.clone(),
+        );
+        registry.register(
+            "cdc_lag_bytes",
+            "Bytes of WAL the replication slot holds",
+            metrics.cdc_lag_bytes.clone(),
+        );
+        registry.register(
+            "cdc_following",
+            "1 while this process reads the replication slot",
+            metrics.cdc_following.clone(),
         );
         Self {
             registry,

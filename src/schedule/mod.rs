@@ -1,14 +1,17 @@
 //! Scheduled runs inside `gamelake serve`: reports and pipelines with a `schedule` run at their
 //! due times ([`crate::timing`]), each slot once across restarts and replicas (records in the lake,
-//! [`state`]), by the loop in [`runner`], on a [`clock`] tests can move by hand.
+//! [`state`]), by the loop in [`runner`], on a [`clock`] tests can move by hand; pipelines with
+//! `follow` run without end beside them ([`follow`]).
 
 pub mod clock;
+pub mod follow;
 pub mod job;
 pub mod metrics;
 pub mod runner;
 pub mod state;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use follow::{Follower, load_followers};
 pub use job::{Job, load_jobs};
 pub use metrics::Metrics;
 pub use runner::JobRunner;
@@ -31,19 +34,27 @@ pub fn prepare(
     heartbeat: Duration,
 ) -> Result<JobRunner> {
     let jobs = load_jobs(session, reports, pipelines)?;
-    if jobs.is_empty() {
+    let followers = match pipelines {
+        Some(dir) => load_followers(session, dir)?,
+        None => Vec::new(),
+    };
+    if jobs.is_empty() && followers.is_empty() {
         let shown = |dir: Option<&Path>, none: &str| {
             dir.map_or(none.to_string(), |d| d.display().to_string())
         };
         return Err(Error::Invalid(format!(
-            "--schedule: no report or pipeline has a schedule (looked in {} and {}); add schedule = \"0 8 * * *\" to one, or give --reports/--pipelines",
+            "--schedule: no report or pipeline has a schedule or follow (looked in {} and {}); add schedule = \"0 8 * * *\" to one, or give --reports/--pipelines",
             shown(reports, "no reports folder"),
             shown(pipelines, "no pipelines folder"),
         )));
     }
     let records = Records::new(session.lake().location().object_store()?, "_schedule");
     let metrics = Arc::new(Metrics::default());
-    Ok(JobRunner::new(jobs, records, Arc::new(SystemClock), metrics).with_heartbeat(heartbeat))
+    Ok(
+        JobRunner::new(jobs, records, Arc::new(SystemClock), metrics)
+            .with_heartbeat(heartbeat)
+            .with_followers(followers),
+    )
 }
 
 /// A folder given on the command line (it must exist), or `default` when there is one.

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use super::clock::Clock;
+use super::follow::Follower;
 use super::job::Job;
 use super::metrics::Metrics;
 use super::state::{Outcome, Record, Records};
@@ -29,9 +30,10 @@ use crate::error::{Error, Result};
 /// Default interval between a running attempt's heartbeats.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
-/// Runs jobs on their schedules.
+/// Runs jobs on their schedules, and followed pipelines without end.
 pub struct JobRunner {
     jobs: Vec<Arc<dyn Job>>,
+    followers: Vec<Arc<Follower>>,
     records: Records,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -64,6 +66,7 @@ impl JobRunner {
         let since = clock.now();
         Self {
             jobs,
+            followers: Vec::new(),
             records,
             clock,
             metrics,
@@ -80,14 +83,24 @@ impl JobRunner {
         self
     }
 
+    /// Adds pipelines to follow without end (change capture), beside the scheduled jobs.
+    pub fn with_followers(mut self, followers: Vec<Follower>) -> Self {
+        self.followers = followers.into_iter().map(Arc::new).collect();
+        self
+    }
+
     /// The counters of its runs, for `/metrics`.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
     }
 
-    /// The jobs' names.
+    /// The jobs' names, then the followed pipelines'.
     pub fn job_names(&self) -> Vec<String> {
-        self.jobs.iter().map(|j| j.name().to_string()).collect()
+        self.jobs
+            .iter()
+            .map(|j| j.name().to_string())
+            .chain(self.followers.iter().map(|f| f.name().to_string()))
+            .collect()
     }
 
     /// Completes when every job is waiting for a time after the clock's present (nothing is
@@ -113,6 +126,13 @@ impl JobRunner {
             let job = job.clone();
             let stopped = stopped.clone();
             tasks.push(tokio::spawn(async move { this.drive(job, stopped).await }));
+        }
+        for follower in &self.followers {
+            let (follower, metrics) = (follower.clone(), self.metrics.clone());
+            let stopped = stopped.clone();
+            tasks.push(tokio::spawn(
+                async move { follower.run(metrics, stopped).await },
+            ));
         }
         for task in tasks {
             task.await

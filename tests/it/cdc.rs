@@ -588,3 +588,230 @@ async fn cdc_table_added_later_is_copied_then_joins_the_stream() {
     );
     assert_eq!(lake_side, pg);
 }
+
+/// One sample of a `/metrics` page (0 when it is not there yet).
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn metrics_of(serve: &crate::support::ServeProcess) -> String {
+    reqwest::get(format!("http://{}/metrics", serve.metrics_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Polls until the lake's `game.accounts` answers `expected` to `sql` (60 s at most).
+async fn lake_reaches(loc: &str, sql: &str, expected: &str) {
+    let mut seen = String::new();
+    for _ in 0..240 {
+        // Before the first copy commits there is no table: an error, and a look again later.
+        let out =
+            crate::support::gamelake(&["--lake", loc, "sql", "--format", "csv", "-c", sql], &[]);
+        seen = String::from_utf8_lossy(if out.status.success() {
+            &out.stdout
+        } else {
+            &out.stderr
+        })
+        .into_owned();
+        if seen == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("the lake answered {seen:?}, not {expected:?}");
+}
+
+/// `gamelake serve --schedule` follows a pipeline with `follow` without end: changes reach the
+/// lake and /metrics shows them. A second server beside it (a replica) waits, since one process
+/// reads a slot at a time, and takes over when the first stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_follows_a_cdc_pipeline_and_a_replica_takes_over() {
+    use crate::support::ServeProcess;
+
+    let server = LogicalServer::start();
+    let client = connect(&server.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, owner bigint, balance bigint, note text);
+             INSERT INTO accounts SELECT g, g % 100, 0, 'start' FROM generate_series(1, 1000) g;",
+        )
+        .await
+        .unwrap();
+    let lake = TempLake::new();
+    let loc = lake.location();
+    let dir = tempfile::tempdir().unwrap();
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir_all(&pipelines).unwrap();
+    std::fs::write(
+        pipelines.join("bank.toml"),
+        format!("follow = \"100ms\"\n{ACCOUNTS}"),
+    )
+    .unwrap();
+    let config = dir.path().join("gamelake.toml");
+    std::fs::write(&config, "").unwrap();
+    let url = server.url();
+    let args = [
+        "--schedule",
+        "--pipelines",
+        pipelines.to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    let first = ServeProcess::spawn(&lake, &config, &args, &[("PG_URL", &url)]);
+    let state = "SELECT count(*) AS n, sum(balance) AS b FROM game.accounts";
+    lake_reaches(&loc, state, "n,b\n1000,0\n").await;
+    let second = ServeProcess::spawn(&lake, &config, &args, &[("PG_URL", &url)]);
+
+    client
+        .batch_execute(
+            "INSERT INTO accounts SELECT g, 1, 5, 'new' FROM generate_series(1001, 1500) g;
+             UPDATE accounts SET balance = 1 WHERE id <= 10;
+             DELETE FROM accounts WHERE id BETWEEN 11 AND 20;",
+        )
+        .await
+        .unwrap();
+    lake_reaches(&loc, state, "n,b\n1490,2510\n").await;
+    let following = "gamelake_schedule_cdc_following{job=\"cdc/bank\"}";
+    let (leader, standby) = (metrics_of(&first).await, metrics_of(&second).await);
+    assert_eq!(sample(&leader, following), 1.0, "{leader}");
+    assert_eq!(sample(&standby, following), 0.0, "{standby}");
+    assert!(
+        sample(
+            &leader,
+            "gamelake_schedule_cdc_changes_total{job=\"cdc/bank\"}"
+        ) >= 520.0,
+        "{leader}"
+    );
+    assert!(
+        leader.contains("gamelake_schedule_cdc_lag_bytes{job=\"cdc/bank\"}")
+            && leader.contains("gamelake_schedule_cdc_lag_seconds{job=\"cdc/bank\"}"),
+        "{leader}"
+    );
+
+    // The leader stops; the replica takes the slot and carries on from the lake's position.
+    let (status, _) = first.terminate();
+    assert!(status.success());
+    client
+        .batch_execute("UPDATE accounts SET balance = balance + 1 WHERE id > 1400")
+        .await
+        .unwrap();
+    lake_reaches(&loc, state, "n,b\n1490,2610\n").await;
+    let took_over = metrics_of(&second).await;
+    assert_eq!(sample(&took_over, following), 1.0, "{took_over}");
+    let (status, _) = second.terminate();
+    assert!(status.success());
+}
+
+/// The lake's `game.accounts` has the source's rows: count, key sum and balance sum.
+async fn assert_accounts_match(client: &tokio_postgres::Client, loc: &str) {
+    let summary = "SELECT count(*) || '|' || sum(id) || '|' || sum(balance) FROM accounts";
+    let lake_summary = "SELECT CAST(count(*) AS VARCHAR) || '|' || CAST(sum(id) AS VARCHAR) || '|' || CAST(sum(balance) AS VARCHAR) AS r FROM game.accounts";
+    assert_eq!(
+        sql_csv(loc, &["-c", lake_summary]),
+        source_rows(client, summary).await
+    );
+}
+
+/// One transaction of a million rows (inserts, then updates and deletes of some of them, in
+/// the same transaction) lands whole, in one batch, each row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_applies_a_million_row_transaction_whole() {
+    let server = LogicalServer::start();
+    let client = connect(&server.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, owner bigint, balance bigint, note text);
+             INSERT INTO accounts VALUES (0, 0, 7, 'before');",
+        )
+        .await
+        .unwrap();
+    let (_lake, loc, file) = lake_with_pipeline("bank.toml", ACCOUNTS);
+    let url = server.url();
+    gamelake_ok(&["--lake", &loc, "ingest", &file], &[("PG_URL", &url)]);
+    client
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO accounts SELECT g, g % 100, 1, 'bulk' FROM generate_series(1, 1000000) g;
+             UPDATE accounts SET balance = 2 WHERE id % 10 = 0;
+             DELETE FROM accounts WHERE id % 100 = 1;
+             COMMIT;",
+        )
+        .await
+        .unwrap();
+    gamelake_ok(&["--lake", &loc, "ingest", &file], &[("PG_URL", &url)]);
+    assert_accounts_match(&client, &loc).await;
+    // The changelog holds each change of the transaction once, at one LSN.
+    assert_eq!(
+        sql_csv(
+            &loc,
+            &[
+                "-c",
+                "SELECT count(*) AS n, count(DISTINCT _lsn) AS lsns, count(DISTINCT _seq) AS seqs FROM game.accounts_changes",
+            ],
+        ),
+        "n,lsns,seqs\n1110001,1,1110001\n"
+    );
+}
+
+/// A slot and a publication that exist already (a `FOR ALL TABLES` one, as an administrator
+/// might make) are named in `[source]` and used: the tables are copied, then the slot's
+/// changes applied; gamelake creates no slot or publication of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_reads_a_named_existing_slot_and_publication() {
+    let server = LogicalServer::start();
+    let client = connect(&server.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, owner bigint, balance bigint, note text);
+             INSERT INTO accounts SELECT g, g, 1, 'start' FROM generate_series(1, 100) g;
+             CREATE PUBLICATION everything FOR ALL TABLES;",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute("SELECT pg_create_logical_replication_slot('ops_slot', 'pgoutput')")
+        .await
+        .unwrap();
+    let pipeline = ACCOUNTS.replace(
+        "url = \"${PG_URL}\"",
+        "url = \"${PG_URL}\"\nslot = \"ops_slot\"\npublication = \"everything\"",
+    );
+    let (_lake, loc, file) = lake_with_pipeline("bank.toml", &pipeline);
+    let url = server.url();
+    gamelake_ok(&["--lake", &loc, "ingest", &file], &[("PG_URL", &url)]);
+    client
+        .batch_execute(
+            "UPDATE accounts SET balance = 5 WHERE id <= 10; DELETE FROM accounts WHERE id > 90;
+             INSERT INTO accounts VALUES (1000, 1, 1, 'late');",
+        )
+        .await
+        .unwrap();
+    gamelake_ok(&["--lake", &loc, "ingest", &file], &[("PG_URL", &url)]);
+    assert_accounts_match(&client, &loc).await;
+    let own: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'gamelake%')
+                  + (SELECT count(*) FROM pg_publication WHERE pubname LIKE 'gamelake%')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(own, 0, "no slot or publication of gamelake's own");
+
+    // A slot name PostgreSQL would refuse is a mistake in the file, named with its line.
+    let bad = pipeline.replace("ops_slot", "Ops-Slot");
+    let (_lake2, loc2, file2) = lake_with_pipeline("bank.toml", &bad);
+    let err = gamelake_err(&["--lake", &loc2, "ingest", &file2], &[("PG_URL", &url)]);
+    assert!(
+        err.contains("bank.toml:5") && err.contains("lower-case"),
+        "{err}"
+    );
+}

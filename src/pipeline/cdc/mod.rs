@@ -62,12 +62,16 @@ pub struct Step {
     /// Seconds from the commit in PostgreSQL of the oldest transaction this pass applied to
     /// now, when all of it is in the lake: the longest any of its changes waited.
     pub lag_seconds: Option<f64>,
+    /// Bytes of WAL the slot still holds after the pass (from its confirmed position to the
+    /// server's current one), when the server says.
+    pub lag_bytes: Option<i64>,
 }
 
 /// A pipeline's capture: its slot, its tables and what each holds.
 pub struct Capture {
     client: Client,
     slot: String,
+    publication: String,
     pipeline: String,
     tables: Vec<TableConfig>,
     set: ChangeSet,
@@ -81,7 +85,13 @@ impl Capture {
         config: &PipelineConfig,
         full_refresh: bool,
     ) -> Result<(Self, Vec<SnapshotReport>)> {
-        let SourceConfig::Postgres { url, parallelism } = &config.source else {
+        let SourceConfig::Postgres {
+            url,
+            parallelism,
+            slot,
+            publication,
+        } = &config.source
+        else {
             return Err(Error::Invalid(format!(
                 "pipeline {}: cdc tables follow PostgreSQL's replication stream; they need [source] kind = \"postgres\"",
                 config.name
@@ -106,7 +116,23 @@ impl Capture {
                 "{context}: PostgreSQL runs with wal_level = {wal_level}; change capture needs wal_level = logical (set it in postgresql.conf and restart PostgreSQL)"
             )));
         }
-        let slot = slot_name(pipeline);
+        let slot = slot.clone().unwrap_or_else(|| slot_name(pipeline));
+        let publication = publication.clone().unwrap_or_else(|| slot_name(pipeline));
+        // One process at a time reads a slot: the lock is this session's, so it goes with the
+        // connection when the process stops, however it stops.
+        let locked: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext('gamelake cdc'), hashtext($1))",
+                &[&slot],
+            )
+            .await
+            .map_err(sql_error)?
+            .get(0);
+        if !locked {
+            return Err(Error::Busy(format!(
+                "{context}: another gamelake is reading replication slot {slot} (a replica of `serve --schedule`, or an `ingest` run); it holds the slot until it stops"
+            )));
+        }
         if full_refresh {
             client
                 .execute(
@@ -120,7 +146,7 @@ impl Capture {
         for table in &tables {
             captured.push(capture(session, &client, pipeline, table, full_refresh).await?);
         }
-        publish(&client, &slot, &captured)
+        publish(&client, &publication, &captured)
             .await
             .map_err(sql_error)?;
 
@@ -188,6 +214,7 @@ impl Capture {
         let capture = Self {
             client,
             slot,
+            publication,
             pipeline: pipeline.to_string(),
             tables: tables.iter().map(|t| (*t).clone()).collect(),
             set: ChangeSet::new(captured.into_iter().map(|(t, _)| t).collect()),
@@ -231,7 +258,7 @@ impl Capture {
         while !stop.load(Ordering::Relaxed) {
             let rows = self
                 .client
-                .query(&peek, &[&slot, &end, &BATCH_MESSAGES, &slot])
+                .query(&peek, &[&slot, &end, &BATCH_MESSAGES, &self.publication])
                 .await
                 .map_err(sql_error)?;
             let before = self.set.last_end;
@@ -289,6 +316,16 @@ impl Capture {
             tracing::info!(slot, lsn = %format_lsn(lsn), messages = rows.len(), "changes applied");
         }
         bar.finish_and_clear();
+        let lag_bytes: Option<i64> = self
+            .client
+            .query_opt(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(sql_error)?
+            .and_then(|row| row.get(0));
         let seconds = started.elapsed().as_secs_f64();
         let changes = applied.iter().map(|a| a.0).sum();
         let lag_seconds = self.set.first_commit_time.map(|t| {
@@ -311,12 +348,13 @@ impl Capture {
             tables,
             changes,
             lag_seconds,
+            lag_bytes,
         })
     }
 }
 
 /// Runs the `cdc` tables of a pipeline until `stop` is set: a pass over the slot, then a pause of
-/// `interval` when it had nothing, again; `on_step` hears of every pass that applied changes.
+/// `interval` when it had nothing, again; `on_step` hears of every pass, idle ones too.
 /// A pass under way when `stop` is set finishes its batch (committed, then confirmed).
 pub async fn follow(
     session: &Session,
@@ -337,8 +375,8 @@ pub async fn follow(
     }
     while !stop.load(Ordering::Relaxed) {
         let step = capture.step(session, stop).await?;
+        on_step(&step);
         if step.changes > 0 {
-            on_step(&step);
             continue;
         }
         let pause = Instant::now();
