@@ -16,13 +16,38 @@ Usage (from the repository root, after `cargo build --release` and `bash .ci/run
 
 import argparse
 import os
+import resource
 import pathlib
 import platform
 import shutil
 import subprocess
 import tempfile
 
-from bench_common import PG, ROOT, duckdb_extension, gamelake_binary, ingest_table, psql, timed, write_section
+from bench_common import PG, ROOT, duckdb_extension, gamelake_binary, psql, timed, write_section
+
+
+def server_cpu():
+    """CPU seconds (user + system) the MariaDB server process has used so far."""
+    pid = subprocess.run(["pgrep", "-o", "-x", "mariadbd"], capture_output=True, text=True).stdout.split()
+    if not pid:
+        pid = subprocess.run(["pgrep", "-o", "-x", "mysqld"], capture_output=True, text=True).stdout.split()
+    if not pid:
+        raise SystemExit("no mariadbd or mysqld process to measure the server's CPU time of")
+    fields = pathlib.Path(f"/proc/{pid[0]}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu():
+    """CPU seconds used by this process (DuckDB runs in it) and its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def measured(fn):
+    """(wall seconds, server CPU seconds, client CPU seconds) of one run of `fn`."""
+    server, client = server_cpu(), client_cpu()
+    wall = timed(fn)
+    return wall, server_cpu() - server, client_cpu() - client
 
 
 def mariadb(db, sql):
@@ -73,7 +98,7 @@ to = "bench.purchases"
 mode = "snapshot"
 ''')
         name = f"gamelake ingest (snapshot, {args.parallelism} connections) -> Delta"
-        results[name] = min(timed(lambda: subprocess.run(
+        results[name] = min(measured(lambda: subprocess.run(
             [binary, "--lake", str(work / "lake"), "ingest", str(snapshot)], check=True,
             stderr=subprocess.DEVNULL)) for _ in range(args.runs))
         sizes[name] = sum(f.stat().st_size for f in (work / "lake" / "bench" / "purchases").glob("*.parquet"))
@@ -100,7 +125,7 @@ hot_after = "365d"
             subprocess.run([binary, "--lake", str(work / "mlake"), "ingest", str(migration)], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         name = "gamelake ingest (migrate: half to the lake, half to PostgreSQL, checksummed) "
-        results[name] = min(timed(migrate) for _ in range(args.runs))
+        results[name] = min(measured(migrate) for _ in range(args.runs))
 
         import duckdb
         ext_dir = work / "ext"
@@ -111,7 +136,7 @@ hot_after = "365d"
         con.execute(f"LOAD '{ext_dir / 'mysql_scanner.duckdb_extension'}'")
         con.execute(f"ATTACH 'host=127.0.0.1 port=3306 user=root database={db}' AS my (TYPE mysql, READ_ONLY)")
         name = "DuckDB mysql extension -> Parquet"
-        results[name] = min(timed(lambda: con.execute(
+        results[name] = min(measured(lambda: con.execute(
             f"COPY (SELECT * FROM my.purchases) TO '{work / 'duck.parquet'}' (FORMAT parquet)")) for _ in range(args.runs))
         sizes[name] = (work / "duck.parquet").stat().st_size
         con.close()
@@ -122,7 +147,7 @@ hot_after = "365d"
                             "-t", str(args.parallelism), "--rows", "500000", "-o", str(work / "dump")],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         name = f"mydumper ({args.parallelism} threads) -> SQL files"
-        results[name] = min(timed(dump) for _ in range(args.runs))
+        results[name] = min(measured(dump) for _ in range(args.runs))
         sizes[name] = sum(f.stat().st_size for f in (work / "dump").glob("*"))
         data = [f for f in (work / "dump").glob(f"{db}.purchases*.sql") if "schema" not in f.name]
         if not data:
@@ -132,17 +157,25 @@ hot_after = "365d"
         mariadb("test", f"DROP DATABASE IF EXISTS {db}")
         psql("test", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
-    duck = results["DuckDB mysql extension -> Parquet"]
+    duck = results["DuckDB mysql extension -> Parquet"][0]
+    cores = os.cpu_count()
     lines = [
         f"{args.rows:,} rows (7 columns: bigint unsigned, int, smallint, decimal(12,2), char(3), datetime(6), varchar; {size} MB in InnoDB),",
-        f"local MariaDB 10.11, {os.cpu_count()} cores, {platform.platform()}. Best of {args.runs} runs each.",
+        f"local MariaDB 10.11, {cores} cores, {platform.platform()}. Best of {args.runs} runs each.",
         "Command: `~/.cache/gamelake/venv/bin/python benches/mysql_snapshot.py "
         f"--rows {args.rows} --parallelism {args.parallelism}`",
         "",
-        "| path | seconds | rows/s | speed vs DuckDB | MB written |",
-        "|---|---:|---:|---:|---:|",
+        "Server CPU is what the MariaDB process used during the run, client CPU what the path's own",
+        f"process used; on {cores} cores shared by both, no path can take less than their sum / {cores}",
+        "(the floor column).",
+        "",
+        "| path | seconds | rows/s | speed vs DuckDB | MB written | server CPU s | client CPU s | floor s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += ingest_table(args.rows, results, sizes, lambda secs: f"{duck / secs:.2f}x")
+    for name, (secs, server, client) in results.items():
+        written = f"{sizes[name] / 1e6:,.0f}" if name in sizes else ""
+        lines.append(f"| {name.strip()} | {secs:.2f} | {args.rows / secs:,.0f} | {duck / secs:.2f}x | {written} "
+                     f"| {server:.1f} | {client:.1f} | {(server + client) / cores:.2f} |")
     write_section(args.results, "MySQL snapshot", lines, binary)
 
 

@@ -469,6 +469,7 @@ fn mysql_benchmark_runs_at_a_tiny_scale() {
         "gamelake ingest (migrate",
         "DuckDB mysql extension",
         "mydumper",
+        "server CPU s",
     ] {
         assert!(text.contains(row), "{row} missing from:\n{text}");
     }
