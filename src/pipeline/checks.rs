@@ -116,6 +116,16 @@ impl PipelineConfig {
         if self.tables.is_empty() {
             return Err(Error::config(path, 1, 1, "no [[table]]: add at least one"));
         }
+        if self.commit_interval.is_some() {
+            let (line, column) = at("commit_interval");
+            let fail = |message: &str| Err(Error::config(path, line, column, message));
+            if self.tables.iter().any(|t| t.mode != Mode::Cdc) {
+                return fail("commit_interval is for cdc pipelines: it spaces their commits");
+            }
+            if let Err(e) = self.commit_interval() {
+                return fail(&e.to_string());
+            }
+        }
         if self.follow.is_some() {
             let (line, column) = at("follow");
             let fail = |message: &str| Err(Error::config(path, line, column, message));

@@ -36,6 +36,11 @@ pub struct PipelineConfig {
     /// "500ms"). One process follows a slot at a time; replicas wait and take over when it
     /// stops. Instead of `schedule`.
     pub follow: Option<String>,
+    /// Cdc pipelines followed without end: the shortest time between two commits to a lake
+    /// table ("10s"); changes wait and are applied together, so a steady stream makes one
+    /// Parquet file per table per interval instead of one per pass. Default: none, each pass
+    /// commits as soon as it has read.
+    pub commit_interval: Option<String>,
 }
 
 /// `[source]`.
@@ -353,17 +358,24 @@ impl PipelineConfig {
 
     /// `follow`'s pause as a duration (None: not followed).
     pub fn follow_interval(&self) -> Result<Option<std::time::Duration>> {
-        self.follow
-            .as_deref()
-            .map(|text| {
-                humantime::parse_duration(text).map_err(|e| {
-                    Error::Invalid(format!(
-                        "pipeline {}: follow = \"{text}\" is not a duration ({e}); write e.g. \"1s\"",
-                        self.name
-                    ))
-                })
+        self.duration("follow", self.follow.as_deref())
+    }
+
+    /// `commit_interval` as a duration (None: commit after every pass).
+    pub fn commit_interval(&self) -> Result<Option<std::time::Duration>> {
+        self.duration("commit_interval", self.commit_interval.as_deref())
+    }
+
+    fn duration(&self, field: &str, text: Option<&str>) -> Result<Option<std::time::Duration>> {
+        text.map(|text| {
+            humantime::parse_duration(text).map_err(|e| {
+                Error::Invalid(format!(
+                    "pipeline {}: {field} = \"{text}\" is not a duration ({e}); write e.g. \"1s\"",
+                    self.name
+                ))
             })
-            .transpose()
+        })
+        .transpose()
     }
 
     /// Its schedule, parsed (None: run on demand only).
@@ -468,6 +480,8 @@ mode = "snapshot"
         assert!(err.contains("keep one of them"), "{err}");
         let err = refused(format!("follow = \"soon\"\n{cdc}"));
         assert!(err.contains("is not a duration"), "{err}");
+        let err = refused(format!("commit_interval = \"10s\"\n{GOOD}"));
+        assert!(err.contains("commit_interval is for cdc"), "{err}");
     }
 
     #[test]

@@ -815,3 +815,96 @@ async fn cdc_reads_a_named_existing_slot_and_publication() {
         "{err}"
     );
 }
+
+/// With `commit_interval = "2s"`, a follower under a steady writer commits to the lake table at
+/// most once per two seconds (one Parquet file per interval, not one per pass), and ends equal
+/// to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_interval_spaces_a_followers_commits() {
+    let server = LogicalServer::start();
+    let client = connect(&server.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, owner bigint, balance bigint, note text);
+             INSERT INTO accounts SELECT g, g % 100, 0, 'start' FROM generate_series(1, 1000) g;",
+        )
+        .await
+        .unwrap();
+    let (_lake, loc, file) = lake_with_pipeline(
+        "bank.toml",
+        &format!("commit_interval = \"2s\"\n{ACCOUNTS}"),
+    );
+    let url = server.url();
+    let follower = std::process::Command::new(env!("CARGO_BIN_EXE_gamelake"))
+        .args([
+            "--lake",
+            &loc,
+            "ingest",
+            &file,
+            "--follow",
+            "--interval",
+            "100ms",
+        ])
+        .env("PG_URL", &url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    lake_reaches(&loc, "SELECT count(*) AS n FROM game.accounts", "n\n1000\n").await;
+    let copied: u64 = lake_commits(&loc, "accounts")
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let writing = std::time::Instant::now();
+    let mut next = 1001;
+    while writing.elapsed() < std::time::Duration::from_secs(6) {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO accounts VALUES ({next}, 1, 1, 'new'); UPDATE accounts SET balance = balance + 1 WHERE id = {};",
+                next % 1000 + 1
+            ))
+            .await
+            .unwrap();
+        next += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_accounts_match_soon(&client, &loc).await;
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &follower.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = follower.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last: u64 = lake_commits(&loc, "accounts")
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // About 8 s of following at one commit per 2 s at most, each pass's own commit included.
+    assert!(
+        last - copied <= 6,
+        "{} commits while following a writer for 6 s with commit_interval = 2s",
+        last - copied
+    );
+    assert_accounts_match(&client, &loc).await;
+}
+
+/// Polls until the lake's accounts match the source's (60 s at most).
+async fn assert_accounts_match_soon(client: &tokio_postgres::Client, loc: &str) {
+    let summary = "SELECT count(*) || '|' || sum(id) || '|' || sum(balance) FROM accounts";
+    let expected = source_rows(client, summary).await;
+    lake_reaches(
+        loc,
+        "SELECT CAST(count(*) AS VARCHAR) || '|' || CAST(sum(id) AS VARCHAR) || '|' || CAST(sum(balance) AS VARCHAR) AS r FROM game.accounts",
+        &expected,
+    )
+    .await;
+}

@@ -354,7 +354,8 @@ impl Capture {
 }
 
 /// Runs the `cdc` tables of a pipeline until `stop` is set: a pass over the slot, then a pause of
-/// `interval` when it had nothing, again; `on_step` hears of every pass, idle ones too.
+/// `interval` when it had nothing (or what is left of the pipeline's `commit_interval` when it
+/// committed), again; `on_step` hears of every pass, idle ones too.
 /// A pass under way when `stop` is set finishes its batch (committed, then confirmed).
 pub async fn follow(
     session: &Session,
@@ -369,19 +370,25 @@ pub async fn follow(
             pipeline.name, other.to, other.mode
         )));
     }
+    let spacing = pipeline.commit_interval()?.unwrap_or_default();
     let (mut capture, reports) = Capture::start(session, pipeline, false).await?;
     for report in &reports {
         tracing::info!(table = %report.table, rows = report.rows, "copied before following the slot");
     }
     while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
         let step = capture.step(session, stop).await?;
         on_step(&step);
-        if step.changes > 0 {
-            continue;
-        }
-        let pause = Instant::now();
-        while pause.elapsed() < interval && !stop.load(Ordering::Relaxed) {
-            tokio::time::sleep(interval.min(std::time::Duration::from_millis(100))).await;
+        // After a pass that committed, the next waits out `commit_interval`; after an empty
+        // one, the poll interval.
+        let pause = if step.changes > 0 {
+            spacing.saturating_sub(started.elapsed())
+        } else {
+            interval
+        };
+        let paused = Instant::now();
+        while paused.elapsed() < pause && !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(pause.min(std::time::Duration::from_millis(100))).await;
         }
     }
     Ok(())
