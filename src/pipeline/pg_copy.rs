@@ -32,6 +32,15 @@ pub(super) struct Column {
     staged: Staged,
 }
 
+impl Column {
+    /// Makes the target column `pg_type`, its values staged as text and cast on the way in
+    /// (a decimal of more than 38 digits, which Arrow carries as its exact text).
+    pub(super) fn cast_text_to(&mut self, pg_type: String) {
+        self.pg_type = pg_type;
+        self.staged = Staged::CastText;
+    }
+}
+
 /// The value types staged by binary COPY.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Staged {

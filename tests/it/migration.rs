@@ -87,7 +87,7 @@ async fn every_type_crosses_to_the_lake_and_postgresql_with_equal_checksums() {
         )
         .await,
         "id:integer b:boolean t:smallint tu:smallint s:integer m:bigint i:bigint g:bigint \
-         gu:numeric d:numeric dd:text f:real db:double precision bt:boolean b9:bigint c:text \
+         gu:numeric d:numeric dd:numeric f:real db:double precision bt:boolean b9:bigint c:text \
          l:text vb:bytea bl:bytea dt:date made_at:timestamp without time zone \
          ts:timestamp with time zone tm:bigint y:smallint e:text st:ARRAY j:text geo:bytea"
     );
@@ -98,6 +98,16 @@ async fn every_type_crosses_to_the_lake_and_postgresql_with_equal_checksums() {
         )
         .await,
         "f|127|9223372036854775807|0|0.00|0.000000000000000000000000000000|1e-05|1.2345678901234566e-07||t|360000500000|{}|[]"
+    );
+    // A decimal of 65 digits is PostgreSQL's numeric of as many, every digit kept.
+    assert_eq!(
+        pg_text(
+            &pg.url(),
+            "SELECT format_type(atttypid, atttypmod) || ' ' || (SELECT dd + 0.000000000000000000000000000001 FROM public.kinds WHERE id = 2)
+             FROM pg_attribute WHERE attrelid = 'public.kinds'::regclass AND attname = 'dd'"
+        )
+        .await,
+        "numeric(65,30) 0.000000000000000000000000000001"
     );
     let lake_row = gamelake_ok(
         &[

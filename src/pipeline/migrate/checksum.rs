@@ -240,7 +240,7 @@ fn mysql_value_text(column: &MyColumn) -> String {
             format!("CAST({c} + 0 AS CHAR)")
         }
         MyKind::Decimal(_, _) => trimmed(format!("CAST({c} + 0 AS CHAR)")),
-        MyKind::DecimalText | MyKind::Utf8 | MyKind::Set => {
+        MyKind::DecimalText { .. } | MyKind::Utf8 | MyKind::Set => {
             format!("CONVERT({c} USING utf8mb4)")
         }
         MyKind::Float32 => format!("CAST({c} + 0e0 AS CHAR)"),

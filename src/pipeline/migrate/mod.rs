@@ -186,7 +186,12 @@ async fn migrate_table(
     let cutoff_text = micros_text(plan.cutoff, &time_kind);
 
     let schema = crate::sources::mysql::schema_of(&columns);
-    let pg_columns = pg_copy::columns(&schema, &pg_table.to_string())?;
+    let mut pg_columns = pg_copy::columns(&schema, &pg_table.to_string())?;
+    for (pg_column, column) in pg_columns.iter_mut().zip(&columns) {
+        if let MyKind::DecimalText { precision, scale } = column.kind {
+            pg_column.cast_text_to(format!("numeric({precision},{scale})"));
+        }
+    }
     let pg_key = if key.iter().all(|k| columns.iter().any(|c| c.name == *k)) {
         key.clone()
     } else {

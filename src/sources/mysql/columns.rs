@@ -28,8 +28,14 @@ pub enum MyKind {
     Int64,
     /// `decimal(p,s)` with p ≤ 38, `bigint unsigned` and `bit(64)` as `decimal(20,0)`.
     Decimal(u8, i8),
-    /// `decimal(p,s)` with p > 38: the exact digits as text (Delta Lake's decimals stop at 38).
-    DecimalText,
+    /// `decimal(p,s)` with p > 38: the exact digits as text (Delta Lake's decimals stop at 38);
+    /// PostgreSQL, which holds them, gets `numeric(precision, scale)`.
+    DecimalText {
+        /// Digits in all.
+        precision: u32,
+        /// Digits after the point.
+        scale: u32,
+    },
     /// `float`.
     Float32,
     /// `double`.
@@ -110,7 +116,10 @@ impl MyColumn {
                     .saturating_sub(u32::from(!unsigned));
                 match u8::try_from(precision) {
                     Ok(p) if (1..=38).contains(&p) => MyKind::Decimal(p, scale as i8),
-                    _ => MyKind::DecimalText,
+                    _ => MyKind::DecimalText {
+                        precision,
+                        scale: u32::from(scale),
+                    },
                 }
             }
             ColumnType::MYSQL_TYPE_FLOAT => MyKind::Float32,
@@ -172,7 +181,7 @@ impl MyKind {
             MyKind::Decimal(p, s) => DataType::Decimal128(*p, *s),
             MyKind::Float32 => DataType::Float32,
             MyKind::Float64 => DataType::Float64,
-            MyKind::DecimalText | MyKind::Utf8 => DataType::Utf8,
+            MyKind::DecimalText { .. } | MyKind::Utf8 => DataType::Utf8,
             MyKind::Binary { .. } => DataType::Binary,
             MyKind::Set => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
             MyKind::Date => DataType::Date32,

@@ -66,7 +66,7 @@ impl ColumnBuilder {
             ),
             MyKind::Float32 => Self::Float32(Float32Builder::new()),
             MyKind::Float64 => Self::Float64(Float64Builder::new()),
-            MyKind::DecimalText | MyKind::Utf8 => Self::Utf8(StringBuilder::new()),
+            MyKind::DecimalText { .. } | MyKind::Utf8 => Self::Utf8(StringBuilder::new()),
             MyKind::Binary { geometry } => Self::Binary(BinaryBuilder::new(), *geometry),
             MyKind::Set => Self::Set(ListBuilder::new(StringBuilder::new())),
             MyKind::Date => Self::Date(Date32Builder::new()),

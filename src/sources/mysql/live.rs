@@ -157,7 +157,7 @@ impl MyTable {
         let ordered = |k: &MyKind| {
             !matches!(
                 k,
-                MyKind::Utf8 | MyKind::DecimalText | MyKind::Binary { .. } | MyKind::Set
+                MyKind::Utf8 | MyKind::DecimalText { .. } | MyKind::Binary { .. } | MyKind::Set
             )
         };
         // MySQL reads a backslash in a string literal as an escape (unless NO_BACKSLASH_ESCAPES):
