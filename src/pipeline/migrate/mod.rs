@@ -107,6 +107,17 @@ pub async fn migrate_all(
     Ok(reports)
 }
 
+/// A range read from v1.0 and verified, on its way to be written.
+struct RangeRead<'a> {
+    range: &'a progress::Range,
+    /// How messages name it.
+    name: String,
+    /// v1.0's count and checksum of it.
+    source: Checksum,
+    /// Its rows and zero dates per column; None when both sides hold it already.
+    rows: Option<(Vec<RecordBatch>, Vec<u64>)>,
+}
+
 /// Where a migration reads and writes.
 struct Ends<'a> {
     mysql: &'a str,
@@ -219,19 +230,27 @@ async fn migrate_table(
     let (mut resumed, mut bytes) = (0usize, 0u64);
     let mut zero_dates = vec![0u64; columns.len()];
     let mut expected = Checksum::default();
-    for range in &plan.ranges {
-        let (filter, params) = range_filter(&key, range.lower.as_deref(), range.upper.as_deref());
-        let name = range_name(&table.to, range, &key);
-        let source = source_checksum(&mut my, from, &row_text, &filter, params.clone()).await?;
-        let lake_has_it = lake_done > i64::from(range.no);
-        if range.migrated.is_none() && lake_has_it {
-            return Err(Error::Invalid(format!(
-                "{name} is in the lake but not marked migrated in gamelake.migration_ranges (was the progress table changed?). {}",
-                start_over(pipeline, &table.to, &pg_table)
-            )));
-        }
-        if let Some(recorded) = range.migrated {
-            if recorded != source {
+    // Two stages that overlap: v1.0's side (checksum, read, verify) runs one range ahead of
+    // the writing side (PostgreSQL, then the lake), which takes the ranges in order through a
+    // channel of one, so at most two ranges are in memory.
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<RangeRead>(1);
+    let read = async {
+        let sender = sender;
+        for range in &plan.ranges {
+            let (filter, params) =
+                range_filter(&key, range.lower.as_deref(), range.upper.as_deref());
+            let name = range_name(&table.to, range, &key);
+            let source = source_checksum(&mut my, from, &row_text, &filter, params.clone()).await?;
+            let lake_has_it = lake_done > i64::from(range.no);
+            if range.migrated.is_none() && lake_has_it {
+                return Err(Error::Invalid(format!(
+                    "{name} is in the lake but not marked migrated in gamelake.migration_ranges (was the progress table changed?). {}",
+                    start_over(pipeline, &table.to, &pg_table)
+                )));
+            }
+            if let Some(recorded) = range.migrated
+                && recorded != source
+            {
                 return Err(Error::Invalid(format!(
                     "{name} changed in v1.0 after it was migrated ({} rows then, {} now, or the same rows with other values): v1.0 must not be written while it is migrated. {}",
                     recorded.rows,
@@ -239,65 +258,89 @@ async fn migrate_table(
                     start_over(pipeline, &table.to, &pg_table)
                 )));
             }
-            expected = expected + recorded;
-            bar.inc(recorded.rows);
-            if lake_has_it {
-                resumed += 1;
-                continue;
+            let rows = if range.migrated.is_some() && lake_has_it {
+                None
+            } else {
+                let query = format!("{select}{filter}");
+                let (batches, zeros) =
+                    read_batches(&mut my, &query, params, &columns, ends.policy).await?;
+                let read = Checksum::of(&batches)?;
+                if read != source {
+                    return Err(Error::Internal(format!(
+                        "{name}: v1.0 has {} rows (checksum {}) but gamelake decoded {} rows (checksum {}); nothing of this range was written. Report this with the table's CREATE TABLE",
+                        source.rows, source.sum, read.rows, read.sum
+                    )));
+                }
+                Some((batches, zeros))
+            };
+            let item = RangeRead {
+                range,
+                name,
+                source,
+                rows,
+            };
+            if sender.send(item).await.is_err() {
+                break;
             }
         }
-        let (batches, zeros) = read_batches(
-            &mut my,
-            &format!("{select}{filter}"),
-            params,
-            &columns,
-            ends.policy,
-        )
-        .await?;
-        for (total, zeros) in zero_dates.iter_mut().zip(zeros) {
-            *total += zeros;
-        }
-        let read = Checksum::of(&batches)?;
-        if read != source {
-            return Err(Error::Internal(format!(
-                "{name}: v1.0 has {} rows (checksum {}) but gamelake decoded {} rows (checksum {}); nothing of this range was written. Report this with the table's CREATE TABLE",
-                source.rows, source.sum, read.rows, read.sum
-            )));
-        }
-        let (older, newer) = split(&batches, time_index, plan.cutoff)?;
-        let (lake_rows, pg_rows) = (rows_of(&older), rows_of(&newer));
-        bytes += batches
-            .iter()
-            .map(RecordBatch::get_array_memory_size)
-            .sum::<usize>() as u64;
-        if range.migrated.is_none() {
-            let done = progress::Done {
-                source,
-                lake_rows,
-                pg_rows,
+        Ok(())
+    };
+    let write = async {
+        while let Some(RangeRead {
+            range,
+            name,
+            source,
+            rows,
+        }) = receiver.recv().await
+        {
+            if let Some(recorded) = range.migrated {
+                expected = expected + recorded;
+                bar.inc(recorded.rows);
+            }
+            let Some((batches, zeros)) = rows else {
+                resumed += 1;
+                continue;
             };
-            let mark = progress::Mark {
-                pipeline,
-                table: &table.to,
-                range: range.no,
+            for (total, zeros) in zero_dates.iter_mut().zip(zeros) {
+                *total += zeros;
+            }
+            let (older, newer) = split(&batches, time_index, plan.cutoff)?;
+            let (lake_rows, pg_rows) = (rows_of(&older), rows_of(&newer));
+            bytes += batches
+                .iter()
+                .map(RecordBatch::get_array_memory_size)
+                .sum::<usize>() as u64;
+            if range.migrated.is_none() {
+                let done = progress::Done {
+                    source,
+                    lake_rows,
+                    pg_rows,
+                };
+                let mark = progress::Mark {
+                    pipeline,
+                    table: &table.to,
+                    range: range.no,
+                };
+                let target = (&pg_table, pg_columns.as_slice());
+                commit_newer(&mut client, target, &newer, &mark, &done, &name).await?;
+                expected = expected + source;
+                bar.inc(source.rows);
+            }
+            let older = if older.is_empty() {
+                vec![RecordBatch::new_empty(schema.clone())]
+            } else {
+                older
             };
-            let target = (&pg_table, pg_columns.as_slice());
-            commit_newer(&mut client, target, &newer, &mark, &done, &name).await?;
-            expected = expected + source;
-            bar.inc(source.rows);
+            let options =
+                table.write_options(WriteMode::Append, app_id.clone(), i64::from(range.no) + 1);
+            let state = session.write_state();
+            write_batches(session.lake(), &lake_table, &state, older, options).await?;
+            tracing::info!(range = %name, rows = source.rows, lake_rows, pg_rows, "range migrated");
+            bar.set_message(format!("migrate {}, {} MB", table.to, bytes / 1_000_000));
         }
-        let older = if older.is_empty() {
-            vec![RecordBatch::new_empty(schema.clone())]
-        } else {
-            older
-        };
-        let options =
-            table.write_options(WriteMode::Append, app_id.clone(), i64::from(range.no) + 1);
-        let state = session.write_state();
-        write_batches(session.lake(), &lake_table, &state, older, options).await?;
-        tracing::info!(range = %name, rows = source.rows, lake_rows, pg_rows, "range migrated");
-        bar.set_message(format!("migrate {}, {} MB", table.to, bytes / 1_000_000));
-    }
+        Ok::<(), Error>(())
+    };
+    futures::try_join!(read, write)?;
     let _ = my.query_drop("COMMIT").await;
     let _ = my.disconnect().await;
     bar.finish_and_clear();
