@@ -4,8 +4,8 @@
 //! One process reads a replication slot at a time (a PostgreSQL session lock, taken when the
 //! capture starts): on a replica the follower looks again every few seconds and takes over
 //! when the reading process stops; while the source is down or failing, it tries again after a
-//! pause that doubles up to a minute. An error ends the current capture; the next attempt starts from what
-//! the lake committed, so nothing is applied twice.
+//! pause that doubles up to a minute. An error ends the current capture; the next attempt
+//! starts from what the lake committed, so nothing is applied twice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -37,6 +37,9 @@ use apply::{add_columns, append_changelog, apply};
 pub use setup::slot_name;
 use setup::{capture, check_no_defaults, format_lsn, parse_lsn, publish};
 
+/// How long a capture waits for another process to let go of its slot.
+const LOCK_WAIT_SECONDS: u32 = 10;
+
 /// Messages asked of the slot per batch (whole transactions: a batch may hold more).
 const BATCH_MESSAGES: i32 = 200_000;
 
@@ -119,20 +122,31 @@ impl Capture {
         let slot = slot.clone().unwrap_or_else(|| slot_name(pipeline));
         let publication = publication.clone().unwrap_or_else(|| slot_name(pipeline));
         // One process at a time reads a slot: the lock is this session's, so it goes with the
-        // connection when the process stops, however it stops.
-        let locked: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtext('gamelake cdc'), hashtext($1))",
+        // connection when the process stops, however it stops. A process killed a moment ago
+        // may hold it until its server session notices: wait a little before giving up.
+        client
+            .batch_execute(&format!("SET lock_timeout = '{LOCK_WAIT_SECONDS}s'"))
+            .await
+            .map_err(sql_error)?;
+        let locked = client
+            .execute(
+                "SELECT pg_advisory_lock(hashtext('gamelake cdc'), hashtext($1))",
                 &[&slot],
             )
-            .await
-            .map_err(sql_error)?
-            .get(0);
-        if !locked {
-            return Err(Error::Busy(format!(
-                "{context}: another gamelake is reading replication slot {slot} (a replica of `serve --schedule`, or an `ingest` run); it holds the slot until it stops"
-            )));
+            .await;
+        match locked {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                return Err(Error::Busy(format!(
+                    "{context}: another gamelake is reading replication slot {slot} (a replica of `serve --schedule`, or an `ingest` run), and did not stop within {LOCK_WAIT_SECONDS} s; it holds the slot until it stops"
+                )));
+            }
+            Err(e) => return Err(sql_error(e)),
         }
+        client
+            .batch_execute("RESET lock_timeout")
+            .await
+            .map_err(sql_error)?;
         if full_refresh {
             client
                 .execute(
