@@ -122,35 +122,3 @@ impl Follower {
         }
     }
 }
-
-/// The followed pipelines in a pipelines folder: files with `follow` at their top level (read
-/// before `${VAR}` substitution, so unfollowed files need not have their variables set).
-pub fn load_followers(
-    session: &Session,
-    pipelines: &std::path::Path,
-) -> crate::Result<Vec<Follower>> {
-    let mut followers = Vec::new();
-    for path in crate::toml_files::toml_files(pipelines)? {
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let followed = text
-            .parse::<toml::Table>()
-            .is_ok_and(|t| t.contains_key("follow"));
-        if !followed {
-            continue;
-        }
-        let pipeline = PipelineConfig::parse(&text, &path)?;
-        if let Some(interval) = pipeline.follow_interval()? {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            followers.push(Follower::new(
-                format!("cdc/{stem}"),
-                pipeline,
-                interval,
-                session.clone(),
-            ));
-        }
-    }
-    Ok(followers)
-}

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+use super::follow::Follower;
 use crate::error::{Error, Result};
 use crate::pipeline::{PipelineConfig, publish_all, run as run_pipeline};
 use crate::query::Session;
@@ -84,14 +85,24 @@ impl Job for PipelineJob {
     }
 }
 
-/// The scheduled jobs in a reports folder and a pipelines folder (either may be absent):
-/// files without a `schedule` are skipped. A file with a mistake is an error naming it.
+/// What `serve --schedule` runs.
+pub struct Loaded {
+    /// Reports and pipelines with a `schedule`.
+    pub jobs: Vec<std::sync::Arc<dyn Job>>,
+    /// Pipelines with `follow`, run without end.
+    pub followers: Vec<Follower>,
+}
+
+/// The scheduled jobs in a reports folder and a pipelines folder (either may be absent), and
+/// the pipelines followed without end (`follow`): files with neither `schedule` nor `follow`
+/// are skipped. A file with a mistake is an error naming it.
 pub fn load_jobs(
     session: &Session,
     reports: Option<&Path>,
     pipelines: Option<&Path>,
-) -> Result<Vec<std::sync::Arc<dyn Job>>> {
+) -> Result<Loaded> {
     let mut jobs: Vec<std::sync::Arc<dyn Job>> = Vec::new();
+    let mut followers = Vec::new();
     if let Some(dir) = reports {
         for report in crate::report::load_all(dir)? {
             if let Some(timing) = report.timing.clone() {
@@ -107,19 +118,27 @@ pub fn load_jobs(
     if let Some(dir) = pipelines {
         for path in crate::toml_files::toml_files(dir)? {
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            if !has_schedule(&text) {
-                // Not scheduled: not loaded, so its ${VAR}s need not be set for the server.
+            if !runs_on_its_own(&text) {
+                // Neither scheduled nor followed: not loaded, so its ${VAR}s need not be set
+                // for the server.
                 continue;
             }
             let pipeline = PipelineConfig::parse(&text, &path)?;
             let timing = pipeline
                 .timing()
                 .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-            if let Some(timing) = timing {
-                let stem = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some(interval) = pipeline.follow_interval()? {
+                followers.push(Follower::new(
+                    format!("cdc/{stem}"),
+                    pipeline,
+                    interval,
+                    session.clone(),
+                ));
+            } else if let Some(timing) = timing {
                 jobs.push(std::sync::Arc::new(PipelineJob {
                     name: format!("pipeline/{stem}"),
                     pipeline,
@@ -129,14 +148,14 @@ pub fn load_jobs(
             }
         }
     }
-    Ok(jobs)
+    Ok(Loaded { jobs, followers })
 }
 
-/// Whether a pipeline file's text sets `schedule` at its top level (read before `${VAR}`
-/// substitution; text that does not parse counts as scheduled, so loading it reports the error).
-fn has_schedule(text: &str) -> bool {
+/// Whether a pipeline file's text sets `schedule` or `follow` at its top level (read before
+/// `${VAR}` substitution; text that does not parse counts, so loading it reports the error).
+fn runs_on_its_own(text: &str) -> bool {
     match text.parse::<toml::Table>() {
-        Ok(table) => table.contains_key("schedule"),
+        Ok(table) => table.contains_key("schedule") || table.contains_key("follow"),
         Err(_) => true,
     }
 }

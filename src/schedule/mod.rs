@@ -11,8 +11,8 @@ pub mod runner;
 pub mod state;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use follow::{Follower, load_followers};
-pub use job::{Job, load_jobs};
+pub use follow::Follower;
+pub use job::{Job, Loaded, load_jobs};
 pub use metrics::Metrics;
 pub use runner::JobRunner;
 pub use state::{Outcome, Record, Records};
@@ -33,11 +33,7 @@ pub fn prepare(
     pipelines: Option<&Path>,
     heartbeat: Duration,
 ) -> Result<JobRunner> {
-    let jobs = load_jobs(session, reports, pipelines)?;
-    let followers = match pipelines {
-        Some(dir) => load_followers(session, dir)?,
-        None => Vec::new(),
-    };
+    let Loaded { jobs, followers } = load_jobs(session, reports, pipelines)?;
     if jobs.is_empty() && followers.is_empty() {
         let shown = |dir: Option<&Path>, none: &str| {
             dir.map_or(none.to_string(), |d| d.display().to_string())

@@ -328,6 +328,20 @@ mode = "cdc"
 changelog = true
 "#;
 
+/// A cluster of the test's own holding `accounts (id, owner, balance, note)`, filled by `rows`
+/// (SQL run after the table is made), and a client on it.
+async fn accounts_server(rows: &str) -> (LogicalServer, tokio_postgres::Client) {
+    let server = LogicalServer::start();
+    let client = connect(&server.url()).await.unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, owner bigint, balance bigint, note text); {rows}"
+        ))
+        .await
+        .unwrap();
+    (server, client)
+}
+
 /// Inserts, updates (a few of keys) and deletes in small transactions until `stop`, in the
 /// issue's mix: 60% updates, 25% inserts, 15% deletes.
 async fn write_mix(url: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u64 {
@@ -364,15 +378,10 @@ async fn write_mix(url: String, stop: std::sync::Arc<std::sync::atomic::AtomicBo
 /// stops a follower cleanly, with what it applied committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdc_follow_killed_twenty_times_ends_equal_to_the_source() {
-    let server = LogicalServer::start();
-    let client = connect(&server.url()).await.unwrap();
-    client
-        .batch_execute(
-            "CREATE TABLE accounts (id bigint PRIMARY KEY, owner bigint, balance bigint, note text);
-             INSERT INTO accounts SELECT g, g % 100, 0, 'start' FROM generate_series(1, 100000) g;",
-        )
-        .await
-        .unwrap();
+    let (server, client) = accounts_server(
+        "INSERT INTO accounts SELECT g, g % 100, 0, 'start' FROM generate_series(1, 100000) g;",
+    )
+    .await;
     let (_lake, loc, file) = lake_with_pipeline("bank.toml", ACCOUNTS);
     let url = server.url();
     // The copy at the slot's start comes first, so the changelog holds every change the
@@ -635,15 +644,10 @@ async fn lake_reaches(loc: &str, sql: &str, expected: &str) {
 async fn serve_follows_a_cdc_pipeline_and_a_replica_takes_over() {
     use crate::support::ServeProcess;
 
-    let server = LogicalServer::start();
-    let client = connect(&server.url()).await.unwrap();
-    client
-        .batch_execute(
-            "CREATE TABLE accounts (id bigint PRIMARY KEY, owner bigint, balance bigint, note text);
-             INSERT INTO accounts SELECT g, g % 100, 0, 'start' FROM generate_series(1, 1000) g;",
-        )
-        .await
-        .unwrap();
+    let (server, client) = accounts_server(
+        "INSERT INTO accounts SELECT g, g % 100, 0, 'start' FROM generate_series(1, 1000) g;",
+    )
+    .await;
     let lake = TempLake::new();
     let loc = lake.location();
     let dir = tempfile::tempdir().unwrap();
@@ -711,27 +715,22 @@ async fn serve_follows_a_cdc_pipeline_and_a_replica_takes_over() {
 
 /// The lake's `game.accounts` has the source's rows: count, key sum and balance sum.
 async fn assert_accounts_match(client: &tokio_postgres::Client, loc: &str) {
-    let summary = "SELECT count(*) || '|' || sum(id) || '|' || sum(balance) FROM accounts";
-    let lake_summary = "SELECT CAST(count(*) AS VARCHAR) || '|' || CAST(sum(id) AS VARCHAR) || '|' || CAST(sum(balance) AS VARCHAR) AS r FROM game.accounts";
     assert_eq!(
-        sql_csv(loc, &["-c", lake_summary]),
-        source_rows(client, summary).await
+        sql_csv(loc, &["-c", ACCOUNTS_LAKE]),
+        source_rows(client, ACCOUNTS_PG).await
     );
 }
+
+/// `accounts` in PostgreSQL and `game.accounts` in the lake as `rows|sum of ids|sum of balances`.
+const ACCOUNTS_PG: &str = "SELECT count(*) || '|' || sum(id) || '|' || sum(balance) FROM accounts";
+const ACCOUNTS_LAKE: &str = "SELECT CAST(count(*) AS VARCHAR) || '|' || CAST(sum(id) AS VARCHAR) || '|' || CAST(sum(balance) AS VARCHAR) AS r FROM game.accounts";
 
 /// One transaction of a million rows (inserts, then updates and deletes of some of them, in
 /// the same transaction) lands whole, in one batch, each row once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdc_applies_a_million_row_transaction_whole() {
-    let server = LogicalServer::start();
-    let client = connect(&server.url()).await.unwrap();
-    client
-        .batch_execute(
-            "CREATE TABLE accounts (id bigint PRIMARY KEY, owner bigint, balance bigint, note text);
-             INSERT INTO accounts VALUES (0, 0, 7, 'before');",
-        )
-        .await
-        .unwrap();
+    let (server, client) =
+        accounts_server("INSERT INTO accounts VALUES (0, 0, 7, 'before');").await;
     let (_lake, loc, file) = lake_with_pipeline("bank.toml", ACCOUNTS);
     let url = server.url();
     gamelake_ok(&["--lake", &loc, "ingest", &file], &[("PG_URL", &url)]);
@@ -765,16 +764,11 @@ async fn cdc_applies_a_million_row_transaction_whole() {
 /// changes applied; gamelake creates no slot or publication of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdc_reads_a_named_existing_slot_and_publication() {
-    let server = LogicalServer::start();
-    let client = connect(&server.url()).await.unwrap();
-    client
-        .batch_execute(
-            "CREATE TABLE accounts (id bigint PRIMARY KEY, owner bigint, balance bigint, note text);
-             INSERT INTO accounts SELECT g, g, 1, 'start' FROM generate_series(1, 100) g;
+    let (server, client) = accounts_server(
+        "INSERT INTO accounts SELECT g, g, 1, 'start' FROM generate_series(1, 100) g;
              CREATE PUBLICATION everything FOR ALL TABLES;",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     client
         .batch_execute("SELECT pg_create_logical_replication_slot('ops_slot', 'pgoutput')")
         .await
@@ -821,15 +815,10 @@ async fn cdc_reads_a_named_existing_slot_and_publication() {
 /// to the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_interval_spaces_a_followers_commits() {
-    let server = LogicalServer::start();
-    let client = connect(&server.url()).await.unwrap();
-    client
-        .batch_execute(
-            "CREATE TABLE accounts (id bigint PRIMARY KEY, owner bigint, balance bigint, note text);
-             INSERT INTO accounts SELECT g, g % 100, 0, 'start' FROM generate_series(1, 1000) g;",
-        )
-        .await
-        .unwrap();
+    let (server, client) = accounts_server(
+        "INSERT INTO accounts SELECT g, g % 100, 0, 'start' FROM generate_series(1, 1000) g;",
+    )
+    .await;
     let (_lake, loc, file) = lake_with_pipeline(
         "bank.toml",
         &format!("commit_interval = \"2s\"\n{ACCOUNTS}"),
@@ -851,12 +840,11 @@ async fn commit_interval_spaces_a_followers_commits() {
         .spawn()
         .unwrap();
     lake_reaches(&loc, "SELECT count(*) AS n FROM game.accounts", "n\n1000\n").await;
-    let copied: u64 = lake_commits(&loc, "accounts")
-        .lines()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let version = || -> u64 {
+        let csv = lake_commits(&loc, "accounts");
+        csv.lines().nth(1).unwrap().parse().unwrap()
+    };
+    let copied = version();
     let writing = std::time::Instant::now();
     let mut next = 1001;
     while writing.elapsed() < std::time::Duration::from_secs(6) {
@@ -882,12 +870,7 @@ async fn commit_interval_spaces_a_followers_commits() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let last: u64 = lake_commits(&loc, "accounts")
-        .lines()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let last = version();
     // About 8 s of following at one commit per 2 s at most, each pass's own commit included.
     assert!(
         last - copied <= 6,
@@ -899,12 +882,6 @@ async fn commit_interval_spaces_a_followers_commits() {
 
 /// Polls until the lake's accounts match the source's (60 s at most).
 async fn assert_accounts_match_soon(client: &tokio_postgres::Client, loc: &str) {
-    let summary = "SELECT count(*) || '|' || sum(id) || '|' || sum(balance) FROM accounts";
-    let expected = source_rows(client, summary).await;
-    lake_reaches(
-        loc,
-        "SELECT CAST(count(*) AS VARCHAR) || '|' || CAST(sum(id) AS VARCHAR) || '|' || CAST(sum(balance) AS VARCHAR) AS r FROM game.accounts",
-        &expected,
-    )
-    .await;
+    let expected = source_rows(client, ACCOUNTS_PG).await;
+    lake_reaches(loc, ACCOUNTS_LAKE, &expected).await;
 }
