@@ -342,6 +342,38 @@ async fn accounts_server(rows: &str) -> (LogicalServer, tokio_postgres::Client) 
     (server, client)
 }
 
+/// `gamelake ingest FILE --follow --interval 100ms` started on its own, its standard error kept.
+fn spawn_follower(loc: &str, file: &str, pg_url: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gamelake"))
+        .args([
+            "--lake",
+            loc,
+            "ingest",
+            file,
+            "--follow",
+            "--interval",
+            "100ms",
+        ])
+        .env("PG_URL", pg_url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Stops a follower with SIGTERM; it must exit with success. Returns its standard error.
+fn terminate_follower(child: std::process::Child) -> String {
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
 /// Inserts, updates (a few of keys) and deletes in small transactions until `stop`, in the
 /// issue's mix: 60% updates, 25% inserts, 15% deletes.
 async fn write_mix(url: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u64 {
@@ -389,23 +421,7 @@ async fn cdc_follow_killed_twenty_times_ends_equal_to_the_source() {
     gamelake_ok(&["--lake", &loc, "ingest", &file], &[("PG_URL", &url)]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = tokio::spawn(write_mix(url.clone(), stop.clone()));
-    let follow = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_gamelake"))
-            .args([
-                "--lake",
-                &loc,
-                "ingest",
-                &file,
-                "--follow",
-                "--interval",
-                "100ms",
-            ])
-            .env("PG_URL", &url)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let follow = || spawn_follower(&loc, &file, &url);
     for round in 0..20u64 {
         let mut child = follow();
         tokio::time::sleep(std::time::Duration::from_millis(200 + round * 97 % 1300)).await;
@@ -419,14 +435,7 @@ async fn cdc_follow_killed_twenty_times_ends_equal_to_the_source() {
     // SIGTERM: the follower finishes its batch and exits with success.
     let child = follow();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = terminate_follower(child);
     assert!(stderr.contains("stopping"), "{stderr}");
 
     gamelake_ok(&["--lake", &loc, "ingest", &file], &[("PG_URL", &url)]);
@@ -824,21 +833,7 @@ async fn commit_interval_spaces_a_followers_commits() {
         &format!("commit_interval = \"2s\"\n{ACCOUNTS}"),
     );
     let url = server.url();
-    let follower = std::process::Command::new(env!("CARGO_BIN_EXE_gamelake"))
-        .args([
-            "--lake",
-            &loc,
-            "ingest",
-            &file,
-            "--follow",
-            "--interval",
-            "100ms",
-        ])
-        .env("PG_URL", &url)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let follower = spawn_follower(&loc, &file, &url);
     lake_reaches(&loc, "SELECT count(*) AS n FROM game.accounts", "n\n1000\n").await;
     let version = || -> u64 {
         let csv = lake_commits(&loc, "accounts");
@@ -859,17 +854,7 @@ async fn commit_interval_spaces_a_followers_commits() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_accounts_match_soon(&client, &loc).await;
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &follower.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let out = follower.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    terminate_follower(follower);
     let last = version();
     // About 8 s of following at one commit per 2 s at most, each pass's own commit included.
     assert!(
