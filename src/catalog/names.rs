@@ -1,7 +1,5 @@
 //! Table names as written in SQL: time travel and history suffixes, and "did you mean".
 
-use chrono::{DateTime, NaiveDate, Utc};
-
 use crate::error::{Error, Result};
 use crate::lake::TableVersion;
 
@@ -40,10 +38,8 @@ impl TableName {
         };
         let version = if let Some(v) = at.strip_prefix('v').and_then(|v| v.parse::<u64>().ok()) {
             TableVersion::Version(v)
-        } else if let Ok(ts) = DateTime::parse_from_rfc3339(at) {
-            TableVersion::AsOf(ts.with_timezone(&Utc))
-        } else if let Ok(day) = NaiveDate::parse_from_str(at, "%Y-%m-%d") {
-            TableVersion::AsOf(day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+        } else if let Some(instant) = TableVersion::parse_instant(at) {
+            TableVersion::AsOf(instant)
         } else {
             return Err(bad(format!(
                 "'@{at}' is neither a version (@v3) nor an instant (@2026-11-24T08:00:00Z)"

@@ -92,20 +92,7 @@ async fn follow(
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
-                    let _ = tokio::signal::ctrl_c().await;
-                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        super::shutdown_signal().await;
         eprintln!("stopping: finishing the batch under way");
         flag.store(true, std::sync::atomic::Ordering::Relaxed);
     });

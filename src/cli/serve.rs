@@ -168,7 +168,7 @@ pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
     }
     std::io::stdout().flush().ok();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        super::shutdown_signal().await;
         let _ = stop.send(true);
     });
     let mut result = Ok(());
@@ -367,29 +367,6 @@ async fn intake(
     }
     let session = context.session().await?;
     crate::intake::server::start(&session, config, listeners, stopped).await
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,18 @@ pub enum TableVersion {
     AsOf(DateTime<Utc>),
 }
 
+impl TableVersion {
+    /// Parses an instant as time travel takes it: RFC 3339 (`2026-11-24T08:00:00Z`) or a
+    /// date (`2026-11-24`, its midnight UTC).
+    pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
+        if let Ok(ts) = DateTime::parse_from_rfc3339(text) {
+            return Some(ts.with_timezone(&Utc));
+        }
+        let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+        Some(day.and_hms_opt(0, 0, 0)?.and_utc())
+    }
+}
+
 /// A handle on the lake: its location and an object store rooted at it.
 #[derive(Debug)]
 pub struct Lake {

@@ -5,7 +5,7 @@
 
 use crate::pipelines::lake_with_pipeline;
 use crate::postgres::OwnCluster;
-use crate::support::{TempLake, gamelake_err, gamelake_ok, sql_csv};
+use crate::support::{TempLake, gamelake_err, gamelake_ok, metrics_of, sample, sql_csv};
 use gamelake::sources::postgres::connect;
 
 /// A PostgreSQL cluster of the test's own with `wal_level = logical`, trusting local logins.
@@ -605,24 +605,6 @@ async fn cdc_table_added_later_is_copied_then_joins_the_stream() {
         ],
     );
     assert_eq!(lake_side, pg);
-}
-
-/// One sample of a `/metrics` page (0 when it is not there yet).
-fn sample(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn metrics_of(serve: &crate::support::ServeProcess) -> String {
-    reqwest::get(format!("http://{}/metrics", serve.metrics_addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// Polls until the lake's `game.accounts` answers `expected` to `sql` (60 s at most).

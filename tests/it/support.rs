@@ -472,3 +472,22 @@ pub async fn saved_query_params(session: &Session) -> gamelake::query::Params {
         gamelake::query::parse_param("since=2026-10-01").unwrap(),
     ])
 }
+
+/// One sample of a `/metrics` page (0 when it is not there yet).
+pub fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The `/metrics` page of a server.
+pub async fn metrics_of(serve: &ServeProcess) -> String {
+    reqwest::get(format!("http://{}/metrics", serve.metrics_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
