@@ -40,6 +40,9 @@ pub struct Config {
     /// Log intake settings (`gamelake serve --http`).
     #[serde(default)]
     pub intake: crate::intake::IntakeConfig,
+    /// Replicas of the lake that `gamelake serve --schedule` keeps following.
+    #[serde(default)]
+    pub replicas: Vec<crate::lake::replicate::ReplicaConfig>,
 }
 
 /// `[query]`: engine settings for every session.

@@ -28,3 +28,16 @@ pub fn bar(len: u64, unit: &str, message: &str) -> ProgressBar {
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
 }
+
+/// A spinner counting bytes (total unknown), with their rate.
+pub fn bytes_bar(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {msg} {bytes} ({binary_bytes_per_sec}) {elapsed}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}

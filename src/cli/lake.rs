@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use crate::error::{Error, Result};
 use crate::lake::history::{history_batch, read_history};
 use crate::lake::maintenance;
+use crate::lake::verify::Verification;
 use crate::lake::{Lake, TableRef, TableVersion};
 use crate::output::{Format, write_stream};
 
@@ -60,6 +61,26 @@ pub enum LakeCommand {
         /// retention deletes the files of a write in progress, and breaks its commit.
         #[arg(long)]
         force: bool,
+    },
+    /// Check that every file each retained version of a table refers to exists with the size
+    /// its log records, and name the first broken version. Every table when none is given.
+    /// Exits with 1 when a table's newest version is unreadable or a file is damaged.
+    Verify {
+        /// The table, as schema.table (default: every table of the lake).
+        table: Option<String>,
+    },
+    /// Bring a table back to an earlier version with a new commit (history stays; readers of
+    /// older versions are unaffected). Refuses versions whose files were vacuumed.
+    /// Pipeline positions are not rewound: a pipeline does not reload what a restore undid.
+    Restore {
+        /// The table, as schema.table.
+        table: String,
+        /// The version to bring back (`gamelake lake history` lists them).
+        #[arg(long, required_unless_present = "as_of", conflicts_with = "as_of")]
+        version: Option<u64>,
+        /// Or the version that was current at this instant: 2026-11-24T08:00:00Z or 2026-11-24.
+        #[arg(long, value_name = "INSTANT")]
+        as_of: Option<String>,
     },
 }
 
@@ -130,7 +151,102 @@ pub async fn run(context: &Context, command: LakeCommand) -> Result<()> {
             );
             Ok(())
         }
+        LakeCommand::Verify { table } => verify(context, table.as_deref()).await,
+        LakeCommand::Restore {
+            table,
+            version,
+            as_of,
+        } => {
+            let to = match (version, as_of) {
+                (Some(v), _) => TableVersion::Version(v),
+                (None, Some(text)) => TableVersion::AsOf(
+                    TableVersion::parse_instant(&text).ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "--as-of {text}: expected an instant like 2026-11-24T08:00:00Z or a date like 2026-11-24"
+                        ))
+                    })?,
+                ),
+                (None, None) => {
+                    return Err(Error::Invalid("give --version N or --as-of INSTANT".into()));
+                }
+            };
+            let (table, lake) = open(context, &table).await?;
+            let done = maintenance::restore(&lake, &table, &to).await?;
+            println!(
+                "{table}: version {} restored as version {} ({} files put back, {} taken out)",
+                done.restored, done.version, done.files_restored, done.files_removed
+            );
+            Ok(())
+        }
     }
+}
+
+/// `lake verify`: one table, or all; a paragraph each; an error when any is damaged.
+async fn verify(context: &Context, table: Option<&str>) -> Result<()> {
+    let lake = context.lake()?;
+    lake.check_reachable().await?;
+    let tables = match table {
+        Some(name) => vec![TableRef::parse(name)?],
+        None => {
+            let mut all = Vec::new();
+            for schema in lake.schemas().await? {
+                for name in lake.tables(&schema).await? {
+                    all.push(TableRef::new(schema.as_str(), name)?);
+                }
+            }
+            all
+        }
+    };
+    let mut damaged = Vec::new();
+    for table in &tables {
+        let checked = crate::lake::verify::verify_table(&lake, table).await?;
+        print!("{}", describe_verification(&checked));
+        if !checked.is_healthy() {
+            damaged.push(table.to_string());
+        }
+    }
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "damaged: {} (the broken versions and files are listed above; `gamelake lake restore TABLE --version N` brings back a readable version, or replicate it again from a healthy copy)",
+        damaged.join(", ")
+    )))
+}
+
+/// What `lake verify` prints about one table.
+fn describe_verification(checked: &Verification) -> String {
+    let mut text = format!(
+        "{}: versions {}..={}, {} files ({})",
+        checked.table,
+        checked.oldest,
+        checked.latest,
+        checked.files,
+        indicatif::HumanBytes(checked.bytes)
+    );
+    match checked.readable_from() {
+        Some(from) if from == checked.oldest => text.push_str(": all readable\n"),
+        Some(from) => text.push_str(&format!(
+            ": readable from version {from} on (older versions' files were vacuumed)\n"
+        )),
+        None => text.push_str(&format!(
+            ": BROKEN from version {}\n",
+            checked.first_broken().unwrap_or(checked.latest)
+        )),
+    }
+    if let Some(version) = checked.missing_commit {
+        text.push_str(&format!("  commit file of version {version} is missing\n"));
+    }
+    for bad in checked.bad.iter().filter(|b| !b.vacuumed()).take(20) {
+        let found = bad
+            .found
+            .map_or("missing".to_string(), |size| format!("{size} bytes"));
+        text.push_str(&format!(
+            "  {} (added in version {}): {found}, the log says {} bytes\n",
+            bad.path, bad.added, bad.expected
+        ));
+    }
+    text
 }
 
 /// `ANALYZE table` in a session over the lake, with a spinner while it scans; prints how many

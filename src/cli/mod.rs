@@ -8,6 +8,7 @@ mod ingest;
 mod lake;
 mod printer;
 mod repl;
+mod replicate;
 mod report;
 mod serve;
 mod sql;
@@ -90,6 +91,8 @@ pub enum Command {
     Pipeline(ingest::PipelineCommand),
     /// Run SQL: a REPL when neither -c nor -f is given.
     Sql(sql::SqlArgs),
+    /// Copy a lake's tables into another lake, commit by commit (another region, a backup).
+    Replicate(replicate::ReplicateArgs),
     /// Inspect and maintain lake tables.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
@@ -137,6 +140,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Pipeline(cmd) => ingest::pipeline(cmd),
         Command::Sql(args) => sql::run(&context, args).await,
         Command::Lake(cmd) => lake::run(&context, cmd).await,
+        Command::Replicate(args) => replicate::run(&context, args).await,
         Command::Serve(args) => serve::run(&context, args).await,
         Command::Bench(args) => bench::run(&context, args).await,
         Command::Report(cmd) => report::run(&context, cmd).await,

@@ -67,6 +67,7 @@ pub struct ServeArgs {
     /// Run the reports and pipelines that have a `schedule` (files in --reports and
     /// --pipelines), each due time once across restarts and replicas: runs are recorded in
     /// <lake>/_schedule/. After downtime only the latest missed run is made up, once.
+    /// Pipelines with `follow` and the config's [[replicas]] run without end beside them.
     #[arg(long)]
     pub schedule: bool,
 
@@ -147,6 +148,7 @@ pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
             &session,
             reports.as_deref(),
             pipelines.as_deref(),
+            &context.config.replicas,
             args.schedule_heartbeat,
         )?;
         println!(

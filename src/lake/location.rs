@@ -151,6 +151,29 @@ impl LakeLocation {
         Ok(Some((url, self.bucket_store()?)))
     }
 
+    /// A store over the lake's whole bucket (or the whole local file system) and the lake's
+    /// prefix in it, so that two lakes in one store can copy between them server-side.
+    pub fn root_store(&self) -> Result<(Arc<dyn ObjectStore>, object_store::path::Path)> {
+        let prefix = object_store::path::Path::from_url_path(self.url.path()).map_err(|e| {
+            Error::LakeUrl {
+                url: self.url.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        if self.is_local() {
+            return Ok((Arc::new(LocalFileSystem::new()), prefix));
+        }
+        Ok((self.bucket_store()?, prefix))
+    }
+
+    /// Whether another lake lives in the same store (the same local file system, or the same
+    /// bucket reached with the same settings), where objects can be copied without download.
+    pub fn same_store(&self, other: &LakeLocation) -> bool {
+        self.url.scheme() == other.url.scheme()
+            && self.url.host_str() == other.url.host_str()
+            && self.options == other.options
+    }
+
     /// An S3 store over the lake's whole bucket, configured by the lake's options.
     fn bucket_store(&self) -> Result<Arc<dyn ObjectStore>> {
         let bucket = self.url.host_str().unwrap_or_default();

@@ -120,3 +120,65 @@ pub async fn checkpoint(dt: &DeltaTable, table: &TableRef) -> Result<()> {
         .await
         .map_err(|e| Error::delta(table.to_string(), e))
 }
+
+/// What a restore did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// The version brought back.
+    pub restored: u64,
+    /// The new version, equal in content to `restored`.
+    pub version: u64,
+    /// Files taken out of the table (added after `restored`).
+    pub files_removed: usize,
+    /// Files put back (removed after `restored`).
+    pub files_restored: usize,
+}
+
+/// Brings a table back to an earlier version, or to the version current at an instant, with a
+/// new commit (Delta's RESTORE): history stays, and readers of older versions are unaffected.
+/// Refuses a version whose files were vacuumed, naming the oldest version that can be restored.
+pub async fn restore(lake: &Lake, table: &TableRef, to: &TableVersion) -> Result<Restored> {
+    let target = lake
+        .open_table(table, to)
+        .await?
+        .version()
+        .unwrap_or_default();
+    let dt = lake.open_table(table, &TableVersion::Latest).await?;
+    let latest = dt.version().unwrap_or_default();
+    if target >= latest {
+        return Err(Error::Invalid(format!(
+            "{table} is at version {latest} already; restore takes an earlier version (`gamelake lake history {table}` lists them)"
+        )));
+    }
+    let checked = super::verify::verify_table(lake, table).await?;
+    let vacuumed: Vec<_> = checked
+        .bad
+        .iter()
+        .filter(|b| b.added <= target && b.removed.is_some_and(|r| r > target))
+        .collect();
+    if let Some(first) = vacuumed.first() {
+        let oldest = checked
+            .readable_from()
+            .map(|v| format!("every version from {v} on is whole"))
+            .unwrap_or_else(|| {
+                "its newest version is damaged too (`gamelake lake verify` lists what)".to_string()
+            });
+        return Err(Error::Invalid(format!(
+            "{table}: version {target} cannot be restored: {} of its files are gone (vacuumed after version {} removed them), e.g. {}; {oldest}",
+            vacuumed.len(),
+            first.removed.unwrap_or_default(),
+            first.path,
+        )));
+    }
+    let (restored, metrics) = dt
+        .restore()
+        .with_version_to_restore(target)
+        .await
+        .map_err(|e| Error::delta(table.to_string(), e))?;
+    Ok(Restored {
+        restored: target,
+        version: restored.version().unwrap_or_default(),
+        files_removed: metrics.num_removed_file,
+        files_restored: metrics.num_restored_file,
+    })
+}

@@ -2,12 +2,15 @@
 //!
 //! This module knows storage and Delta; it knows nothing of SQL sessions or pipelines.
 
+pub mod delta_log;
 pub mod distinct_counts;
 pub mod history;
 pub mod layout;
 mod location;
 pub mod maintenance;
+pub mod replicate;
 mod table_ref;
+pub mod verify;
 pub mod write;
 
 use std::sync::Arc;

@@ -19,14 +19,24 @@ use crate::pipeline::PipelineConfig;
 use crate::query::Session;
 
 /// The first pause after a failed start; it doubles up to [`RETRY_MAX`].
-const RETRY_MIN: Duration = Duration::from_secs(1);
+pub(super) const RETRY_MIN: Duration = Duration::from_secs(1);
 
 /// The longest pause between failed attempts.
-const RETRY_MAX: Duration = Duration::from_secs(60);
+pub(super) const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The pause of a replica between looks at a slot another process reads: how soon it takes
 /// over after that process stops.
 const STANDBY: Duration = Duration::from_secs(2);
+
+/// Work `gamelake serve --schedule` keeps running without end beside the scheduled jobs:
+/// followed pipelines, replicas.
+#[async_trait::async_trait]
+pub trait Endless: Send + Sync {
+    /// Its name, also its metrics label (`cdc/accounts`, `replica/shanghai`).
+    fn name(&self) -> &str;
+    /// Runs until `stopped` turns true.
+    async fn run(&self, metrics: Arc<Metrics>, stopped: watch::Receiver<bool>);
+}
 
 /// A pipeline of `cdc` tables followed without end.
 pub struct Follower {
@@ -51,14 +61,16 @@ impl Follower {
             session,
         }
     }
+}
 
-    /// Its name, also its metrics label.
-    pub fn name(&self) -> &str {
+#[async_trait::async_trait]
+impl Endless for Follower {
+    fn name(&self) -> &str {
         &self.name
     }
 
     /// Follows until `stopped` turns true: a pass under way then finishes its batch.
-    pub async fn run(&self, metrics: Arc<Metrics>, stopped: watch::Receiver<bool>) {
+    async fn run(&self, metrics: Arc<Metrics>, stopped: watch::Receiver<bool>) {
         let label = Metrics::label(&self.name);
         let stop = Arc::new(AtomicBool::new(false));
         let mut watched = stopped.clone();

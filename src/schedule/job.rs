@@ -5,7 +5,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use super::follow::Follower;
+use super::follow::{Endless, Follower};
 use crate::error::{Error, Result};
 use crate::pipeline::{PipelineConfig, publish_all, run as run_pipeline};
 use crate::query::Session;
@@ -90,7 +90,7 @@ pub struct Loaded {
     /// Reports and pipelines with a `schedule`.
     pub jobs: Vec<std::sync::Arc<dyn Job>>,
     /// Pipelines with `follow`, run without end.
-    pub followers: Vec<Follower>,
+    pub followers: Vec<std::sync::Arc<dyn Endless>>,
 }
 
 /// The scheduled jobs in a reports folder and a pipelines folder (either may be absent), and
@@ -102,7 +102,7 @@ pub fn load_jobs(
     pipelines: Option<&Path>,
 ) -> Result<Loaded> {
     let mut jobs: Vec<std::sync::Arc<dyn Job>> = Vec::new();
-    let mut followers = Vec::new();
+    let mut followers: Vec<std::sync::Arc<dyn Endless>> = Vec::new();
     if let Some(dir) = reports {
         for report in crate::report::load_all(dir)? {
             if let Some(timing) = report.timing.clone() {
@@ -132,12 +132,12 @@ pub fn load_jobs(
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             if let Some(interval) = pipeline.follow_interval()? {
-                followers.push(Follower::new(
+                followers.push(std::sync::Arc::new(Follower::new(
                     format!("cdc/{stem}"),
                     pipeline,
                     interval,
                     session.clone(),
-                ));
+                )));
             } else if let Some(timing) = timing {
                 jobs.push(std::sync::Arc::new(PipelineJob {
                     name: format!("pipeline/{stem}"),

@@ -43,6 +43,15 @@ pub struct Metrics {
     /// Followed pipelines: 1 while this process reads the slot, 0 while it waits (another
     /// replica reads it, or the source is down).
     pub cdc_following: Family<JobLabel, Gauge>,
+    /// Replicas: versions copied by this process.
+    pub replica_versions: Family<JobLabel, Counter>,
+    /// Replicas: bytes of data files copied by this process.
+    pub replica_bytes: Family<JobLabel, Counter>,
+    /// Replicas: versions the replica lacked when the last round looked (all tables).
+    pub replica_versions_behind: Family<JobLabel, Gauge>,
+    /// Replicas: the longest time from a version's commit in the lake to its commit in the
+    /// replica, among the last round's (0 after a round with nothing new).
+    pub replica_lag_seconds: Family<JobLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -58,6 +67,10 @@ impl Default for Metrics {
             cdc_lag_seconds: Family::default(),
             cdc_lag_bytes: Family::default(),
             cdc_following: Family::default(),
+            replica_versions: Family::default(),
+            replica_bytes: Family::default(),
+            replica_versions_behind: Family::default(),
+            replica_lag_seconds: Family::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Scheduled runs started", metrics.runs.clone());
@@ -100,6 +113,26 @@ impl Default for Metrics {
             "cdc_following",
             "1 while this process reads the replication slot",
             metrics.cdc_following.clone(),
+        );
+        registry.register(
+            "replica_versions",
+            "Table versions copied to the replica",
+            metrics.replica_versions.clone(),
+        );
+        registry.register(
+            "replica_bytes",
+            "Bytes of data files copied to the replica",
+            metrics.replica_bytes.clone(),
+        );
+        registry.register(
+            "replica_versions_behind",
+            "Versions the replica lacked when the last round looked",
+            metrics.replica_versions_behind.clone(),
+        );
+        registry.register(
+            "replica_lag_seconds",
+            "Seconds from commit in the lake to commit in the replica, last round",
+            metrics.replica_lag_seconds.clone(),
         );
         Self {
             registry,

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use super::clock::Clock;
-use super::follow::Follower;
+use super::follow::Endless;
 use super::job::Job;
 use super::metrics::Metrics;
 use super::state::{Outcome, Record, Records};
@@ -33,7 +33,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Runs jobs on their schedules, and followed pipelines without end.
 pub struct JobRunner {
     jobs: Vec<Arc<dyn Job>>,
-    followers: Vec<Arc<Follower>>,
+    followers: Vec<Arc<dyn Endless>>,
     records: Records,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -83,9 +83,9 @@ impl JobRunner {
         self
     }
 
-    /// Adds pipelines to follow without end (change capture), beside the scheduled jobs.
-    pub fn with_followers(mut self, followers: Vec<Follower>) -> Self {
-        self.followers = followers.into_iter().map(Arc::new).collect();
+    /// Adds work to run without end (change capture, replicas), beside the scheduled jobs.
+    pub fn with_followers(mut self, followers: Vec<Arc<dyn Endless>>) -> Self {
+        self.followers = followers;
         self
     }
 
@@ -94,7 +94,7 @@ impl JobRunner {
         self.metrics.clone()
     }
 
-    /// The jobs' names, then the followed pipelines'.
+    /// The jobs' names, then those of the work that runs without end.
     pub fn job_names(&self) -> Vec<String> {
         self.jobs
             .iter()
