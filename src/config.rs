@@ -43,6 +43,58 @@ pub struct Config {
     /// Replicas of the lake that `gamelake serve --schedule` keeps following.
     #[serde(default)]
     pub replicas: Vec<crate::lake::replicate::ReplicaConfig>,
+    /// Regional lakes every SQL session sees, by name: `bj = "s3://bj-lake/lake"`, or
+    /// `sh = { url = "s3://sh-lake/lake", options = { AWS_ENDPOINT_URL = "..." } }`.
+    #[serde(default)]
+    pub lakes: std::collections::BTreeMap<String, LakeEntry>,
+}
+
+/// One `[lakes]` entry: a URL, or a URL with its own storage settings.
+#[derive(Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a lake URL (\"s3://bucket/prefix\" or a folder), or { url = \"...\", options = { AWS_ENDPOINT_URL = \"...\" } }"
+)]
+pub enum LakeEntry {
+    /// Reached with the `AWS_*` environment.
+    Url(String),
+    /// Reached with these settings over the environment's.
+    WithOptions {
+        /// The lake's URL.
+        url: String,
+        /// Storage settings (`AWS_*` names) that differ from the environment.
+        #[serde(default)]
+        options: std::collections::HashMap<String, String>,
+    },
+}
+
+impl std::fmt::Debug for LakeEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Url(url) => f.debug_tuple("Url").field(url).finish(),
+            Self::WithOptions { url, options } => {
+                let mut names: Vec<&String> = options.keys().collect();
+                names.sort();
+                f.debug_struct("WithOptions")
+                    .field("url", url)
+                    .field("option_names", &names)
+                    .finish()
+            }
+        }
+    }
+}
+
+impl LakeEntry {
+    /// Opens the lake this entry names.
+    pub fn open(&self) -> Result<crate::lake::Lake> {
+        let location = match self {
+            Self::Url(url) => crate::lake::LakeLocation::parse(url)?,
+            Self::WithOptions { url, options } => {
+                crate::lake::LakeLocation::parse_with_options(url, options.clone())?
+            }
+        };
+        crate::lake::Lake::at(location)
+    }
 }
 
 /// `[query]`: engine settings for every session.
@@ -94,6 +146,26 @@ mod tests {
         .unwrap();
         assert_eq!(c.lake.as_deref(), Some("s3://b/l"));
         assert_eq!(c.query_settings().memory_limit, Some(10 * 1024 * 1024));
+    }
+
+    #[test]
+    fn reads_lakes_as_urls_or_with_options_and_hides_secrets() {
+        let c = Config::parse(
+            "[lakes]\nbj = \"/tmp/bj\"\nsh = { url = \"s3://sh-lake/l\", options = { AWS_SECRET_ACCESS_KEY = \"hunter2\" } }\n",
+            Path::new("g.toml"),
+        )
+        .unwrap();
+        assert!(matches!(&c.lakes["bj"], LakeEntry::Url(u) if u == "/tmp/bj"));
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("AWS_SECRET_ACCESS_KEY") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        let err = Config::parse("[lakes]\nbj = 3\n", Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("g.toml:2:"), "{err}");
+        assert!(err.contains("a lake URL"), "{err}");
     }
 
     #[test]

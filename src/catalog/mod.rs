@@ -16,6 +16,7 @@
 pub mod files_table;
 mod fresh;
 mod names;
+pub mod regions;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};

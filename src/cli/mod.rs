@@ -211,6 +211,13 @@ impl Context {
                 .context()
                 .register_catalog("mysql", Arc::new(catalog));
         }
+        let lakes = self
+            .config
+            .lakes
+            .iter()
+            .map(|(name, entry)| Ok((name.clone(), Arc::new(entry.open()?))))
+            .collect::<Result<Vec<_>>>()?;
+        let session = session.with_lakes(lakes).await?;
         session.load_views().await?;
         Ok(session)
     }

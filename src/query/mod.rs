@@ -105,6 +105,8 @@ fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
 pub struct Session {
     ctx: SessionContext,
     catalog: Arc<LakeCatalog>,
+    /// Regional lakes attached by [`Session::with_lakes`], refreshed with the default one.
+    regions: crate::catalog::regions::Regions,
     params: Arc<Params>,
     catalog_ttl: std::time::Duration,
     gate: Option<Gate>,
@@ -218,6 +220,7 @@ impl Session {
         Ok(Self {
             ctx,
             catalog,
+            regions: Arc::default(),
             params: Arc::default(),
             catalog_ttl: settings.catalog_ttl,
             gate: None,
@@ -275,6 +278,54 @@ impl Session {
         SessionStateBuilder::new_from_existing(state)
             .with_query_planner(DeltaPlanner::new())
             .build()
+    }
+
+    /// The same session with regional lakes (`[lakes]` in the config) attached: each as a
+    /// read-only catalog of its own name (`bj.game.purchases`), and all of them as
+    /// `lakes.<schema>.<table>` with a `lake` column. Names are checked: a lake's name must be
+    /// a plain lower-case identifier that no other catalog uses.
+    pub async fn with_lakes(mut self, lakes: Vec<(String, Arc<Lake>)>) -> Result<Self> {
+        use crate::catalog::regions::{LAKES, LakesCatalog};
+        if lakes.is_empty() {
+            return Ok(self);
+        }
+        let mut regions = Vec::new();
+        for (name, lake) in lakes {
+            let plain = name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !plain || [CATALOG, LAKES, "pg", "mysql", "datafusion"].contains(&name.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "[lakes] {name}: a lake's name is a catalog name in SQL: lower-case letters, digits and _, starting with a letter, and none of {CATALOG}, {LAKES}, pg, mysql, datafusion"
+                )));
+            }
+            lake.check_reachable().await?;
+            if !self.on_cluster()
+                && let Some((url, store)) = lake.location().scan_store()?
+            {
+                self.ctx.register_object_store(&url, store);
+            }
+            let catalog = Arc::new(LakeCatalog::with_scan(lake, self.catalog.scan()));
+            catalog.refresh().await?;
+            self.ctx.register_catalog(&name, catalog.clone());
+            regions.push((name, catalog));
+        }
+        self.regions = Arc::new(regions);
+        self.ctx
+            .register_catalog(LAKES, Arc::new(LakesCatalog::new(self.regions.clone())));
+        Ok(self)
+    }
+
+    /// The regional lake (or the union of them, `lakes`) a table name is in, if any.
+    pub fn regional_catalog<'a>(
+        &self,
+        name: &'a datafusion::common::TableReference,
+    ) -> Option<&'a str> {
+        let catalog = name.catalog()?;
+        (catalog == crate::catalog::regions::LAKES
+            || self.regions.iter().any(|(region, _)| region == catalog))
+        .then_some(catalog)
     }
 
     /// The lake catalog.
@@ -351,6 +402,9 @@ impl Session {
     /// Runs one parsed statement.
     pub async fn execute(&self, statement: DFStatement) -> Result<Output> {
         self.catalog.refresh_within(self.catalog_ttl).await?;
+        for (_, region) in self.regions.iter() {
+            region.refresh_within(self.catalog_ttl).await?;
+        }
         statements::execute(self, statement)
             .await
             .map_err(|e| self.explain(e))

@@ -58,6 +58,14 @@ pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Re
             "schema {} needs no creation: a schema is a folder of the lake, made by its first table",
             create.schema_name
         ))),
+        LogicalPlan::Dml(dml) if session.regional_catalog(&dml.table_name).is_some() => {
+            Err(read_only_region(&dml.table_name))
+        }
+        LogicalPlan::Ddl(DdlStatement::DropTable(drop))
+            if session.regional_catalog(&drop.name).is_some() =>
+        {
+            Err(read_only_region(&drop.name))
+        }
         LogicalPlan::Dml(dml) if !is_session(session, &dml.table_name) => {
             write_dml(session, dml).await
         }
@@ -121,6 +129,13 @@ async fn write_input(session: &Session, input: LogicalPlan) -> Result<LogicalPla
     } else {
         Ok(input)
     }
+}
+
+/// A write to a regional lake's table, which sessions see read-only.
+fn read_only_region(name: &TableReference) -> Error {
+    Error::Invalid(format!(
+        "{name}: the regional lakes of [lakes] are read-only in this session; write to that lake with --lake set to its URL"
+    ))
 }
 
 /// Whether a name is a view or external table registered in this session (not a lake table).

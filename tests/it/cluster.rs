@@ -17,7 +17,7 @@ use gamelake::{Lake, QuerySettings, Session};
 
 use crate::support::{
     S3Server, ServeProcess, TempLake, free_port, gamelake_err, gamelake_ok, render, repo_root,
-    run_python, saved_queries, saved_query_params,
+    rows, run_python, saved_queries, saved_query_params,
 };
 
 /// A scheduler and executors as child processes; all killed on drop.
@@ -511,4 +511,62 @@ fn deploy_manifests_reference_each_other_and_their_commands_parse() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// `lakes.<schema>.<table>` (the union of the regional lakes) runs on a cluster with the same
+/// answer, and a filter on `lake` still leaves the other lake out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regional_lakes_union_runs_on_a_cluster() {
+    let (bj, sh, home) = (TempLake::new(), TempLake::new(), TempLake::new());
+    for (lake, rows) in [(&bj, "(1, 10.0), (2, 5.0)"), (&sh, "(7, 1.0)")] {
+        let writer = lake.session().await;
+        let create = format!(
+            "CREATE TABLE game.purchases AS SELECT * FROM (VALUES {rows}) v(player_id, amount)"
+        );
+        writer.sql(&create).await.expect("create");
+    }
+    let regions = || {
+        vec![
+            (
+                "bj".to_string(),
+                Arc::new(Lake::open(&bj.location()).unwrap()),
+            ),
+            (
+                "sh".to_string(),
+                Arc::new(Lake::open(&sh.location()).unwrap()),
+            ),
+        ]
+    };
+    let by_lake =
+        "SELECT lake, sum(amount) AS total FROM lakes.game.purchases GROUP BY lake ORDER BY lake";
+    let only_bj = "SELECT count(*) FROM lakes.game.purchases WHERE lake = 'bj'";
+    let embedded = session(&home.location(), HashMap::new(), &QuerySettings::default())
+        .await
+        .with_lakes(regions())
+        .await
+        .unwrap();
+    let cluster = Cluster::start(1, &[]);
+    let distributed = session(&home.location(), HashMap::new(), &cluster.settings())
+        .await
+        .with_lakes(regions())
+        .await
+        .unwrap();
+    for sql in [by_lake, only_bj] {
+        assert_eq!(
+            rows(&distributed, sql).await,
+            rows(&embedded, sql).await,
+            "{sql}"
+        );
+    }
+    assert_eq!(rows(&distributed, by_lake).await, vec!["bj|15.0", "sh|1.0"]);
+    let plan = crate::support::explain(&distributed, only_bj).await;
+    let files = |lake: &TempLake| {
+        lake.path()
+            .to_str()
+            .unwrap()
+            .trim_start_matches('/')
+            .to_string()
+    };
+    assert!(plan.contains(&files(&bj)), "{plan}");
+    assert!(!plan.contains(&files(&sh)), "{plan}");
 }

@@ -22,6 +22,7 @@ mod pg_types;
 mod pipelines;
 mod plans;
 mod postgres;
+mod regions;
 mod replication;
 mod reports;
 mod s3;
