@@ -157,6 +157,8 @@ pub struct Replicator {
     server_side: Option<(Arc<dyn ObjectStore>, Path, Path)>,
     /// The replica's newest version per table, as last seen or written.
     replica_versions: Mutex<HashMap<TableRef, u64>>,
+    /// Set once the replica has taken a probe write (the first round checks).
+    writable: tokio::sync::OnceCell<()>,
 }
 
 impl Replicator {
@@ -181,6 +183,7 @@ impl Replicator {
             options,
             server_side,
             replica_versions: Mutex::new(HashMap::new()),
+            writable: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -204,7 +207,9 @@ impl Replicator {
     /// One round: every selected table brought up to the source's newest version, and the
     /// saved views copied. Returns each table's status.
     pub async fn round(&self) -> Result<Vec<TableStatus>> {
-        self.to.check_writable().await?;
+        self.writable
+            .get_or_try_init(|| self.to.check_writable())
+            .await?;
         let mut statuses = Vec::new();
         for table in self.tables().await? {
             statuses.push(self.table(&table).await?);
