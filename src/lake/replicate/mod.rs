@@ -27,6 +27,10 @@ use super::delta_log::{self, FileRef, LogListing, commit_path, in_table, list_lo
 use super::{Lake, TableRef, TableVersion};
 use crate::error::{Error, Result};
 
+mod config;
+
+pub use config::{ReplicaConfig, parse_globs};
+
 /// Versions read and copied together: their files first, then their commits in order.
 const BATCH_VERSIONS: usize = 100;
 
@@ -52,78 +56,6 @@ impl Default for ReplicateOptions {
             progress: ProgressBar::hidden(),
         }
     }
-}
-
-/// `[[replicas]]` in gamelake.toml: a replica `gamelake serve --schedule` keeps following.
-///
-/// ```toml
-/// [[replicas]]
-/// name = "shanghai"
-/// to = "s3://sh-lake/lake"
-/// tables = ["game.*", "logs.*"]
-/// interval = "1s"
-/// [replicas.options]
-/// AWS_ENDPOINT_URL = "http://sh-s3.internal:9000"
-/// AWS_SECRET_ACCESS_KEY = "${SH_SECRET}"
-/// ```
-#[derive(Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplicaConfig {
-    /// Its name: the metrics label `replica/<name>`.
-    pub name: String,
-    /// Where the replica lives: a local folder or `s3://bucket/prefix`.
-    pub to: String,
-    /// Only tables matching these globs over `schema.table` (default: every table).
-    #[serde(default)]
-    pub tables: Vec<String>,
-    /// The pause between rounds (default 1s).
-    #[serde(default, deserialize_with = "crate::toml_files::duration")]
-    pub interval: Option<Duration>,
-    /// Files copied at once (default 16).
-    pub parallel: Option<usize>,
-    /// Storage settings of the replica that differ from the `AWS_*` environment (holds
-    /// secrets: `Debug` shows only the names).
-    #[serde(default)]
-    pub options: HashMap<String, String>,
-}
-
-impl std::fmt::Debug for ReplicaConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<&String> = self.options.keys().collect();
-        names.sort();
-        f.debug_struct("ReplicaConfig")
-            .field("name", &self.name)
-            .field("to", &self.to)
-            .field("tables", &self.tables)
-            .field("interval", &self.interval)
-            .field("parallel", &self.parallel)
-            .field("option_names", &names)
-            .finish()
-    }
-}
-
-impl ReplicaConfig {
-    /// The replicator this entry describes, copying from `from`.
-    pub fn replicator(&self, from: Arc<Lake>) -> Result<Replicator> {
-        let location = super::LakeLocation::parse_with_options(&self.to, self.options.clone())?;
-        let options = ReplicateOptions {
-            tables: parse_globs(&self.tables)?,
-            parallel: self.parallel.unwrap_or(16).max(1),
-            progress: ProgressBar::hidden(),
-        };
-        Replicator::new(from, Arc::new(Lake::at(location)?), options)
-    }
-}
-
-/// Table globs (`game.*`), each checked.
-pub fn parse_globs(globs: &[String]) -> Result<Vec<glob::Pattern>> {
-    globs
-        .iter()
-        .map(|t| {
-            glob::Pattern::new(t)
-                .map_err(|e| Error::Invalid(format!("tables: '{t}' is not a glob pattern: {e}")))
-        })
-        .collect()
 }
 
 /// Where one table's replica stands after a round.
