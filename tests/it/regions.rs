@@ -1,9 +1,7 @@
 //! `[lakes]` in the config: each regional lake as a catalog of its own name, and all of them as
 //! `lakes.<schema>.<table>` with a `lake` column that a filter prunes to one lake.
 
-use crate::support::{
-    S3Server, TempLake, execute, gamelake, gamelake_err, gamelake_ok, session_at,
-};
+use crate::support::{S3Server, TempLake, execute, gamelake, session_at};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regional_lakes_are_catalogs_and_one_union_pruned_by_lake() {
@@ -38,21 +36,30 @@ async fn regional_lakes_are_catalogs_and_one_union_pruned_by_lake() {
     )
     .unwrap();
     let home = TempLake::new();
+    let (home_url, config_path) = (home.location(), config.to_str().unwrap().to_string());
+    // `gamelake --lake HOME --config CONFIG sql -c STATEMENT` (CSV), its whole output.
+    let run = |statement: &str| {
+        let args = [
+            "--lake",
+            &home_url,
+            "--config",
+            &config_path,
+            "sql",
+            "--format",
+            "csv",
+            "-c",
+            statement,
+        ];
+        gamelake(&args, &[])
+    };
     let sql = |statement: &str| {
-        gamelake_ok(
-            &[
-                "--lake",
-                &home.location(),
-                "--config",
-                config.to_str().unwrap(),
-                "sql",
-                "--format",
-                "csv",
-                "-c",
-                statement,
-            ],
-            &[],
-        )
+        let out = run(statement);
+        assert!(
+            out.status.success(),
+            "{statement}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(sql("SELECT count(*) AS n FROM sh.game.purchases"), "n\n1\n");
     assert_eq!(
@@ -85,16 +92,9 @@ async fn regional_lakes_are_catalogs_and_one_union_pruned_by_lake() {
     );
 
     // Regional lakes are read-only here: writes go to each region's own gamelake.
-    let args = [
-        "--lake",
-        &home.location(),
-        "--config",
-        config.to_str().unwrap(),
-        "sql",
-        "-c",
-        "INSERT INTO sh.game.purchases VALUES (8, 2.0, 'x')",
-    ];
-    let err = gamelake_err(&args, &[]);
+    let out = run("INSERT INTO sh.game.purchases VALUES (8, 2.0, 'x')");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("regional lakes of [lakes] are read-only"),
         "{err}"
@@ -102,19 +102,9 @@ async fn regional_lakes_are_catalogs_and_one_union_pruned_by_lake() {
 
     // A lake named like another catalog is refused with the rule.
     std::fs::write(&config, format!("[lakes]\npg = \"{}\"\n", bj.location())).unwrap();
-    let out = gamelake(
-        &[
-            "--lake",
-            &home.location(),
-            "--config",
-            config.to_str().unwrap(),
-            "sql",
-            "-c",
-            "SELECT 1",
-        ],
-        &[],
-    );
+    let out = run("SELECT 1");
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("[lakes] pg: a lake's name is a catalog name"),
         "{err}"

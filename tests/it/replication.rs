@@ -388,51 +388,35 @@ fn replication_benchmark_runs_at_a_tiny_scale() {
 fn replicate_mistakes_are_named() {
     let lake = TempLake::new();
     let loc = lake.location();
-    let err = gamelake_err(&["--lake", &loc, "replicate", "--to", &loc], &[]);
-    assert!(err.contains("--from and --to are the same lake"), "{err}");
-    let err = gamelake_err(
-        &[
-            "--lake",
-            &loc,
-            "replicate",
-            "--to",
-            "s3://bucket/x",
-            "--to-option",
-            "AWS_REGION",
-        ],
-        &[],
-    );
-    assert!(
-        err.contains("storage option 'AWS_REGION': expected KEY=VALUE"),
-        "{err}"
-    );
-    let err = gamelake_err(
-        &[
-            "--lake",
-            &loc,
-            "replicate",
-            "--to",
-            "s3://bucket/x",
-            "--to-option",
-            "AWS_SECRET_ACCESS_KEY=$GAMELAKE_TEST_UNSET_SECRET",
-        ],
-        &[],
-    );
-    assert!(
-        err.contains("variable GAMELAKE_TEST_UNSET_SECRET is not set"),
-        "{err}"
-    );
-    let err = gamelake_err(
-        &[
-            "--lake",
-            &loc,
-            "replicate",
-            "--to",
-            "/tmp/x",
-            "--tables",
-            "game.[x",
-        ],
-        &[],
-    );
-    assert!(err.contains("'game.[x' is not a glob pattern"), "{err}");
+    let refused = |flags: &[&str]| {
+        let mut args = vec!["--lake", loc.as_str(), "replicate"];
+        args.extend_from_slice(flags);
+        gamelake_err(&args, &[])
+    };
+    for (flags, said) in [
+        (
+            vec!["--to", &loc],
+            "--from and --to are the same lake".to_string(),
+        ),
+        (
+            vec!["--to", "s3://bucket/x", "--to-option", "AWS_REGION"],
+            "storage option 'AWS_REGION': expected KEY=VALUE".to_string(),
+        ),
+        (
+            vec![
+                "--to",
+                "s3://bucket/x",
+                "--to-option",
+                "AWS_SECRET_ACCESS_KEY=$GAMELAKE_TEST_UNSET_SECRET",
+            ],
+            "variable GAMELAKE_TEST_UNSET_SECRET is not set".to_string(),
+        ),
+        (
+            vec!["--to", "/tmp/x", "--tables", "game.[x"],
+            "'game.[x' is not a glob pattern".to_string(),
+        ),
+    ] {
+        let err = refused(&flags);
+        assert!(err.contains(&said), "{flags:?}: {err}");
+    }
 }
