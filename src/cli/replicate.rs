@@ -17,8 +17,9 @@ use crate::lake::{Lake, LakeLocation};
 #[command(after_help = "Examples:
   gamelake replicate --from s3://bj-lake/lake --to s3://sh-lake/lake
   gamelake replicate --to /backup/lake --tables 'game.*' --follow
-  AWS_ENDPOINT_URL=http://bj:9000 SH_KEY=... gamelake replicate --from s3://lake/x --to s3://lake/x \\
-      --to-option AWS_ENDPOINT_URL=http://sh:9000 --to-option 'AWS_SECRET_ACCESS_KEY=$SH_KEY'
+  AWS_ENDPOINT_URL=http://bj:9000 SH_KEY=... gamelake replicate --from s3://bj-lake/lake \\
+      --to s3://sh-lake/lake --to-option AWS_ENDPOINT_URL=http://sh:9000 \\
+      --to-option 'AWS_SECRET_ACCESS_KEY=$SH_KEY'
 
 Each table's versions are copied in order: a version's data files first, its commit file last,
 so the replica is a readable Delta table at every instant. A run killed at any point resumes
