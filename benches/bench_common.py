@@ -10,6 +10,7 @@ import os
 import pathlib
 import platform
 import shutil
+import socket
 import subprocess
 import time
 
@@ -25,6 +26,13 @@ def psql(db, sql, out=None):
 def psql_value(db, sql):
     return subprocess.run(["psql", "-X", "-tA", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-c", sql],
                           check=True, capture_output=True, text=True).stdout.strip()
+
+
+def free_port():
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def timed(fn):

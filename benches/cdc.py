@@ -27,7 +27,6 @@ import pathlib
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -35,19 +34,13 @@ import time
 
 import psycopg
 
-from bench_common import ROOT, gamelake_binary, write_section
+from bench_common import ROOT, free_port, gamelake_binary, write_section
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
 
 def as_postgres(*args):
     subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:

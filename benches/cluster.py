@@ -21,7 +21,7 @@ import time
 
 import pyarrow.parquet as pq
 
-from bench_common import (ROOT, comparable_rows, demo_lake, gamelake_binary, param_flags, same_rows,
+from bench_common import (ROOT, comparable_rows, demo_lake, free_port, gamelake_binary, param_flags, same_rows,
                           saved_query_params, write_section)
 
 
@@ -90,12 +90,6 @@ def bench(binary, lake, files, params, runs, out, extra):
 
 def answer(folder, query):
     return comparable_rows(pq.read_table(folder / f"{query}.parquet"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_cluster(binary, executors):

@@ -33,15 +33,9 @@ import time
 
 import boto3
 
-from bench_common import DEMO_END, ROOT, gamelake_binary, write_section
+from bench_common import DEMO_END, ROOT, free_port, gamelake_binary, write_section
 
 KEYS = dict(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Moto:

@@ -87,13 +87,12 @@ impl std::fmt::Debug for LakeEntry {
 impl LakeEntry {
     /// Opens the lake this entry names.
     pub fn open(&self) -> Result<crate::lake::Lake> {
-        let location = match self {
-            Self::Url(url) => crate::lake::LakeLocation::parse(url)?,
+        match self {
+            Self::Url(url) => crate::lake::Lake::open(url),
             Self::WithOptions { url, options } => {
-                crate::lake::LakeLocation::parse_with_options(url, options.clone())?
+                crate::lake::Lake::open_with_options(url, options.clone())
             }
-        };
-        crate::lake::Lake::at(location)
+        }
     }
 }
 

@@ -187,15 +187,7 @@ async fn verify(context: &Context, table: Option<&str>) -> Result<()> {
     lake.check_reachable().await?;
     let tables = match table {
         Some(name) => vec![TableRef::parse(name)?],
-        None => {
-            let mut all = Vec::new();
-            for schema in lake.schemas().await? {
-                for name in lake.tables(&schema).await? {
-                    all.push(TableRef::new(schema.as_str(), name)?);
-                }
-            }
-            all
-        }
+        None => lake.all_tables().await?,
     };
     let mut damaged = Vec::new();
     for table in &tables {

@@ -9,8 +9,8 @@ use clap::Args;
 
 use super::Context;
 use crate::error::{Error, Result};
+use crate::lake::Lake;
 use crate::lake::replicate::{ReplicateOptions, Replicator, TableStatus};
-use crate::lake::{Lake, LakeLocation};
 
 /// `gamelake replicate` flags.
 #[derive(Debug, Args)]
@@ -51,7 +51,7 @@ pub struct ReplicateArgs {
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
     /// Files copied at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = crate::lake::replicate::DEFAULT_PARALLEL)]
     pub parallel: usize,
 }
 
@@ -129,5 +129,5 @@ fn open_lake(url: &str, settings: &[String]) -> Result<Lake> {
         };
         options.insert(key.to_string(), value);
     }
-    Lake::at(LakeLocation::parse_with_options(url, options)?)
+    Lake::open_with_options(url, options)
 }

@@ -15,6 +15,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use url::Url;
 
+use super::{Lake, TableRef, TableVersion};
 use crate::error::{Error, Result};
 
 /// What a table's `_delta_log/` folder holds.
@@ -134,6 +135,42 @@ pub struct FileRef {
     pub exact: bool,
 }
 
+impl FileRef {
+    /// Whether an object of `actual` bytes is this file as the log records it.
+    pub fn fits(&self, actual: u64) -> bool {
+        if self.exact {
+            actual == self.size
+        } else {
+            actual >= self.size
+        }
+    }
+}
+
+/// Every file the table's version `version` refers to (its data files and their deletion
+/// vectors), as delta-rs loads that version (from a checkpoint when the log has one).
+pub async fn files_at(lake: &Lake, table: &TableRef, version: u64) -> Result<Vec<FileRef>> {
+    let dt = lake
+        .open_table(table, &TableVersion::Version(version))
+        .await?;
+    let state = dt
+        .snapshot()
+        .map_err(|e| Error::delta(table.to_string(), e))?;
+    let table_url = lake.table_url(table)?;
+    let what = format!("{table} version {version}");
+    let mut files = Vec::new();
+    for file in state.log_data().iter() {
+        files.push(FileRef {
+            path: file.object_store_path(),
+            size: u64::try_from(file.size()).unwrap_or_default(),
+            exact: true,
+        });
+        if let Some(dv) = file.deletion_vector_descriptor() {
+            files.extend(deletion_vector_file(dv, &table_url, &what)?);
+        }
+    }
+    Ok(files)
+}
+
 /// What one commit does to the table's files.
 #[derive(Debug, Default)]
 pub struct CommitFiles {
@@ -202,7 +239,7 @@ fn data_file(path: &str, size: i64, what: &str) -> Result<FileRef> {
 }
 
 /// The file a deletion vector is stored in, when it is not inline in the log.
-pub fn deletion_vector_file(
+fn deletion_vector_file(
     dv: deltalake::kernel::DeletionVectorDescriptor,
     table_url: &Url,
     what: &str,

@@ -65,6 +65,15 @@ impl Lake {
         Self::at(LakeLocation::parse(location)?)
     }
 
+    /// Opens the lake at a location with storage options that take precedence over the
+    /// environment's `AWS_*` (a second region's endpoint and keys).
+    pub fn open_with_options(
+        location: &str,
+        options: std::collections::HashMap<String, String>,
+    ) -> Result<Self> {
+        Self::at(LakeLocation::parse_with_options(location, options)?)
+    }
+
     /// Opens the lake at a parsed location (e.g. with explicit storage options).
     pub fn at(location: LakeLocation) -> Result<Self> {
         let store = location.object_store()?;
@@ -158,6 +167,17 @@ impl Lake {
             .snapshot()
             .map_err(|e| Error::delta(table.to_string(), e))?;
         Ok(Some(snapshot.snapshot().arrow_schema()))
+    }
+
+    /// Every table of every schema, in name order.
+    pub async fn all_tables(&self) -> Result<Vec<TableRef>> {
+        let mut all = Vec::new();
+        for schema in self.schemas().await? {
+            for name in self.tables(&schema).await? {
+                all.push(TableRef::new(schema.as_str(), name)?);
+            }
+        }
+        Ok(all)
     }
 
     /// Whether a table's folder holds a Delta log. The first entry answers: a log keeps a

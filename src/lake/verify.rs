@@ -15,7 +15,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
 use super::delta_log::{self, FileRef, commit_path, in_table, list_log};
-use super::{Lake, TableRef, TableVersion};
+use super::{Lake, TableRef};
 use crate::error::{Error, Result};
 
 /// A file the log refers to that the store does not hold as recorded.
@@ -118,25 +118,8 @@ pub async fn verify_table(lake: &Lake, table: &TableRef) -> Result<Verification>
             )));
         };
         let checkpoint = *checkpoint;
-        let dt = lake
-            .open_table(table, &TableVersion::Version(checkpoint))
-            .await?;
-        let state = dt
-            .snapshot()
-            .map_err(|e| Error::delta(table.to_string(), e))?;
-        for file in state.log_data().iter() {
-            let what = format!("{table} version {checkpoint}");
-            let mut refs = vec![FileRef {
-                path: file.object_store_path(),
-                size: u64::try_from(file.size()).unwrap_or_default(),
-                exact: true,
-            }];
-            if let Some(dv) = file.deletion_vector_descriptor() {
-                refs.extend(delta_log::deletion_vector_file(dv, &table_url, &what)?);
-            }
-            for file in refs {
-                track(&mut tracked, file, checkpoint);
-            }
+        for file in delta_log::files_at(lake, table, checkpoint).await? {
+            track(&mut tracked, file, checkpoint);
         }
         checkpoint
     };
@@ -176,14 +159,7 @@ pub async fn verify_table(lake: &Lake, table: &TableRef) -> Result<Verification>
     for (path, t) in &tracked {
         bytes += t.file.size;
         let found = sizes.get(&in_table(&folder, path)).copied();
-        let fits = found.is_some_and(|size| {
-            if t.file.exact {
-                size == t.file.size
-            } else {
-                size >= t.file.size
-            }
-        });
-        if !fits {
+        if !found.is_some_and(|size| t.file.fits(size)) {
             bad.push(BadFile {
                 path: path.to_string(),
                 added: t.added,

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use gamelake::cluster::ClusterUrl;
 use gamelake::demo::{DemoOptions, generate};
-use gamelake::lake::LakeLocation;
 use gamelake::{Lake, QuerySettings, Session};
 
 use crate::support::{
@@ -110,8 +109,7 @@ fn wait_for_port(port: u16, what: &str) {
 }
 
 async fn session(location: &str, options: HashMap<String, String>, s: &QuerySettings) -> Session {
-    let location = LakeLocation::parse_with_options(location, options).expect("location");
-    let lake = Arc::new(Lake::at(location).expect("lake"));
+    let lake = Arc::new(Lake::open_with_options(location, options).expect("lake"));
     Session::new(lake, s).await.expect("session")
 }
 

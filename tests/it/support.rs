@@ -8,7 +8,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gamelake::lake::LakeLocation;
 use gamelake::{Lake, QuerySettings, Session};
 
 /// The last day of the tests' demo lakes: fixed, so the reports' and queries' fixed windows
@@ -100,8 +99,7 @@ impl TempLake {
 
 /// A session over a location with explicit storage options.
 pub async fn session_at(location: &str, options: HashMap<String, String>) -> Session {
-    let location = LakeLocation::parse_with_options(location, options).expect("location");
-    let lake = Arc::new(Lake::at(location).expect("lake"));
+    let lake = Arc::new(Lake::open_with_options(location, options).expect("lake"));
     Session::new(lake, &QuerySettings::default())
         .await
         .expect("session")

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use indicatif::ProgressBar;
 
-use super::{ReplicateOptions, Replicator};
+use super::{DEFAULT_PARALLEL, ReplicateOptions, Replicator};
 use crate::error::{Error, Result};
-use crate::lake::{Lake, LakeLocation};
+use crate::lake::Lake;
 
 /// `[[replicas]]` in gamelake.toml: a replica `gamelake serve --schedule` keeps following.
 ///
@@ -35,7 +35,7 @@ pub struct ReplicaConfig {
     /// The pause between rounds (default 1s).
     #[serde(default, deserialize_with = "crate::toml_files::duration")]
     pub interval: Option<Duration>,
-    /// Files copied at once (default 16).
+    /// Files copied at once (default [`DEFAULT_PARALLEL`]).
     pub parallel: Option<usize>,
     /// Storage settings of the replica that differ from the `AWS_*` environment (holds
     /// secrets: `Debug` shows only the names).
@@ -61,13 +61,13 @@ impl std::fmt::Debug for ReplicaConfig {
 impl ReplicaConfig {
     /// The replicator this entry describes, copying from `from`.
     pub fn replicator(&self, from: Arc<Lake>) -> Result<Replicator> {
-        let location = LakeLocation::parse_with_options(&self.to, self.options.clone())?;
+        let to = Lake::open_with_options(&self.to, self.options.clone())?;
         let options = ReplicateOptions {
             tables: parse_globs(&self.tables)?,
-            parallel: self.parallel.unwrap_or(16).max(1),
+            parallel: self.parallel.unwrap_or(DEFAULT_PARALLEL).max(1),
             progress: ProgressBar::hidden(),
         };
-        Replicator::new(from, Arc::new(Lake::at(location)?), options)
+        Replicator::new(from, Arc::new(to), options)
     }
 }
 

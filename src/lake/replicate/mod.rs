@@ -24,7 +24,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 use tokio::sync::Mutex;
 
 use super::delta_log::{self, FileRef, LogListing, commit_path, in_table, list_log};
-use super::{Lake, TableRef, TableVersion};
+use super::{Lake, TableRef};
 use crate::error::{Error, Result};
 
 mod config;
@@ -33,6 +33,9 @@ pub use config::{ReplicaConfig, parse_globs};
 
 /// Versions read and copied together: their files first, then their commits in order.
 const BATCH_VERSIONS: usize = 100;
+
+/// Files copied at once unless told otherwise.
+pub const DEFAULT_PARALLEL: usize = 16;
 
 /// Objects up to this size are copied in one request; larger ones are streamed in parts.
 const ONE_REQUEST_BYTES: u64 = 16 << 20;
@@ -52,7 +55,7 @@ impl Default for ReplicateOptions {
     fn default() -> Self {
         Self {
             tables: Vec::new(),
-            parallel: 16,
+            parallel: DEFAULT_PARALLEL,
             progress: ProgressBar::hidden(),
         }
     }
@@ -121,19 +124,10 @@ impl Replicator {
 
     /// The source's tables the options select, in name order.
     pub async fn tables(&self) -> Result<Vec<TableRef>> {
-        let mut selected = Vec::new();
-        for schema in self.from.schemas().await? {
-            for name in self.from.tables(&schema).await? {
-                let table = TableRef::new(schema.as_str(), name)?;
-                let text = table.to_string();
-                if self.options.tables.is_empty()
-                    || self.options.tables.iter().any(|p| p.matches(&text))
-                {
-                    selected.push(table);
-                }
-            }
-        }
-        Ok(selected)
+        let mut tables = self.from.all_tables().await?;
+        let globs = &self.options.tables;
+        tables.retain(|t| globs.is_empty() || globs.iter().any(|p| p.matches(&t.to_string())));
+        Ok(tables)
     }
 
     /// One round: every selected table brought up to the source's newest version, and the
@@ -285,26 +279,7 @@ impl Replicator {
         checkpoint: u64,
         status: &mut TableStatus,
     ) -> Result<()> {
-        let dt = self
-            .from
-            .open_table(table, &TableVersion::Version(checkpoint))
-            .await?;
-        let state = dt
-            .snapshot()
-            .map_err(|e| Error::delta(table.to_string(), e))?;
-        let table_url = self.from.table_url(table)?;
-        let mut files = Vec::new();
-        for file in state.log_data().iter() {
-            files.push(FileRef {
-                path: file.object_store_path(),
-                size: u64::try_from(file.size()).unwrap_or_default(),
-                exact: true,
-            });
-            if let Some(dv) = file.deletion_vector_descriptor() {
-                let what = format!("{table} version {checkpoint}");
-                files.extend(delta_log::deletion_vector_file(dv, &table_url, &what)?);
-            }
-        }
+        let files = delta_log::files_at(&self.from, table, checkpoint).await?;
         self.copy_files(table, &files, status).await?;
         for part in source.checkpoints.get(&checkpoint).into_iter().flatten() {
             self.copy_object(part, None).await?;
@@ -512,12 +487,7 @@ fn latest_version(listing: &LogListing) -> Option<u64> {
 /// A source file whose size is not the one the log records is damaged: copying it would
 /// hand the replica the same damage.
 fn check_size(path: &Path, actual: u64, file: &FileRef) -> Result<()> {
-    let fits = if file.exact {
-        actual == file.size
-    } else {
-        actual >= file.size
-    };
-    if fits {
+    if file.fits(actual) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
