@@ -191,6 +191,12 @@ async fn a_replica_in_the_same_bucket_is_copied_server_side_and_verify_names_dam
 
     // Damage the replica: one data file cut short.
     let listed = s3_keys(&s3, "backup/game/scores/");
+    for log_entry in ["_delta_log/_last_checkpoint", ".checkpoint.parquet"] {
+        assert!(
+            listed.iter().any(|k| k.ends_with(log_entry)),
+            "the optimize's checkpoint and the pointer to it are copied: {listed:?}"
+        );
+    }
     let data: Vec<&String> = listed
         .iter()
         .filter(|k| k.ends_with(".parquet") && !k.contains("_delta_log"))

@@ -206,8 +206,15 @@ impl Replicator {
             self.copy_batch(table, &source, batch, &mut status).await?;
             next = batch[batch.len() - 1] + 1;
         }
-        self.copy_last_checkpoint(table, &source, status.replica_version)
-            .await?;
+        // The checkpoints this round copied: those of the versions after the replica's old newest.
+        let first_copied = replica_latest.map_or(0, |v| v + 1);
+        let copied = status.replica_version.and_then(|last| {
+            (last >= first_copied)
+                .then(|| source.checkpoints.range(first_copied..=last).next_back())
+                .flatten()
+                .map(|(v, _)| *v)
+        });
+        self.copy_last_checkpoint(table, &source, copied).await?;
         Ok(status)
     }
 
@@ -424,21 +431,22 @@ impl Replicator {
         }
     }
 
-    /// Copies the source's `_last_checkpoint` once the replica holds the checkpoint it names.
+    /// Copies the source's `_last_checkpoint` when it names the newest checkpoint this round
+    /// copied (`copied`): never one the replica lacks, and not again in rounds that copied none.
     async fn copy_last_checkpoint(
         &self,
         table: &TableRef,
         source: &LogListing,
-        replica_version: Option<u64>,
+        copied: Option<u64>,
     ) -> Result<()> {
-        let (Some(path), Some(replicated)) = (&source.last_checkpoint, replica_version) else {
+        let (Some(path), Some(copied)) = (&source.last_checkpoint, copied) else {
             return Ok(());
         };
         let bytes = self.read(path).await?;
         let named = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v.get("version").and_then(|v| v.as_u64()));
-        if named.is_some_and(|v| v <= replicated) {
+        if named == Some(copied) {
             self.to.store().put(path, bytes.into()).await.map_err(|e| {
                 Error::Unavailable(format!("{table}: writing _last_checkpoint: {e}"))
             })?;
