@@ -72,14 +72,11 @@ impl std::fmt::Debug for LakeEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Url(url) => f.debug_tuple("Url").field(url).finish(),
-            Self::WithOptions { url, options } => {
-                let mut names: Vec<&String> = options.keys().collect();
-                names.sort();
-                f.debug_struct("WithOptions")
-                    .field("url", url)
-                    .field("option_names", &names)
-                    .finish()
-            }
+            Self::WithOptions { url, options } => f
+                .debug_struct("WithOptions")
+                .field("url", url)
+                .field("option_names", &crate::secret::option_names(options))
+                .finish(),
         }
     }
 }

@@ -44,6 +44,14 @@ impl FromStr for Secret {
     }
 }
 
+/// The names of storage options, sorted, for `Debug` output that must not show their values
+/// (keys and secrets).
+pub fn option_names(options: &std::collections::HashMap<String, String>) -> Vec<&String> {
+    let mut names: Vec<&String> = options.keys().collect();
+    names.sort();
+    names
+}
+
 /// Where a URL goes, without what may be secret in it: `https://hooks.example.com/…` for
 /// `https://user:pw@hooks.example.com/services/T0/B0/token?key=x`. Tokens hide in user info,
 /// paths and query strings alike, so only the scheme, host and port are kept.

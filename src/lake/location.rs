@@ -23,11 +23,9 @@ pub struct LakeLocation {
 
 impl fmt::Debug for LakeLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut keys: Vec<&String> = self.options.keys().collect();
-        keys.sort();
         f.debug_struct("LakeLocation")
             .field("url", &self.url.as_str())
-            .field("option_names", &keys)
+            .field("option_names", &crate::secret::option_names(&self.options))
             .finish()
     }
 }

@@ -19,14 +19,45 @@ use crate::pipeline::PipelineConfig;
 use crate::query::Session;
 
 /// The first pause after a failed start; it doubles up to [`RETRY_MAX`].
-pub(super) const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MIN: Duration = Duration::from_secs(1);
 
 /// The longest pause between failed attempts.
-pub(super) const RETRY_MAX: Duration = Duration::from_secs(60);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The pause of a replica between looks at a slot another process reads: how soon it takes
 /// over after that process stops.
 const STANDBY: Duration = Duration::from_secs(2);
+
+/// The pauses between failed attempts of work that runs without end: from [`RETRY_MIN`],
+/// doubling up to [`RETRY_MAX`], back to the start after a success.
+pub(super) struct Backoff(Duration);
+
+impl Backoff {
+    /// A backoff at its shortest pause.
+    pub(super) fn new() -> Self {
+        Self(RETRY_MIN)
+    }
+
+    /// After a success: the next failure waits the shortest pause again.
+    pub(super) fn reset(&mut self) {
+        self.0 = RETRY_MIN;
+    }
+
+    /// After a failure: the pause to wait now (the next one doubles).
+    pub(super) fn failed(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(RETRY_MAX);
+        wait
+    }
+}
+
+/// Waits `wait`, or less when `stopped` turns true first; answers whether it stopped.
+pub(super) async fn wait_or_stop(wait: Duration, stopped: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = stopped.wait_for(|stop| *stop) => true,
+    }
+}
 
 /// Work `gamelake serve --schedule` keeps running without end beside the scheduled jobs:
 /// followed pipelines, replicas.
@@ -79,7 +110,7 @@ impl Endless for Follower {
             let _ = watched.wait_for(|stop| *stop).await;
             flag.store(true, Ordering::Relaxed);
         });
-        let mut pause = RETRY_MIN;
+        let mut backoff = Backoff::new();
         while !stop.load(Ordering::Relaxed) {
             let mut followed = false;
             let outcome = crate::pipeline::follow(
@@ -110,7 +141,7 @@ impl Endless for Follower {
             .await;
             metrics.cdc_following.get_or_create(&label).set(0);
             if followed {
-                pause = RETRY_MIN;
+                backoff.reset();
             }
             let wait = match outcome {
                 Ok(()) => break,
@@ -121,15 +152,11 @@ impl Endless for Follower {
                 Err(e) => {
                     metrics.failures.get_or_create(&label).inc();
                     tracing::warn!(job = %self.name, error = %e, "change capture stopped; starting again from the lake's position");
-                    let wait = pause;
-                    pause = (pause * 2).min(RETRY_MAX);
-                    wait
+                    backoff.failed()
                 }
             };
-            let mut stopped = stopped.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stopped.wait_for(|stop| *stop) => break,
+            if wait_or_stop(wait, &mut stopped.clone()).await {
+                break;
             }
         }
     }

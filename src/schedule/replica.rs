@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::follow::{Endless, RETRY_MAX, RETRY_MIN};
+use super::follow::{Backoff, Endless, wait_or_stop};
 use super::metrics::Metrics;
 use crate::lake::replicate::Replicator;
 
@@ -38,11 +38,11 @@ impl Endless for ReplicaFollower {
 
     async fn run(&self, metrics: Arc<Metrics>, mut stopped: watch::Receiver<bool>) {
         let label = Metrics::label(&self.name);
-        let mut pause = RETRY_MIN;
+        let mut backoff = Backoff::new();
         loop {
             let wait = match self.replicator.round().await {
                 Ok(statuses) => {
-                    pause = RETRY_MIN;
+                    backoff.reset();
                     let behind: u64 = statuses.iter().map(|s| s.behind).sum();
                     let copied: u64 = statuses.iter().map(|s| s.versions_copied).sum();
                     let bytes: u64 = statuses.iter().map(|s| s.bytes_copied).sum();
@@ -69,14 +69,11 @@ impl Endless for ReplicaFollower {
                 Err(e) => {
                     metrics.failures.get_or_create(&label).inc();
                     tracing::warn!(job = %self.name, error = %e, "replication round failed; trying again");
-                    let wait = pause;
-                    pause = (pause * 2).min(RETRY_MAX);
-                    wait
+                    backoff.failed()
                 }
             };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stopped.wait_for(|stop| *stop) => break,
+            if wait_or_stop(wait, &mut stopped).await {
+                break;
             }
         }
     }

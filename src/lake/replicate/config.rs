@@ -45,15 +45,13 @@ pub struct ReplicaConfig {
 
 impl std::fmt::Debug for ReplicaConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<&String> = self.options.keys().collect();
-        names.sort();
         f.debug_struct("ReplicaConfig")
             .field("name", &self.name)
             .field("to", &self.to)
             .field("tables", &self.tables)
             .field("interval", &self.interval)
             .field("parallel", &self.parallel)
-            .field("option_names", &names)
+            .field("option_names", &crate::secret::option_names(&self.options))
             .finish()
     }
 }
