@@ -268,13 +268,19 @@ impl Replicator {
                     .max(Duration::from_millis(u64::try_from(delay).unwrap_or(0)));
             }
             status.versions_copied += 1;
-            status.replica_version = Some(version);
-            self.replica_versions
-                .lock()
-                .await
-                .insert(table.clone(), version);
+            self.reached(table, version, status).await;
         }
         Ok(())
+    }
+
+    /// Notes that the replica of `table` holds `version` now (for this round's status and the
+    /// next round's listing).
+    async fn reached(&self, table: &TableRef, version: u64, status: &mut TableStatus) {
+        status.replica_version = Some(version);
+        self.replica_versions
+            .lock()
+            .await
+            .insert(table.clone(), version);
     }
 
     /// An empty replica of a table whose early commits the source has cleaned up: the files
@@ -296,11 +302,7 @@ impl Replicator {
             self.create_commit(table, checkpoint, self.read(&path).await?)
                 .await?;
         }
-        status.replica_version = Some(checkpoint);
-        self.replica_versions
-            .lock()
-            .await
-            .insert(table.clone(), checkpoint);
+        self.reached(table, checkpoint, status).await;
         Ok(())
     }
 
