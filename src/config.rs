@@ -47,6 +47,10 @@ pub struct Config {
     /// `sh = { url = "s3://sh-lake/lake", options = { AWS_ENDPOINT_URL = "..." } }`.
     #[serde(default)]
     pub lakes: std::collections::BTreeMap<String, LakeEntry>,
+    /// PostgreSQL that ratifies every commit to the lake before it is written
+    /// (`postgres://user@host/db`): safe commits on stores without conditional put, such as
+    /// Aliyun OSS. Overridden by `GAMELAKE_COMMIT_COORDINATOR`.
+    pub commit_coordinator: Option<crate::secret::Secret>,
 }
 
 /// One `[lakes]` entry: a URL, or a URL with its own storage settings.

@@ -81,7 +81,7 @@ pub enum Error {
 
     /// The object store refuses conditional writes, so concurrent commits could overwrite each other.
     #[error(
-        "refusing to write to {url}: the store does not enforce conditional writes (If-None-Match), so two writers could overwrite each other's commit. Use a store that supports it (AWS S3, MinIO, moto, R2), or set GAMELAKE_ALLOW_UNSAFE_WRITES=true if exactly one process ever writes to this lake"
+        "refusing to write to {url}: the store does not enforce conditional writes (If-None-Match), so two writers could overwrite each other's commit. Use a store that supports it (AWS S3, MinIO, moto, R2), set commit_coordinator = \"postgres://...\" in gamelake.toml (or GAMELAKE_COMMIT_COORDINATOR) so PostgreSQL ratifies each commit, or set GAMELAKE_ALLOW_UNSAFE_WRITES=true if exactly one process ever writes to this lake"
     )]
     UnsafeCommits {
         /// The lake URL.

@@ -179,9 +179,18 @@ pub struct Context {
 }
 
 impl Context {
-    /// Opens the lake.
+    /// Opens the lake, with its commit coordinator if one is set.
     pub fn lake(&self) -> Result<Arc<Lake>> {
-        Ok(Arc::new(Lake::open(&self.location)?))
+        let lake = Lake::open(&self.location)?;
+        let coordinator = std::env::var("GAMELAKE_COMMIT_COORDINATOR")
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+            .map(Secret::new)
+            .or_else(|| self.config.commit_coordinator.clone());
+        Ok(Arc::new(match coordinator {
+            Some(url) => lake.with_commit_coordinator(url, crate::sources::postgres::connector()),
+            None => lake,
+        }))
     }
 
     /// Opens a SQL session over the lake.

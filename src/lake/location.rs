@@ -174,14 +174,67 @@ impl LakeLocation {
 
     /// An S3 store over the lake's whole bucket, configured by the lake's options.
     fn bucket_store(&self) -> Result<Arc<dyn ObjectStore>> {
+        let builder = self.s3_builder(object_store::ClientOptions::new());
+        Ok(Arc::new(builder.build().map_err(|e| self.unreachable(&e))?))
+    }
+
+    /// An S3 builder for the lake's bucket: `client` first, then the lake's options (which set
+    /// client options too, such as `AWS_ALLOW_HTTP`).
+    fn s3_builder(&self, client: object_store::ClientOptions) -> AmazonS3Builder {
         let bucket = self.url.host_str().unwrap_or_default();
-        let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+        let mut builder = AmazonS3Builder::new()
+            .with_client_options(client)
+            .with_bucket_name(bucket);
         for (key, value) in &self.options {
             if let Ok(config_key) = key.to_ascii_lowercase().parse() {
                 builder = builder.with_config(config_key, value);
             }
         }
-        Ok(Arc::new(builder.build().map_err(|e| self.unreachable(&e))?))
+        builder
+    }
+
+    /// The header that makes this store refuse to replace an object: Aliyun OSS's
+    /// `x-oss-forbid-overwrite` for an `*.aliyuncs.com` endpoint, or the header named by
+    /// `GAMELAKE_FORBID_OVERWRITE_HEADER` for another store that has one.
+    pub fn forbid_overwrite_header(&self) -> Option<String> {
+        if let Ok(name) = std::env::var("GAMELAKE_FORBID_OVERWRITE_HEADER")
+            && !name.trim().is_empty()
+        {
+            return Some(name.trim().to_ascii_lowercase());
+        }
+        self.endpoint()
+            .is_some_and(|e| e.contains(".aliyuncs.com"))
+            .then(|| "x-oss-forbid-overwrite".to_string())
+    }
+
+    /// The S3 endpoint the options name, if any (`AWS_ENDPOINT_URL`, or `AWS_ENDPOINT`).
+    fn endpoint(&self) -> Option<&String> {
+        self.options
+            .iter()
+            .find(|(k, _)| {
+                let k = k.to_ascii_uppercase();
+                k == "AWS_ENDPOINT_URL" || k == "AWS_ENDPOINT"
+            })
+            .map(|(_, v)| v)
+    }
+
+    /// A store rooted at a folder of the lake whose every request carries `header: true`
+    /// (the no-overwrite guard for commit files). S3 lakes only.
+    pub fn store_with_header(&self, folder: &str, header: &str) -> Result<Arc<dyn ObjectStore>> {
+        let pairs = HashMap::from([(header.to_string(), "true".to_string())]);
+        let headers = object_store::HeaderMap::try_from(&pairs).map_err(|e| {
+            Error::Invalid(format!("GAMELAKE_FORBID_OVERWRITE_HEADER={header}: {e}"))
+        })?;
+        let client = object_store::ClientOptions::new().with_default_headers(headers);
+        let store = self
+            .s3_builder(client)
+            .build()
+            .map_err(|e| self.unreachable(&e))?;
+        let prefix = format!("{}{folder}", self.url.path().trim_start_matches('/'));
+        Ok(Arc::new(object_store::prefix::PrefixStore::new(
+            store,
+            prefix.trim_end_matches('/').to_string(),
+        )))
     }
 
     /// Turns a storage error on the lake root into an error that says what to check.
@@ -189,15 +242,7 @@ impl LakeLocation {
         let hint = if self.is_local() {
             "check that the folder exists and is readable/writable by this user".to_string()
         } else {
-            let endpoint = self
-                .options
-                .iter()
-                .find(|(k, _)| {
-                    let k = k.to_ascii_uppercase();
-                    k == "AWS_ENDPOINT_URL" || k == "AWS_ENDPOINT"
-                })
-                .map(|(_, v)| v.clone());
-            match endpoint {
+            match self.endpoint() {
                 Some(ep) => format!(
                     "check AWS_ENDPOINT_URL={ep} (is the server up?), AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, and AWS_ALLOW_HTTP=true for an http:// endpoint"
                 ),
@@ -257,6 +302,25 @@ mod tests {
         assert!(err.contains("unsupported scheme"), "{err}");
         let err = LakeLocation::parse("s3://ab").unwrap_err().to_string();
         assert!(err.contains("3 or more"), "{err}");
+    }
+
+    #[test]
+    fn an_oss_endpoint_gets_the_no_overwrite_header() {
+        let oss = HashMap::from([(
+            "AWS_ENDPOINT_URL".to_string(),
+            "https://oss-cn-beijing.aliyuncs.com".to_string(),
+        )]);
+        let loc = LakeLocation::parse_with_options("s3://bucket/lake", oss).unwrap();
+        assert_eq!(
+            loc.forbid_overwrite_header().as_deref(),
+            Some("x-oss-forbid-overwrite")
+        );
+        let minio = HashMap::from([(
+            "AWS_ENDPOINT_URL".to_string(),
+            "http://127.0.0.1:9000".to_string(),
+        )]);
+        let loc = LakeLocation::parse_with_options("s3://bucket/lake", minio).unwrap();
+        assert_eq!(loc.forbid_overwrite_header(), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! This module knows storage and Delta; it knows nothing of SQL sessions or pipelines.
 
+pub mod coordinator;
 pub mod delta_log;
 pub mod distinct_counts;
 pub mod history;
@@ -56,6 +57,7 @@ pub struct Lake {
     location: LakeLocation,
     store: Arc<dyn ObjectStore>,
     commits_checked: OnceCell<()>,
+    coordinator: Option<Arc<coordinator::CommitCoordinator>>,
 }
 
 impl Lake {
@@ -81,7 +83,53 @@ impl Lake {
             location,
             store,
             commits_checked: OnceCell::new(),
+            coordinator: None,
         })
+    }
+
+    /// Ratifies every commit of this lake in PostgreSQL first (see [`coordinator`]): safe
+    /// commits on stores that do not honour `If-None-Match` (Aliyun OSS). Every writer of the
+    /// lake must use the same coordinator. `connect` opens the PostgreSQL connection
+    /// (`sources::postgres::connector()`).
+    pub fn with_commit_coordinator(
+        mut self,
+        url: crate::secret::Secret,
+        connect: coordinator::Connect,
+    ) -> Self {
+        let header = self.location.forbid_overwrite_header();
+        self.coordinator = Some(Arc::new(coordinator::CommitCoordinator::new(
+            url, connect, header,
+        )));
+        self
+    }
+
+    /// A table handle, not loaded, whose commits go through the coordinator if there is one.
+    async fn delta_table(&self, table: &TableRef, url: url::Url) -> Result<DeltaTable> {
+        let builder = DeltaTableBuilder::from_url(url)
+            .map_err(|e| Error::delta(table.to_string(), e))?
+            .with_storage_options(self.location.storage_options().clone());
+        let Some(coordinator) = &self.coordinator else {
+            return builder
+                .build()
+                .map_err(|e| Error::delta(table.to_string(), e));
+        };
+        let inner = builder
+            .build_storage()
+            .map_err(|e| Error::delta(table.to_string(), e))?;
+        let commit_store = match coordinator.forbid_overwrite_header() {
+            Some(header) if !self.location.is_local() => {
+                self.location.store_with_header(&table.folder(), header)?
+            }
+            _ => inner.object_store(None),
+        };
+        let store = coordinator::CoordinatedLogStore::new(inner, coordinator.clone(), commit_store);
+        // A writer that died between ratifying and writing its commit: complete it before
+        // reading. A reader goes on without (it sees the version before) if PostgreSQL is
+        // down; a writer completes it before committing anyway.
+        if let Err(e) = store.complete_unwritten().await {
+            tracing::warn!("{table}: unwritten commits not completed: {e}");
+        }
+        Ok(DeltaTable::new(Arc::new(store)))
     }
 
     /// The lake's location.
@@ -207,14 +255,6 @@ impl Lake {
     /// without a Delta log is [`Error::NotADeltaTable`].
     pub async fn open_table(&self, table: &TableRef, version: &TableVersion) -> Result<DeltaTable> {
         let url = self.table_url(table)?;
-        let mut builder = DeltaTableBuilder::from_url(url.clone())
-            .map_err(|e| Error::delta(table.to_string(), e))?
-            .with_storage_options(self.location.storage_options().clone());
-        builder = match version {
-            TableVersion::Latest => builder,
-            TableVersion::Version(v) => builder.with_version(*v),
-            TableVersion::AsOf(ts) => builder.with_timestamp(*ts),
-        };
         if !self.is_table(table).await? {
             return Err(if self.folder_exists(table).await? {
                 Error::NotADeltaTable {
@@ -228,10 +268,13 @@ impl Lake {
                 }
             });
         }
-        let loaded = builder
-            .load()
-            .await
-            .map_err(|e| Error::delta(table.to_string(), e))?;
+        let mut loaded = self.delta_table(table, url).await?;
+        match version {
+            TableVersion::Latest => loaded.load().await,
+            TableVersion::Version(v) => loaded.load_version(*v).await,
+            TableVersion::AsOf(ts) => loaded.load_with_datetime(*ts).await,
+        }
+        .map_err(|e| Error::delta(table.to_string(), e))?;
         if let TableVersion::AsOf(instant) = version {
             // delta-rs answers an instant before the first commit with version 0; a reader
             // asking for the table as it was then must hear that it did not exist.
@@ -260,12 +303,7 @@ impl Lake {
             // delta-rs wants a local table folder to exist before the first commit.
             std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         }
-        let mut dt = DeltaTableBuilder::from_url(url)
-            .and_then(|b| {
-                b.with_storage_options(self.location.storage_options().clone())
-                    .build()
-            })
-            .map_err(|e| Error::delta(table.to_string(), e))?;
+        let mut dt = self.delta_table(table, url).await?;
         if self.is_table(table).await? {
             dt.load()
                 .await
@@ -353,11 +391,15 @@ impl Lake {
         Ok(())
     }
 
-    /// Before the first write: makes sure the store rejects a second create of the same object
+    /// Before each write: makes sure the store rejects a second create of the same object
     /// (conditional put), which Delta commits rely on to never overwrite each other. Local
-    /// folders always do; S3-compatible servers are probed once per process.
+    /// folders always do; S3-compatible servers are probed once per process; a lake with a
+    /// commit coordinator does not need it.
     pub async fn ensure_safe_commits(&self) -> Result<()> {
-        if self.location.is_local() || env_flag("GAMELAKE_ALLOW_UNSAFE_WRITES") {
+        if self.location.is_local()
+            || self.coordinator.is_some()
+            || env_flag("GAMELAKE_ALLOW_UNSAFE_WRITES")
+        {
             return Ok(());
         }
         self.commits_checked

@@ -5,6 +5,7 @@ mod catalog;
 mod cdc;
 mod cli;
 mod cluster;
+mod coordinator;
 mod demo;
 mod errors;
 mod examples;

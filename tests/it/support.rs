@@ -194,6 +194,25 @@ main(sys.argv[1:])
         Self::launch(&["-c", PATCHED])
     }
 
+    /// moto patched to behave like Aliyun OSS: `If-None-Match` ignored, and a PUT with
+    /// `x-oss-forbid-overwrite: true` refused (409 FileAlreadyExists) when the key exists.
+    pub fn start_like_oss() -> Self {
+        const PATCHED: &str = r#"
+import sys, moto.s3.responses as r
+orig = r.S3Response.put_object
+def put_object(self):
+    headers = {k.lower(): v for k, v in self.headers.items()}
+    self.headers = {k: v for k, v in self.headers.items() if k.lower() != 'if-none-match'}
+    if headers.get('x-oss-forbid-overwrite', '').lower() == 'true' and self.backend.get_object(self.bucket_name, self.parse_key_name()) is not None:
+        return 409, {}, b'<Error><Code>FileAlreadyExists</Code><Message>The object you specified already exists and can not be overwritten.</Message></Error>'
+    return orig(self)
+r.S3Response.put_object = put_object
+from moto.server import main
+main(sys.argv[1:])
+"#;
+        Self::launch(&["-c", PATCHED])
+    }
+
     fn launch(program: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new(python())

@@ -275,6 +275,11 @@ fn copy_statement(query: &str) -> String {
     format!("COPY ({query}) TO STDOUT (FORMAT binary)")
 }
 
+/// [`connect`] as the lake's commit coordinator takes it.
+pub fn connector() -> crate::lake::coordinator::Connect {
+    std::sync::Arc::new(|url: String| Box::pin(async move { connect(&url).await }))
+}
+
 /// A PostgreSQL error with what it concerned, in one line.
 pub fn pg_error(context: &str, err: &tokio_postgres::Error) -> Error {
     let detail = err
