@@ -87,6 +87,20 @@ pub enum Error {
         /// The lake URL.
         url: String,
     },
+    /// The lake was fenced: a replica was promoted in its place, and writes go there now.
+    #[error(
+        "refusing to write to {url}: it was fenced at {since} when {promoted_to} was promoted in its place (epoch {epoch}); point this writer at {promoted_to} (--lake), whose pipeline positions and intake markers carry on from the replicated ones"
+    )]
+    Fenced {
+        /// The fenced lake.
+        url: String,
+        /// The lake that takes writes now.
+        promoted_to: String,
+        /// The promotion's epoch.
+        epoch: u64,
+        /// When it was fenced (RFC 3339).
+        since: String,
+    },
 
     /// SQL planning or execution failed.
     #[error("{}", strip_datafusion_prefixes(.0))]

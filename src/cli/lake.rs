@@ -82,6 +82,38 @@ pub enum LakeCommand {
         #[arg(long, value_name = "INSTANT")]
         as_of: Option<String>,
     },
+    /// Make this lake (a replica kept by `gamelake replicate`) the one written to, in place of
+    /// the primary it replicates, after losing that primary's datacenter. Records a new epoch
+    /// here and fences the old primary (no gamelake writer commits there again) if it answers;
+    /// if not, says to run `lake fence` against it before it rejoins. Then stop the replication
+    /// into this lake and point the writers here (--lake).
+    ///
+    /// Example: gamelake --lake s3://sh-lake/lake lake promote --from s3://bj-lake/lake
+    Promote {
+        /// The old primary's URL.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// A storage setting for the old primary, over the environment's `AWS_*` (repeatable;
+        /// `$VAR` reads it from the environment).
+        #[arg(long = "from-option", value_name = "KEY=VALUE")]
+        from_options: Vec<String>,
+        /// How long to wait for the old primary to answer.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        reach: std::time::Duration,
+    },
+    /// Fence this lake, a primary that another lake was promoted in place of: from now on no
+    /// gamelake writer commits to it. Run it against the old primary before its datacenter
+    /// rejoins, when `lake promote` could not reach it.
+    ///
+    /// Example: gamelake --lake s3://bj-lake/lake lake fence --promoted-to s3://sh-lake/lake
+    Fence {
+        /// The promoted lake's URL.
+        #[arg(long, value_name = "URL")]
+        promoted_to: String,
+        /// A storage setting for the promoted lake (repeatable; `$VAR` reads the environment).
+        #[arg(long = "to-option", value_name = "KEY=VALUE")]
+        to_options: Vec<String>,
+    },
 }
 
 /// Runs a lake subcommand.
@@ -175,6 +207,54 @@ pub async fn run(context: &Context, command: LakeCommand) -> Result<()> {
             println!(
                 "{table}: version {} restored as version {} ({} files put back, {} taken out)",
                 done.restored, done.version, done.files_restored, done.files_removed
+            );
+            Ok(())
+        }
+        LakeCommand::Promote {
+            from,
+            from_options,
+            reach,
+        } => {
+            let lake = context.lake()?;
+            let old = super::replicate::open_lake(&from, &from_options)?;
+            let done = lake.promote(&old, reach).await?;
+            println!(
+                "{} is the primary now (epoch {})",
+                lake.location().url(),
+                done.epoch
+            );
+            match done.fenced {
+                Ok(()) => println!("{from} is fenced: no gamelake writer commits there any more"),
+                Err(why) => eprintln!(
+                    "warning: {from} could not be fenced ({why}); before it rejoins, run:\n  {} --lake {from} lake fence --promoted-to {}",
+                    super::invoked_as(),
+                    lake.location().url()
+                ),
+            }
+            Ok(())
+        }
+        LakeCommand::Fence {
+            promoted_to,
+            to_options,
+        } => {
+            let lake = context.lake()?;
+            let primary = super::replicate::open_lake(&promoted_to, &to_options)?;
+            let epoch = match primary.role().await? {
+                Some(crate::lake::role::Role::Primary {
+                    epoch, previous, ..
+                }) if previous == lake.location().url().as_str() => epoch,
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "{promoted_to} was not promoted in place of {}; run `lake promote --from {}` against it first",
+                        lake.location().url(),
+                        lake.location().url()
+                    )));
+                }
+            };
+            lake.fence(&primary, epoch).await?;
+            println!(
+                "{} is fenced (epoch {epoch}): writes go to {promoted_to}",
+                lake.location().url()
             );
             Ok(())
         }

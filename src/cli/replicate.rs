@@ -113,7 +113,7 @@ fn describe(status: &TableStatus) -> String {
 }
 
 /// Opens a lake with `KEY=VALUE` settings over the environment's.
-fn open_lake(url: &str, settings: &[String]) -> Result<Lake> {
+pub(crate) fn open_lake(url: &str, settings: &[String]) -> Result<Lake> {
     let mut options = HashMap::new();
     for setting in settings {
         let (key, value) = setting.split_once('=').ok_or_else(|| {

@@ -41,6 +41,7 @@ pub async fn optimize(
     since: Option<NaiveDate>,
     target_size: Option<u64>,
 ) -> Result<Compaction> {
+    lake.ensure_safe_commits().await?;
     let dt = lake.open_table(table, &TableVersion::Latest).await?;
     let layout = TableLayout::of_table(&dt)?;
     let since_text = since.map(|d| d.format("%Y-%m-%d").to_string());
@@ -97,6 +98,9 @@ pub async fn vacuum(
             humantime::format_duration(VACUUM_FLOOR)
         )));
     }
+    if !dry_run {
+        lake.ensure_safe_commits().await?;
+    }
     let dt = lake.open_table(table, &TableVersion::Latest).await?;
     let retain = chrono::Duration::from_std(retain)
         .map_err(|e| Error::Invalid(format!("retention {retain:?} is too long: {e}")))?;
@@ -138,6 +142,7 @@ pub struct Restored {
 /// new commit (Delta's RESTORE): history stays, and readers of older versions are unaffected.
 /// Refuses a version whose files were vacuumed, naming the oldest version that can be restored.
 pub async fn restore(lake: &Lake, table: &TableRef, to: &TableVersion) -> Result<Restored> {
+    lake.ensure_safe_commits().await?;
     let target = lake
         .open_table(table, to)
         .await?

@@ -10,6 +10,7 @@ pub mod layout;
 mod location;
 pub mod maintenance;
 pub mod replicate;
+pub mod role;
 mod table_ref;
 pub mod verify;
 pub mod write;
@@ -391,11 +392,12 @@ impl Lake {
         Ok(())
     }
 
-    /// Before each write: makes sure the store rejects a second create of the same object
-    /// (conditional put), which Delta commits rely on to never overwrite each other. Local
-    /// folders always do; S3-compatible servers are probed once per process; a lake with a
-    /// commit coordinator does not need it.
+    /// Before each write: refuses a fenced lake ([`role`]), and makes sure the store rejects a
+    /// second create of the same object (conditional put), which Delta commits rely on to never
+    /// overwrite each other. Local folders always do; S3-compatible servers are probed once per
+    /// process; a lake with a commit coordinator does not need it.
     pub async fn ensure_safe_commits(&self) -> Result<()> {
+        self.check_not_fenced().await?;
         if self.location.is_local()
             || self.coordinator.is_some()
             || env_flag("GAMELAKE_ALLOW_UNSAFE_WRITES")

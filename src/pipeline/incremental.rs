@@ -199,6 +199,7 @@ async fn merge(
     app_id: &str,
     upper: i64,
 ) -> Result<WriteOutcome> {
+    session.lake().ensure_safe_commits().await?;
     let dt = session
         .lake()
         .open_table(target, &TableVersion::Latest)

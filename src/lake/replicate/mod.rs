@@ -136,6 +136,13 @@ impl Replicator {
         self.writable
             .get_or_try_init(|| self.to.check_writable())
             .await?;
+        if let Some(crate::lake::role::Role::Primary { epoch, since, .. }) = self.to.role().await? {
+            return Err(Error::Invalid(format!(
+                "{} was promoted at {} (epoch {epoch}): it takes writes now and is no longer a replica, so replicating into it would overwrite its history; replicate from it instead (--from)",
+                self.to.location().url(),
+                since.to_rfc3339()
+            )));
+        }
         let mut statuses = Vec::new();
         for table in self.tables().await? {
             statuses.push(self.table(&table).await?);

@@ -36,6 +36,7 @@ pub(super) async fn apply(
             .with_application_transaction(Transaction::new(table.app_id(pipeline), lsn))
     };
     let state = Arc::new(session.write_state());
+    session.lake().ensure_safe_commits().await?;
     let mut dt = session
         .lake()
         .open_table(&target, &TableVersion::Latest)
@@ -128,6 +129,7 @@ pub(super) async fn add_columns(
         .collect::<std::result::Result<Vec<StructField>, _>>()
         .map_err(|e| delta_error(e.into()))?;
     let names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+    session.lake().ensure_safe_commits().await?;
     let dt = session
         .lake()
         .open_table(&target, &TableVersion::Latest)
