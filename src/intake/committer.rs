@@ -31,6 +31,8 @@ use crate::records::{DAY, Rejected, build_rows, rejected_batch};
 pub struct Committer {
     /// The lake the tables are in.
     pub lake: Arc<Lake>,
+    /// A replica each segment's commits must reach before the segment is deleted.
+    pub replica: Option<Arc<Lake>>,
     /// The session state writes plan with.
     pub state: SessionState,
     /// The log to commit.
@@ -91,7 +93,12 @@ impl Committer {
         let segments = self.wal.sealed(below)?;
         for (seq, path) in &segments {
             let started = Instant::now();
-            let keys = self.commit_segment(*seq, path).await?;
+            let (keys, written) = self.commit_segment(*seq, path).await?;
+            if !self.replicated(&written, *seq).await? {
+                // Committed, not yet on the replica: kept, committed again next round (a no-op
+                // by the markers), deleted once the replica holds it.
+                continue;
+            }
             let keys: Vec<(i64, &str)> = keys.iter().map(|(at, k)| (*at, k.as_str())).collect();
             self.wal.remove(path, &keys)?;
             self.metrics.commits.inc();
@@ -102,8 +109,28 @@ impl Committer {
         Ok(segments.len())
     }
 
-    /// Commits one segment; returns the idempotency keys of its entries (received at, key).
-    async fn commit_segment(&self, seq: u64, path: &Path) -> Result<Vec<(i64, String)>> {
+    /// Whether the replica (if any) records segment `seq` in every table it was written to.
+    async fn replicated(&self, written: &[TableRef], seq: u64) -> Result<bool> {
+        let Some(replica) = &self.replica else {
+            return Ok(true);
+        };
+        for table in written {
+            let recorded =
+                crate::lake::write::transaction_version(replica, table, &self.app_id).await?;
+            if recorded < Some(seq as i64) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Commits one segment; returns the idempotency keys of its entries (received at, key) and
+    /// the tables that record it.
+    async fn commit_segment(
+        &self,
+        seq: u64,
+        path: &Path,
+    ) -> Result<(Vec<(i64, String)>, Vec<TableRef>)> {
         let owned = path.to_path_buf();
         let (entries, torn) = blocking(move || read_segment(&owned)).await?;
         if torn > 0 {
@@ -120,6 +147,7 @@ impl Committer {
         let entries = Arc::new(entries);
         let mut rejected: BTreeMap<String, Vec<Rejected>> = BTreeMap::new();
         let mut rows = Vec::new();
+        let mut written = Vec::new();
         for (name, indices) in by_table {
             let table = TableRef::parse(&name)?;
             let Some(rules) = self.tables.get(&name).map(IntakeTable::row_rules) else {
@@ -135,6 +163,7 @@ impl Committer {
                 continue;
             };
             if self.recorded(&table).await? >= Some(version) {
+                written.push(table);
                 continue;
             }
             let existing = self.lake.table_schema(&table).await?;
@@ -164,17 +193,20 @@ impl Committer {
             let table = TableRef::new(schema, REJECTED)?;
             self.write(&table, rejected_batch(&records)?, version)
                 .await?;
+            written.push(table);
         }
         for (table, batch) in rows {
             let n = batch.num_rows();
             if let WriteOutcome::Committed { .. } = self.write(&table, batch, version).await? {
                 Metrics::add(&self.metrics.committed, &table.to_string(), n);
             }
+            written.push(table);
         }
-        Ok(entries
+        let keys = entries
             .iter()
             .filter_map(|e| Some((e.received_at, e.key.clone()?)))
-            .collect())
+            .collect();
+        Ok((keys, written))
     }
 
     async fn write(

@@ -8,6 +8,7 @@
 //! dedup_window = "1h"                 # a retried batch with the same key is stored once
 //! max_connections = 1024              # per listener; more are closed at accept
 //! read_timeout = "30s"                # headers, body, forward message, idle keep-alive
+//! hold_until_replicated_in = "s3://sh-lake/lake"   # keep segments until the replica has them
 //! [[intake.tokens]]
 //! name = "game-servers-bj"
 //! token = "${INTAKE_TOKEN_BJ}"         # ${VAR} reads the environment
@@ -69,6 +70,16 @@ pub struct IntakeConfig {
     /// (default 1h; "0s" turns it off).
     #[serde(default, deserialize_with = "crate::toml_files::duration")]
     pub dedup_window: Option<Duration>,
+    /// A replica of the lake (the `--to` of `gamelake replicate`): each write-ahead segment
+    /// stays on disk until the replica holds its commits too, so promoting the replica after
+    /// losing the primary loses no acknowledged record (the intake, pointed at the promoted
+    /// lake, commits the held segments there, exactly once by its markers). The log grows
+    /// while the replica lags, up to `max_pending_mb`.
+    pub hold_until_replicated_in: Option<String>,
+    /// Storage settings for that replica, over the environment's `AWS_*`
+    /// (`{ AWS_ENDPOINT_URL = "http://..." }`).
+    #[serde(default)]
+    pub replica_options: std::collections::HashMap<String, String>,
     /// Who may send: bearer tokens and the tables each may write.
     #[serde(default)]
     pub tokens: Vec<IntakeToken>,
@@ -185,6 +196,8 @@ pub struct IntakeSettings {
     pub compact_interval: Duration,
     /// How long idempotency keys are remembered (zero: off).
     pub dedup_window: Duration,
+    /// The replica a segment must reach before it is deleted: URL and storage settings.
+    pub hold_until_replicated_in: Option<(String, std::collections::HashMap<String, String>)>,
 }
 
 impl IntakeConfig {
@@ -211,6 +224,10 @@ impl IntakeConfig {
             node: self.node.clone().unwrap_or_else(|| "intake".to_string()),
             compact_interval: self.compact_interval.unwrap_or(Duration::from_secs(600)),
             dedup_window: self.dedup_window.unwrap_or(Duration::from_secs(3600)),
+            hold_until_replicated_in: self
+                .hold_until_replicated_in
+                .clone()
+                .map(|url| (url, self.replica_options.clone())),
         })
     }
 }

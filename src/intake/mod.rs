@@ -106,8 +106,16 @@ impl Intake {
             floor + 1,
         )?;
         let metrics = Arc::new(Metrics::default());
+        let replica = match &settings.hold_until_replicated_in {
+            Some((url, options)) => Some(Arc::new(crate::lake::Lake::open_with_options(
+                url,
+                options.clone(),
+            )?)),
+            None => None,
+        };
         let committer = Committer {
             lake: session.lake().clone(),
+            replica,
             state: session.write_state(),
             wal: wal.clone(),
             tables: tables.clone(),

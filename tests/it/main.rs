@@ -9,6 +9,7 @@ mod coordinator;
 mod demo;
 mod errors;
 mod examples;
+mod failover;
 mod flight;
 mod fuzz;
 mod intake;

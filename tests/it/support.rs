@@ -362,9 +362,14 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts the server and waits until it printed one line per server it runs.
     pub fn spawn(lake: &TempLake, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_at(&lake.location(), config, args, env)
+    }
+
+    /// Like [`ServeProcess::spawn`], for a lake at any URL.
+    pub fn spawn_at(lake: &str, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gamelake"));
-        cmd.args(["--lake", &lake.location(), "--config"])
+        cmd.args(["--lake", lake, "--config"])
             .arg(config)
             .arg("serve")
             .args(args)
@@ -507,4 +512,60 @@ pub async fn metrics_of(serve: &ServeProcess) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// A TCP proxy on a loopback port in front of another: `cut` closes the port and every
+/// connection through it (a datacenter lost to the network), `restore` opens the same port
+/// again (it comes back, with its data).
+pub struct TcpProxy {
+    /// The proxy's port.
+    pub port: u16,
+    target: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding a free port to `target`.
+    pub async fn start(target: u16) -> Self {
+        let mut proxy = Self {
+            port: free_port(),
+            target,
+            task: None,
+        };
+        proxy.restore().await;
+        proxy
+    }
+
+    /// The proxy's `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Opens the port (again).
+    pub async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("bind the proxy port");
+        let target = self.target;
+        self.task = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Closes the port and every connection through it.
+    pub async fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
 }
