@@ -426,3 +426,77 @@ fn replicate_mistakes_are_named() {
         assert!(err.contains(&said), "{flags:?}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_on_oss_never_has_a_commit_replaced() {
+    let source = TempLake::new();
+    let s3 = S3Server::start_like_oss();
+    let replica = s3.lake_url("replica");
+    gamelake_ok(
+        &[
+            "--lake",
+            &source.location(),
+            "sql",
+            "-c",
+            "CREATE TABLE game.scores AS SELECT 1 AS n",
+        ],
+        &[],
+    );
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_gamelake"))
+        .args(["--lake", &source.location(), "replicate", "--to", &replica])
+        .args(["--follow", "--interval", "200ms"])
+        .envs(s3.env())
+        .env("GAMELAKE_FORBID_OVERWRITE_HEADER", "x-oss-forbid-overwrite")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = "replica/game/scores/_delta_log/";
+    let started = Instant::now();
+    while !s3_keys(&s3, log).iter().any(|k| k.ends_with("01.json")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "version 1 never replicated"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Something else writes the replica's next version; then the source commits its own.
+    let key = format!("{log}00000000000000000002.json");
+    let rogue = r#"{"commitInfo":{"operation":"ROGUE"}}"#;
+    let client = "import boto3, sys; c = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1');";
+    crate::support::run_python(
+        &format!(
+            "{client} c.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.argv[4].encode())"
+        ),
+        &[&s3.endpoint, &s3.bucket, &key, rogue],
+    );
+    gamelake_ok(
+        &[
+            "--lake",
+            &source.location(),
+            "sql",
+            "-c",
+            "INSERT INTO game.scores VALUES (2)",
+        ],
+        &[],
+    );
+    // The store ignores If-None-Match; the no-overwrite header makes it refuse, and the
+    // follower stops and says why instead of replacing the other writer's commit.
+    let started = Instant::now();
+    while follower.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = follower.kill();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(said.contains("differs from the source's"), "{said}");
+    let there = crate::support::run_python(
+        &format!(
+            "{client} print(c.get_object(Bucket=sys.argv[2], Key=sys.argv[3])['Body'].read().decode())"
+        ),
+        &[&s3.endpoint, &s3.bucket, &key],
+    );
+    assert_eq!(there.trim(), rogue);
+}

@@ -94,6 +94,9 @@ pub struct Replicator {
     replica_versions: Mutex<HashMap<TableRef, u64>>,
     /// Set once the replica has taken a probe write (the first round checks).
     writable: tokio::sync::OnceCell<()>,
+    /// For a replica on a store with a no-overwrite header (OSS): a store that sends it, for
+    /// commit files.
+    no_overwrite: Option<Arc<dyn ObjectStore>>,
 }
 
 impl Replicator {
@@ -112,6 +115,12 @@ impl Replicator {
         } else {
             None
         };
+        let no_overwrite = match to.location().forbid_overwrite_header() {
+            Some(header) if !to.location().is_local() => {
+                Some(to.location().store_with_header("", &header)?)
+            }
+            _ => None,
+        };
         Ok(Self {
             from,
             to,
@@ -119,6 +128,7 @@ impl Replicator {
             server_side,
             replica_versions: Mutex::new(HashMap::new()),
             writable: tokio::sync::OnceCell::new(),
+            no_overwrite,
         })
     }
 
@@ -414,30 +424,40 @@ impl Replicator {
 
     /// Writes a commit file to the replica if it is not there yet. One already there must hold
     /// the same bytes (a rerun after a kill); different bytes mean something else writes to
-    /// the replica.
+    /// the replica. On a store without conditional put but with a no-overwrite header (OSS),
+    /// the header refuses the second write instead of `If-None-Match`.
     async fn create_commit(&self, table: &TableRef, version: u64, bytes: Bytes) -> Result<()> {
         let path = commit_path(&table.folder(), version);
-        let create = PutOptions::from(PutMode::Create);
-        match self
-            .to
-            .store()
-            .put_opts(&path, bytes.clone().into(), create)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                let there = self.to.store().get(&path).await?.bytes().await?;
-                if there == bytes {
-                    Ok(())
-                } else {
-                    Err(Error::Invalid(format!(
-                        "{table}: the replica's version {version} differs from the source's: something else commits to the replica ({}); a promoted replica is a primary now, and replicating into it again needs a new, empty replica",
-                        self.to.location().url()
-                    )))
-                }
+        let written = match &self.no_overwrite {
+            Some(guarded) => {
+                let overwrite = PutOptions::from(PutMode::Overwrite);
+                guarded
+                    .put_opts(&path, bytes.clone().into(), overwrite)
+                    .await
             }
-            Err(e) => Err(self.to.location().unreachable(&e)),
+            None => {
+                let create = PutOptions::from(PutMode::Create);
+                self.to
+                    .store()
+                    .put_opts(&path, bytes.clone().into(), create)
+                    .await
+            }
+        };
+        let refused = match written {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let there = match self.to.store().get(&path).await {
+            Ok(found) => found.bytes().await?,
+            Err(_) => return Err(self.to.location().unreachable(&refused)),
+        };
+        if there == bytes {
+            return Ok(());
         }
+        Err(Error::Invalid(format!(
+            "{table}: the replica's version {version} differs from the source's: something else commits to the replica ({}); a promoted replica is a primary now, and replicating into it again needs a new, empty replica",
+            self.to.location().url()
+        )))
     }
 
     /// Copies the source's `_last_checkpoint` when it names the newest checkpoint this round
