@@ -44,8 +44,24 @@ async fn a_killed_replication_leaves_a_readable_replica_and_resumes() {
     let s3 = S3Server::start();
     let replica = s3.lake_url("replica");
     let env = s3.env();
+    let replica_store = gamelake::lake::Lake::open_with_options(&replica, s3.options()).unwrap();
+    let commits = || async {
+        use futures::TryStreamExt;
+        let log = object_store::path::Path::from("game/scores/_delta_log");
+        let listed: Vec<_> = replica_store
+            .store()
+            .list(Some(&log))
+            .try_collect()
+            .await
+            .unwrap();
+        listed
+            .iter()
+            .filter(|m| m.location.as_ref().ends_with(".json"))
+            .count()
+    };
     let mut killed_mid_copy = 0;
-    for round in 0..8u64 {
+    for round in 0..8usize {
+        let before = commits().await;
         let mut child = Command::new(env!("CARGO_BIN_EXE_gamelake"))
             .args(["--lake", &source.location(), "replicate", "--to", &replica])
             .args(["--parallel", "2"])
@@ -54,7 +70,20 @@ async fn a_killed_replication_leaves_a_readable_replica_and_resumes() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(150 + round * 97 % 700));
+        // Killed at a different point each round: while the first round copies data files,
+        // later ones once a few more commits have landed (watched, not guessed from timing,
+        // so a fast or a loaded machine kills mid-copy alike).
+        let started = Instant::now();
+        while round > 0
+            && commits().await < before + 2 * round
+            && child.try_wait().unwrap().is_none()
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if round == 0 {
+            std::thread::sleep(Duration::from_millis(150));
+        }
         let _ = child.kill();
         let _ = child.wait();
         // Whatever instant the kill hit, the replica's newest version is whole and equal to
