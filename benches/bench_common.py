@@ -28,6 +28,12 @@ def psql_value(db, sql):
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
+def percentile(values, q):
+    """The q-quantile (0..1) of values, nearest rank: one definition for every bench's p99."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
 def free_port():
     """A loopback port nobody listens on right now."""
     with socket.socket() as s:

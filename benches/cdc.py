@@ -34,7 +34,7 @@ import time
 
 import psycopg
 
-from bench_common import ROOT, free_port, gamelake_binary, write_section
+from bench_common import ROOT, free_port, gamelake_binary, percentile, write_section
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -164,7 +164,7 @@ def main():
                 raise SystemExit(f"the follower reported no batch:\n{err}")
             lags.sort()
             p50 = statistics.median(lags)
-            p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+            p99 = percentile(lags, 0.99)
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)

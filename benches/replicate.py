@@ -33,7 +33,7 @@ import time
 
 import boto3
 
-from bench_common import DEMO_END, ROOT, free_port, gamelake_binary, write_section
+from bench_common import DEMO_END, ROOT, free_port, gamelake_binary, percentile, write_section
 
 KEYS = dict(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
 
@@ -197,11 +197,6 @@ def main():
         f"p50 {statistics.median(lags):.2f} s, p99 {percentile(lags, 0.99):.2f} s, max {max(lags):.2f} s.",
     ]
     write_section(args.results, "Replication between regions", lines, binary)
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 if __name__ == "__main__":
