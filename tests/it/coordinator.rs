@@ -83,6 +83,11 @@ async fn race(lake: Lake) -> i64 {
     acknowledged
 }
 
+/// `gamelake --lake URL sql -c STATEMENT`, which must succeed.
+fn sql_ok(url: &str, env: &[(&str, &str)], statement: &str) -> String {
+    gamelake_ok(&["--lake", url, "sql", "-c", statement], env)
+}
+
 /// Every `(writer, n)` row the table holds, with how often.
 async fn held(url: &str, s3: &S3Server) -> BTreeMap<(i64, i64), usize> {
     let reader = session_at(url, s3.options()).await;
@@ -149,15 +154,10 @@ async fn a_writer_killed_between_ratify_and_write_leaves_no_gap() {
     let mut env: Vec<(&str, String)> = s3.env();
     env.push(("GAMELAKE_COMMIT_COORDINATOR", coordinator.clone()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    gamelake_ok(
-        &[
-            "--lake",
-            &url,
-            "sql",
-            "-c",
-            "CREATE TABLE game.race AS SELECT 0 AS writer, 0 AS n",
-        ],
+    sql_ok(
+        &url,
         &env,
+        "CREATE TABLE game.race AS SELECT 0 AS writer, 0 AS n",
     );
     let count = |env: &[(&str, &str)]| {
         gamelake_ok(
@@ -193,16 +193,7 @@ async fn a_writer_killed_between_ratify_and_write_leaves_no_gap() {
         // A reader with the coordinator completes the ratified commit first: nothing lost.
         assert_eq!(count(&env), format!("c\n{}\n", killed + 1), "kill {killed}");
     }
-    gamelake_ok(
-        &[
-            "--lake",
-            &url,
-            "sql",
-            "-c",
-            "INSERT INTO game.race VALUES (9, 9)",
-        ],
-        &env,
-    );
+    sql_ok(&url, &env, "INSERT INTO game.race VALUES (9, 9)");
     assert_eq!(count(&plain), "c\n5\n");
     let verified = gamelake_ok(&["--lake", &url, "lake", "verify", "game.race"], &plain);
     assert!(verified.contains("all readable"), "{verified}");
@@ -220,15 +211,10 @@ async fn a_commit_file_written_outside_the_coordinator_is_never_overwritten() {
         "x-oss-forbid-overwrite".into(),
     ));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    gamelake_ok(
-        &[
-            "--lake",
-            &url,
-            "sql",
-            "-c",
-            "CREATE TABLE game.race AS SELECT 0 AS writer, 0 AS n",
-        ],
+    sql_ok(
+        &url,
         &env,
+        "CREATE TABLE game.race AS SELECT 0 AS writer, 0 AS n",
     );
     let mut crashing = env.clone();
     crashing.push(("GAMELAKE_CRASH_POINT", "after-ratify"));
@@ -246,10 +232,7 @@ async fn a_commit_file_written_outside_the_coordinator_is_never_overwritten() {
     // A writer without the coordinator takes the ratified version's file first.
     let key = "lake/game/race/_delta_log/00000000000000000002.json";
     let rogue = r#"{"commitInfo":{"operation":"ROGUE"}}"#;
-    crate::support::run_python(
-        "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1').put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.argv[4].encode())",
-        &[&s3.endpoint, &s3.bucket, key, rogue],
-    );
+    s3.put_object(key, rogue);
     // The next writer completes the ratified version first, and the store refuses to replace
     // the file there: the writer stops and says why.
     let out = gamelake(
@@ -269,9 +252,5 @@ async fn a_commit_file_written_outside_the_coordinator_is_never_overwritten() {
             .contains("version 2 was written by a writer that does not use the commit coordinator"),
         "{stderr}"
     );
-    let there = crate::support::run_python(
-        "import boto3, sys; print(boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1').get_object(Bucket=sys.argv[2], Key=sys.argv[3])['Body'].read().decode())",
-        &[&s3.endpoint, &s3.bucket, key],
-    );
-    assert_eq!(there.trim(), rogue, "the store kept the file it had");
+    assert_eq!(s3.get_object(key), rogue, "the store kept the file it had");
 }

@@ -231,10 +231,7 @@ async fn a_replica_in_the_same_bucket_is_copied_server_side_and_verify_names_dam
         .filter(|k| k.ends_with(".parquet") && !k.contains("_delta_log"))
         .collect();
     assert!(data.len() >= 2, "{listed:?}");
-    crate::support::run_python(
-        "import boto3, sys; c = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1'); [c.put_object(Bucket=sys.argv[2], Key=k, Body=b'short') for k in sys.argv[3:]]",
-        &[&s3.endpoint, &s3.bucket, data[0]],
-    );
+    s3.put_object(data[0], "short");
     let err = gamelake_err(&["--lake", &replica, "lake", "verify"], &envs);
     assert!(err.contains("damaged: game.scores"), "{err}");
     let out = gamelake(&["--lake", &replica, "lake", "verify"], &envs);
@@ -492,13 +489,7 @@ async fn a_replica_on_oss_never_has_a_commit_replaced() {
     // Something else writes the replica's next version; then the source commits its own.
     let key = format!("{log}00000000000000000002.json");
     let rogue = r#"{"commitInfo":{"operation":"ROGUE"}}"#;
-    let client = "import boto3, sys; c = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1');";
-    crate::support::run_python(
-        &format!(
-            "{client} c.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.argv[4].encode())"
-        ),
-        &[&s3.endpoint, &s3.bucket, &key, rogue],
-    );
+    s3.put_object(&key, rogue);
     gamelake_ok(
         &[
             "--lake",
@@ -521,11 +512,5 @@ async fn a_replica_on_oss_never_has_a_commit_replaced() {
     let mut said = String::new();
     std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut said).unwrap();
     assert!(said.contains("differs from the source's"), "{said}");
-    let there = crate::support::run_python(
-        &format!(
-            "{client} print(c.get_object(Bucket=sys.argv[2], Key=sys.argv[3])['Body'].read().decode())"
-        ),
-        &[&s3.endpoint, &s3.bucket, &key],
-    );
-    assert_eq!(there.trim(), rogue);
+    assert_eq!(s3.get_object(&key), rogue);
 }

@@ -271,7 +271,30 @@ main(sys.argv[1:])
     pub fn lake_url(&self, prefix: &str) -> String {
         format!("s3://{}/{prefix}", self.bucket)
     }
+
+    /// Puts an object with boto3, as another writer would, past gamelake.
+    pub fn put_object(&self, key: &str, body: &str) {
+        run_python(
+            &format!(
+                "{BOTO3} c.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.argv[4].encode())"
+            ),
+            &[&self.endpoint, &self.bucket, key, body],
+        );
+    }
+
+    /// An object's text, read with boto3.
+    pub fn get_object(&self, key: &str) -> String {
+        run_python(
+            &format!(
+                "{BOTO3} print(c.get_object(Bucket=sys.argv[2], Key=sys.argv[3])['Body'].read().decode(), end='')"
+            ),
+            &[&self.endpoint, &self.bucket, key],
+        )
+    }
 }
+
+/// A boto3 client `c` for the endpoint in `sys.argv[1]`.
+const BOTO3: &str = "import boto3, sys; c = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1');";
 
 impl Drop for S3Server {
     fn drop(&mut self) {
