@@ -239,19 +239,7 @@ pub async fn run(context: &Context, command: LakeCommand) -> Result<()> {
         } => {
             let lake = context.lake()?;
             let primary = super::replicate::open_lake(&promoted_to, &to_options)?;
-            let epoch = match primary.role().await? {
-                Some(crate::lake::role::Role::Primary {
-                    epoch, previous, ..
-                }) if previous == lake.location().url().as_str() => epoch,
-                _ => {
-                    return Err(Error::Invalid(format!(
-                        "{promoted_to} was not promoted in place of {}; run `lake promote --from {}` against it first",
-                        lake.location().url(),
-                        lake.location().url()
-                    )));
-                }
-            };
-            lake.fence(&primary, epoch).await?;
+            let epoch = lake.fence(&primary).await?;
             println!(
                 "{} is fenced (epoch {epoch}): writes go to {promoted_to}",
                 lake.location().url()

@@ -135,7 +135,7 @@ impl Lake {
             since: Utc::now(),
         })
         .await?;
-        let fenced = match tokio::time::timeout(reach, old.fence(self, epoch)).await {
+        let fenced = match tokio::time::timeout(reach, old.set_fenced(self, epoch)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(
@@ -146,8 +146,26 @@ impl Lake {
         Ok(Promotion { epoch, fenced })
     }
 
-    /// Fences this lake: `primary` (promoted at `epoch`) takes its writes from now on.
-    pub async fn fence(&self, primary: &Lake, epoch: u64) -> Result<()> {
+    /// Fences this lake, an old primary, in favour of `primary`, which must have been promoted
+    /// in its place (`lake promote --from` this lake). Returns the promotion's epoch.
+    pub async fn fence(&self, primary: &Lake) -> Result<u64> {
+        let mine = self.location().url().as_str();
+        match primary.role().await? {
+            Some(Role::Primary {
+                epoch, previous, ..
+            }) if previous == mine => {
+                self.set_fenced(primary, epoch).await?;
+                Ok(epoch)
+            }
+            _ => Err(Error::Invalid(format!(
+                "{} was not promoted in place of {mine}; run `lake promote --from {mine}` against it first",
+                primary.location().url()
+            ))),
+        }
+    }
+
+    /// Records that `primary` (promoted at `epoch`) takes this lake's writes from now on.
+    async fn set_fenced(&self, primary: &Lake, epoch: u64) -> Result<()> {
         self.set_role(&Role::Fenced {
             epoch,
             promoted_to: primary.location().url().to_string(),
