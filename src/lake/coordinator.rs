@@ -265,8 +265,11 @@ impl CoordinatedLogStore {
         )))
     }
 
+    /// Ratifies and writes one version. Unwritten versions are not completed here: delta-rs asks
+    /// [`LogStore::get_latest_version`] (which completes them) before every attempt, and a
+    /// version at or below an unwritten one is refused by the ratification, so the retry that
+    /// follows completes it.
     async fn commit(&self, version: i64, body: Bytes) -> Result<bool> {
-        self.complete_unwritten().await?;
         let path = commit_path(version)?;
         // A version written before the coordinator was set (or by a writer without it).
         if self.inner.object_store(None).head(&path).await.is_ok() {
