@@ -188,7 +188,9 @@ impl Context {
             .map(Secret::new)
             .or_else(|| self.config.commit_coordinator.clone());
         Ok(Arc::new(match coordinator {
-            Some(url) => lake.with_commit_coordinator(url, crate::sources::postgres::connector()),
+            Some(url) => {
+                lake.with_commit_coordinator(url, crate::sources::postgres::connector())?
+            }
             None => lake,
         }))
     }

@@ -70,34 +70,36 @@ pub struct CommitCoordinator {
     url: Secret,
     connect: Connect,
     client: Mutex<Option<Arc<Client>>>,
-    /// A header that makes the store refuse to replace an existing object (OSS's
-    /// `x-oss-forbid-overwrite`), sent with every commit file; `None` elsewhere.
-    forbid_overwrite: Option<String>,
+    /// A store rooted at the lake that sends a no-overwrite header (OSS's
+    /// `x-oss-forbid-overwrite`), for commit files; `None` elsewhere.
+    no_overwrite: Option<Arc<dyn ObjectStore>>,
 }
 
 impl std::fmt::Debug for CommitCoordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommitCoordinator")
             .field("url", &crate::secret::redact_url(self.url.expose()))
-            .field("forbid_overwrite", &self.forbid_overwrite)
+            .field("no_overwrite_header", &self.no_overwrite.is_some())
             .finish()
     }
 }
 
 impl CommitCoordinator {
     /// A coordinator at a PostgreSQL URL (`postgres://user@host/db`); connects on first use.
-    pub fn new(url: Secret, connect: Connect, forbid_overwrite: Option<String>) -> Self {
+    /// `no_overwrite`: the lake's [`super::LakeLocation::no_overwrite_store`].
+    pub fn new(url: Secret, connect: Connect, no_overwrite: Option<Arc<dyn ObjectStore>>) -> Self {
         Self {
             url,
             connect,
             client: Mutex::new(None),
-            forbid_overwrite,
+            no_overwrite,
         }
     }
 
-    /// The header guarding commit files against overwrite, if the store has one.
-    pub fn forbid_overwrite_header(&self) -> Option<&str> {
-        self.forbid_overwrite.as_deref()
+    /// The store rooted at the lake that guards commit files against overwrite, if the store
+    /// has such a header.
+    pub fn no_overwrite_store(&self) -> Option<&Arc<dyn ObjectStore>> {
+        self.no_overwrite.as_ref()
     }
 
     /// The shared client, connecting (and creating the commit table) if there is none or the

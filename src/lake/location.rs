@@ -218,10 +218,15 @@ impl LakeLocation {
             .map(|(_, v)| v)
     }
 
-    /// A store rooted at a folder of the lake whose every request carries `header: true`
-    /// (the no-overwrite guard for commit files). S3 lakes only.
-    pub fn store_with_header(&self, folder: &str, header: &str) -> Result<Arc<dyn ObjectStore>> {
-        let pairs = HashMap::from([(header.to_string(), "true".to_string())]);
+    /// For an S3 lake whose store has a no-overwrite header ([`Self::forbid_overwrite_header`]):
+    /// a store rooted at the lake whose every request carries `header: true`, for commit files.
+    /// `None` for a local lake or a store without such a header. Built once per lake: each is a
+    /// client with its own connection pool.
+    pub fn no_overwrite_store(&self) -> Result<Option<Arc<dyn ObjectStore>>> {
+        let Some(header) = self.forbid_overwrite_header().filter(|_| !self.is_local()) else {
+            return Ok(None);
+        };
+        let pairs = HashMap::from([(header.clone(), "true".to_string())]);
         let headers = object_store::HeaderMap::try_from(&pairs).map_err(|e| {
             Error::Invalid(format!("GAMELAKE_FORBID_OVERWRITE_HEADER={header}: {e}"))
         })?;
@@ -230,11 +235,10 @@ impl LakeLocation {
             .s3_builder(client)
             .build()
             .map_err(|e| self.unreachable(&e))?;
-        let prefix = format!("{}{folder}", self.url.path().trim_start_matches('/'));
-        Ok(Arc::new(object_store::prefix::PrefixStore::new(
-            store,
-            prefix.trim_end_matches('/').to_string(),
-        )))
+        let prefix = self.url.path().trim_matches('/').to_string();
+        Ok(Some(Arc::new(object_store::prefix::PrefixStore::new(
+            store, prefix,
+        ))))
     }
 
     /// Turns a storage error on the lake root into an error that says what to check.

@@ -96,12 +96,14 @@ impl Lake {
         mut self,
         url: crate::secret::Secret,
         connect: coordinator::Connect,
-    ) -> Self {
-        let header = self.location.forbid_overwrite_header();
+    ) -> Result<Self> {
+        let no_overwrite = self.location.no_overwrite_store()?;
         self.coordinator = Some(Arc::new(coordinator::CommitCoordinator::new(
-            url, connect, header,
+            url,
+            connect,
+            no_overwrite,
         )));
-        self
+        Ok(self)
     }
 
     /// A table handle, not loaded, whose commits go through the coordinator if there is one.
@@ -117,11 +119,12 @@ impl Lake {
         let inner = builder
             .build_storage()
             .map_err(|e| Error::delta(table.to_string(), e))?;
-        let commit_store = match coordinator.forbid_overwrite_header() {
-            Some(header) if !self.location.is_local() => {
-                self.location.store_with_header(&table.folder(), header)?
-            }
-            _ => inner.object_store(None),
+        let commit_store: Arc<dyn ObjectStore> = match coordinator.no_overwrite_store() {
+            Some(lake_root) => Arc::new(object_store::prefix::PrefixStore::new(
+                lake_root.clone(),
+                table.folder().trim_end_matches('/').to_string(),
+            )),
+            None => inner.object_store(None),
         };
         let store = coordinator::CoordinatedLogStore::new(inner, coordinator.clone(), commit_store);
         // A writer that died between ratifying and writing its commit: complete it before

@@ -129,7 +129,8 @@ async fn racing_writers_lose_commits_without_the_coordinator_and_none_with_it() 
         .with_commit_coordinator(
             Secret::new(db.url()),
             gamelake::sources::postgres::connector(),
-        );
+        )
+        .unwrap();
     let acknowledged = race(lake).await;
     let found = held(&safe_url, &s3).await;
     assert_eq!(

@@ -115,12 +115,7 @@ impl Replicator {
         } else {
             None
         };
-        let no_overwrite = match to.location().forbid_overwrite_header() {
-            Some(header) if !to.location().is_local() => {
-                Some(to.location().store_with_header("", &header)?)
-            }
-            _ => None,
-        };
+        let no_overwrite = to.location().no_overwrite_store()?;
         Ok(Self {
             from,
             to,
