@@ -1,12 +1,15 @@
-//! `gamelake hash-password`: the argon2 hash of a password, for a `[[users]]` entry.
+//! `gamelake hash-password`: a password's argon2 hash and SCRAM-SHA-256 verifier, as the two
+//! lines of a `[[users]]` entry.
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use crate::error::{Error, Result};
 use crate::serving::hash_password;
+use crate::serving::scram::Verifier;
 
 /// Runs `gamelake hash-password`: reads a password (first line of standard input) and prints
-/// its argon2 hash for a `[[users]]` entry.
+/// `password_hash = "..."` (argon2, for Flight SQL and PostgreSQL logins over TLS) and
+/// `scram_sha256 = "..."` (for PostgreSQL logins without TLS), ready to paste into `[[users]]`.
 pub fn run() -> Result<()> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
@@ -24,6 +27,7 @@ pub fn run() -> Result<()> {
             "empty password: type it on standard input, e.g. `printf '%s' \"$PW\" | gamelake hash-password`".to_string(),
         ));
     }
-    println!("{}", hash_password(password)?);
+    println!("password_hash = \"{}\"", hash_password(password)?);
+    println!("scram_sha256 = \"{}\"", Verifier::new(password));
     Ok(())
 }

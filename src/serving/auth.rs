@@ -38,6 +38,11 @@ pub struct User {
     pub name: String,
     /// An argon2 PHC string, as printed by `gamelake hash-password`.
     pub password_hash: String,
+    /// The same password as a SCRAM-SHA-256 verifier (`SCRAM-SHA-256$4096:...`, printed by
+    /// `gamelake hash-password`, or copied from PostgreSQL's `pg_authid.rolpassword`): lets
+    /// the user log in over the PostgreSQL protocol without TLS, the password never sent.
+    #[serde(default)]
+    pub scram_sha256: Option<String>,
     /// `reader` (default) or `admin`.
     #[serde(default)]
     pub role: Role,
@@ -53,6 +58,7 @@ impl User {
         Self {
             name: name.to_string(),
             password_hash,
+            scram_sha256: None,
             role,
             postgres: false,
         }
@@ -89,6 +95,9 @@ pub fn check_users(users: &[User]) -> Result<()> {
                 user.name
             ))
         })?;
+        if let Some(verifier) = &user.scram_sha256 {
+            super::scram::Verifier::parse(verifier, &format!("user {}: scram_sha256", user.name))?;
+        }
     }
     Ok(())
 }

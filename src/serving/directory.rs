@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::auth::{Principal, User, authenticate, check_users, hash_password};
+use super::scram::Verifier;
 use crate::error::{Error, Result};
 
 /// How long a login waits for a free hashing thread before it is refused as busy.
@@ -22,6 +23,8 @@ pub struct Directory {
     decoy: User,
     /// Password checks (argon2, deliberately slow) that may run at once.
     hashing: Arc<Semaphore>,
+    /// Derives the SCRAM salts of unknown names (see [`Directory::scram_verifier`]).
+    decoy_secret: [u8; 16],
 }
 
 impl std::fmt::Debug for Directory {
@@ -44,6 +47,7 @@ impl Directory {
             users: RwLock::new(Arc::new(users)),
             decoy: User::new("", hash_password(&decoy_password)?, Default::default()),
             hashing: Arc::new(Semaphore::new(cores)),
+            decoy_secret: *uuid::Uuid::new_v4().as_bytes(),
         })
     }
 
@@ -98,6 +102,18 @@ impl Directory {
         })
         .await
         .map_err(|e| Error::Internal(format!("the password check failed: {e}")))
+    }
+
+    /// The SCRAM-SHA-256 verifier `name` logs in with: the user's `scram_sha256`, or, for an
+    /// unknown name or a user without one, a decoy no password matches, with a salt that is the
+    /// same on every try (so the answer does not tell whether the name exists).
+    pub fn scram_verifier(&self, name: &str) -> Verifier {
+        self.current()
+            .iter()
+            .find(|u| u.name == name)
+            .and_then(|u| u.scram_sha256.as_deref())
+            .and_then(|text| Verifier::parse(text, "scram_sha256").ok())
+            .unwrap_or_else(|| Verifier::decoy(name, &self.decoy_secret))
     }
 
     /// The caller a token names, as configured now: None when the user is no longer there.

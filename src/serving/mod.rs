@@ -1,5 +1,5 @@
-//! The serving engine behind every door for BI tools and notebooks (Flight SQL today, the
-//! PostgreSQL wire protocol next): who may connect ([`auth`], [`directory`]), who may run what, decided on the
+//! The serving engine behind every door for BI tools and notebooks (Flight SQL and the
+//! PostgreSQL wire protocol): who may connect ([`auth`], [`directory`]), who may run what, decided on the
 //! parsed statement and its logical plan before anything runs ([`guard`]), admission, memory
 //! and timeouts ([`limits`], enforced while a query runs in `running.rs`), what a client
 //! carries between calls ([`tickets`], and [`crate::plain_types`] at the boundary), and the
@@ -14,6 +14,7 @@ pub mod guard;
 pub mod limits;
 pub mod query_log;
 mod running;
+pub mod scram;
 pub mod tickets;
 
 use std::sync::Arc;

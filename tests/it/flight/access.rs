@@ -363,7 +363,7 @@ fn serve_refuses_to_start_unsafely() {
 }
 
 #[test]
-fn hash_password_prints_an_argon2_hash_the_server_accepts() {
+fn hash_password_prints_the_lines_of_a_user_the_server_accepts() {
     use std::io::Write;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gamelake"))
         .arg("hash-password")
@@ -373,9 +373,13 @@ fn hash_password_prints_an_argon2_hash_the_server_accepts() {
         .unwrap();
     child.stdin.take().unwrap().write_all(b"pa ss\n").unwrap();
     let out = child.wait_with_output().unwrap();
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
-    let users = vec![User::new("u", hash, Role::Reader)];
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let mut user: User = toml::from_str(&format!("name = \"u\"\n{printed}")).unwrap();
+    assert!(user.password_hash.starts_with("$argon2id$"), "{printed}");
+    let scram = user.scram_sha256.take().unwrap();
+    assert!(scram.starts_with("SCRAM-SHA-256$4096:"), "{printed}");
+    let users = vec![user];
+    gamelake::serving::auth::check_users(&users).unwrap();
     assert!(gamelake::serving::auth::authenticate(&users, "u", "pa ss").is_some());
     assert!(gamelake::serving::auth::authenticate(&users, "u", "pass").is_none());
 }
