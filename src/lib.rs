@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod plain_types;
+pub mod postgres_wire;
 pub mod progress;
 pub mod query;
 pub mod records;

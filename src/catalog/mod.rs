@@ -55,6 +55,9 @@ pub struct LakeCatalog {
     scan: TableScan,
     /// When the names were last listed.
     refreshed: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Schemas a protocol attached that are not folders of the lake (`pg_catalog`); they
+    /// hide a lake folder of the same name.
+    attached: RwLock<BTreeMap<String, Arc<dyn SchemaProvider>>>,
 }
 
 impl LakeCatalog {
@@ -70,7 +73,15 @@ impl LakeCatalog {
             scan,
             schemas: RwLock::new(BTreeMap::new()),
             refreshed: std::sync::Mutex::new(None),
+            attached: RwLock::new(BTreeMap::new()),
         }
+    }
+
+    /// Attaches a schema that is not a folder of the lake (such as the PostgreSQL protocol's
+    /// `pg_catalog`): `name.table` resolves to it in every session over this catalog.
+    pub fn attach_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) {
+        let mut attached = self.attached.write().unwrap_or_else(|p| p.into_inner());
+        attached.insert(name.to_string(), schema);
     }
 
     /// How this catalog plans its lake tables.
@@ -169,6 +180,10 @@ impl CatalogProvider for LakeCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        let attached = self.attached.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(schema) = attached.get(name) {
+            return Some(schema.clone());
+        }
         if !crate::lake::is_visible_folder(name) || name.contains(['/', '.']) {
             return None;
         }

@@ -7,10 +7,12 @@ mod hash_password;
 mod ingest;
 mod lake;
 mod printer;
+mod query_servers;
 mod repl;
 mod replicate;
 mod report;
 mod serve;
+mod serve_args;
 mod sql;
 
 use std::path::PathBuf;
@@ -107,7 +109,8 @@ pub enum Command {
     Scheduler(cluster::SchedulerArgs),
     /// Run a Ballista executor: runs tasks of distributed queries for a scheduler.
     Executor(cluster::ExecutorArgs),
-    /// Print the argon2 hash of a password read from standard input (for [[users]] in the config).
+    /// Print a password's argon2 hash and SCRAM-SHA-256 verifier, read from standard input, as
+    /// the `password_hash` and `scram_sha256` lines of a [[users]] entry in the config.
     HashPassword,
 }
 

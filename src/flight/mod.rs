@@ -13,6 +13,7 @@ pub mod service;
 pub mod wire;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
@@ -24,7 +25,7 @@ pub use config::FlightConfig;
 
 use crate::error::{Error, Result};
 use crate::query::Session;
-use crate::serving::{Limits, Tls, install_tls_provider};
+use crate::serving::{Engine, Limits, Tls, install_tls_provider};
 
 /// Everything the Flight SQL server needs besides the session.
 #[derive(Clone)]
@@ -41,15 +42,31 @@ pub struct FlightOptions {
     pub query_log: bool,
 }
 
-/// Serves Flight SQL on `listener` until `shutdown` completes, then finishes running streams
-/// and writes the rest of the query log.
+/// Serves Flight SQL on `listener` over an engine of its own until `shutdown` completes, then
+/// finishes running streams and writes the rest of the query log.
 pub async fn serve(
     listener: TcpListener,
     session: Session,
     options: FlightOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let (engine, writer) = crate::serving::start(session, options.limits, options.query_log)?;
+    let (engine, writer) =
+        crate::serving::start(session, options.limits.clone(), options.query_log)?;
+    serve_engine(listener, engine, options, shutdown).await?;
+    if let Some(writer) = writer {
+        writer.finish().await;
+    }
+    Ok(())
+}
+
+/// Serves Flight SQL on `listener` over `engine` (which another protocol may share) until
+/// `shutdown` completes and running streams finished.
+pub async fn serve_engine(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    options: FlightOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     let service = service::FlightSqlServer::new(engine, options.access)?;
     let service = FlightServiceServer::new(service)
         .max_decoding_message_size(options.max_message_bytes)
@@ -66,8 +83,5 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await
         .map_err(|e| Error::Unavailable(format!("Flight SQL server failed: {e}")))?;
-    if let Some(writer) = writer {
-        writer.finish().await;
-    }
     Ok(())
 }

@@ -61,7 +61,7 @@ impl LogicalServer {
 
 /// `ca.pem`, `other-ca.pem` (a CA that signed nothing here) and `server.pem`/`server.key`
 /// (signed by `ca.pem`, for DNS name `localhost` only), made with the machine's openssl.
-fn make_certificates(dir: &std::path::Path) {
+pub(crate) fn make_certificates(dir: &std::path::Path) {
     let run = |args: &[&str]| {
         let out = std::process::Command::new("openssl")
             .args(args)

@@ -24,6 +24,7 @@ mod pg_types;
 mod pipelines;
 mod plans;
 mod postgres;
+mod postgres_wire;
 mod regions;
 mod replication;
 mod reports;

@@ -377,6 +377,7 @@ pub struct ServeProcess {
     /// The process.
     pub child: Child,
     flight: Option<std::net::SocketAddr>,
+    pg: Option<std::net::SocketAddr>,
     http: Option<std::net::SocketAddr>,
     forward: Option<std::net::SocketAddr>,
     metrics: Option<std::net::SocketAddr>,
@@ -407,11 +408,12 @@ impl ServeProcess {
             .filter(|a| {
                 matches!(
                     **a,
-                    "--flight" | "--http" | "--forward" | "--schedule" | "--metrics"
+                    "--flight" | "--pg" | "--http" | "--forward" | "--schedule" | "--metrics"
                 )
             })
             .count();
-        let (mut flight, mut http, mut forward, mut metrics) = (None, None, None, None);
+        let (mut flight, mut pg, mut http, mut forward, mut metrics) =
+            (None, None, None, None, None);
         let mut out = std::io::BufReader::new(child.stdout.as_mut().expect("stdout"));
         let address = |line: &str, scheme: &str| -> Option<std::net::SocketAddr> {
             let rest = line.split(scheme).nth(1)?;
@@ -425,6 +427,8 @@ impl ServeProcess {
             out.read_line(&mut line).expect("read serve output");
             if line.contains("scheduler running") {
                 continue;
+            } else if let Some(a) = address(&line, "PostgreSQL protocol on ") {
+                pg = Some(a);
             } else if let Some(a) = address(&line, "metrics on http://") {
                 metrics = Some(a);
             } else if let Some(a) =
@@ -442,6 +446,7 @@ impl ServeProcess {
         Self {
             child,
             flight,
+            pg,
             http,
             forward,
             metrics,
@@ -456,6 +461,11 @@ impl ServeProcess {
     /// The Flight SQL address.
     pub fn flight_addr(&self) -> std::net::SocketAddr {
         self.flight.expect("started without --flight")
+    }
+
+    /// The PostgreSQL protocol address.
+    pub fn pg_addr(&self) -> std::net::SocketAddr {
+        self.pg.expect("started without --pg")
     }
 
     /// The HTTP intake address.
