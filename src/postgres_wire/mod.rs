@@ -30,8 +30,8 @@ use tokio::sync::Semaphore;
 use crate::error::{Error, Result};
 use crate::serving::{Directory, Engine, Tls, install_tls_provider};
 
-/// Connections served at once unless `[postgres] max_connections` says otherwise; more are
-/// refused with PostgreSQL's "too many connections".
+/// Connections served at once unless `--pg-max-connections` says otherwise; more are refused
+/// with PostgreSQL's "too many connections".
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 
 /// Everything the PostgreSQL protocol server needs besides the engine.
@@ -96,8 +96,7 @@ pub async fn serve(
 /// drivers report as "too many connections", and closes it.
 async fn refuse_too_many(mut socket: tokio::net::TcpStream) {
     use tokio::io::AsyncWriteExt;
-    let message =
-        b"too many connections to gamelake: retry later, or raise [postgres] max_connections";
+    let message = b"too many connections to gamelake: retry later, or raise --pg-max-connections";
     // An ErrorResponse: 'E', length, then fields (severity, code, message), each a type byte
     // and a zero-terminated string, and a final zero.
     let mut fields = Vec::new();
