@@ -140,10 +140,11 @@ fn entry(item: Value) -> std::result::Result<(Option<i64>, Value), Failure> {
     }
 }
 
-/// Seconds (integer or float) or Fluentd's EventTime (ext type 0: u32 seconds, u32 nanos).
+/// Seconds (integer or float) or Fluentd's EventTime (ext type 0: u32 seconds, u32 nanos), as
+/// microseconds; a time beyond what microseconds hold (a hostile sender's) is no time.
 fn event_time(value: &Value) -> Option<i64> {
     match value {
-        Value::Integer(i) => i.as_i64().map(|s| s * 1_000_000),
+        Value::Integer(i) => i.as_i64().and_then(|s| s.checked_mul(1_000_000)),
         Value::F64(f) => Some((f * 1e6) as i64),
         Value::F32(f) => Some((f64::from(*f) * 1e6) as i64),
         Value::Ext(0, data) if data.len() == 8 => {
@@ -261,6 +262,16 @@ mod tests {
 
     fn budget() -> usize {
         1 << 20
+    }
+
+    #[test]
+    fn a_time_beyond_microseconds_is_no_time() {
+        assert_eq!(
+            event_time(&Value::from(1_795_608_000)),
+            Some(1_795_608_000_000_000)
+        );
+        assert_eq!(event_time(&Value::from(i64::MAX)), None);
+        assert_eq!(event_time(&Value::from(i64::MIN)), None);
     }
 
     #[test]
