@@ -175,6 +175,17 @@ impl LakeTables {
     fn listed(&self, catalog: &str, schema: &str) -> bool {
         catalog == CATALOG && schema != SYSTEM_SCHEMA && schema != PG_CATALOG
     }
+
+    /// A listed schema's provider.
+    fn listed_schema(
+        &self,
+        catalog: &str,
+        schema: &str,
+    ) -> Option<Arc<dyn datafusion::catalog::SchemaProvider>> {
+        self.listed(catalog, schema)
+            .then(|| self.0.schema(schema))
+            .flatten()
+    }
 }
 
 #[async_trait]
@@ -228,10 +239,7 @@ impl CatalogInfo for LakeTables {
         schema: &str,
         table: &str,
     ) -> std::result::Result<Option<SchemaRef>, DataFusionError> {
-        if !self.listed(catalog, schema) {
-            return Ok(None);
-        }
-        let Some(provider) = self.0.schema(schema) else {
+        let Some(provider) = self.listed_schema(catalog, schema) else {
             return Ok(None);
         };
         Ok(provider.table(table).await?.map(|t| t.schema()))
@@ -243,10 +251,7 @@ impl CatalogInfo for LakeTables {
         schema: &str,
         table: &str,
     ) -> std::result::Result<Option<TableType>, DataFusionError> {
-        if !self.listed(catalog, schema) {
-            return Ok(None);
-        }
-        let Some(provider) = self.0.schema(schema) else {
+        let Some(provider) = self.listed_schema(catalog, schema) else {
             return Ok(None);
         };
         provider.table_type(table).await

@@ -93,12 +93,11 @@ impl StartupHandler for Login {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let user = client.metadata().get("user").cloned().unwrap_or_default();
         match message {
             PgWireFrontendMessage::Startup(startup) => {
                 protocol_negotiation(client, &startup).await?;
                 save_startup_parameters_to_metadata(client, &startup);
-                let user = client.metadata().get("user").cloned().unwrap_or_default();
+                let user = user_of(client);
                 if self.users.is_empty() {
                     return self.admit(client, Principal::anonymous()).await;
                 }
@@ -121,61 +120,69 @@ impl StartupHandler for Login {
                     .send(PgWireBackendMessage::Authentication(ask))
                     .await?;
             }
-            PgWireFrontendMessage::PasswordMessageFamily(message) => match take_step(client) {
-                Some(Step::Password) => {
-                    let password = message.into_password()?.password;
-                    let who = self
-                        .users
-                        .login(&user, &password)
-                        .await
-                        .map_err(|e| refused(&e.to_string()))?
-                        .ok_or_else(|| wrong_password(&user))?;
-                    self.admit(client, who).await?;
-                }
-                Some(Step::ScramFirst) => {
-                    let first = message.into_sasl_initial_response()?;
-                    if first.auth_method != scram::MECHANISM {
-                        return Err(refused(&format!(
-                            "SASL mechanism {} is not offered; use {}",
-                            first.auth_method,
-                            scram::MECHANISM
-                        )));
+            PgWireFrontendMessage::PasswordMessageFamily(message) => {
+                let user = user_of(client);
+                match take_step(client) {
+                    Some(Step::Password) => {
+                        let password = message.into_password()?.password;
+                        let who = self
+                            .users
+                            .login(&user, &password)
+                            .await
+                            .map_err(|e| refused(&e.to_string()))?
+                            .ok_or_else(|| wrong_password(&user))?;
+                        self.admit(client, who).await?;
                     }
-                    let data = first.data.unwrap_or_default();
-                    let verifier = self.users.scram_verifier(&user);
-                    let (reply, exchange) = scram::server_first(verifier, &data)
-                        .map_err(|e| refused(&e.to_string()))?;
-                    set_step(client, Step::ScramFinal(Box::new(exchange)));
-                    client
-                        .send(PgWireBackendMessage::Authentication(
-                            Authentication::SASLContinue(reply.into_bytes().into()),
-                        ))
-                        .await?;
+                    Some(Step::ScramFirst) => {
+                        let first = message.into_sasl_initial_response()?;
+                        if first.auth_method != scram::MECHANISM {
+                            return Err(refused(&format!(
+                                "SASL mechanism {} is not offered; use {}",
+                                first.auth_method,
+                                scram::MECHANISM
+                            )));
+                        }
+                        let data = first.data.unwrap_or_default();
+                        let verifier = self.users.scram_verifier(&user);
+                        let (reply, exchange) = scram::server_first(verifier, &data)
+                            .map_err(|e| refused(&e.to_string()))?;
+                        set_step(client, Step::ScramFinal(Box::new(exchange)));
+                        client
+                            .send(PgWireBackendMessage::Authentication(
+                                Authentication::SASLContinue(reply.into_bytes().into()),
+                            ))
+                            .await?;
+                    }
+                    Some(Step::ScramFinal(exchange)) => {
+                        let last = message.into_sasl_response()?;
+                        let reply = exchange
+                            .finish(&last.data)
+                            .map_err(|e| refused(&e.to_string()))?
+                            .ok_or_else(|| wrong_password(&user))?;
+                        // The verifier proves the password; the user's grants are read now.
+                        let who = self
+                            .users
+                            .principal(&Principal::new(&user, Default::default()))
+                            .ok_or_else(|| wrong_password(&user))?;
+                        client
+                            .feed(PgWireBackendMessage::Authentication(
+                                Authentication::SASLFinal(reply.into_bytes().into()),
+                            ))
+                            .await?;
+                        self.admit(client, who).await?;
+                    }
+                    None => return Err(refused("a password message came before the startup")),
                 }
-                Some(Step::ScramFinal(exchange)) => {
-                    let last = message.into_sasl_response()?;
-                    let reply = exchange
-                        .finish(&last.data)
-                        .map_err(|e| refused(&e.to_string()))?
-                        .ok_or_else(|| wrong_password(&user))?;
-                    // The verifier proves the password; the user's grants are read now.
-                    let who = self
-                        .users
-                        .principal(&Principal::new(&user, Default::default()))
-                        .ok_or_else(|| wrong_password(&user))?;
-                    client
-                        .feed(PgWireBackendMessage::Authentication(
-                            Authentication::SASLFinal(reply.into_bytes().into()),
-                        ))
-                        .await?;
-                    self.admit(client, who).await?;
-                }
-                None => return Err(refused("a password message came before the startup")),
-            },
+            }
             _ => {}
         }
         Ok(())
     }
+}
+
+/// The user the startup message named.
+fn user_of<C: ClientInfo>(client: &C) -> String {
+    client.metadata().get("user").cloned().unwrap_or_default()
 }
 
 fn set_step<C: ClientInfo>(client: &C, step: Step) {
