@@ -46,7 +46,9 @@ pub struct PgOptions {
     pub max_connections: usize,
 }
 
-/// Serves the PostgreSQL protocol on `listener` until `shutdown` completes.
+/// Serves the PostgreSQL protocol on `listener` until `shutdown` completes; then the open
+/// connections are closed (PostgreSQL's "fast" shutdown: a client idle for hours must not keep
+/// the server, and its query log, from stopping).
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
@@ -64,10 +66,15 @@ pub async fn serve(
         cancel: Arc::new(cancel::Cancel { sessions, engine }),
     });
     let open = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => {
+                connections.shutdown().await;
+                return Ok(());
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -83,7 +90,7 @@ pub async fn serve(
             tokio::spawn(refuse_too_many(socket));
             continue;
         };
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _permit = permit;
             if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
                 tracing::debug!("PostgreSQL protocol connection from {peer} ended: {e}");
