@@ -76,6 +76,9 @@ pub async fn start(
     }
     let (engine, writer) =
         crate::serving::start(session, options.limits.clone(), options.query_log)?;
+    if let Some(rules) = &args.access {
+        engine.access().watch(rules)?;
+    }
     let mut servers: Vec<Server> = Vec::new();
     if let Some(addr) = args.flight {
         let (listener, bound) = bind(addr).await?;

@@ -21,6 +21,8 @@ use crate::secret::Secret;
   password_hash = \"$argon2id$...\"      # both lines from: gamelake hash-password
   scram_sha256 = \"SCRAM-SHA-256$...\"  # PostgreSQL protocol logins without TLS
   role = \"reader\"                      # reader: queries only; admin: also DDL/DML and system.query_log
+  groups = [\"analysts_bj\"]              # names access rules (--access) may use
+  attributes = { region = \"bj\" }        # user_attribute('region') in a rule's filter or mask
 Log intake tables and sender tokens too:
   [[intake.tokens]]
   name = \"game-servers\"
@@ -34,6 +36,7 @@ Examples:
   gamelake serve --flight 127.0.0.1:50051 --insecure-no-auth      local tryout, no logins
   gamelake --config gamelake.toml serve --pg 0.0.0.0:5433         psql \"host=... port=5433 user=analyst\"
   GAMELAKE_TOKEN_SECRET=... gamelake serve ...                    replicas behind a load balancer share it
+  gamelake --config gamelake.toml serve --pg 0.0.0.0:5433 --access access.toml   readers see only what rules allow
   gamelake --config gamelake.toml serve --http 0.0.0.0:8080       log intake for Fluent Bit / Fluentd
   gamelake serve --schedule --metrics 127.0.0.1:9090             scheduled reports/ and pipelines/
   curl -H \"Authorization: Bearer $INTAKE_TOKEN\" --data-binary @events.ndjson http://host:8080/ingest/logs.events
@@ -51,6 +54,13 @@ pub struct ServeArgs {
     /// --flight. Without TLS users log in with SCRAM-SHA-256 (scram_sha256 in [[users]]).
     #[arg(long, value_name = "ADDR")]
     pub pg: Option<SocketAddr>,
+
+    /// Access rules for readers (both protocols): which tables each user or group may read, a
+    /// row filter and column masks per table, first matching rule wins, tables no rule allows
+    /// are denied (README "Access rules"). Read again within a second of any change; a change
+    /// with a mistake is reported and the rules before it stay.
+    #[arg(long, env = "GAMELAKE_ACCESS", value_name = "FILE")]
+    pub access: Option<PathBuf>,
 
     /// PostgreSQL protocol connections served at once; more are refused with "too many
     /// connections" (SQLSTATE 53300).

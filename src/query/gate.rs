@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use datafusion::common::ResolvedTableReference;
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 
 use crate::error::Result;
@@ -25,3 +26,7 @@ pub enum ToRun<'a> {
 
 /// A check every statement of a session passes before anything of it runs.
 pub type Gate = Arc<dyn Fn(ToRun<'_>) -> Result<()> + Send + Sync>;
+
+/// A rewrite every query's logical plan passes after the gate, before it runs (a server's
+/// access rules: filters and masks around the scans of a reader's tables).
+pub type Rewrite = Arc<dyn Fn(LogicalPlan, &SessionState) -> Result<LogicalPlan> + Send + Sync>;

@@ -72,7 +72,7 @@ pub enum Output {
     Done(String),
 }
 
-pub use gate::{Gate, ToRun};
+pub use gate::{Gate, Rewrite, ToRun};
 pub use params::{Params, parse_param};
 
 /// DataFusion's physical optimizer rules with gamelake's: subplans are shared before join
@@ -110,6 +110,7 @@ pub struct Session {
     params: Arc<Params>,
     catalog_ttl: std::time::Duration,
     gate: Option<Gate>,
+    rewrite: Option<Rewrite>,
 }
 
 impl Session {
@@ -224,6 +225,7 @@ impl Session {
             params: Arc::default(),
             catalog_ttl: settings.catalog_ttl,
             gate: None,
+            rewrite: None,
         })
     }
 
@@ -255,6 +257,13 @@ impl Session {
     /// (see [`Gate`]).
     pub fn with_gate(mut self, gate: Gate) -> Self {
         self.gate = Some(gate);
+        self
+    }
+
+    /// The same session with a rewrite every later statement's plan passes after the gate
+    /// (see [`Rewrite`]).
+    pub fn with_rewrite(mut self, rewrite: Rewrite) -> Self {
+        self.rewrite = Some(rewrite);
         self
     }
 

@@ -47,6 +47,9 @@ pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Re
     if let Some(gate) = &session.gate {
         gate(ToRun::Plan(&plan))?;
     }
+    if let Some(rewrite) = &session.rewrite {
+        plan = rewrite(plan, &state)?;
+    }
     match plan {
         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
             create_table(session, create, layout.unwrap_or_default()).await

@@ -6,6 +6,7 @@
 //! `base64url(json).base64url(mac)`: a JWT library would add algorithm negotiation we do not
 //! want (one algorithm, one key), so these twenty lines are written here.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
@@ -50,6 +51,13 @@ pub struct User {
     /// admins always may; default false).
     #[serde(default)]
     pub postgres: bool,
+    /// Groups the user belongs to, which access rules may name (`group = "analysts_bj"`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Attributes access rules may use in row filters and masks through
+    /// `user_attribute('name')`, e.g. `attributes = { region = "bj" }`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 impl User {
@@ -61,6 +69,8 @@ impl User {
             scram_sha256: None,
             role,
             postgres: false,
+            groups: Vec::new(),
+            attributes: BTreeMap::new(),
         }
     }
 }
@@ -122,6 +132,12 @@ pub struct Principal {
     /// May read the `pg` catalog (see [`User::postgres`]).
     #[serde(default)]
     pub postgres: bool,
+    /// The user's groups (see [`User::groups`]).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The user's attributes (see [`User::attributes`]).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 impl Principal {
@@ -131,6 +147,8 @@ impl Principal {
             user: user.to_string(),
             role,
             postgres: false,
+            groups: Vec::new(),
+            attributes: BTreeMap::new(),
         }
     }
 
@@ -140,6 +158,8 @@ impl Principal {
             user: user.name.clone(),
             role: user.role,
             postgres: user.postgres,
+            groups: user.groups.clone(),
+            attributes: user.attributes.clone(),
         }
     }
 

@@ -20,7 +20,8 @@ use datafusion::sql::parser::Statement as DFStatement;
 use futures::channel::oneshot;
 use futures::{Stream, StreamExt};
 
-use super::auth::Principal;
+use super::access::{AccessControl, Applied, scans};
+use super::auth::{Principal, Role};
 use super::guard::{check_statement, gate_for, is_read, number_question_marks};
 use super::limits::Governor;
 use super::query_log::{QueryLog, QueryRecord};
@@ -39,6 +40,7 @@ pub struct Engine {
     governor: Arc<Governor>,
     log: Option<QueryLog>,
     runtime: QueryRuntime,
+    access: Arc<AccessControl>,
 }
 
 /// What GetFlightInfo answers for a statement.
@@ -57,7 +59,13 @@ impl Engine {
             governor,
             log,
             runtime: QueryRuntime::new()?,
+            access: Arc::default(),
         })
+    }
+
+    /// The access rules readers' statements are held to (none until a server sets them).
+    pub fn access(&self) -> &Arc<AccessControl> {
+        &self.access
     }
 
     /// The base session (for metadata calls).
@@ -88,8 +96,9 @@ impl Engine {
             keep_view_types,
             done: None,
         };
+        let applied = Applied::default();
         let planned = async {
-            let session = self.session_for(who, ticket.params.as_deref())?;
+            let session = self.session_for(who, ticket.params.as_deref(), &applied)?;
             let (who, sql) = (who.clone(), sql.to_string());
             self.bounded(async move {
                 let read = is_read(&statement(&session, &who, &sql)?);
@@ -118,7 +127,7 @@ impl Engine {
             }
             Err(e) => Some(e),
         };
-        self.record_statement(&ticket.id, who, sql, started, error.as_ref());
+        self.record_statement(&ticket.id, who, sql, started, error.as_ref(), &applied);
         match error {
             Some(e) => Err(e),
             None => Ok(Described {
@@ -131,7 +140,7 @@ impl Engine {
     /// The dataset and parameter schemas of a statement to prepare (empty for an admin's write,
     /// which runs when executed, not now).
     pub async fn prepare(&self, who: &Principal, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
-        let session = self.session_for(who, None)?;
+        let session = self.session_for(who, None, &Applied::default())?;
         let (who, sql) = (who.clone(), sql.to_string());
         self.bounded(async move {
             let statement = statement(&session, &who, &sql)?;
@@ -165,8 +174,9 @@ impl Engine {
     /// error before anything runs.
     pub async fn update(&self, who: &Principal, sql: &str, params: Option<&str>) -> Result<()> {
         let started = (Instant::now(), Utc::now());
+        let applied = Applied::default();
         let result = async {
-            let session = self.session_for(who, params)?;
+            let session = self.session_for(who, params, &applied)?;
             let (who, sql) = (who.clone(), sql.to_string());
             self.bounded(async move {
                 match plan(&session, &who, &sql).await? {
@@ -181,7 +191,14 @@ impl Engine {
             .await
         }
         .await;
-        self.record_statement(&new_query_id(), who, sql, started, result.as_ref().err());
+        self.record_statement(
+            &new_query_id(),
+            who,
+            sql,
+            started,
+            result.as_ref().err(),
+            &applied,
+        );
         result
     }
 
@@ -207,6 +224,7 @@ impl Engine {
                 bytes: 0,
                 outcome: "cancelled",
                 error: None,
+                access: None,
             },
             started,
             log: self.log.clone(),
@@ -219,7 +237,8 @@ impl Engine {
         let cancel = self.governor.register(&ticket.id);
         let timeout = self.governor.limits().query_timeout;
         let deadline = tokio::time::Instant::from_std(started + timeout);
-        let session = match self.session_for(&ticket.who, ticket.params.as_deref()) {
+        let applied = Applied::default();
+        let session = match self.session_for(&ticket.who, ticket.params.as_deref(), &applied) {
             Ok(s) => s,
             Err(e) => return Err(tracker.fail("error", e)),
         };
@@ -278,7 +297,9 @@ impl Engine {
             Ok(task) => AbortOnDrop(task),
             Err(e) => return Err(tracker.fail("error", e)),
         };
-        let schema = match tokio::time::timeout_at(deadline, schema_rx).await {
+        let planned = tokio::time::timeout_at(deadline, schema_rx).await;
+        tracker.record.access = applied.describe();
+        let schema = match planned {
             Ok(Ok(Ok(schema))) => schema,
             Ok(Ok(Err(e))) => return Err(tracker.fail("error", e)),
             Ok(Err(_)) => return Err(tracker.fail("timeout", timeout_error(timeout))),
@@ -303,12 +324,27 @@ impl Engine {
         Ok((schema, Box::pin(running)))
     }
 
-    /// The session one of `who`'s statements runs in: the user's gate, a memory pool of the
-    /// statement's own inside the server's, and the bound parameter values.
-    fn session_for(&self, who: &Principal, params: Option<&str>) -> Result<Session> {
+    /// The session one of `who`'s statements runs in: the user's gate and access rules (the
+    /// rules it applies noted in `applied`), a memory pool of the statement's own inside the
+    /// server's, and the bound parameter values.
+    fn session_for(
+        &self,
+        who: &Principal,
+        params: Option<&str>,
+        applied: &Applied,
+    ) -> Result<Session> {
         let mut session = self.session.with_memory_pool(self.governor.query_pool())?;
-        if let Some(gate) = gate_for(who) {
+        let rules = self.access.current();
+        if let Some(gate) = gate_for(who, rules.clone()) {
             session = session.with_gate(gate);
+        }
+        if let Some(rules) = rules
+            && who.role != Role::Admin
+        {
+            let (who, applied) = (who.clone(), applied.clone());
+            session = session.with_rewrite(Arc::new(move |plan, state| {
+                scans::apply(plan, state, &rules, &who, &applied)
+            }));
         }
         let values = decode_params(params)?;
         if !values.is_empty() {
@@ -345,6 +381,7 @@ impl Engine {
         sql: &str,
         started: (Instant, chrono::DateTime<Utc>),
         error: Option<&Error>,
+        applied: &Applied,
     ) {
         if let Some(log) = &self.log {
             log.record(QueryRecord {
@@ -357,6 +394,7 @@ impl Engine {
                 bytes: 0,
                 outcome: if error.is_some() { "error" } else { "ok" },
                 error: error.map(ToString::to_string),
+                access: applied.describe(),
             });
         }
     }

@@ -17,6 +17,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{Expr, Statement, Value, visit_expressions_mut};
 
+use super::access::Rules;
+use super::access::scans::check_readable;
 use super::auth::{Principal, Role};
 use crate::error::{Error, Result};
 use crate::query::{CATALOG, Gate, ToRun};
@@ -81,20 +83,28 @@ pub fn may_see(who: &Principal, catalog: &str, schema: &str) -> bool {
 }
 
 /// The gate of `who`'s sessions: none for an admin; for a reader, a check of the tables a
-/// statement names (before any lookup) and of its logical plan (before anything runs).
-pub fn gate_for(who: &Principal) -> Option<Gate> {
+/// statement names (before any lookup; with access `rules`, each must be allowed by one) and
+/// of its logical plan (before anything runs).
+pub fn gate_for(who: &Principal, rules: Option<Arc<Rules>>) -> Option<Gate> {
     if who.role == Role::Admin {
         return None;
     }
     let who = who.clone();
     Some(Arc::new(move |to_run: ToRun<'_>| match to_run {
-        ToRun::Tables(tables) => match tables
-            .iter()
-            .find(|t| !may_see(&who, &t.catalog, &t.schema))
-        {
-            Some(table) => Err(not_visible(&who, &table.to_string())),
-            None => Ok(()),
-        },
+        ToRun::Tables(tables) => {
+            if let Some(table) = tables
+                .iter()
+                .find(|t| !may_see(&who, &t.catalog, &t.schema))
+            {
+                return Err(not_visible(&who, &table.to_string()));
+            }
+            match &rules {
+                Some(rules) => tables
+                    .iter()
+                    .try_for_each(|table| check_readable(rules, &who, table)),
+                None => Ok(()),
+            }
+        }
         ToRun::Plan(plan) => check_plan(&who, plan),
         ToRun::Analyze => Err(read_only(&who, "ANALYZE")),
     }))

@@ -5,8 +5,10 @@
 //! carries between calls ([`tickets`], and [`crate::plain_types`] at the boundary), and the
 //! record of every query ([`query_log`]). A protocol decodes its requests, calls [`Engine`],
 //! and encodes the answers; it never plans SQL itself, so no door can skip a rule another
-//! enforces.
+//! enforces. Readers' access rules ([`access`]) rewrite each statement's plan the same way for
+//! every door.
 
+pub mod access;
 pub mod auth;
 pub mod directory;
 pub mod engine;

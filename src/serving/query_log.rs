@@ -43,6 +43,8 @@ pub struct QueryRecord {
     pub outcome: &'static str,
     /// The error, when it failed.
     pub error: Option<String>,
+    /// The access rules applied to the user's tables (see [`super::access`]), when any was.
+    pub access: Option<String>,
 }
 
 /// A handle to the background writer; cheap to clone.
@@ -124,6 +126,8 @@ async fn append(session: &Session, records: &[QueryRecord]) -> Result<()> {
     let state = session.write_state();
     let options = WriteOptions {
         layout: Some(TableLayout::partitioned_by(&["day"])),
+        // Logs written before a column was added (`access`) take it on.
+        merge_schema: true,
         ..WriteOptions::new(WriteMode::Append)
     };
     write_batches(
@@ -154,6 +158,7 @@ fn to_batch(records: &[QueryRecord]) -> Result<RecordBatch> {
         Field::new("bytes", DataType::UInt64, false),
         Field::new("outcome", DataType::Utf8, false),
         Field::new("error", DataType::Utf8, true),
+        Field::new("access", DataType::Utf8, true),
         Field::new("day", DataType::Date32, false),
     ]);
     let text = |f: fn(&QueryRecord) -> &str| -> ArrayRef {
@@ -178,6 +183,9 @@ fn to_batch(records: &[QueryRecord]) -> Result<RecordBatch> {
         text(|r| r.outcome),
         Arc::new(StringArray::from(
             records.iter().map(|r| r.error.clone()).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            records.iter().map(|r| r.access.clone()).collect::<Vec<_>>(),
         )),
         Arc::new(Date32Array::from_iter_values(
             records

@@ -311,17 +311,7 @@ async fn saved_queries_and_tpch_on_a_cluster_equal_embedded() {
         &[("GAMELAKE_CLUSTER", &cluster.url)],
     );
     let out = run_python(
-        r#"
-import json, sys
-import adbc_driver_flightsql.dbapi as flightsql
-conn = flightsql.connect(sys.argv[1])
-cur = conn.cursor()
-cur.execute(sys.argv[2])
-rows = ["|".join(str(v) for v in r) for r in cur.fetchall()]
-cur.execute("EXPLAIN " + sys.argv[2])
-plan = "\n".join(str(v) for r in cur.fetchall() for v in r)
-print(json.dumps({"rows": rows, "plan": plan}))
-"#,
+        ADBC_QUERY,
         &[&format!("grpc://{}", server.flight_addr()), sql],
     );
     let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -334,7 +324,62 @@ print(json.dumps({"rows": rows, "plan": plan}))
     assert_eq!(flight_rows, crate::support::rows(&embedded, sql).await);
     let plan = answer["plan"].as_str().unwrap();
     assert!(plan.contains("distributed_plan"), "{plan}");
+    drop(server);
+
+    // Access rules hold on the cluster: the plan shipped carries the row filter and the mask.
+    let rules = lake.path().join("access.toml");
+    std::fs::write(
+        &rules,
+        "[[rules]]\ntables = [\"game.*\"]\nfilter = \"region = 'beijing'\"\nmask = { region = \"upper(region)\" }\n",
+    )
+    .unwrap();
+    let rules_arg = rules.display().to_string();
+    let server = ServeProcess::spawn(
+        &lake,
+        &config,
+        &[
+            "--flight",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+            "--access",
+            &rules_arg,
+        ],
+        &[("GAMELAKE_CLUSTER", &cluster.url)],
+    );
+    let out = run_python(
+        ADBC_QUERY,
+        &[&format!("grpc://{}", server.flight_addr()), sql],
+    );
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ruled: Vec<String> = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let expected = crate::support::rows(
+        &embedded,
+        "SELECT upper(region) AS region, count(*) AS players FROM game.players WHERE region = 'beijing' GROUP BY region",
+    )
+    .await;
+    assert!(!expected.is_empty());
+    assert_eq!(ruled, expected);
+    let plan = answer["plan"].as_str().unwrap();
+    assert!(plan.contains("distributed_plan"), "{plan}");
 }
+
+/// A Flight SQL query through ADBC: its rows joined by `|`, and its EXPLAIN.
+const ADBC_QUERY: &str = r#"
+import json, sys
+import adbc_driver_flightsql.dbapi as flightsql
+conn = flightsql.connect(sys.argv[1])
+cur = conn.cursor()
+cur.execute(sys.argv[2])
+rows = ["|".join(str(v) for v in r) for r in cur.fetchall()]
+cur.execute("EXPLAIN " + sys.argv[2])
+plan = "\n".join(str(v) for r in cur.fetchall() for v in r)
+print(json.dumps({"rows": rows, "plan": plan}))
+"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saved_queries_on_a_cluster_over_s3_equal_embedded() {

@@ -1,5 +1,6 @@
 //! The one integration-test binary: modules by subject.
 
+mod access_rules;
 mod benchmarks;
 mod catalog;
 mod cdc;

@@ -131,7 +131,10 @@ async fn lake_with_players() -> TempLake {
     lake
 }
 
-async fn connect(addr: SocketAddr, user: Option<(&str, &str)>) -> FlightSqlServiceClient<Channel> {
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    user: Option<(&str, &str)>,
+) -> FlightSqlServiceClient<Channel> {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -162,7 +165,7 @@ async fn fetch(
     Ok(batches)
 }
 
-async fn query(
+pub(crate) async fn query(
     client: &mut FlightSqlServiceClient<Channel>,
     sql: &str,
 ) -> Result<Vec<RecordBatch>, String> {

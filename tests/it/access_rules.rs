@@ -1,0 +1,382 @@
+//! Access rules (`serve --access FILE`): a regional analyst reads only their region's rows,
+//! with contact columns masked or hidden, through every shape of SQL (CTEs, subqueries, joins,
+//! UNION, an admin's view, time travel, `$history`, live `pg.*` tables, prepared statements)
+//! and over both protocols; a table no rule allows is refused; admins see everything; the
+//! query log records the rule; a changed rules file applies without a restart, a broken one
+//! leaves the rules before it.
+
+use std::time::{Duration, Instant};
+
+use gamelake::lake::TableRef;
+use gamelake::serving::hash_password;
+use gamelake::serving::scram::Verifier;
+
+use crate::support::{ServeProcess, TempLake, render};
+
+const RULES: &str = r#"
+[[rules]]
+group = "analysts"
+tables = ["game.players", "game.all_players"]
+filter = "region = user_attribute('region')"
+mask = { email = "left(email, 2) || '***'" }
+hide = ["phone"]
+
+[[rules]]
+group = "analysts"
+tables = ["game.purchases"]
+
+[[rules]]
+group = "analysts"
+tables = ["pg.*.customers"]
+filter = "region = user_attribute('region')"
+mask = { email = "'***'" }
+"#;
+
+/// A lake whose `game.players` has two versions (v1: players 1-3, v2 adds player 4), and an
+/// admin's saved view over it.
+async fn regional_lake() -> TempLake {
+    let lake = TempLake::new();
+    let session = lake.session().await;
+    session
+        .sql(
+            "CREATE TABLE game.players AS SELECT * FROM (VALUES \
+             (1, 'bj', 'ann@bj.example', '+86 10 1'), \
+             (2, 'sh', 'bo@sh.example', '+86 21 2'), \
+             (3, 'bj', 'cy@bj.example', NULL)) v(player_id, region, email, phone)",
+        )
+        .await
+        .unwrap();
+    session
+        .sql("INSERT INTO game.players VALUES (4, 'gz', 'di@gz.example', '+86 20 4')")
+        .await
+        .unwrap();
+    session
+        .sql(
+            "CREATE TABLE game.purchases AS SELECT * FROM (VALUES \
+             (1, 10), (1, 5), (2, 7), (3, 1), (4, 100)) v(player_id, amount)",
+        )
+        .await
+        .unwrap();
+    session
+        .sql("CREATE TABLE game.secret AS SELECT 42 AS answer")
+        .await
+        .unwrap();
+    session
+        .lake()
+        .save_view(
+            &TableRef::parse("game.all_players").unwrap(),
+            "SELECT * FROM game.players",
+        )
+        .await
+        .unwrap();
+    lake
+}
+
+/// A schema of its own in PostgreSQL's `test` database with a `customers` table.
+async fn postgres_customers(schema: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(
+        "host=127.0.0.1 user=postgres dbname=test",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("PostgreSQL on 127.0.0.1:5432 (user postgres, database test) must be running");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; \
+             CREATE TABLE {schema}.customers (id int PRIMARY KEY, region text, email text); \
+             INSERT INTO {schema}.customers VALUES (1, 'bj', 'x@bj'), (2, 'sh', 'y@sh'), (3, 'bj', 'z@bj')"
+        ))
+        .await
+        .unwrap();
+    client
+}
+
+fn config() -> String {
+    let mut config = String::new();
+    for (name, role, extra) in [
+        (
+            "ana",
+            "reader",
+            "groups = [\"analysts\"]\nattributes = { region = \"bj\" }\npostgres = true\n",
+        ),
+        ("nobody", "reader", ""),
+        ("root", "admin", ""),
+    ] {
+        config.push_str(&format!(
+            "[[users]]\nname = \"{name}\"\npassword_hash = \"{}\"\nscram_sha256 = \"{}\"\nrole = \"{role}\"\n{extra}",
+            hash_password(&format!("{name}-pw")).unwrap(),
+            Verifier::new(&format!("{name}-pw"))
+        ));
+    }
+    config
+}
+
+async fn connect(server: &ServeProcess, user: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user={user} password={user}-pw dbname=gamelake",
+            server.pg_addr().port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{user} logs in: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// A query's rows in the simple protocol, columns joined by `|`, NULL as `NULL`.
+async fn rows(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<String>, String> {
+    let messages = client.simple_query(sql).await.map_err(|e| {
+        e.as_db_error()
+            .map_or_else(|| e.to_string(), |db| db.message().to_string())
+    })?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect())
+}
+
+async fn ok(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    rows(client, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+async fn refused(client: &tokio_postgres::Client, sql: &str) -> String {
+    match rows(client, sql).await {
+        Ok(rows) => panic!("{sql} returned {rows:?}"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regional_analyst_reads_only_their_rows_through_every_shape_of_sql() {
+    let lake = regional_lake().await;
+    let schema = format!("gl_access_{}", std::process::id());
+    let pg = postgres_customers(&schema).await;
+    let rules_path = lake.path().join("access.toml");
+    std::fs::write(&rules_path, RULES).unwrap();
+    let config_path = lake.path().join("gamelake.toml");
+    std::fs::write(&config_path, config()).unwrap();
+    let rules_arg = rules_path.display().to_string();
+    let server = ServeProcess::spawn(
+        &lake,
+        &config_path,
+        &[
+            "--pg",
+            "127.0.0.1:0",
+            "--flight",
+            "127.0.0.1:0",
+            "--access",
+            &rules_arg,
+        ],
+        &[(
+            "GAMELAKE_PG_URL",
+            "postgresql://postgres@127.0.0.1:5432/test",
+        )],
+    );
+    let ana = connect(&server, "ana").await;
+    let root = connect(&server, "root").await;
+
+    // The rows of her region, the email masked, the phone hidden.
+    let own = vec!["1|bj|an***|NULL".to_string(), "3|bj|cy***|NULL".to_string()];
+    let select = "SELECT player_id, region, email, phone FROM game.players ORDER BY player_id";
+    assert_eq!(ok(&ana, select).await, own);
+    // The same through each shape of SQL.
+    for (sql, expected) in [
+        (
+            "WITH p AS (SELECT * FROM game.players) SELECT player_id, region, email, phone FROM p ORDER BY 1",
+            own.clone(),
+        ),
+        (
+            "SELECT player_id, region, email, phone FROM (SELECT * FROM game.players WHERE player_id > 0) s ORDER BY 1",
+            own.clone(),
+        ),
+        (
+            "SELECT player_id, region, email, phone FROM game.all_players ORDER BY 1",
+            own.clone(),
+        ),
+        (
+            "SELECT sum(amount) FROM game.purchases WHERE player_id IN (SELECT player_id FROM game.players)",
+            vec!["16".to_string()],
+        ),
+        (
+            "SELECT count(*), sum(u.amount) FROM game.purchases u JOIN game.players p ON u.player_id = p.player_id",
+            vec!["3|16".to_string()],
+        ),
+        (
+            "SELECT email FROM game.players UNION SELECT email FROM game.all_players ORDER BY 1",
+            vec!["an***".to_string(), "cy***".to_string()],
+        ),
+        (
+            "SELECT player_id, email FROM game.\"players@v1\" ORDER BY 1",
+            vec!["1|an***".to_string(), "3|cy***".to_string()],
+        ),
+        (
+            // A predicate over a masked or hidden column sees the mask, never the value.
+            "SELECT count(*) FROM game.players WHERE email = 'ann@bj.example' OR phone IS NOT NULL",
+            vec!["0".to_string()],
+        ),
+        (
+            "SELECT (SELECT count(*) FROM game.players), (SELECT max(player_id) FROM game.players)",
+            vec!["2|3".to_string()],
+        ),
+        (
+            &format!("SELECT id, region, email FROM pg.{schema}.customers ORDER BY id"),
+            vec!["1|bj|***".to_string(), "3|bj|***".to_string()],
+        ),
+    ] {
+        assert_eq!(ok(&ana, sql).await, expected, "{sql}");
+    }
+    // Catalog browsing is not ruled: psql lists and describes the tables.
+    let psql = std::process::Command::new("psql")
+        .args(["-X", "-A", "-d"])
+        .arg(format!(
+            "host=127.0.0.1 port={} user=ana dbname=gamelake sslmode=disable",
+            server.pg_addr().port()
+        ))
+        .args(["-c", "\\dt game.*", "-c", "\\d game.players"])
+        .env("PGPASSWORD", "ana-pw")
+        .output()
+        .expect("psql must be installed (Debian package postgresql-client)");
+    let listed = String::from_utf8_lossy(&psql.stdout);
+    assert!(
+        psql.status.success() && listed.contains("players") && listed.contains("email"),
+        "{listed}{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+    // A prepared statement in the extended protocol, with a parameter.
+    let prepared = ana
+        .prepare("SELECT email FROM game.players WHERE player_id = $1")
+        .await
+        .unwrap();
+    let emails = |rows: Vec<tokio_postgres::Row>| -> Vec<String> {
+        rows.iter().map(|r| r.get::<_, String>(0)).collect()
+    };
+    assert_eq!(
+        emails(ana.query(&prepared, &[&3i64]).await.unwrap()),
+        ["cy***"]
+    );
+    assert!(ana.query(&prepared, &[&2i64]).await.unwrap().is_empty());
+
+    // What the rules do not allow is refused, naming why.
+    let secret = refused(&ana, "SELECT * FROM game.secret").await;
+    assert!(
+        secret.contains("no rule of") && secret.contains("ana") && secret.contains("game.secret"),
+        "{secret}"
+    );
+    let joined = refused(
+        &ana,
+        "SELECT * FROM game.players p JOIN game.secret s ON true",
+    )
+    .await;
+    assert!(joined.contains("game.secret"), "{joined}");
+    let history = refused(&ana, "SELECT * FROM game.\"players$history\"").await;
+    assert!(
+        history.contains("access.toml rule 1") && history.contains("$history"),
+        "{history}"
+    );
+    let analyze = refused(&ana, "EXPLAIN ANALYZE SELECT * FROM game.players").await;
+    assert!(analyze.contains("EXPLAIN ANALYZE"), "{analyze}");
+    // A reader in no group matches no rule: nothing is readable.
+    let nobody = connect(&server, "nobody").await;
+    let none = refused(&nobody, "SELECT count(*) FROM game.purchases").await;
+    assert!(none.contains("no rule of"), "{none}");
+
+    // Flight SQL applies the same rules.
+    let flight = crate::flight::connect(server.flight_addr(), Some(("ana", "ana-pw"))).await;
+    let mut flight = flight;
+    let batches = crate::flight::query(&mut flight, select).await.unwrap();
+    let text = render(&batches).join("\n");
+    assert!(
+        text.contains("an***")
+            && text.contains("cy***")
+            && !text.contains("bo")
+            && !text.contains("+86"),
+        "{text}"
+    );
+
+    // Admins see everything; the query log names the rule applied to ana's query.
+    assert_eq!(
+        ok(&root, "SELECT count(*), count(phone) FROM game.players").await,
+        ["4|3"]
+    );
+    let logged = wait_for(|| async {
+        // The log is appended within a second or so; until then it may not exist.
+        let logged = rows(
+            &root,
+            "SELECT access FROM system.query_log WHERE \"user\" = 'ana' AND sql LIKE 'SELECT player_id, region, email, phone FROM game.players%'",
+        )
+        .await
+        .unwrap_or_default();
+        (!logged.is_empty()).then_some(logged)
+    })
+    .await;
+    assert!(
+        logged[0].contains(
+            "gamelake.game.players: access.toml rule 1 (line 2) (filter, mask email, hide phone)"
+        ),
+        "{logged:?}"
+    );
+
+    // A changed file applies within seconds, without a restart.
+    std::fs::write(
+        &rules_path,
+        RULES.replace("user_attribute('region')", "'gz'"),
+    )
+    .unwrap();
+    let changed = wait_for(|| async {
+        let now = ok(&ana, "SELECT player_id FROM game.players").await;
+        (now == ["4"]).then_some(now)
+    })
+    .await;
+    assert_eq!(changed, ["4"]);
+    // A broken one is reported, and the rules before it stay.
+    std::fs::write(
+        &rules_path,
+        "[[rules]]\ntables = [\"game.*\"]\nfilter = \"region = \"\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(ok(&ana, "SELECT player_id FROM game.players").await, ["4"]);
+    // The server stops although clients are still connected, and says what it did.
+    let (_, stdout) = server.terminate();
+    assert!(
+        stdout.contains("access rules read again")
+            && stdout.contains("access rules not reloaded")
+            && stdout.contains("access.toml:3"),
+        "{stdout}"
+    );
+    pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+/// Polls `probe` until it yields a value, for at most 15 seconds.
+async fn wait_for<T, F, Fut>(probe: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no result within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
