@@ -1,5 +1,5 @@
 //! `gamelake serve --pg`: real PostgreSQL clients (psql, psycopg sync and async with a
-//! server-side cursor, asyncpg, SQLAlchemy's reflection) read the same values `gamelake sql`
+//! server-side cursor, asyncpg, SQLAlchemy's reflection, psqlODBC, pgjdbc) read the same values `gamelake sql`
 //! reads; logins (SCRAM without TLS, a password over TLS, a verifier
 //! copied from a real PostgreSQL), a reader's rights, cancel requests and the connection limit.
 
@@ -200,6 +200,75 @@ async fn every_client_reads_the_values_gamelake_sql_reads() {
         "{sqlalchemy}"
     );
     assert_eq!(sqlalchemy["rows"], expected_rows(), "SQLAlchemy");
+
+    // psqlODBC, the driver of Excel and Power BI, through pyodbc: its catalog calls and a
+    // prepared query. It reads booleans as 1/0 and arrays and zoneless times as PostgreSQL
+    // prints them (its defaults), the same values.
+    let odbc = client("odbc", &dsn);
+    assert_eq!(odbc["tables"], json!(["players"]), "{odbc}");
+    assert_eq!(odbc["columns"], sqlalchemy["columns"], "{odbc}");
+    assert_eq!(
+        odbc["rows"],
+        json!([
+            [
+                "1",
+                "玩家一",
+                "10.50",
+                "naive 2026-01-02T03:04:05.123456",
+                "{pvp,guild}",
+                "1",
+                "1.5"
+            ],
+            [
+                "2",
+                "Zoë",
+                "0.00",
+                "naive 2025-12-31T23:59:59",
+                "{pve}",
+                "0",
+                null
+            ],
+            ["3", null, null, null, null, null, "-2.25"]
+        ]),
+        "psqlODBC"
+    );
+
+    // pgjdbc, the driver of DBeaver, DataGrip and Metabase: metadata, then a prepared query,
+    // in a JVM whose zone is not UTC (a timestamptz is one instant wherever it is read).
+    let server_port = server.pg_addr().port();
+    let jdbc = Command::new("java")
+        .args([
+            "-Duser.timezone=Asia/Shanghai",
+            "-cp",
+            "/usr/share/java/postgresql.jar",
+        ])
+        .arg(crate::support::repo_root().join("tests/it/PgJdbcProbe.java"))
+        .arg(format!(
+            "jdbc:postgresql://127.0.0.1:{server_port}/gamelake?sslmode=disable"
+        ))
+        .output()
+        .expect("java must be installed; .ci/run installs the driver (libpostgresql-jdbc-java)");
+    let printed = String::from_utf8_lossy(&jdbc.stdout);
+    assert!(
+        jdbc.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&jdbc.stderr)
+    );
+    for line in [
+        "product|PostgreSQL|15.0 (gamelake",
+        "table|game.players",
+        "column|spent|numeric",
+        "column|joined|timestamptz",
+        "column|tags|_text",
+        "row|1|玩家一|10.50|2026-01-02T03:04:05.123456Z|[pvp, guild]|true|1.5",
+        "row|2|Zoë|0.00|2025-12-31T23:59:59Z|[pve]|false|null",
+        "row|3|null|null|null|null|null|-2.25",
+    ] {
+        assert!(
+            printed.contains(line),
+            "pgjdbc printed no {line:?}:\n{printed}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,11 +92,35 @@ def sqlalchemy_client():
     return {"schemas": inspector.get_schema_names(), "tables": tables, "columns": columns, "rows": result}
 
 
+def odbc_client():
+    """psqlODBC (Debian's odbc-postgresql) through pyodbc: the driver Excel and Power BI use."""
+    import urllib.parse
+
+    import pyodbc
+
+    url = urllib.parse.urlparse(dsn)
+    conn = pyodbc.connect(
+        "DRIVER={PostgreSQL Unicode};"
+        f"SERVER={url.hostname};PORT={url.port};DATABASE={url.path.lstrip('/')};"
+        f"UID={url.username};PWD={url.password};SSLmode=disable",
+        timeout=10,
+    )
+    try:
+        cur = conn.cursor()
+        tables = sorted(t.table_name for t in cur.tables(schema="game", tableType="TABLE"))
+        columns = [c.column_name for c in cur.columns(table="players", schema="game")]
+        cur.execute(QUERY.replace("ORDER BY", "WHERE player_id >= ? ORDER BY"), 1)
+        return {"tables": tables, "columns": columns, "rows": rows(cur.fetchall())}
+    finally:
+        conn.close()
+
+
 CLIENTS = {
     "psycopg": psycopg_sync,
     "psycopg-async": lambda: asyncio.run(psycopg_async()),
     "asyncpg": lambda: asyncio.run(asyncpg_client()),
     "sqlalchemy": sqlalchemy_client,
+    "odbc": odbc_client,
 }
 
 print(json.dumps(CLIENTS[client]()))
