@@ -57,8 +57,9 @@ pub struct ServeArgs {
 
     /// Access rules for readers (both protocols): which tables each user or group may read, a
     /// row filter and column masks per table, first matching rule wins, tables no rule allows
-    /// are denied (README "Access rules"). Read again within a second of any change; a change
-    /// with a mistake is reported and the rules before it stay.
+    /// are denied (README "Access rules"); per-user quotas ([[quotas]]) in the same file. Read
+    /// again within a second of any change; a change with a mistake is reported and the rules
+    /// before it stay.
     #[arg(long, env = "GAMELAKE_ACCESS", value_name = "FILE")]
     pub access: Option<PathBuf>,
 

@@ -230,12 +230,29 @@ impl Engine {
             log: self.log.clone(),
             governor: self.governor.clone(),
         };
+        // The user's quota, counted before a server slot is waited for: a user over quota is
+        // refused at once, and holds no slot others could use.
+        let quota = self
+            .access
+            .current()
+            .and_then(|rules| rules.quota(&ticket.who).cloned());
+        let quota_permit = match &quota {
+            Some(q) => match self.access.usage().admit(&ticket.who, q) {
+                Ok(permit) => Some(permit),
+                Err(e) => return Err(tracker.fail("error", e)),
+            },
+            None => None,
+        };
         let slot = match self.governor.admit().await {
             Ok(permit) => Slot::new(permit),
             Err(e) => return Err(tracker.fail("error", e)),
         };
         let cancel = self.governor.register(&ticket.id);
         let timeout = self.governor.limits().query_timeout;
+        let timeout = quota
+            .as_ref()
+            .and_then(|q| q.query_timeout)
+            .map_or(timeout, |t| t.min(timeout));
         let deadline = tokio::time::Instant::from_std(started + timeout);
         let applied = Applied::default();
         let session = match self.session_for(&ticket.who, ticket.params.as_deref(), &applied) {
@@ -319,7 +336,12 @@ impl Engine {
             cancel,
             tracker,
             finished: false,
+            max_rows: quota.and_then(|q| {
+                let max = q.max_result_rows?;
+                Some((max, q.too_many_rows(&ticket.who, max)))
+            }),
             _slot: slot,
+            _quota: quota_permit,
         };
         Ok((schema, Box::pin(running)))
     }

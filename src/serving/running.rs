@@ -132,7 +132,11 @@ pub(super) struct Running {
     pub(super) cancel: oneshot::Receiver<()>,
     pub(super) tracker: Tracker,
     pub(super) finished: bool,
+    /// The user's quota of result rows, and the error past it.
+    pub(super) max_rows: Option<(u64, Error)>,
     pub(super) _slot: Slot,
+    /// The query's place in its user's quota of queries at once.
+    pub(super) _quota: Option<super::access::quotas::QuotaPermit>,
 }
 
 impl Running {
@@ -178,7 +182,13 @@ impl Stream for Running {
                 let schema = self.schema.clone();
                 match to_plain(batch, &schema) {
                     Ok(batch) => {
-                        self.tracker.record.rows += batch.num_rows() as u64;
+                        let rows = self.tracker.record.rows + batch.num_rows() as u64;
+                        if self.max_rows.as_ref().is_some_and(|(max, _)| rows > *max)
+                            && let Some((_, error)) = self.max_rows.take()
+                        {
+                            return self.end("error", error);
+                        }
+                        self.tracker.record.rows = rows;
                         self.tracker.record.bytes += batch.get_array_memory_size() as u64;
                         Poll::Ready(Some(Ok(batch)))
                     }

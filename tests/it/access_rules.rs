@@ -380,3 +380,80 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_refuse_what_is_over_them_naming_the_quota() {
+    let lake = regional_lake().await;
+    let rules_path = lake.path().join("access.toml");
+    std::fs::write(
+        &rules_path,
+        "[[rules]]\ntables = [\"game.*\"]\n\n[[quotas]]\nuser = \"ana\"\nmax_concurrent_queries = 1\nqueries_per_minute = 6\nmax_result_rows = 2\nquery_timeout = \"3s\"\n",
+    )
+    .unwrap();
+    let config_path = lake.path().join("gamelake.toml");
+    std::fs::write(&config_path, config()).unwrap();
+    let rules_arg = rules_path.display().to_string();
+    let server = ServeProcess::spawn(
+        &lake,
+        &config_path,
+        &["--pg", "127.0.0.1:0", "--access", &rules_arg],
+        &[],
+    );
+    let ana = connect(&server, "ana").await;
+    let root = connect(&server, "root").await;
+
+    // Rows: a result past max_result_rows fails at that row; a smaller one is read.
+    let rows_refused = refused(&ana, "SELECT * FROM game.purchases").await;
+    assert!(
+        rows_refused.contains("quota max_result_rows (2) of user ana")
+            && rows_refused.contains("access.toml quota 1 (line 4)"),
+        "{rows_refused}"
+    );
+    assert_eq!(
+        ok(
+            &ana,
+            "SELECT amount FROM game.purchases ORDER BY amount LIMIT 2"
+        )
+        .await,
+        ["1", "5"]
+    );
+    // Queries at once: a second while one runs is refused; the running one stops at the
+    // quota's timeout, not the server's five minutes.
+    let busy = connect(&server, "ana").await;
+    let long = tokio::spawn(async move {
+        rows(
+            &busy,
+            "SELECT count(*) FROM generate_series(1, 100000000000)",
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let second = refused(&ana, "SELECT 1").await;
+    assert!(
+        second.contains("quota max_concurrent_queries (1) of user ana")
+            && second.contains("retry when one ends"),
+        "{second}"
+    );
+    let started = Instant::now();
+    let stopped = long.await.unwrap().unwrap_err();
+    assert!(stopped.contains("timeout of 3s"), "{stopped}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Queries per minute: six started (the one refused above was not), then refusals with a
+    // wait.
+    assert_eq!(ok(&ana, "SELECT 1").await, ["1"]);
+    assert_eq!(ok(&ana, "SELECT 2").await, ["2"]);
+    assert_eq!(ok(&ana, "SELECT 3").await, ["3"]);
+    let rate = refused(&ana, "SELECT 4").await;
+    assert!(
+        rate.contains("quota queries_per_minute (6) of user ana") && rate.contains("retry in"),
+        "{rate}"
+    );
+    // Users the quota does not name are not held to it.
+    assert_eq!(
+        ok(&root, "SELECT count(*) FROM game.purchases").await,
+        ["5"]
+    );
+    for _ in 0..8 {
+        ok(&root, "SELECT 1").await;
+    }
+}

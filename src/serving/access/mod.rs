@@ -1,7 +1,9 @@
 //! Access rules for readers (`serve --access FILE`): which tables each may read, which rows and
 //! what each column shows ([`rules`]), applied to every statement's logical plan before it runs
-//! ([`scans`]), and read again when the file changes ([`AccessControl::watch`]).
+//! ([`scans`]); per-user quotas from the same file ([`quotas`]); read again when the file
+//! changes ([`AccessControl::watch`]).
 
+pub mod quotas;
 pub mod rules;
 pub mod scans;
 
@@ -22,6 +24,7 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct AccessControl {
     rules: RwLock<Option<Arc<Rules>>>,
+    usage: Arc<quotas::Usage>,
 }
 
 impl AccessControl {
@@ -30,6 +33,11 @@ impl AccessControl {
         self.rules
             .read()
             .map_or_else(|p| p.into_inner().clone(), |r| r.clone())
+    }
+
+    /// What each user runs now, counted against the quotas of the rules.
+    pub fn usage(&self) -> &Arc<quotas::Usage> {
+        &self.usage
     }
 
     /// Applies `rules` from the next statement on.

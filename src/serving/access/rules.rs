@@ -26,6 +26,7 @@ use glob::{MatchOptions, Pattern};
 use serde::Deserialize;
 
 use super::super::auth::Principal;
+use super::quotas::{Quota, QuotaEntry};
 use crate::error::{Error, Result};
 use crate::query::CATALOG;
 use crate::toml_files::{line_column, parse_toml, substitute_env};
@@ -35,6 +36,8 @@ use crate::toml_files::{line_column, parse_toml, substitute_env};
 struct RulesFile {
     #[serde(default)]
     rules: Vec<toml::Spanned<RuleEntry>>,
+    #[serde(default)]
+    quotas: Vec<toml::Spanned<QuotaEntry>>,
 }
 
 /// One `[[rules]]` entry as written.
@@ -72,6 +75,7 @@ fn allowed() -> bool {
 pub struct Rules {
     path: PathBuf,
     rules: Vec<Rule>,
+    quotas: Vec<Quota>,
 }
 
 /// One rule, checked: its globs compiled, its SQL parsed once.
@@ -219,9 +223,18 @@ impl Rules {
                 hidden: entry.hide,
             });
         }
+        let mut quotas = Vec::new();
+        for (i, spanned) in file.quotas.into_iter().enumerate() {
+            let (line, column) = line_column(&text, spanned.span().start);
+            let origin = format!("{name} quota {} (line {line})", i + 1);
+            let quota = Quota::new(spanned.into_inner(), origin.clone())
+                .map_err(|e| Error::config(path, line, column, &format!("quota {}: {e}", i + 1)))?;
+            quotas.push(quota);
+        }
         Ok(Self {
             path: path.to_path_buf(),
             rules,
+            quotas,
         })
     }
 
@@ -238,6 +251,11 @@ impl Rules {
     /// Whether the file holds no rule (then no reader may read any table).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The quota `who` runs under, if any matches (the first that does).
+    pub fn quota(&self, who: &Principal) -> Option<&Quota> {
+        self.quotas.iter().find(|q| q.matches(who))
     }
 
     /// How `who` may read `table` (a base table's name: no time travel or history suffix).
