@@ -112,6 +112,27 @@ fn config() -> String {
     config
 }
 
+/// `gamelake serve --pg 127.0.0.1:0 --access access.toml` with `rules` and the users of
+/// [`config`], plus `flags` and `env`; the server and the rules file's path.
+fn serve_with_rules(
+    lake: &TempLake,
+    rules: &str,
+    flags: &[&str],
+    env: &[(&str, &str)],
+) -> (ServeProcess, std::path::PathBuf) {
+    let rules_path = lake.path().join("access.toml");
+    std::fs::write(&rules_path, rules).unwrap();
+    let config_path = lake.path().join("gamelake.toml");
+    std::fs::write(&config_path, config()).unwrap();
+    let rules_arg = rules_path.display().to_string();
+    let mut args = vec!["--pg", "127.0.0.1:0", "--access", &rules_arg];
+    args.extend_from_slice(flags);
+    (
+        ServeProcess::spawn(lake, &config_path, &args, env),
+        rules_path,
+    )
+}
+
 async fn connect(server: &ServeProcess, user: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(
         &format!(
@@ -164,22 +185,10 @@ async fn a_regional_analyst_reads_only_their_rows_through_every_shape_of_sql() {
     let lake = regional_lake().await;
     let schema = format!("gl_access_{}", std::process::id());
     let pg = postgres_customers(&schema).await;
-    let rules_path = lake.path().join("access.toml");
-    std::fs::write(&rules_path, RULES).unwrap();
-    let config_path = lake.path().join("gamelake.toml");
-    std::fs::write(&config_path, config()).unwrap();
-    let rules_arg = rules_path.display().to_string();
-    let server = ServeProcess::spawn(
+    let (server, rules_path) = serve_with_rules(
         &lake,
-        &config_path,
-        &[
-            "--pg",
-            "127.0.0.1:0",
-            "--flight",
-            "127.0.0.1:0",
-            "--access",
-            &rules_arg,
-        ],
+        RULES,
+        &["--flight", "127.0.0.1:0"],
         &[(
             "GAMELAKE_PG_URL",
             "postgresql://postgres@127.0.0.1:5432/test",
@@ -384,19 +393,10 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_refuse_what_is_over_them_naming_the_quota() {
     let lake = regional_lake().await;
-    let rules_path = lake.path().join("access.toml");
-    std::fs::write(
-        &rules_path,
-        "[[rules]]\ntables = [\"game.*\"]\n\n[[quotas]]\nuser = \"ana\"\nmax_concurrent_queries = 1\nqueries_per_minute = 6\nmax_result_rows = 2\nquery_timeout = \"3s\"\n",
-    )
-    .unwrap();
-    let config_path = lake.path().join("gamelake.toml");
-    std::fs::write(&config_path, config()).unwrap();
-    let rules_arg = rules_path.display().to_string();
-    let server = ServeProcess::spawn(
+    let (server, _) = serve_with_rules(
         &lake,
-        &config_path,
-        &["--pg", "127.0.0.1:0", "--access", &rules_arg],
+        "[[rules]]\ntables = [\"game.*\"]\n\n[[quotas]]\nuser = \"ana\"\nmax_concurrent_queries = 1\nqueries_per_minute = 6\nmax_result_rows = 2\nquery_timeout = \"3s\"\n",
+        &[],
         &[],
     );
     let ana = connect(&server, "ana").await;

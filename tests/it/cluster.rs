@@ -310,19 +310,8 @@ async fn saved_queries_and_tpch_on_a_cluster_equal_embedded() {
         &["--flight", "127.0.0.1:0", "--insecure-no-auth"],
         &[("GAMELAKE_CLUSTER", &cluster.url)],
     );
-    let out = run_python(
-        ADBC_QUERY,
-        &[&format!("grpc://{}", server.flight_addr()), sql],
-    );
-    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let flight_rows: Vec<String> = answer["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap().to_string())
-        .collect();
+    let (flight_rows, plan) = adbc_rows_and_plan(&server, sql);
     assert_eq!(flight_rows, crate::support::rows(&embedded, sql).await);
-    let plan = answer["plan"].as_str().unwrap();
     assert!(plan.contains("distributed_plan"), "{plan}");
     drop(server);
 
@@ -346,17 +335,7 @@ async fn saved_queries_and_tpch_on_a_cluster_equal_embedded() {
         ],
         &[("GAMELAKE_CLUSTER", &cluster.url)],
     );
-    let out = run_python(
-        ADBC_QUERY,
-        &[&format!("grpc://{}", server.flight_addr()), sql],
-    );
-    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let ruled: Vec<String> = answer["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap().to_string())
-        .collect();
+    let (ruled, plan) = adbc_rows_and_plan(&server, sql);
     let expected = crate::support::rows(
         &embedded,
         "SELECT upper(region) AS region, count(*) AS players FROM game.players WHERE region = 'beijing' GROUP BY region",
@@ -364,8 +343,23 @@ async fn saved_queries_and_tpch_on_a_cluster_equal_embedded() {
     .await;
     assert!(!expected.is_empty());
     assert_eq!(ruled, expected);
-    let plan = answer["plan"].as_str().unwrap();
     assert!(plan.contains("distributed_plan"), "{plan}");
+}
+
+/// A query through ADBC Flight SQL on `server`: its rows joined by `|`, and its EXPLAIN.
+fn adbc_rows_and_plan(server: &ServeProcess, sql: &str) -> (Vec<String>, String) {
+    let out = run_python(
+        ADBC_QUERY,
+        &[&format!("grpc://{}", server.flight_addr()), sql],
+    );
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    (rows, answer["plan"].as_str().unwrap().to_string())
 }
 
 /// A Flight SQL query through ADBC: its rows joined by `|`, and its EXPLAIN.
