@@ -1,5 +1,6 @@
 //! The Prometheus text exposition (prometheus-client) of one or more metric registries: the
-//! intake's and the scheduler's, alone or on one `/metrics` page ([`serve`]).
+//! intake's, the scheduler's and the query doors' (by user), alone or on one `/metrics` page
+//! ([`serve`]).
 
 use prometheus_client::registry::Registry;
 

@@ -21,12 +21,15 @@ const MIN_TOKEN_SECRET: usize = 32;
 type Server = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
 /// Binds the query servers `args` ask for; the returned future serves until `stopped`, then
-/// writes the rest of the query log.
+/// writes the rest of the query log. Also returns the per-user query counters for `/metrics`.
 pub async fn start(
     context: &Context,
     args: &ServeArgs,
     stopped: watch::Receiver<bool>,
-) -> Result<impl Future<Output = Result<()>> + use<>> {
+) -> Result<(
+    impl Future<Output = Result<()>> + use<>,
+    Arc<crate::serving::query_metrics::QueryMetrics>,
+)> {
     let config = &context.config;
     let users = Arc::new(Directory::new(config.users.clone())?);
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -79,6 +82,7 @@ pub async fn start(
     if let Some(rules) = &args.access {
         engine.access().watch(rules)?;
     }
+    let metrics = engine.metrics().clone();
     let mut servers: Vec<Server> = Vec::new();
     if let Some(addr) = args.flight {
         let (listener, bound) = bind(addr).await?;
@@ -124,7 +128,7 @@ pub async fn start(
             until(stopped),
         )));
     }
-    Ok(async move {
+    let serving = async move {
         let outcomes = futures::future::join_all(servers).await;
         if let Some(writer) = writer {
             writer.finish().await;
@@ -133,7 +137,8 @@ pub async fn start(
             .into_iter()
             .collect::<Result<Vec<()>>>()
             .map(|_| ())
-    })
+    };
+    Ok((serving, metrics))
 }
 
 /// Flight SQL sends passwords and tokens in every call: without TLS only on loopback, or

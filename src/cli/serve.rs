@@ -27,12 +27,13 @@ pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
     }
     let (stop, stopped) = watch::channel(false);
     let mut servers = Vec::new();
-    if args.flight.is_some() || args.pg.is_some() {
-        servers.push(tokio::spawn(
-            super::query_servers::start(context, &args, stopped.clone()).await?,
-        ));
-    }
     let mut exposed = Exposed::default();
+    if args.flight.is_some() || args.pg.is_some() {
+        let (server, metrics) =
+            super::query_servers::start(context, &args, stopped.clone()).await?;
+        exposed.queries = Some(metrics);
+        servers.push(tokio::spawn(server));
+    }
     if args.http.is_some() || args.forward.is_some() {
         let (server, metrics) = intake(context, &args, stopped.clone()).await?;
         exposed.intake = Some(metrics);
@@ -91,13 +92,15 @@ pub async fn run(context: &Context, args: ServeArgs) -> Result<()> {
 struct Exposed {
     intake: Option<Arc<crate::intake::Metrics>>,
     schedule: Option<Arc<crate::schedule::Metrics>>,
+    queries: Option<Arc<crate::serving::query_metrics::QueryMetrics>>,
 }
 
 impl Exposed {
     fn render(&self) -> String {
         let intake = self.intake.as_ref().map(|m| m.registry());
         let schedule = self.schedule.as_ref().map(|m| m.registry());
-        let registries: Vec<_> = intake.into_iter().chain(schedule).collect();
+        let queries = self.queries.as_ref().map(|m| m.registry());
+        let registries: Vec<_> = intake.into_iter().chain(schedule).chain(queries).collect();
         crate::metrics::exposition(&registries)
     }
 }

@@ -99,7 +99,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub schedule_heartbeat: Duration,
 
-    /// Serve /metrics (Prometheus text: the scheduler's and the intake's) and /healthz on this
+    /// Serve /metrics (Prometheus text: the scheduler's, the intake's, and the queries of
+    /// --flight/--pg by user) and /healthz on this
     /// address. No login: bind it where only your monitoring reaches.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,

@@ -25,6 +25,7 @@ use super::auth::{Principal, Role};
 use super::guard::{check_statement, gate_for, is_read, number_question_marks};
 use super::limits::Governor;
 use super::query_log::{QueryLog, QueryRecord};
+use super::query_metrics::QueryMetrics;
 use super::running::{AbortOnDrop, QueryRuntime, Running, Slot, Tracker, timeout_error};
 use super::tickets::{QueryTicket, decode_params, done_schema, new_query_id};
 use crate::error::{Error, Result};
@@ -41,6 +42,7 @@ pub struct Engine {
     log: Option<QueryLog>,
     runtime: QueryRuntime,
     access: Arc<AccessControl>,
+    metrics: Arc<QueryMetrics>,
 }
 
 /// What GetFlightInfo answers for a statement.
@@ -60,7 +62,13 @@ impl Engine {
             log,
             runtime: QueryRuntime::new()?,
             access: Arc::default(),
+            metrics: Arc::default(),
         })
+    }
+
+    /// The per-user query counters `/metrics` shows.
+    pub fn metrics(&self) -> &Arc<QueryMetrics> {
+        &self.metrics
     }
 
     /// The access rules readers' statements are held to (none until a server sets them).
@@ -229,7 +237,10 @@ impl Engine {
             started,
             log: self.log.clone(),
             governor: self.governor.clone(),
+            metrics: self.metrics.clone(),
+            running: self.metrics.running_of(&ticket.who.user),
         };
+        tracker.running.inc();
         // The user's quota, counted before a server slot is waited for: a user over quota is
         // refused at once, and holds no slot others could use.
         let quota = self
@@ -239,7 +250,7 @@ impl Engine {
         let quota_permit = match &quota {
             Some(q) => match self.access.usage().admit(&ticket.who, q) {
                 Ok(permit) => Some(permit),
-                Err(e) => return Err(tracker.fail("error", e)),
+                Err(e) => return Err(tracker.fail("refused", e)),
             },
             None => None,
         };

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod guard;
 pub mod limits;
 pub mod query_log;
+pub mod query_metrics;
 mod running;
 pub mod scram;
 pub mod tickets;

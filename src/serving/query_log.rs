@@ -39,7 +39,7 @@ pub struct QueryRecord {
     pub rows: u64,
     /// Bytes of Arrow data sent (in-memory size of the batches).
     pub bytes: u64,
-    /// `ok`, `error`, `timeout` or `cancelled`.
+    /// `ok`, `error`, `timeout`, `cancelled` or `refused` (by a quota).
     pub outcome: &'static str,
     /// The error, when it failed.
     pub error: Option<String>,

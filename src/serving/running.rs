@@ -102,6 +102,9 @@ pub(super) struct Tracker {
     pub(super) started: Instant,
     pub(super) log: Option<QueryLog>,
     pub(super) governor: Arc<Governor>,
+    pub(super) metrics: Arc<super::query_metrics::QueryMetrics>,
+    /// The user's running-queries gauge, raised while this query lives.
+    pub(super) running: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Tracker {
@@ -115,6 +118,9 @@ impl Tracker {
 impl Drop for Tracker {
     fn drop(&mut self) {
         self.governor.unregister(&self.record.query_id);
+        self.running.dec();
+        self.metrics
+            .ended(&self.record.user, self.record.outcome, self.record.rows);
         self.record.duration = self.started.elapsed();
         if let Some(log) = &self.log {
             log.record(self.record.clone());

@@ -11,7 +11,7 @@ use gamelake::lake::TableRef;
 use gamelake::serving::hash_password;
 use gamelake::serving::scram::Verifier;
 
-use crate::support::{ServeProcess, TempLake, render};
+use crate::support::{ServeProcess, TempLake, metrics_of, render, sample};
 
 const RULES: &str = r#"
 [[rules]]
@@ -396,7 +396,7 @@ async fn quotas_refuse_what_is_over_them_naming_the_quota() {
     let (server, _) = serve_with_rules(
         &lake,
         "[[rules]]\ntables = [\"game.*\"]\n\n[[quotas]]\nuser = \"ana\"\nmax_concurrent_queries = 1\nqueries_per_minute = 6\nmax_result_rows = 2\nquery_timeout = \"3s\"\n",
-        &[],
+        &["--metrics", "127.0.0.1:0"],
         &[],
     );
     let ana = connect(&server, "ana").await;
@@ -456,4 +456,30 @@ async fn quotas_refuse_what_is_over_them_naming_the_quota() {
     for _ in 0..8 {
         ok(&root, "SELECT 1").await;
     }
+
+    // /metrics counts each user's queries by outcome, their rows, and what runs now.
+    wait_for(|| async {
+        let page = metrics_of(&server).await;
+        let ana = |outcome: &str| {
+            sample(
+                &page,
+                &format!("gamelake_query_queries_total{{user=\"ana\",outcome=\"{outcome}\"}}"),
+            )
+        };
+        let counted = [
+            ana("ok"),
+            ana("error"),
+            ana("timeout"),
+            ana("refused"),
+            sample(&page, "gamelake_query_rows_total{user=\"ana\"}"),
+            sample(
+                &page,
+                "gamelake_query_queries_total{user=\"root\",outcome=\"ok\"}",
+            ),
+            sample(&page, "gamelake_query_running{user=\"ana\"}"),
+        ];
+        // ok, error (rows), timeout, refused (at once, per minute); rows; root's; running.
+        (counted == [4.0, 1.0, 1.0, 2.0, 5.0, 9.0, 0.0]).then_some(())
+    })
+    .await;
 }
