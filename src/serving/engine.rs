@@ -26,7 +26,7 @@ use super::guard::{check_statement, gate_for, is_read, number_question_marks};
 use super::limits::Governor;
 use super::query_log::{QueryLog, QueryRecord};
 use super::query_metrics::QueryMetrics;
-use super::running::{AbortOnDrop, QueryRuntime, Running, Slot, Tracker, timeout_error};
+use super::running::{AbortOnDrop, QueryRuntime, Running, Slot, Timeout, Tracker, timeout_error};
 use super::tickets::{QueryTicket, decode_params, done_schema, new_query_id};
 use crate::error::{Error, Result};
 use crate::plain_types::plain_schema;
@@ -259,12 +259,21 @@ impl Engine {
             Err(e) => return Err(tracker.fail("error", e)),
         };
         let cancel = self.governor.register(&ticket.id);
-        let timeout = self.governor.limits().query_timeout;
-        let timeout = quota
-            .as_ref()
-            .and_then(|q| q.query_timeout)
-            .map_or(timeout, |t| t.min(timeout));
-        let deadline = tokio::time::Instant::from_std(started + timeout);
+        let server_timeout = self.governor.limits().query_timeout;
+        let timeout = match quota.as_ref().and_then(|q| Some((q.query_timeout?, q))) {
+            Some((after, q)) if after < server_timeout => Timeout {
+                after,
+                quota: Some(format!(
+                    "quota query_timeout of user {} ({})",
+                    ticket.who.user, q.origin
+                )),
+            },
+            _ => Timeout {
+                after: server_timeout,
+                quota: None,
+            },
+        };
+        let deadline = tokio::time::Instant::from_std(started + timeout.after);
         let applied = Applied::default();
         let session = match self.session_for(&ticket.who, ticket.params.as_deref(), &applied) {
             Ok(s) => s,
@@ -330,8 +339,8 @@ impl Engine {
         let schema = match planned {
             Ok(Ok(Ok(schema))) => schema,
             Ok(Ok(Err(e))) => return Err(tracker.fail("error", e)),
-            Ok(Err(_)) => return Err(tracker.fail("timeout", timeout_error(timeout))),
-            Err(_) => return Err(tracker.fail("timeout", timeout_error(timeout))),
+            Ok(Err(_)) => return Err(tracker.fail("timeout", timeout.error())),
+            Err(_) => return Err(tracker.fail("timeout", timeout.error())),
         };
         let schema = if ticket.keep_view_types {
             schema

@@ -89,6 +89,27 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// A query's time limit and what sets it: the server's `[flight] query_timeout`, or a user's
+/// quota (then named in the error).
+#[derive(Clone, Debug)]
+pub(super) struct Timeout {
+    pub(super) after: std::time::Duration,
+    pub(super) quota: Option<String>,
+}
+
+impl Timeout {
+    /// The error of a query stopped at this limit.
+    pub(super) fn error(&self) -> Error {
+        match &self.quota {
+            None => timeout_error(self.after),
+            Some(quota) => Error::Limit(format!(
+                "the query ran longer than the timeout of {} that {quota} sets, and was stopped; narrow it, or ask an admin for a larger query_timeout in the quota",
+                humantime::format_duration(self.after)
+            )),
+        }
+    }
+}
+
 pub(super) fn timeout_error(timeout: std::time::Duration) -> Error {
     Error::Limit(format!(
         "the query ran longer than the timeout of {} and was stopped; narrow it or ask for a larger [flight] query_timeout",
@@ -134,7 +155,7 @@ pub(super) struct Running {
     pub(super) _task: AbortOnDrop<()>,
     pub(super) schema: SchemaRef,
     pub(super) deadline: Pin<Box<tokio::time::Sleep>>,
-    pub(super) timeout: std::time::Duration,
+    pub(super) timeout: Timeout,
     pub(super) cancel: oneshot::Receiver<()>,
     pub(super) tracker: Tracker,
     pub(super) finished: bool,
@@ -166,8 +187,8 @@ impl Stream for Running {
             );
         }
         if self.deadline.as_mut().poll(cx).is_ready() {
-            let timeout = self.timeout;
-            return self.end("timeout", timeout_error(timeout));
+            let error = self.timeout.error();
+            return self.end("timeout", error);
         }
         match self.inner.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
@@ -175,8 +196,8 @@ impl Stream for Running {
             // fire before this stream's (another runtime's clock driver), so a channel closed
             // at or after the deadline is the timeout, not an empty answer.
             Poll::Ready(None) if self.deadline.deadline() <= tokio::time::Instant::now() => {
-                let timeout = self.timeout;
-                self.end("timeout", timeout_error(timeout))
+                let error = self.timeout.error();
+                self.end("timeout", error)
             }
             Poll::Ready(None) => {
                 self.finished = true;

@@ -436,7 +436,10 @@ async fn quotas_refuse_what_is_over_them_naming_the_quota() {
     );
     let started = Instant::now();
     let stopped = long.await.unwrap().unwrap_err();
-    assert!(stopped.contains("timeout of 3s"), "{stopped}");
+    assert!(
+        stopped.contains("timeout of 3s that quota query_timeout of user ana"),
+        "{stopped}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     // Queries per minute: six started (the one refused above was not), then refusals with a
     // wait.
