@@ -34,19 +34,7 @@ pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Re
     let layout = take_layout(&mut statement)?;
     let state = session.ctx.state();
     if let Some(gate) = &session.gate {
-        // Calls of table functions (`generate_series(1, 3)`) are named like tables in the
-        // statement; they read no table, so the gate sees the others (their scans in the
-        // plan are checked again).
-        let defaults = &state.config_options().catalog;
-        let tables: Vec<_> = table_references(&state, &statement)?
-            .into_iter()
-            .filter(|t| {
-                !(t.catalog.as_ref() == defaults.default_catalog
-                    && t.schema.as_ref() == defaults.default_schema
-                    && state.table_functions().contains_key(t.table.as_ref()))
-            })
-            .collect();
-        gate(ToRun::Tables(&tables))?;
+        gate(ToRun::Tables(&table_references(&state, &statement)?))?;
     }
     let mut plan = crate::catalog::within_statement(async {
         warm_tables(&state, &statement).await;
@@ -98,6 +86,9 @@ pub(super) async fn execute(session: &Session, mut statement: DFStatement) -> Re
 }
 
 /// The tables a statement names, resolved against the session's default catalog and schema.
+/// Calls of table functions (`generate_series(1, 3)`) are named like tables in the statement;
+/// they read no table and are left out (the gate checks their scans in the plan, and there is
+/// no lake table to warm).
 fn table_references(
     state: &SessionState,
     statement: &DFStatement,
@@ -107,6 +98,11 @@ fn table_references(
         .resolve_table_references(statement)?
         .into_iter()
         .map(|r| r.resolve(&defaults.default_catalog, &defaults.default_schema))
+        .filter(|t| {
+            !(t.catalog.as_ref() == defaults.default_catalog
+                && t.schema.as_ref() == defaults.default_schema
+                && state.table_functions().contains_key(t.table.as_ref()))
+        })
         .collect())
 }
 

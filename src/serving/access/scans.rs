@@ -74,22 +74,27 @@ fn join<'a>(items: impl Iterator<Item = &'a String>) -> String {
 
 /// The table a scan reads, resolved, and what the name adds to it (time travel, history).
 fn scanned(scan: &TableScan) -> Option<(ResolvedTableReference, TableName)> {
-    let resolved = scan.table_name.clone().resolve(CATALOG, DEFAULT_SCHEMA);
     // A table function's scan (`generate_series(1, 3)`) is named after its call.
     if matches!(&scan.table_name, TableReference::Bare { table } if table.ends_with(')')) {
         return None;
     }
-    if CATALOG_SCHEMAS.contains(&resolved.schema.as_ref()) {
+    ruled_table(scan.table_name.clone().resolve(CATALOG, DEFAULT_SCHEMA))
+}
+
+/// The base table rules decide on for a table as named (`players@v1` and `players$history`
+/// are ruled as `players`), with what the name adds; None for the catalog's own schemas.
+fn ruled_table(table: ResolvedTableReference) -> Option<(ResolvedTableReference, TableName)> {
+    if CATALOG_SCHEMAS.contains(&table.schema.as_ref()) {
         return None;
     }
-    let name = TableName::parse(&resolved.table).unwrap_or(TableName {
-        table: resolved.table.to_string(),
+    let name = TableName::parse(&table.table).unwrap_or(TableName {
+        table: table.table.to_string(),
         version: None,
         history: false,
     });
     let base = ResolvedTableReference {
         table: name.table.clone().into(),
-        ..resolved
+        ..table
     };
     Some((base, name))
 }
@@ -101,14 +106,8 @@ pub fn check_readable(
     who: &Principal,
     table: &ResolvedTableReference,
 ) -> Result<()> {
-    if CATALOG_SCHEMAS.contains(&table.schema.as_ref()) {
+    let Some((base, _)) = ruled_table(table.clone()) else {
         return Ok(());
-    }
-    let base = ResolvedTableReference {
-        table: TableName::parse(&table.table)
-            .map_or_else(|_| table.table.to_string(), |n| n.table)
-            .into(),
-        ..table.clone()
     };
     match rules.access(who, &base) {
         Access::Allowed(_) => Ok(()),
