@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use gamelake::lake::TableRef;
 use gamelake::serving::hash_password;
 use gamelake::serving::scram::Verifier;
+use gamelake::sources::postgres::connect as connect_postgres;
 
+use crate::postgres::TestDb;
 use crate::support::{ServeProcess, TempLake, metrics_of, render, sample};
 
 const RULES: &str = r#"
@@ -72,24 +74,19 @@ async fn regional_lake() -> TempLake {
     lake
 }
 
-/// A schema of its own in PostgreSQL's `test` database with a `customers` table.
-async fn postgres_customers(schema: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(
-        "host=127.0.0.1 user=postgres dbname=test",
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("PostgreSQL on 127.0.0.1:5432 (user postgres, database test) must be running");
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; \
-             CREATE TABLE {schema}.customers (id int PRIMARY KEY, region text, email text); \
-             INSERT INTO {schema}.customers VALUES (1, 'bj', 'x@bj'), (2, 'sh', 'y@sh'), (3, 'bj', 'z@bj')"
-        ))
+/// A PostgreSQL database of its own (dropped with it) with a `customers` table.
+async fn postgres_customers() -> TestDb {
+    let db = TestDb::new().await;
+    connect_postgres(&db.url())
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, region text, email text); \
+             INSERT INTO customers VALUES (1, 'bj', 'x@bj'), (2, 'sh', 'y@sh'), (3, 'bj', 'z@bj')",
+        )
         .await
         .unwrap();
-    client
+    db
 }
 
 fn config() -> String {
@@ -183,16 +180,12 @@ async fn refused(client: &tokio_postgres::Client, sql: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_regional_analyst_reads_only_their_rows_through_every_shape_of_sql() {
     let lake = regional_lake().await;
-    let schema = format!("gl_access_{}", std::process::id());
-    let pg = postgres_customers(&schema).await;
+    let pg = postgres_customers().await;
     let (server, rules_path) = serve_with_rules(
         &lake,
         RULES,
         &["--flight", "127.0.0.1:0"],
-        &[(
-            "GAMELAKE_PG_URL",
-            "postgresql://postgres@127.0.0.1:5432/test",
-        )],
+        &[("GAMELAKE_PG_URL", &pg.url())],
     );
     let ana = connect(&server, "ana").await;
     let root = connect(&server, "root").await;
@@ -241,7 +234,7 @@ async fn a_regional_analyst_reads_only_their_rows_through_every_shape_of_sql() {
             vec!["2|3".to_string()],
         ),
         (
-            &format!("SELECT id, region, email FROM pg.{schema}.customers ORDER BY id"),
+            "SELECT id, region, email FROM pg.public.customers ORDER BY id",
             vec!["1|bj|***".to_string(), "3|bj|***".to_string()],
         ),
     ] {
@@ -366,9 +359,6 @@ async fn a_regional_analyst_reads_only_their_rows_through_every_shape_of_sql() {
             && stdout.contains("access.toml:3"),
         "{stdout}"
     );
-    pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
 }
 
 /// Polls `probe` until it yields a value, for at most 15 seconds.

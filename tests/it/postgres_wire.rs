@@ -7,9 +7,11 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
+use crate::postgres::TestDb;
 use crate::support::{ServeProcess, TempLake, run_python, sql_csv};
 use gamelake::serving::hash_password;
 use gamelake::serving::scram::Verifier;
+use gamelake::sources::postgres::connect;
 
 const CLIENTS: &str = include_str!("postgres_wire_clients.py");
 
@@ -333,9 +335,11 @@ async fn logins_are_checked_and_readers_only_read() {
     let dir = lake.path().join("tls");
     std::fs::create_dir_all(&dir).unwrap();
     crate::cdc::make_certificates(&dir);
-    // A verifier made by a real PostgreSQL for a role of the test's own.
-    let role = format!("gl_pg_{}", std::process::id());
-    let pg = tokio_postgres_client().await;
+    // A verifier made by a real PostgreSQL for a role of the test's own (dropped with its
+    // database, even when the test fails).
+    let db = TestDb::new().await;
+    let role = db.role("scram");
+    let pg = connect(&db.url()).await.unwrap();
     pg.batch_execute(&format!(
         "SET password_encryption = 'scram-sha-256'; CREATE ROLE {role} LOGIN PASSWORD 'pencil'"
     ))
@@ -504,15 +508,4 @@ async fn a_cancel_request_stops_a_running_query_and_connections_are_bounded() {
     assert!(seconds.parse::<u64>().unwrap() < 30, "{out}");
     assert_eq!(lines[1], "refused True", "{out}");
     assert_eq!(lines[2], "42", "the cancelled session goes on: {out}");
-}
-
-async fn tokio_postgres_client() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(
-        "host=127.0.0.1 user=postgres dbname=postgres",
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("PostgreSQL on 127.0.0.1:5432 (user postgres) must be running");
-    tokio::spawn(connection);
-    client
 }
