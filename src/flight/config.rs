@@ -18,6 +18,9 @@ use crate::toml_files::duration;
 pub struct FlightConfig {
     /// Queries that run at once; more wait in a queue (default 8).
     pub max_concurrent_queries: Option<usize>,
+    /// Queries that may wait for a place at once (default 64); one more is refused at once
+    /// as busy, with the time to retry in (SQLSTATE 53300, gRPC RESOURCE_EXHAUSTED).
+    pub max_queued_queries: Option<usize>,
     /// How long a query waits for a slot before it is refused as busy (default 30s).
     #[serde(default, deserialize_with = "duration")]
     pub queue_timeout: Option<Duration>,
@@ -78,6 +81,9 @@ impl FlightConfig {
                 max_concurrent_queries: self
                     .max_concurrent_queries
                     .unwrap_or(defaults.max_concurrent_queries),
+                max_queued_queries: self
+                    .max_queued_queries
+                    .unwrap_or(defaults.max_queued_queries),
                 queue_timeout: self.queue_timeout.unwrap_or(defaults.queue_timeout),
                 query_timeout: self.query_timeout.unwrap_or(defaults.query_timeout),
                 query_memory,

@@ -17,6 +17,7 @@ use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::channel::oneshot;
 use futures::{Stream, StreamExt};
 
@@ -96,14 +97,7 @@ impl Engine {
         keep_view_types: bool,
     ) -> Result<Described> {
         let started = (Instant::now(), Utc::now());
-        let mut ticket = QueryTicket {
-            id: new_query_id(),
-            sql: sql.to_string(),
-            params,
-            who: who.clone(),
-            keep_view_types,
-            done: None,
-        };
+        let mut ticket = self.ticket(who, sql, params, keep_view_types);
         let applied = Applied::default();
         let planned = async {
             let session = self.session_for(who, ticket.params.as_deref(), &applied)?;
@@ -143,6 +137,35 @@ impl Engine {
                 ticket,
             }),
         }
+    }
+
+    /// A ticket for `who`'s statement, not yet planned: for [`Engine::run`] when the statement
+    /// is known to be a query ([`Engine::is_query`]), which then is planned once, where it
+    /// runs, instead of once more by [`Engine::describe`].
+    pub fn ticket(
+        &self,
+        who: &Principal,
+        sql: &str,
+        params: Option<String>,
+        keep_view_types: bool,
+    ) -> QueryTicket {
+        QueryTicket {
+            id: new_query_id(),
+            sql: sql.to_string(),
+            params,
+            who: who.clone(),
+            keep_view_types,
+            done: None,
+        }
+    }
+
+    /// Whether `sql` is one query (SELECT, WITH, VALUES...): rows to stream, nothing that runs
+    /// when described. False for anything else, or what does not parse (describe says why).
+    pub fn is_query(&self, sql: &str) -> bool {
+        matches!(
+            self.session.parse(sql).as_deref(),
+            Ok([DFStatement::Statement(s)]) if matches!(**s, SqlStatement::Query(_))
+        )
     }
 
     /// The dataset and parameter schemas of a statement to prepare (empty for an admin's write,
@@ -254,10 +277,26 @@ impl Engine {
             },
             None => None,
         };
-        let slot = match self.governor.admit().await {
-            Ok(permit) => Slot::new(permit),
-            Err(e) => return Err(tracker.fail("error", e)),
+        // A place among the queries running at once: free now, or after a wait in the
+        // server's queue, where a quota may bound how many of the user's queries wait.
+        let admitted = match self.governor.try_admit() {
+            Some(admitted) => admitted,
+            None => {
+                let _queued = match &quota {
+                    Some(q) => match self.access.usage().queue(&ticket.who, q) {
+                        Ok(permit) => Some(permit),
+                        Err(e) => return Err(tracker.fail("refused", e)),
+                    },
+                    None => None,
+                };
+                match self.governor.admit().await {
+                    Ok(admitted) => admitted,
+                    Err(e @ Error::Busy(_)) => return Err(tracker.fail("refused", e)),
+                    Err(e) => return Err(tracker.fail("error", e)),
+                }
+            }
         };
+        let slot = Slot::new(admitted);
         let cancel = self.governor.register(&ticket.id);
         let server_timeout = self.governor.limits().query_timeout;
         let timeout = match quota.as_ref().and_then(|q| Some((q.query_timeout?, q))) {
@@ -356,9 +395,13 @@ impl Engine {
             cancel,
             tracker,
             finished: false,
-            max_rows: quota.and_then(|q| {
+            max_rows: quota.as_ref().and_then(|q| {
                 let max = q.max_result_rows?;
                 Some((max, q.too_many_rows(&ticket.who, max)))
+            }),
+            max_bytes: quota.as_ref().and_then(|q| {
+                let max = q.max_result_mb?;
+                Some((max * 1024 * 1024, q.too_many_bytes(&ticket.who, max)))
             }),
             _slot: slot,
             _quota: quota_permit,
@@ -375,8 +418,18 @@ impl Engine {
         params: Option<&str>,
         applied: &Applied,
     ) -> Result<Session> {
-        let mut session = self.session.with_memory_pool(self.governor.query_pool())?;
         let rules = self.access.current();
+        let own_memory = rules.as_ref().and_then(|r| {
+            let quota = r.quota(who)?;
+            let mb = quota.query_memory_mb?;
+            Some((
+                mb * 1024 * 1024,
+                format!("ask an admin to raise the {}", quota.memory_origin(who)),
+            ))
+        });
+        let mut session = self
+            .session
+            .with_memory_pool(self.governor.query_pool(own_memory))?;
         if let Some(gate) = gate_for(who, rules.clone()) {
             session = session.with_gate(gate);
         }

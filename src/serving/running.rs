@@ -11,9 +11,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::Stream;
 use futures::channel::oneshot;
-use tokio::sync::OwnedSemaphorePermit;
 
-use super::limits::Governor;
+use super::limits::{Admitted, Governor};
 use super::query_log::{QueryLog, QueryRecord};
 use crate::error::{Error, Result};
 use crate::plain_types::to_plain;
@@ -59,10 +58,10 @@ impl Drop for QueryRuntime {
 /// that carries its rows: given back as soon as either ends (the computation done, failed or
 /// stopped at the deadline; the stream dropped by a client that went away or cancelled).
 #[derive(Clone)]
-pub(super) struct Slot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+pub(super) struct Slot(Arc<std::sync::Mutex<Option<Admitted>>>);
 
 impl Slot {
-    pub(super) fn new(permit: OwnedSemaphorePermit) -> Self {
+    pub(super) fn new(permit: Admitted) -> Self {
         Self(Arc::new(std::sync::Mutex::new(Some(permit))))
     }
 }
@@ -161,6 +160,8 @@ pub(super) struct Running {
     pub(super) finished: bool,
     /// The user's quota of result rows, and the error past it.
     pub(super) max_rows: Option<(u64, Error)>,
+    /// The user's quota of result bytes, and the error past it.
+    pub(super) max_bytes: Option<(u64, Error)>,
     pub(super) _slot: Slot,
     /// The query's place in its user's quota of queries at once.
     pub(super) _quota: Option<super::access::quotas::QuotaPermit>,
@@ -215,8 +216,15 @@ impl Stream for Running {
                         {
                             return self.end("error", error);
                         }
+                        let bytes =
+                            self.tracker.record.bytes + batch.get_array_memory_size() as u64;
+                        if self.max_bytes.as_ref().is_some_and(|(max, _)| bytes > *max)
+                            && let Some((_, error)) = self.max_bytes.take()
+                        {
+                            return self.end("error", error);
+                        }
                         self.tracker.record.rows = rows;
-                        self.tracker.record.bytes += batch.get_array_memory_size() as u64;
+                        self.tracker.record.bytes = bytes;
                         Poll::Ready(Some(Ok(batch)))
                     }
                     Err(e) => self.end("error", Error::Arrow(e)),

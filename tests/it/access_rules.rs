@@ -476,3 +476,88 @@ async fn quotas_refuse_what_is_over_them_naming_the_quota() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_bound_a_users_memory_result_bytes_and_waiting_queries() {
+    let lake = regional_lake().await;
+    let rules_path = lake.path().join("access.toml");
+    std::fs::write(
+        &rules_path,
+        "[[rules]]\ntables = [\"game.*\"]\n\n[[quotas]]\nuser = \"ana\"\nmax_queued_queries = 1\nquery_memory_mb = 4\nmax_result_mb = 1\n",
+    )
+    .unwrap();
+    // One query at a time, stopped after 6 s: a query of root's fills the server.
+    let config_path = lake.path().join("gamelake.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "{}\n[flight]\nmax_concurrent_queries = 1\nquery_timeout = \"6s\"\n",
+            config()
+        ),
+    )
+    .unwrap();
+    let rules_arg = rules_path.display().to_string();
+    let server = ServeProcess::spawn(
+        &lake,
+        &config_path,
+        &["--pg", "127.0.0.1:0", "--access", &rules_arg],
+        &[],
+    );
+    let ana = connect(&server, "ana").await;
+    let root = connect(&server, "root").await;
+
+    // Memory: the build side of this join needs far more than the user's 4 MiB; root's
+    // server-wide bound is larger, and the same join runs for root.
+    let join = "SELECT count(*) FROM generate_series(1, 2000000) a(v) JOIN generate_series(1, 2000000) b(v) ON a.v = b.v";
+    let memory = refused(&ana, join).await;
+    assert!(
+        memory.contains("memory limit of 4 MiB")
+            && memory.contains("quota query_memory_mb of user ana (access.toml quota 1 (line 4))"),
+        "{memory}"
+    );
+    assert_eq!(ok(&root, join).await, ["2000000"]);
+
+    // Result bytes: eight bytes a row, a million rows, past 1 MiB; a smaller result is read.
+    let bytes = refused(&ana, "SELECT v FROM generate_series(1, 1000000) t(v)").await;
+    assert!(
+        bytes.contains("quota max_result_mb (1) of user ana")
+            && bytes.contains("select fewer columns"),
+        "{bytes}"
+    );
+    assert_eq!(
+        ok(
+            &ana,
+            "SELECT count(*) FROM generate_series(1, 1000000) t(v)"
+        )
+        .await,
+        ["1000000"]
+    );
+
+    // Waiting: root's query holds the only slot; one of ana's waits, a second is refused at
+    // once; the waiting one runs when root's stops (at the server's 6 s).
+    let busy = connect(&server, "root").await;
+    let long = tokio::spawn(async move {
+        rows(
+            &busy,
+            "SELECT count(*) FROM generate_series(1, 100000000000)",
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let waiting = connect(&server, "ana").await;
+    let queued = tokio::spawn(async move { rows(&waiting, "SELECT 42").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let second = refused(&ana, "SELECT 43").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused only after waiting"
+    );
+    assert!(
+        second.contains("quota max_queued_queries (1) of user ana")
+            && second.contains("retry when one starts"),
+        "{second}"
+    );
+    assert!(long.await.unwrap().unwrap_err().contains("timeout of 6s"));
+    assert_eq!(queued.await.unwrap().unwrap(), ["42"]);
+}

@@ -1,6 +1,6 @@
 //! Per-user quotas, from `[[quotas]]` in the access rules file: queries running at once,
-//! queries per minute, rows of a result and a query's time, for the users and groups a quota
-//! matches (first match wins; admins too, when a quota names them). Each refusal names the
+//! queries waiting for a server slot, queries per minute, a query's memory, rows and bytes of a
+//! result and a query's time, for the users and groups a quota matches (first match wins; admins too, when a quota names them). Each refusal names the
 //! quota, the user and what to do; a client told to retry later gets SQLSTATE 53300 or gRPC
 //! RESOURCE_EXHAUSTED.
 //!
@@ -8,8 +8,11 @@
 //! [[quotas]]
 //! group = "analysts"            # or user = "ana" (a glob); neither: everyone
 //! max_concurrent_queries = 2    # more at once are refused, not queued
+//! max_queued_queries = 1        # of those, waiting for a server slot at once
 //! queries_per_minute = 60
+//! query_memory_mb = 512         # at most the server's [flight] query_memory_mb
 //! max_result_rows = 1000000
+//! max_result_mb = 100
 //! query_timeout = "1m"          # at most the server's [flight] query_timeout
 //! ```
 
@@ -36,12 +39,23 @@ pub(super) struct QuotaEntry {
     /// Queries of the user running at once; one more is refused.
     #[serde(default)]
     pub(super) max_concurrent_queries: Option<usize>,
+    /// Of the user's queries, those that may wait for a server slot at once; one more is
+    /// refused.
+    #[serde(default)]
+    pub(super) max_queued_queries: Option<usize>,
     /// Queries the user may start in any 60 seconds.
     #[serde(default)]
     pub(super) queries_per_minute: Option<usize>,
+    /// Memory one of the user's queries may hold before it spills or fails, in MiB.
+    #[serde(default)]
+    pub(super) query_memory_mb: Option<usize>,
     /// Rows a result may hold; a query that returns more fails at that row.
     #[serde(default)]
     pub(super) max_result_rows: Option<u64>,
+    /// Bytes a result may hold (Arrow, as `system.query_log` counts them), in MiB; a query
+    /// that returns more fails at that batch.
+    #[serde(default)]
+    pub(super) max_result_mb: Option<u64>,
     /// How long one of the user's queries may run.
     #[serde(default, deserialize_with = "crate::toml_files::duration")]
     pub(super) query_timeout: Option<Duration>,
@@ -57,9 +71,15 @@ pub struct Quota {
     /// See [`QuotaEntry`].
     pub max_concurrent_queries: Option<usize>,
     /// See [`QuotaEntry`].
+    pub max_queued_queries: Option<usize>,
+    /// See [`QuotaEntry`].
     pub queries_per_minute: Option<usize>,
     /// See [`QuotaEntry`].
+    pub query_memory_mb: Option<usize>,
+    /// See [`QuotaEntry`].
     pub max_result_rows: Option<u64>,
+    /// See [`QuotaEntry`].
+    pub max_result_mb: Option<u64>,
     /// See [`QuotaEntry`].
     pub query_timeout: Option<Duration>,
 }
@@ -72,6 +92,7 @@ impl Quota {
         for (name, value) in [
             ("max_concurrent_queries", entry.max_concurrent_queries),
             ("queries_per_minute", entry.queries_per_minute),
+            ("query_memory_mb", entry.query_memory_mb),
         ] {
             if value == Some(0) {
                 return Err(format!(
@@ -84,8 +105,11 @@ impl Quota {
             user,
             group: entry.group,
             max_concurrent_queries: entry.max_concurrent_queries,
+            max_queued_queries: entry.max_queued_queries,
             queries_per_minute: entry.queries_per_minute,
+            query_memory_mb: entry.query_memory_mb,
             max_result_rows: entry.max_result_rows,
+            max_result_mb: entry.max_result_mb,
             query_timeout: entry.query_timeout,
         })
     }
@@ -102,6 +126,22 @@ impl Quota {
             who.user, self.origin
         ))
     }
+
+    /// The error of a result that grew past `max_result_mb`.
+    pub fn too_many_bytes(&self, who: &Principal, max_mb: u64) -> Error {
+        Error::Invalid(format!(
+            "quota max_result_mb ({max_mb}) of user {} reached ({}): the result is larger; select fewer columns, add a LIMIT or a filter",
+            who.user, self.origin
+        ))
+    }
+
+    /// Where `query_memory_mb` comes from, for the memory error of a query past it.
+    pub fn memory_origin(&self, who: &Principal) -> String {
+        format!(
+            "quota query_memory_mb of user {} ({})",
+            who.user, self.origin
+        )
+    }
 }
 
 /// What each user is running now and started lately, across reloads of the rules.
@@ -113,6 +153,7 @@ pub struct Usage {
 #[derive(Debug, Default)]
 struct UserUsage {
     running: usize,
+    queued: usize,
     started: VecDeque<Instant>,
 }
 
@@ -128,6 +169,22 @@ impl Drop for QuotaPermit {
         let mut users = self.usage.lock();
         if let Some(usage) = users.get_mut(&self.user) {
             usage.running = usage.running.saturating_sub(1);
+        }
+    }
+}
+
+/// One of a user's queries waiting for a server slot, counted until it is dropped.
+#[derive(Debug)]
+pub struct QueuedPermit {
+    usage: Arc<Usage>,
+    user: String,
+}
+
+impl Drop for QueuedPermit {
+    fn drop(&mut self) {
+        let mut users = self.usage.lock();
+        if let Some(usage) = users.get_mut(&self.user) {
+            usage.queued = usage.queued.saturating_sub(1);
         }
     }
 }
@@ -180,6 +237,26 @@ impl Usage {
             user: who.user.clone(),
         })
     }
+
+    /// Counts one of `who`'s queries as waiting for a server slot, or refuses it when
+    /// `max_queued_queries` of the user's already wait.
+    pub fn queue(self: &Arc<Self>, who: &Principal, quota: &Quota) -> Result<QueuedPermit> {
+        let mut users = self.lock();
+        let usage = users.entry(who.user.clone()).or_default();
+        if let Some(max) = quota.max_queued_queries
+            && usage.queued >= max
+        {
+            return Err(Error::Busy(format!(
+                "quota max_queued_queries ({max}) of user {} reached ({}): the server is busy and {} of the user's queries wait for a place; retry when one starts",
+                who.user, quota.origin, usage.queued
+            )));
+        }
+        usage.queued += 1;
+        Ok(QueuedPermit {
+            usage: self.clone(),
+            user: who.user.clone(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -193,8 +270,11 @@ mod tests {
                 user: None,
                 group: None,
                 max_concurrent_queries: concurrent,
+                max_queued_queries: Some(1),
                 queries_per_minute: per_minute,
+                query_memory_mb: None,
                 max_result_rows: None,
+                max_result_mb: None,
                 query_timeout: None,
             },
             "access.toml quota 1 (line 1)".to_string(),
@@ -238,5 +318,25 @@ mod tests {
                 && refused.contains("retry in"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn queued_queries_are_counted_per_user_until_they_leave_the_queue() {
+        let usage = Arc::new(Usage::default());
+        let (ana, bo) = (
+            Principal::new("ana", Role::Reader),
+            Principal::new("bo", Role::Reader),
+        );
+        let q = quota(None, None);
+        let waiting = usage.queue(&ana, &q).unwrap();
+        let refused = usage.queue(&ana, &q).unwrap_err().to_string();
+        assert!(
+            refused.contains("quota max_queued_queries (1) of user ana")
+                && refused.contains("retry when one starts"),
+            "{refused}"
+        );
+        usage.queue(&bo, &q).unwrap();
+        drop(waiting);
+        usage.queue(&ana, &q).unwrap();
     }
 }
