@@ -98,22 +98,25 @@ impl Queries {
         sql: &str,
         params: Option<String>,
     ) -> PgWireResult<Ran> {
-        let described = self
-            .engine
-            .describe(who, sql, params, false)
-            .await
-            .map_err(to_pg_error)?;
-        if let Some(summary) = described.ticket.done {
-            return Ok(Ran::Done(summary));
-        }
+        // A query is planned once, where it runs; another statement is described first (an
+        // admin's write runs there, and has no rows).
+        let ticket = if self.engine.is_query(sql) {
+            self.engine.ticket(who, sql, params, false)
+        } else {
+            let described = self
+                .engine
+                .describe(who, sql, params, false)
+                .await
+                .map_err(to_pg_error)?;
+            if let Some(summary) = described.ticket.done {
+                return Ok(Ran::Done(summary));
+            }
+            described.ticket
+        };
         if let Some(session) = client.session_extensions().get::<Registered>() {
-            session.running.set(&described.ticket.id);
+            session.running.set(&ticket.id);
         }
-        let (schema, batches) = self
-            .engine
-            .run(described.ticket)
-            .await
-            .map_err(to_pg_error)?;
+        let (schema, batches) = self.engine.run(ticket).await.map_err(to_pg_error)?;
         Ok(Ran::Rows(schema, batches))
     }
 
