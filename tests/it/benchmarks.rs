@@ -161,3 +161,54 @@ fn game_workload_harness_runs_every_saved_query_on_both_engines() {
     }
     assert!(text.contains("all ran"), "{text}");
 }
+
+/// The crowd of BI clients at a tiny scale: both protocols and both mixes at 4 and 16 clients,
+/// PostgreSQL as the anchor, every lookup answer compared with PostgreSQL's first. With one
+/// query at a time and a queue of two, the 16 clients are partly refused, each refusal with a
+/// retry time, and nothing else fails (the script exits non-zero on any other error).
+#[test]
+fn crowd_harness_serves_both_protocols_and_refuses_the_excess_with_a_retry_time() {
+    let work = tempfile::tempdir().unwrap();
+    let text = crate::support::run_tiny_benchmark(
+        "crowd.py",
+        &[
+            "--scale",
+            "0.01",
+            "--clients",
+            "4,16",
+            "--seconds",
+            "2",
+            "--max-concurrent",
+            "1",
+            "--max-queued",
+            "2",
+            "--work",
+            work.path().to_str().unwrap(),
+        ],
+    );
+    assert!(text.contains("## A crowd of clients"), "{text}");
+    assert!(text.contains("both answered the same for"), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("| gamelake") || l.starts_with("| PostgreSQL"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    // 2 protocols x 2 mixes x 2 crowds, and the anchor at each crowd.
+    assert_eq!(rows.len(), 10, "{text}");
+    let number = |cell: &str| cell.replace(',', "").parse::<f64>().unwrap();
+    for row in &rows {
+        // | label | queries/s | lookups/s | ... | refused | errors | ...
+        assert!(number(row[3]) > 0.0, "no lookup ran: {row:?}");
+        assert_eq!(row[9], "0", "errors: {row:?}");
+    }
+    let refused: f64 = rows
+        .iter()
+        .filter(|r| r[1].starts_with("gamelake") && r[1].ends_with(", 16"))
+        .map(|r| number(r[8]))
+        .sum();
+    assert!(
+        refused > 0.0,
+        "16 clients against 1 running and 2 queued: {text}"
+    );
+    assert!(text.contains("retry in"), "{text}");
+}
