@@ -25,6 +25,7 @@ use super::access::{AccessControl, Applied, scans};
 use super::auth::{Principal, Role};
 use super::guard::{check_statement, gate_for, is_read, number_question_marks};
 use super::limits::Governor;
+use super::planned::{Planned, PlannedQueries};
 use super::query_log::{QueryLog, QueryRecord};
 use super::query_metrics::QueryMetrics;
 use super::running::{AbortOnDrop, QueryRuntime, Running, Slot, Timeout, Tracker, timeout_error};
@@ -44,6 +45,7 @@ pub struct Engine {
     runtime: QueryRuntime,
     access: Arc<AccessControl>,
     metrics: Arc<QueryMetrics>,
+    planned: PlannedQueries,
 }
 
 /// What GetFlightInfo answers for a statement.
@@ -64,6 +66,7 @@ impl Engine {
             runtime: QueryRuntime::new()?,
             access: Arc::default(),
             metrics: Arc::default(),
+            planned: PlannedQueries::default(),
         })
     }
 
@@ -107,11 +110,12 @@ impl Engine {
                 Ok(match plan(&session, &who, &sql).await? {
                     Output::Rows(df) if read => {
                         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                        Ok(if keep_view_types {
+                        let schema = if keep_view_types {
                             schema
                         } else {
                             plain_schema(&schema)
-                        })
+                        };
+                        Ok((schema, df))
                     }
                     Output::Rows(_) => Err("OK".to_string()),
                     Output::Done(summary) => Err(summary),
@@ -122,7 +126,12 @@ impl Engine {
         .await;
         // Queries are logged when they run; statements that ran (or failed) here, now.
         let error = match planned {
-            Ok(Ok(schema)) => return Ok(Described { schema, ticket }),
+            Ok(Ok((schema, frame))) => {
+                // Kept for the DoGet of this ticket, which then need not plan it again.
+                let applied = applied.clone();
+                self.planned.keep(&ticket.id, Planned { frame, applied });
+                return Ok(Described { schema, ticket });
+            }
             Ok(Err(summary)) => {
                 ticket.done = Some(summary);
                 None
@@ -313,10 +322,16 @@ impl Engine {
             },
         };
         let deadline = tokio::time::Instant::from_std(started + timeout.after);
-        let applied = Applied::default();
-        let session = match self.session_for(&ticket.who, ticket.params.as_deref(), &applied) {
-            Ok(s) => s,
-            Err(e) => return Err(tracker.fail("error", e)),
+        // The plan describing the ticket made, when this process made it; else planned here.
+        let (source, applied) = match self.planned.take(&ticket.id) {
+            Some(planned) => (Source::Kept(planned.frame), planned.applied),
+            None => {
+                let applied = Applied::default();
+                match self.session_for(&ticket.who, ticket.params.as_deref(), &applied) {
+                    Ok(session) => (Source::Plan(session), applied),
+                    Err(e) => return Err(tracker.fail("error", e)),
+                }
+            }
         };
         // Plan and compute on the query runtime; batches come back through a small channel, so
         // a client that reads slowly holds back the computation. The task owns the slot and
@@ -329,7 +344,11 @@ impl Engine {
             let _slot = task_slot;
             let work = async move {
                 let planned = async {
-                    match plan(&session, &query.who, &query.sql).await? {
+                    let output = match source {
+                        Source::Kept(frame) => Output::Rows(frame),
+                        Source::Plan(session) => plan(&session, &query.who, &query.sql).await?,
+                    };
+                    match output {
                         Output::Rows(df) => {
                             // The schema GetFlightInfo announced is the logical one; batches
                             // are relabelled to it (the physical plan may differ in
@@ -517,6 +536,14 @@ fn statement(session: &Session, who: &Principal, sql: &str) -> Result<DFStatemen
     number_question_marks(&mut statement);
     check_statement(who, &statement)?;
     Ok(statement)
+}
+
+/// Where the query [`Engine::run`] streams comes from.
+enum Source {
+    /// The plan made when the ticket was described.
+    Kept(datafusion::dataframe::DataFrame),
+    /// Planned now, in this session.
+    Plan(Session),
 }
 
 /// Plans (and, for an admin's writes, runs) one statement in `session`, whose gate decides on

@@ -124,8 +124,9 @@ impl Governor {
         let _waiting = Waiting(&self.waiting);
         if ahead >= self.limits.max_queued_queries {
             return Err(Error::Busy(format!(
-                "server busy: {} queries are running and {ahead} waiting, the most [flight] max_queued_queries allows; retry in {} ms",
+                "server busy: {} queries are running and {} waiting, the most [flight] max_queued_queries allows; retry in {} ms",
                 self.limits.max_concurrent_queries,
+                self.limits.max_queued_queries,
                 self.retry_after(ahead).as_millis()
             )));
         }

@@ -14,6 +14,7 @@ pub mod directory;
 pub mod engine;
 pub mod guard;
 pub mod limits;
+mod planned;
 pub mod query_log;
 pub mod query_metrics;
 mod running;
