@@ -164,6 +164,21 @@ async fn rows(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<String>,
         .collect())
 }
 
+/// A query of `user`'s, on a connection of its own, that runs until a timeout stops it.
+async fn endless_query(
+    server: &ServeProcess,
+    user: &str,
+) -> tokio::task::JoinHandle<Result<Vec<String>, String>> {
+    let client = connect(server, user).await;
+    tokio::spawn(async move {
+        rows(
+            &client,
+            "SELECT count(*) FROM generate_series(1, 100000000000)",
+        )
+        .await
+    })
+}
+
 async fn ok(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
     rows(client, sql)
         .await
@@ -172,7 +187,11 @@ async fn ok(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
 
 async fn refused(client: &tokio_postgres::Client, sql: &str) -> String {
     match rows(client, sql).await {
-        Ok(rows) => panic!("{sql} returned {rows:?}"),
+        Ok(rows) => panic!(
+            "{sql} returned {} rows: {:?}",
+            rows.len(),
+            &rows[..rows.len().min(5)]
+        ),
         Err(e) => e,
     }
 }
@@ -409,14 +428,7 @@ async fn quotas_refuse_what_is_over_them_naming_the_quota() {
     );
     // Queries at once: a second while one runs is refused; the running one stops at the
     // quota's timeout, not the server's five minutes.
-    let busy = connect(&server, "ana").await;
-    let long = tokio::spawn(async move {
-        rows(
-            &busy,
-            "SELECT count(*) FROM generate_series(1, 100000000000)",
-        )
-        .await
-    });
+    let long = endless_query(&server, "ana").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let second = refused(&ana, "SELECT 1").await;
     assert!(
@@ -535,14 +547,7 @@ async fn quotas_bound_a_users_memory_result_bytes_and_waiting_queries() {
 
     // Waiting: root's query holds the only slot; one of ana's waits, a second is refused at
     // once; the waiting one runs when root's stops (at the server's 6 s).
-    let busy = connect(&server, "root").await;
-    let long = tokio::spawn(async move {
-        rows(
-            &busy,
-            "SELECT count(*) FROM generate_series(1, 100000000000)",
-        )
-        .await
-    });
+    let long = endless_query(&server, "root").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let waiting = connect(&server, "ana").await;
     let queued = tokio::spawn(async move { rows(&waiting, "SELECT 42").await });
