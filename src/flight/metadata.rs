@@ -11,13 +11,16 @@ use arrow_flight::sql::metadata::{
 use arrow_flight::sql::{
     Nullable, Searchable, SqlInfo, SqlNullOrdering, SupportedSqlGrammar, XdbcDataType,
 };
+use datafusion::common::ResolvedTableReference;
 use datafusion::datasource::TableType;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::plain_types::plain_schema;
-use crate::serving::Principal;
+use crate::serving::access::Rules;
+use crate::serving::access::rules::Access;
 use crate::serving::guard::{POSTGRES_CATALOG, may_see};
+use crate::serving::{Principal, Role};
 
 /// Server facts for GetSqlInfo. `read_only` is what readers see: true unless writes are
 /// possible for some user.
@@ -154,10 +157,12 @@ fn schema_pairs(ctx: &SessionContext, who: &Principal) -> Vec<(String, String)> 
 }
 
 /// Fills GetTables: every table and view, with its Arrow schema (as clients will read it) when
-/// the client asked for schemas.
+/// the client asked for schemas; under access `rules`, a reader is not shown the tables no rule
+/// lets them read.
 pub async fn tables(
     ctx: &SessionContext,
     who: &Principal,
+    rules: Option<&Rules>,
     mut b: GetTablesBuilder,
 ) -> Result<GetTablesBuilder> {
     for (catalog, schema) in schema_pairs(ctx, who) {
@@ -167,6 +172,17 @@ pub async fn tables(
         let mut names = provider.table_names();
         names.sort();
         for name in names {
+            let reference = ResolvedTableReference {
+                catalog: catalog.as_str().into(),
+                schema: schema.as_str().into(),
+                table: name.as_str().into(),
+            };
+            if let Some(rules) = rules
+                && who.role != Role::Admin
+                && matches!(rules.access(who, &reference), Access::Denied(_))
+            {
+                continue;
+            }
             let Some(table) = provider
                 .table(&name)
                 .await

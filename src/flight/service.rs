@@ -318,7 +318,8 @@ impl FlightSqlService for FlightSqlServer {
             .await
             .map_err(to_status)?;
         let ctx = self.engine.session().context();
-        let builder = metadata::tables(ctx, &who, query.into_builder())
+        let rules = self.engine.access().current();
+        let builder = metadata::tables(ctx, &who, rules.as_deref(), query.into_builder())
             .await
             .map_err(to_status)?;
         one_batch(builder.build())

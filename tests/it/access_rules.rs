@@ -326,6 +326,20 @@ async fn a_regional_analyst_reads_only_their_rows_through_every_shape_of_sql() {
             && !text.contains("+86"),
         "{text}"
     );
+    // GetTables lists only what a rule lets ana read: not game.secret.
+    let info = flight
+        .get_tables(arrow_flight::sql::CommandGetTables {
+            db_schema_filter_pattern: Some("game".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let listed = render(&crate::flight::fetch(&mut flight, info).await.unwrap());
+    assert!(
+        listed.iter().any(|t| t.contains("|players|"))
+            && !listed.iter().any(|t| t.contains("secret")),
+        "{listed:?}"
+    );
 
     // Admins see everything; the query log names the rule applied to ana's query.
     assert_eq!(

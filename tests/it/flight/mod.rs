@@ -147,7 +147,7 @@ pub(crate) async fn connect(
     client
 }
 
-async fn fetch(
+pub(crate) async fn fetch(
     client: &mut FlightSqlServiceClient<Channel>,
     info: FlightInfo,
 ) -> Result<Vec<RecordBatch>, String> {
