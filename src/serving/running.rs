@@ -211,16 +211,12 @@ impl Stream for Running {
                 match to_plain(batch, &schema) {
                     Ok(batch) => {
                         let rows = self.tracker.record.rows + batch.num_rows() as u64;
-                        if self.max_rows.as_ref().is_some_and(|(max, _)| rows > *max)
-                            && let Some((_, error)) = self.max_rows.take()
-                        {
-                            return self.end("error", error);
-                        }
                         let bytes =
                             self.tracker.record.bytes + batch.get_array_memory_size() as u64;
-                        if self.max_bytes.as_ref().is_some_and(|(max, _)| bytes > *max)
-                            && let Some((_, error)) = self.max_bytes.take()
-                        {
+                        if let Some(error) = past(&mut self.max_rows, rows) {
+                            return self.end("error", error);
+                        }
+                        if let Some(error) = past(&mut self.max_bytes, bytes) {
                             return self.end("error", error);
                         }
                         self.tracker.record.rows = rows;
@@ -231,5 +227,14 @@ impl Stream for Running {
                 }
             }
         }
+    }
+}
+
+/// The error of a result bound (`max`, error) once `value` is past it, given once.
+fn past(bound: &mut Option<(u64, Error)>, value: u64) -> Option<Error> {
+    if bound.as_ref().is_some_and(|(max, _)| value > *max) {
+        bound.take().map(|(_, error)| error)
+    } else {
+        None
     }
 }
