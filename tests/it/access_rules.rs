@@ -259,23 +259,57 @@ async fn a_regional_analyst_reads_only_their_rows_through_every_shape_of_sql() {
     ] {
         assert_eq!(ok(&ana, sql).await, expected, "{sql}");
     }
-    // Catalog browsing is not ruled: psql lists and describes the tables.
-    let psql = std::process::Command::new("psql")
-        .args(["-X", "-A", "-d"])
-        .arg(format!(
+    // Catalog browsing shows what a rule lets ana read, and nothing else: psql lists and
+    // describes game.players, and neither lists nor describes game.secret.
+    let psql = |commands: &[&str]| {
+        let mut psql = std::process::Command::new("psql");
+        psql.args(["-X", "-A", "-d"]).arg(format!(
             "host=127.0.0.1 port={} user=ana dbname=gamelake sslmode=disable",
             server.pg_addr().port()
-        ))
-        .args(["-c", "\\dt game.*", "-c", "\\d game.players"])
-        .env("PGPASSWORD", "ana-pw")
-        .output()
-        .expect("psql must be installed (Debian package postgresql-client)");
-    let listed = String::from_utf8_lossy(&psql.stdout);
+        ));
+        for command in commands {
+            psql.args(["-c", command]);
+        }
+        let out = psql
+            .env("PGPASSWORD", "ana-pw")
+            .output()
+            .expect("psql must be installed (Debian package postgresql-client)");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok_listed, listed) = psql(&["\\dt game.*", "\\d game.players"]);
     assert!(
-        psql.status.success() && listed.contains("players") && listed.contains("email"),
-        "{listed}{}",
-        String::from_utf8_lossy(&psql.stderr)
+        ok_listed && listed.contains("players") && listed.contains("email"),
+        "{listed}"
     );
+    assert!(!listed.contains("secret"), "{listed}");
+    let (_, described) = psql(&["\\d game.secret"]);
+    assert!(
+        described.contains("Did not find any relation") && !described.contains("answer"),
+        "{described}"
+    );
+    for sql in [
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'game' ORDER BY 1",
+        "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = 'game' ORDER BY 1",
+        "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = 'game' ORDER BY 1",
+        "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
+         ON n.oid = c.relnamespace WHERE n.nspname = 'game' ORDER BY 1",
+        "SELECT DISTINCT c.relname FROM pg_catalog.pg_attribute a \
+         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid WHERE a.attname = 'answer'",
+    ] {
+        let names = ok(&ana, sql).await;
+        assert!(
+            !names.iter().any(|n| n.contains("secret")),
+            "{sql}: {names:?}"
+        );
+        // An admin sees everything: the same query lists game.secret.
+        let all = ok(&root, sql).await;
+        assert!(all.iter().any(|n| n == "secret"), "{sql}: {all:?}");
+        if !sql.contains("answer") {
+            assert!(names.iter().any(|n| n == "players"), "{sql}: {names:?}");
+        }
+    }
     // A prepared statement in the extended protocol, with a parameter.
     let prepared = ana
         .prepare("SELECT email FROM game.players WHERE player_id = $1")
@@ -302,6 +336,8 @@ async fn a_regional_analyst_reads_only_their_rows_through_every_shape_of_sql() {
     )
     .await;
     assert!(joined.contains("game.secret"), "{joined}");
+    let described = refused(&ana, "DESCRIBE game.secret").await;
+    assert!(described.contains("game.secret"), "{described}");
     let history = refused(&ana, "SELECT * FROM game.\"players$history\"").await;
     assert!(
         history.contains("access.toml rule 1") && history.contains("$history"),

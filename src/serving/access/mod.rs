@@ -1,8 +1,9 @@
 //! Access rules for readers (`serve --access FILE`): which tables each may read, which rows and
 //! what each column shows ([`rules`]), applied to every statement's logical plan before it runs
-//! ([`scans`]); per-user quotas from the same file ([`quotas`]); read again when the file
-//! changes ([`AccessControl::watch`]).
+//! ([`scans`]), the catalog's listings included ([`listings`]); per-user quotas from the same
+//! file ([`quotas`]); read again when the file changes ([`AccessControl::watch`]).
 
+pub mod listings;
 pub mod quotas;
 pub mod rules;
 pub mod scans;

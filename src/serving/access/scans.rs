@@ -23,15 +23,12 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use super::listings::{self, CATALOG_SCHEMAS};
 use super::rules::{Access, Rule, Rules};
 use crate::catalog::TableName;
 use crate::error::{Error, Result};
 use crate::query::{CATALOG, DEFAULT_SCHEMA};
 use crate::serving::auth::Principal;
-
-/// Schemas that describe the catalog rather than hold data: readable by every user (their
-/// listings are filtered elsewhere), never subject to rules.
-const CATALOG_SCHEMAS: [&str; 2] = ["information_schema", "pg_catalog"];
 
 /// The rules one statement applied, for the query log.
 #[derive(Clone, Debug, Default)]
@@ -79,6 +76,13 @@ fn scanned(scan: &TableScan) -> Option<(ResolvedTableReference, TableName)> {
         return None;
     }
     ruled_table(scan.table_name.clone().resolve(CATALOG, DEFAULT_SCHEMA))
+}
+
+/// The catalog schema and table a scan of `information_schema` or `pg_catalog` reads.
+fn catalog_table(scan: &TableScan) -> Option<(&'static str, String)> {
+    let schema = scan.table_name.schema()?;
+    let schema = CATALOG_SCHEMAS.into_iter().find(|s| *s == schema)?;
+    Some((schema, scan.table_name.table().to_string()))
 }
 
 /// The base table rules decide on for a table as named (`players@v1` and `players$history`
@@ -135,15 +139,18 @@ fn denied(
 }
 
 /// Applies `rules` to every scan of `plan` for `who`: denied tables are an error, restricted
-/// ones are read through their filter and masks. Rules applied are noted in `applied`.
+/// ones are read through their filter and masks, the catalog's listings leave out what `who`
+/// may not read. Rules applied are noted in `applied`.
 pub fn apply(
     plan: LogicalPlan,
     state: &SessionState,
-    rules: &Rules,
+    rules: &Arc<Rules>,
     who: &Principal,
     applied: &Applied,
 ) -> Result<LogicalPlan> {
-    let mut restricted = false;
+    // A restricted table's scan changes types (a mask's) and hides values; a listing's only
+    // drops rows. The nodes above either need their schemas computed again.
+    let (mut restricted, mut changed) = (false, false);
     let rewritten = plan
         .transform_up_with_subqueries(|node| {
             let scan = match node {
@@ -156,9 +163,15 @@ pub fn apply(
                     ))
                     .into_datafusion());
                 }
-                node if restricted => return Ok(Transformed::yes(node.recompute_schema()?)),
+                node if changed => return Ok(Transformed::yes(node.recompute_schema()?)),
                 node => return Ok(Transformed::no(node)),
             };
+            if let Some((schema, table)) = catalog_table(&scan) {
+                let listed = listings::listed(scan, (schema, &table), state, rules, who)
+                    .map_err(Error::into_datafusion)?;
+                changed |= listed.transformed;
+                return Ok(listed);
+            }
             let Some((table, name)) = scanned(&scan) else {
                 return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
             };
@@ -179,7 +192,7 @@ pub fn apply(
                 ))
                 .into_datafusion());
             }
-            restricted = true;
+            (restricted, changed) = (true, true);
             restrict(scan, rule, state, who, &table)
                 .map(Transformed::yes)
                 .map_err(Error::into_datafusion)
