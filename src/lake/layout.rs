@@ -190,7 +190,8 @@ impl TableLayout {
     }
 
     /// Parquet settings: the codec, page-level statistics (column and offset indexes), bloom
-    /// filters, dictionaries for low-cardinality columns only ([`DICTIONARY_PAGE_LIMIT`]).
+    /// filters, dictionaries for low-cardinality columns only ([`DICTIONARY_PAGE_LIMIT`]), and
+    /// for a sorted table pages of at most [`SORTED_PAGE_ROWS`] rows.
     pub fn writer_properties(&self) -> Result<WriterProperties> {
         let compression = match self.compression {
             Codec::Zstd => Compression::ZSTD(ZstdLevel::try_new(self.zstd_level)?),
@@ -201,6 +202,9 @@ impl TableLayout {
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_max_row_group_row_count(Some(1024 * 1024))
             .set_dictionary_page_size_limit(DICTIONARY_PAGE_LIMIT);
+        if !self.sort_by.is_empty() {
+            builder = builder.set_data_page_row_count_limit(SORTED_PAGE_ROWS);
+        }
         for column in &self.bloom_filter_columns {
             let path = ColumnPath::from(column.as_str());
             builder = builder
@@ -210,6 +214,13 @@ impl TableLayout {
         Ok(builder.build())
     }
 }
+
+/// Rows in a data page of a sorted table. Parquet's writer closes a page at 1 MiB, so a day's
+/// file of a few ten thousand rows was one page per column, and a lookup of one player (the
+/// sort key) decompressed and decoded every row of it. With pages this small, the page index
+/// (each page's min/max, written for every table) lets the reader decode only the page that
+/// holds the player: measured in benches/RESULTS.md ("A crowd of clients").
+pub const SORTED_PAGE_ROWS: usize = 4096;
 
 /// Bytes of a column chunk's dictionary before the writer falls back to plain values. Parquet's
 /// default (1 MiB) keeps hashing every value of columns with up to ~100,000 distinct values
