@@ -12,7 +12,7 @@ use datafusion::arrow::array::RecordBatch;
 
 use crate::error::{Error, Result};
 use crate::lake::TableRef;
-use crate::lake::layout::TableLayout;
+use crate::lake::layout::{Codec, TableLayout};
 use crate::lake::write::{WriteMode, WriteOptions, write_batches};
 use crate::query::Session;
 use activity::{BATCH_ROWS, Calendar, Simulation};
@@ -98,7 +98,12 @@ impl DemoOptions {
 }
 
 /// The layout of each demo table: daily partitions for events in time, sorted by player and
-/// time, bloom filters on player ids.
+/// time, bloom filters on player ids. Sessions and purchases, which one-player lookups read a
+/// few dozen day files of, are LZ4: a lookup reads each file's few pages, and zstd's
+/// decompressor, made anew for each column of each file, cost more than the pages
+/// (`queries/player_activity.sql`'s sessions part over a 4.6 M-row copy of game.sessions:
+/// median 79 ms with zstd, 49-59 ms with LZ4, files 97 MB against 75 MB; measured 2026-12-07
+/// with the test build, `gamelake bench --runs 30`).
 fn layout(table: &str) -> TableLayout {
     let (partition, sort): (&[&str], &[&str]) = match table {
         "game.players" => (&[], &["player_id"]),
@@ -116,6 +121,11 @@ fn layout(table: &str) -> TableLayout {
             vec![]
         } else {
             vec!["player_id".into()]
+        },
+        compression: if matches!(table, "game.sessions" | "game.purchases") {
+            Codec::Lz4
+        } else {
+            Codec::Zstd
         },
         ..Default::default()
     }
