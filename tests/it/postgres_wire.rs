@@ -194,6 +194,21 @@ async fn every_client_reads_the_values_gamelake_sql_reads() {
         ]),
         "{sqlalchemy}"
     );
+    // Reflection as Superset and Metabase-like tools do it: each column's name, type (numeric
+    // without its precision and scale, see the README), nullability and default.
+    assert_eq!(
+        sqlalchemy["reflected"],
+        json!([
+            ["player_id", "BIGINT", true, null],
+            ["name", "TEXT", true, null],
+            ["spent", "NUMERIC", true, null],
+            ["joined", "TIMESTAMP", true, null],
+            ["tags", "ARRAY", true, null],
+            ["active", "BOOLEAN", true, null],
+            ["score", "DOUBLE PRECISION", true, null]
+        ]),
+        "{sqlalchemy}"
+    );
     assert!(
         sqlalchemy["schemas"]
             .as_array()

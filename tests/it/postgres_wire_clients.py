@@ -86,10 +86,13 @@ def sqlalchemy_client():
     engine = sqlalchemy.create_engine(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
     inspector = sqlalchemy.inspect(engine)
     tables = inspector.get_table_names(schema="game")
+    reflected = [[c["name"], str(c["type"]), c["nullable"], c["default"]]
+                 for c in inspector.get_columns("players", schema="game")]
     with engine.connect() as conn:
         result = rows(conn.execute(sqlalchemy.text(QUERY)).fetchall())
         columns = list(conn.execute(sqlalchemy.text("SELECT * FROM game.players LIMIT 0")).keys())
-    return {"schemas": inspector.get_schema_names(), "tables": tables, "columns": columns, "rows": result}
+    return {"schemas": inspector.get_schema_names(), "tables": tables, "columns": columns,
+            "reflected": reflected, "rows": result}
 
 
 def odbc_client():
