@@ -128,7 +128,6 @@ impl Engine {
         let error = match planned {
             Ok(Ok((schema, frame))) => {
                 // Kept for the DoGet of this ticket, which then need not plan it again.
-                let applied = applied.clone();
                 self.planned.keep(&ticket.id, Planned { frame, applied });
                 return Ok(Described { schema, ticket });
             }
@@ -308,7 +307,10 @@ impl Engine {
         let slot = Slot::new(admitted);
         let cancel = self.governor.register(&ticket.id);
         let server_timeout = self.governor.limits().query_timeout;
-        let timeout = match quota.as_ref().and_then(|q| Some((q.query_timeout?, q))) {
+        let timeout = match quota
+            .as_ref()
+            .and_then(|q| Some((q.entry.query_timeout?, q)))
+        {
             Some((after, q)) if after < server_timeout => Timeout {
                 after,
                 quota: Some(format!(
@@ -415,11 +417,11 @@ impl Engine {
             tracker,
             finished: false,
             max_rows: quota.as_ref().and_then(|q| {
-                let max = q.max_result_rows?;
+                let max = q.entry.max_result_rows?;
                 Some((max, q.too_many_rows(&ticket.who, max)))
             }),
             max_bytes: quota.as_ref().and_then(|q| {
-                let max = q.max_result_mb?;
+                let max = q.entry.max_result_mb?;
                 Some((max * 1024 * 1024, q.too_many_bytes(&ticket.who, max)))
             }),
             _slot: slot,
@@ -440,7 +442,7 @@ impl Engine {
         let rules = self.access.current();
         let own_memory = rules.as_ref().and_then(|r| {
             let quota = r.quota(who)?;
-            let mb = quota.query_memory_mb?;
+            let mb = quota.entry.query_memory_mb?;
             Some((
                 mb * 1024 * 1024,
                 format!("ask an admin to raise the {}", quota.memory_origin(who)),

@@ -1,8 +1,8 @@
 //! Per-user quotas, from `[[quotas]]` in the access rules file: queries running at once,
 //! queries waiting for a server slot, queries per minute, a query's memory, rows and bytes of a
-//! result and a query's time, for the users and groups a quota matches (first match wins; admins too, when a quota names them). Each refusal names the
-//! quota, the user and what to do; a client told to retry later gets SQLSTATE 53300 or gRPC
-//! RESOURCE_EXHAUSTED.
+//! result and a query's time, for the users and groups a quota matches (first match wins;
+//! admins too, when a quota names them). Each refusal names the quota, the user and what to do;
+//! a client told to retry later gets SQLSTATE 53300 or gRPC RESOURCE_EXHAUSTED.
 //!
 //! ```toml
 //! [[quotas]]
@@ -27,38 +27,38 @@ use crate::error::{Error, Result};
 use crate::serving::auth::Principal;
 
 /// One `[[quotas]]` entry as written.
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct QuotaEntry {
+pub struct QuotaEntry {
     /// A glob over user names (default: every user).
     #[serde(default)]
-    pub(super) user: Option<String>,
+    pub user: Option<String>,
     /// A group the user must belong to.
     #[serde(default)]
-    pub(super) group: Option<String>,
+    pub group: Option<String>,
     /// Queries of the user running at once; one more is refused.
     #[serde(default)]
-    pub(super) max_concurrent_queries: Option<usize>,
+    pub max_concurrent_queries: Option<usize>,
     /// Of the user's queries, those that may wait for a server slot at once; one more is
     /// refused.
     #[serde(default)]
-    pub(super) max_queued_queries: Option<usize>,
+    pub max_queued_queries: Option<usize>,
     /// Queries the user may start in any 60 seconds.
     #[serde(default)]
-    pub(super) queries_per_minute: Option<usize>,
+    pub queries_per_minute: Option<usize>,
     /// Memory one of the user's queries may hold before it spills or fails, in MiB.
     #[serde(default)]
-    pub(super) query_memory_mb: Option<usize>,
+    pub query_memory_mb: Option<usize>,
     /// Rows a result may hold; a query that returns more fails at that row.
     #[serde(default)]
-    pub(super) max_result_rows: Option<u64>,
+    pub max_result_rows: Option<u64>,
     /// Bytes a result may hold (Arrow, as `system.query_log` counts them), in MiB; a query
     /// that returns more fails at that batch.
     #[serde(default)]
-    pub(super) max_result_mb: Option<u64>,
+    pub max_result_mb: Option<u64>,
     /// How long one of the user's queries may run.
     #[serde(default, deserialize_with = "crate::toml_files::duration")]
-    pub(super) query_timeout: Option<Duration>,
+    pub query_timeout: Option<Duration>,
 }
 
 /// A quota, checked.
@@ -66,22 +66,10 @@ pub(super) struct QuotaEntry {
 pub struct Quota {
     /// Its place in the file: `access.toml quota 1 (line 9)`.
     pub origin: String,
+    /// The entry's user glob.
     user: Pattern,
-    group: Option<String>,
-    /// See [`QuotaEntry`].
-    pub max_concurrent_queries: Option<usize>,
-    /// See [`QuotaEntry`].
-    pub max_queued_queries: Option<usize>,
-    /// See [`QuotaEntry`].
-    pub queries_per_minute: Option<usize>,
-    /// See [`QuotaEntry`].
-    pub query_memory_mb: Option<usize>,
-    /// See [`QuotaEntry`].
-    pub max_result_rows: Option<u64>,
-    /// See [`QuotaEntry`].
-    pub max_result_mb: Option<u64>,
-    /// See [`QuotaEntry`].
-    pub query_timeout: Option<Duration>,
+    /// The entry as written: whose it is and its limits.
+    pub entry: QuotaEntry,
 }
 
 impl Quota {
@@ -103,20 +91,18 @@ impl Quota {
         Ok(Self {
             origin,
             user,
-            group: entry.group,
-            max_concurrent_queries: entry.max_concurrent_queries,
-            max_queued_queries: entry.max_queued_queries,
-            queries_per_minute: entry.queries_per_minute,
-            query_memory_mb: entry.query_memory_mb,
-            max_result_rows: entry.max_result_rows,
-            max_result_mb: entry.max_result_mb,
-            query_timeout: entry.query_timeout,
+            entry,
         })
     }
 
     /// Whether the quota is `who`'s.
     pub fn matches(&self, who: &Principal) -> bool {
-        self.user.matches(&who.user) && self.group.as_ref().is_none_or(|g| who.groups.contains(g))
+        self.user.matches(&who.user)
+            && self
+                .entry
+                .group
+                .as_ref()
+                .is_none_or(|g| who.groups.contains(g))
     }
 
     /// The error of a result that grew past `max_result_rows`.
@@ -157,34 +143,22 @@ struct UserUsage {
     started: VecDeque<Instant>,
 }
 
-/// A query counted against its user's quota until it is dropped.
+/// One of a user's queries counted against a quota (running, or waiting for a server slot)
+/// until it is dropped.
 #[derive(Debug)]
 pub struct QuotaPermit {
     usage: Arc<Usage>,
     user: String,
+    /// The count it is in.
+    count: fn(&mut UserUsage) -> &mut usize,
 }
 
 impl Drop for QuotaPermit {
     fn drop(&mut self) {
         let mut users = self.usage.lock();
         if let Some(usage) = users.get_mut(&self.user) {
-            usage.running = usage.running.saturating_sub(1);
-        }
-    }
-}
-
-/// One of a user's queries waiting for a server slot, counted until it is dropped.
-#[derive(Debug)]
-pub struct QueuedPermit {
-    usage: Arc<Usage>,
-    user: String,
-}
-
-impl Drop for QueuedPermit {
-    fn drop(&mut self) {
-        let mut users = self.usage.lock();
-        if let Some(usage) = users.get_mut(&self.user) {
-            usage.queued = usage.queued.saturating_sub(1);
+            let count = (self.count)(usage);
+            *count = count.saturating_sub(1);
         }
     }
 }
@@ -209,7 +183,7 @@ impl Usage {
         {
             usage.started.pop_front();
         }
-        if let Some(max) = quota.max_concurrent_queries
+        if let Some(max) = quota.entry.max_concurrent_queries
             && usage.running >= max
         {
             return Err(Error::Busy(format!(
@@ -217,7 +191,7 @@ impl Usage {
                 who.user, quota.origin, usage.running
             )));
         }
-        if let Some(max) = quota.queries_per_minute
+        if let Some(max) = quota.entry.queries_per_minute
             && usage.started.len() >= max
         {
             let wait = usage.started.front().map_or(MINUTE, |first| {
@@ -235,15 +209,16 @@ impl Usage {
         Ok(QuotaPermit {
             usage: self.clone(),
             user: who.user.clone(),
+            count: |u| &mut u.running,
         })
     }
 
     /// Counts one of `who`'s queries as waiting for a server slot, or refuses it when
     /// `max_queued_queries` of the user's already wait.
-    pub fn queue(self: &Arc<Self>, who: &Principal, quota: &Quota) -> Result<QueuedPermit> {
+    pub fn queue(self: &Arc<Self>, who: &Principal, quota: &Quota) -> Result<QuotaPermit> {
         let mut users = self.lock();
         let usage = users.entry(who.user.clone()).or_default();
-        if let Some(max) = quota.max_queued_queries
+        if let Some(max) = quota.entry.max_queued_queries
             && usage.queued >= max
         {
             return Err(Error::Busy(format!(
@@ -252,9 +227,10 @@ impl Usage {
             )));
         }
         usage.queued += 1;
-        Ok(QueuedPermit {
+        Ok(QuotaPermit {
             usage: self.clone(),
             user: who.user.clone(),
+            count: |u| &mut u.queued,
         })
     }
 }
