@@ -16,7 +16,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, ResolvedTableReference, TableReference};
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::logical_plan::TableScan;
+use datafusion::logical_expr::logical_plan::{TableScan, TableScanBuilder};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, ScalarUDF, TableSource,
     Volatility, create_udf, lit,
@@ -48,50 +48,47 @@ pub fn listed(
     who: &Principal,
 ) -> Result<Transformed<LogicalPlan>> {
     let readable = readable(rules, who);
-    let call = |catalog: Expr, schema: &str, table: &str, q: &TableReference| {
-        readable.call(vec![
-            catalog,
-            Expr::Column(Column::new(Some(q.clone()), schema)),
-            Expr::Column(Column::new(Some(q.clone()), table)),
-        ])
-    };
     let q = scan.table_name.clone();
-    let full = || full_scan(&scan);
-    let plan = match (schema, table.to_ascii_lowercase().as_str()) {
-        ("information_schema", "tables" | "views" | "columns") => {
-            let predicate = readable.call(vec![
-                col(&q, "table_catalog"),
-                col(&q, "table_schema"),
-                col(&q, "table_name"),
-            ]);
-            full()?.filter(predicate)?
-        }
-        ("pg_catalog", "pg_tables") => {
-            full()?.filter(call(lit(CATALOG), "schemaname", "tablename", &q))?
-        }
-        ("pg_catalog", "pg_class") => classes(full()?, &q, state, &readable)?,
-        ("pg_catalog", "pg_attribute") => {
-            let pg_class = catalog_table(state, "pg_class")?;
-            let shown = classes(
-                LogicalPlanBuilder::scan(CLASSES, pg_class, None)?,
-                &TableReference::bare(CLASSES),
-                state,
-                &readable,
-            )?
-            .project([col(&TableReference::bare(CLASSES), "oid")])?
-            .build()?;
-            full()?.join(
-                shown,
-                JoinType::LeftSemi,
-                (
-                    vec![Column::new(Some(q.clone()), "attrelid")],
-                    vec![Column::new(Some(TableReference::bare(CLASSES)), "oid")],
-                ),
-                None,
-            )?
-        }
-        _ => return Ok(Transformed::no(LogicalPlan::TableScan(scan))),
+    let full = || {
+        Ok::<_, Error>(LogicalPlanBuilder::from(LogicalPlan::TableScan(full_scan(
+            &scan,
+        )?)))
     };
+    // The rows of `catalog`.`schema`.`table` that `who` may read.
+    let readable_rows = |catalog: Expr, schema: &str, table: &str| {
+        readable.call(vec![catalog, col(&q, schema), col(&q, table)])
+    };
+    let plan =
+        match (schema, table.to_ascii_lowercase().as_str()) {
+            ("information_schema", "tables" | "views" | "columns") => full()?.filter(
+                readable_rows(col(&q, "table_catalog"), "table_schema", "table_name"),
+            )?,
+            ("pg_catalog", "pg_tables") => {
+                full()?.filter(readable_rows(lit(CATALOG), "schemaname", "tablename"))?
+            }
+            ("pg_catalog", "pg_class") => classes(full()?, &q, state, &readable)?,
+            ("pg_catalog", "pg_attribute") => {
+                let pg_class = catalog_table(state, "pg_class")?;
+                let shown = classes(
+                    LogicalPlanBuilder::scan(CLASSES, pg_class, None)?,
+                    &TableReference::bare(CLASSES),
+                    state,
+                    &readable,
+                )?
+                .project([col(&TableReference::bare(CLASSES), "oid")])?
+                .build()?;
+                full()?.join(
+                    shown,
+                    JoinType::LeftSemi,
+                    (
+                        vec![Column::new(Some(q.clone()), "attrelid")],
+                        vec![Column::new(Some(TableReference::bare(CLASSES)), "oid")],
+                    ),
+                    None,
+                )?
+            }
+            _ => return Ok(Transformed::no(LogicalPlan::TableScan(scan))),
+        };
     // Back to the columns the scan gave, under its name, for the nodes above.
     let columns: Vec<Expr> = scan
         .projected_schema
@@ -101,20 +98,18 @@ pub fn listed(
     Ok(Transformed::yes(plan.project(columns)?.build()?))
 }
 
-/// A scan of every column of the table `scan` reads, under its name. The catalog's scans are
-/// made by SQL planning, without filters or a limit.
-fn full_scan(scan: &TableScan) -> Result<LogicalPlanBuilder> {
+/// A scan of every column of the table `scan` reads, under its name, for access rules to
+/// filter: the catalog's listings here, a restricted table's rows in [`super::scans`].
+pub(super) fn full_scan(scan: &TableScan) -> Result<TableScan> {
     if !scan.filters.is_empty() || scan.fetch.is_some() {
+        // SQL planning makes scans without either; reading them first would read rows the
+        // rules filter out.
         return Err(Error::Internal(format!(
-            "a scan of {} already holds filters or a limit; the access rules cannot filter it",
+            "a scan of {} already holds filters or a limit; the access rules cannot be applied to it",
             scan.table_name
         )));
     }
-    Ok(LogicalPlanBuilder::scan(
-        scan.table_name.clone(),
-        scan.source.clone(),
-        None,
-    )?)
+    Ok(TableScanBuilder::new(scan.table_name.clone(), scan.source.clone()).build()?)
 }
 
 /// `pg_class` rows (`classes`, named `q`) but those of tables `readable` refuses: each row's

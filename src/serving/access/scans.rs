@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, DFSchema, ResolvedTableReference, ScalarValue, TableReference};
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::logical_plan::TableScanBuilder;
 use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Projection, TableScan};
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, ExprWithAlias, FunctionArg, FunctionArgExpr, FunctionArguments, Value,
@@ -210,15 +209,8 @@ fn restrict(
     who: &Principal,
     table: &ResolvedTableReference,
 ) -> Result<LogicalPlan> {
-    if !scan.filters.is_empty() || scan.fetch.is_some() {
-        // SQL planning makes scans without either; reading them first would read rows the
-        // rule filters out.
-        return Err(Error::Internal(format!(
-            "a scan of {table} already holds filters or a limit; its access rule cannot be applied"
-        )));
-    }
     let qualifier = scan.table_name.clone();
-    let full = TableScanBuilder::new(qualifier.clone(), scan.source.clone()).build()?;
+    let full = listings::full_scan(&scan)?;
     let all: Arc<DFSchema> = full.projected_schema.clone();
     let mut input = LogicalPlan::TableScan(full);
     if let Some(filter) = &rule.filter {
