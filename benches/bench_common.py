@@ -23,6 +23,16 @@ def psql(db, sql, out=None):
                    check=True, stdout=out or subprocess.DEVNULL)
 
 
+def tear_down(server, db, folder):
+    """Stops a benchmark's `gamelake serve` (if it started), drops its PostgreSQL database and
+    removes its folder."""
+    if server is not None:
+        server.terminate()
+        server.wait()
+    psql("test", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def psql_value(db, sql):
     return subprocess.run(["psql", "-X", "-tA", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-c", sql],
                           check=True, capture_output=True, text=True).stdout.strip()

@@ -34,7 +34,7 @@ import threading
 import time
 
 from bench_common import (ROOT, demo_lake, free_port, gamelake_binary, gamelake_version, percentile, psql,
-                          psql_value, saved_query_params, write_section)
+                          psql_value, saved_query_params, tear_down, write_section)
 
 DASHBOARDS = ["dau_by_region", "revenue_by_region", "revenue_by_category_day", "top_spenders"]
 LOOKUP_SHARE = {"lookups": 1.0, "80/20": 0.8}
@@ -327,11 +327,7 @@ def main():
                 rows.append(measure(f"PostgreSQL (indexed tables), lookups, {n}", anchor,
                                     postgres_pid(), args.seconds))
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
-        psql("test", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        subprocess.run(["rm", "-rf", tmp], check=False)
+        tear_down(server, db, tmp)
 
     lines = [
         f"The demo at scale {args.scale:g} ({players[1]:,} players; game.sessions {sessions:,} rows,"

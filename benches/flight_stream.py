@@ -19,7 +19,7 @@ import platform
 import subprocess
 import tempfile
 
-from bench_common import PG, gamelake_binary, psql, timed, write_section
+from bench_common import PG, gamelake_binary, psql, tear_down, timed, write_section
 
 COLUMNS_PG = """g AS id, g % 100000 AS player_id, 'item-' || (g % 5000) AS item,
     (g % 997) * 1.5::float8 AS amount, to_timestamp(1767225600 + g) AT TIME ZONE 'UTC' AS at"""
@@ -96,11 +96,7 @@ def main():
         conn.close()
         pg.close()
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
-        psql("test", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        subprocess.run(["rm", "-rf", work], check=False)
+        tear_down(server, db, work)
 
     baseline = results["PostgreSQL SELECT -> psycopg (tuples)"]
     lines = [
