@@ -5,6 +5,7 @@
 //! Everything in gamelake that runs SQL gets its session here.
 
 mod analyze;
+pub mod dates;
 mod gate;
 mod options;
 mod params;

@@ -15,9 +15,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use super::config::{QueryConfig, Report};
 use super::deliver::{AttachKind, Message, deliver_all};
 use super::html::{Section, index_page, run_page};
-use super::params::resolve;
 use crate::error::{Error, Result};
 use crate::output::{Format, write_batches};
+use crate::query::dates::resolve;
 use crate::query::{Params, Session, parse_param};
 
 /// Attempts per delivery (waits of 1, 2, 4 s between them).

@@ -1,5 +1,5 @@
-//! Report parameters: relative dates (`yesterday`, `last_week`, ...) resolved on the report's
-//! day in its zone, then bound like `--param` values.
+//! Relative dates for parameters (`yesterday`, `last_week`, ...), resolved on a given day (a
+//! report's or a pipeline's, in its zone), then bound like `--param` values.
 
 use chrono::{Datelike, Duration, NaiveDate};
 
