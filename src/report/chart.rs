@@ -182,13 +182,17 @@ fn draw(out: &mut String, labels: &[String], series: &[Series], chart: &ChartCon
         let color = Palette99::pick(k).to_rgba();
         match chart.kind {
             ChartKind::Line => {
-                plot.draw_series(LineSeries::new(
-                    one.values
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, v)| v.map(|v| (i as f64, v))),
-                    color.stroke_width(2),
-                ))?;
+                let points: Vec<(f64, f64)> = one
+                    .values
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.map(|v| (i as f64, v)))
+                    .collect();
+                // A series with one point draws no line: it shows as a dot.
+                if let [point] = points[..] {
+                    plot.draw_series([Circle::new(point, 4, color.filled())])?;
+                }
+                plot.draw_series(LineSeries::new(points, color.stroke_width(2)))?;
             }
             ChartKind::Bar => {
                 plot.draw_series(one.values.iter().enumerate().filter_map(|(i, v)| {
@@ -264,6 +268,23 @@ mod tests {
             .filter_map(|t| Some(t.split_once('>')?.1.split("</text>").next()?.trim()))
             .collect();
         assert!(texts.contains(&"bj") && texts.contains(&"d2"), "{texts:?}");
+    }
+
+    /// A series with a value on one day only (a region open one day of the week) is a dot: a
+    /// line needs two points, and without the dot the series would not show at all.
+    #[test]
+    fn a_series_of_one_point_is_a_dot() {
+        let chart = ChartConfig {
+            kind: ChartKind::Line,
+            x: "day".into(),
+            y: vec!["dau".into()],
+            series: Some("region".into()),
+        };
+        // bj on d1 and d2, sh on d1 only.
+        let drawn = svg(&[batch().slice(0, 3)], &chart).unwrap();
+        assert_eq!(drawn.matches("<circle").count(), 1, "{drawn}");
+        let drawn = svg(&[batch()], &chart).unwrap();
+        assert_eq!(drawn.matches("<circle").count(), 0, "{drawn}");
     }
 
     #[test]

@@ -46,11 +46,12 @@ fn tables(page: &str) -> Vec<Vec<Vec<String>>> {
         .collect()
 }
 
-/// The points of the page's polylines with more than two points (the plotted series; axis and
-/// legend marks have fewer).
+/// The points of the page's plotted series: its polylines two pixels wide (axes and ticks are
+/// one pixel wide).
 fn polylines(svg: &str) -> Vec<Vec<(f64, f64)>> {
     svg.split("<polyline")
         .skip(1)
+        .filter(|p| p.split('>').next().unwrap().contains("stroke-width=\"2\""))
         .map(|p| {
             let points = p
                 .split("points=\"")
@@ -67,7 +68,6 @@ fn polylines(svg: &str) -> Vec<Vec<(f64, f64)>> {
                 })
                 .collect::<Vec<(f64, f64)>>()
         })
-        .filter(|p| p.len() > 2)
         .collect()
 }
 
@@ -164,8 +164,15 @@ fn a_report_run_writes_a_page_with_the_numbers_and_csv_parquet_equal_to_sql() {
     for region in &regions {
         assert!(texts.contains(region), "legend lacks {region}: {texts:?}");
     }
+    // A region seen on one day only is a dot (a line needs two points).
     let lines = polylines(svgs[0]);
-    assert_eq!(lines.len(), regions.len(), "one line per region");
+    let dots = svgs[0].matches("<circle").count();
+    let one_day = regions
+        .iter()
+        .filter(|r| dau.iter().filter(|row| row[1] == **r).count() == 1)
+        .count();
+    assert_eq!(dots, one_day, "one dot per region seen on one day");
+    assert_eq!(lines.len() + dots, regions.len(), "one line per region");
     let beijing: Vec<f64> = dau
         .iter()
         .filter(|r| r[1] == "beijing")
