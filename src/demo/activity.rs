@@ -10,7 +10,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::rng::Rng;
-use super::world::{CATEGORIES, DEVICES, Item, Player, REGIONS, diurnal_second, event_boost};
+use super::shop::Shop;
+use super::world::{DEVICES, GAME_MODES, Item, Player, REGIONS, diurnal_second, event_boost};
 use crate::error::Result;
 
 /// The calendar of the data: day 0 is `first_date` (server time, UTC+8).
@@ -105,7 +106,7 @@ pub struct ActivityTables {
 pub struct Simulation<'a> {
     cal: Calendar,
     players: &'a [Player],
-    by_category: Vec<Vec<&'a Item>>,
+    shop: Shop<'a>,
     /// One random stream per player, in the order of `players`.
     streams: Vec<Rng>,
     /// Each player's game server.
@@ -124,17 +125,20 @@ pub struct Simulation<'a> {
 }
 
 impl<'a> Simulation<'a> {
-    /// A simulation at day 0, before anyone played.
-    pub fn new(seed: u64, cal: Calendar, players: &'a [Player], items: &'a [Item]) -> Self {
+    /// A simulation at day 0, before anyone played, of `players` with their friendships
+    /// `(a, b, since_day)`.
+    pub fn new(
+        seed: u64,
+        cal: Calendar,
+        players: &'a [Player],
+        items: &'a [Item],
+        pairs: &[(i64, i64, i64)],
+    ) -> Self {
         let base = Rng::new(seed, "activity");
-        let mut by_category: Vec<Vec<&Item>> = vec![Vec::new(); CATEGORIES.len()];
-        for item in items {
-            by_category[item.category].push(item);
-        }
         Self {
             cal,
             players,
-            by_category,
+            shop: Shop::new(players, items, pairs),
             streams: players.iter().map(|p| base.fork(p.id as u64)).collect(),
             servers: players
                 .iter()
@@ -228,8 +232,14 @@ impl<'a> Simulation<'a> {
             let login = cal.micros(day, start);
             let logout = login + length * 1_000_000;
             let version = format!("2.{}", day / 60);
+            // Players spend most of their time in the mode of their favourite category.
+            let mode = GAME_MODES[if r.chance(0.6) {
+                p.interest
+            } else {
+                r.range(0, GAME_MODES.len() as i64) as usize
+            }];
             self.sessions
-                .push(|s| s.push(p, &cal, day, login, logout, server, &version))?;
+                .push(|s| s.push(p, &cal, day, (login, logout), server, &version, mode))?;
             let attrs = format!(
                 r#"{{"client_version":"{version}","device":"{}"}}"#,
                 DEVICES[p.device]
@@ -246,7 +256,7 @@ impl<'a> Simulation<'a> {
                     "chat",
                 ][r.weighted(&[4.0, 4.0, 1.0, 2.0, 1.5])];
                 let attrs = format!(
-                    r#"{{"map":"m{}","score":{}}}"#,
+                    r#"{{"mode":"{mode}","map":"m{}","score":{}}}"#,
                     r.range(1, 9),
                     r.range(0, 5000)
                 );
@@ -260,19 +270,7 @@ impl<'a> Simulation<'a> {
                 0.003
             };
             if r.chance(p_buy) {
-                let category = if r.chance(0.7) {
-                    p.interest
-                } else {
-                    r.range(0, CATEGORIES.len() as i64) as usize
-                };
-                let choices = &self.by_category[category];
-                // Whales lean to the expensive end of a category.
-                let k = if p.spend > 8.0 {
-                    choices.len() - 1 - r.range(0, 5) as usize
-                } else {
-                    r.range(0, choices.len() as i64) as usize
-                };
-                let item = choices[k.min(choices.len() - 1)];
+                let item = self.shop.choose(r, i, p, day);
                 self.purchase_id += 1;
                 let id = self.purchase_id;
                 let at = login + r.range(0, length) * 1_000_000;
@@ -299,6 +297,7 @@ struct Sessions {
     region: StringBuilder,
     server: StringBuilder,
     version: StringBuilder,
+    mode: StringBuilder,
 }
 
 impl Sessions {
@@ -308,11 +307,12 @@ impl Sessions {
         p: &Player,
         cal: &Calendar,
         day: i64,
-        login: i64,
-        logout: i64,
+        (login, logout): (i64, i64),
         server: &str,
         version: &str,
+        mode: &str,
     ) {
+        self.mode.append_value(mode);
         self.player.append_value(p.id);
         self.login.append_value(login);
         self.logout.append_value(logout);
@@ -333,6 +333,7 @@ impl TableBuilders for Sessions {
             Field::new("region", DataType::Utf8, false),
             Field::new("server_id", DataType::Utf8, false),
             Field::new("client_version", DataType::Utf8, false),
+            Field::new("game_mode", DataType::Utf8, false),
         ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.player.finish()),
@@ -342,6 +343,7 @@ impl TableBuilders for Sessions {
             Arc::new(self.region.finish()),
             Arc::new(self.server.finish()),
             Arc::new(self.version.finish()),
+            Arc::new(self.mode.finish()),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -498,7 +500,8 @@ mod tests {
         let players = super::super::world::players(3, 200, cal.days);
         let items = super::super::world::items(3);
         let run = |every: i64| {
-            let mut sim = Simulation::new(3, cal, &players, &items);
+            let pairs = super::super::world::friendships(3, &players);
+            let mut sim = Simulation::new(3, cal, &players, &items, &pairs);
             let mut pieces = Vec::new();
             while !sim.is_done() {
                 sim.step().unwrap();

@@ -3,6 +3,7 @@
 
 mod activity;
 mod rng;
+mod shop;
 mod tables;
 mod world;
 
@@ -170,7 +171,7 @@ pub async fn generate(session: &Session, options: &DemoOptions) -> Result<DemoRe
             slices(tables::friendships(&cal, &pairs)?),
         )
         .await?;
-    let mut simulation = Simulation::new(options.seed, cal, &players, &items);
+    let mut simulation = Simulation::new(options.seed, cal, &players, &items, &pairs);
     let bar = crate::progress::bar(cal.days as u64, "days", "simulating");
     while !simulation.is_done() {
         simulation.step()?;

@@ -27,6 +27,16 @@ pub const CATEGORIES: [&str; 6] = [
     "battle_pass",
     "currency_pack",
 ];
+/// Game modes, one per item category: the mode a player spends time in reveals the category
+/// they buy from (arena players buy weapons), which is what interests are derived from.
+pub const GAME_MODES: [&str; 6] = [
+    "fashion_show",
+    "arena",
+    "speedrun",
+    "lucky_draw",
+    "season_quest",
+    "trading",
+];
 /// Devices and their shares.
 pub const DEVICES: [&str; 3] = ["android", "ios", "pc"];
 
@@ -178,42 +188,59 @@ pub fn items(seed: u64) -> Vec<Item> {
     out
 }
 
-/// The social graph: skewed degrees, mostly within communities; each pair once, `a < b`,
-/// with the day the friendship started.
+/// The social graph: skewed degrees (larger for players who stay longer), mostly within
+/// communities, and a share of friendships made through a friend (a friend's friend: what
+/// makes mutual friends predict new ones); each pair once, `a < b`, with the day the
+/// friendship started (one made through a friend starts after the two it was made through).
 pub fn friendships(seed: u64, players: &[Player]) -> Vec<(i64, i64, i64)> {
     let base = Rng::new(seed, "friendships");
     let mut by_community: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, p) in players.iter().enumerate() {
         by_community.entry(p.community).or_default().push(i);
     }
+    // Pairs of indexes in the order made, each with the friend it was made through.
+    let mut made: Vec<((usize, usize), Option<usize>)> = Vec::new();
     let mut pairs = BTreeSet::new();
+    let mut friends: Vec<Vec<usize>> = vec![Vec::new(); players.len()];
     for (i, p) in players.iter().enumerate() {
         let mut r = base.fork(p.id as u64);
-        let degree = (r.pareto(1.4) * 1.5) as usize;
+        // Players who stay longer make more friends.
+        let stay = (1.0 + (p.last_day - p.signup_day) as f64 / 60.0).min(6.0);
+        let degree = (r.pareto(1.4) * 1.5 * stay) as usize;
         let members = &by_community[&p.community];
         for _ in 0..degree.min(100) {
-            let j = if r.chance(0.8) && members.len() > 1 {
-                members[r.range(0, members.len() as i64) as usize]
+            let (j, via) = if !friends[i].is_empty() && r.chance(0.3) {
+                let f = friends[i][r.range(0, friends[i].len() as i64) as usize];
+                (
+                    friends[f][r.range(0, friends[f].len() as i64) as usize],
+                    Some(f),
+                )
+            } else if r.chance(0.8) && members.len() > 1 {
+                (members[r.range(0, members.len() as i64) as usize], None)
             } else {
-                r.range(0, players.len() as i64) as usize
+                (r.range(0, players.len() as i64) as usize, None)
             };
-            if j != i {
-                let (a, b) = (
-                    players[i].id.min(players[j].id),
-                    players[i].id.max(players[j].id),
-                );
-                pairs.insert((a, b));
+            if j != i && pairs.insert((i.min(j), i.max(j))) {
+                friends[i].push(j);
+                friends[j].push(i);
+                made.push(((i.min(j), i.max(j)), via));
             }
         }
     }
+    let mut since: HashMap<(usize, usize), i64> = HashMap::with_capacity(made.len());
+    for &((a, b), via) in &made {
+        let (pa, pb) = (&players[a], &players[b]);
+        let mut start = pa.signup_day.max(pb.signup_day);
+        if let Some(f) = via {
+            let day = |x: usize| since.get(&(x.min(f), x.max(f))).copied().unwrap_or(start);
+            start = start.max(day(a)).max(day(b));
+        }
+        let mut r = base.fork(((pa.id as u64) << 32) | pb.id as u64);
+        let end = pa.last_day.min(pb.last_day).max(start);
+        since.insert((a, b), (start + r.exponential(5.0) as i64).min(end));
+    }
     pairs
         .into_iter()
-        .map(|(a, b)| {
-            let (pa, pb) = (&players[a as usize - 1], &players[b as usize - 1]);
-            let start = pa.signup_day.max(pb.signup_day);
-            let mut r = base.fork(((a as u64) << 32) | b as u64);
-            let end = pa.last_day.min(pb.last_day).max(start);
-            (a, b, (start + r.exponential(5.0) as i64).min(end))
-        })
+        .map(|(a, b)| (players[a].id, players[b].id, since[&(a, b)]))
         .collect()
 }
