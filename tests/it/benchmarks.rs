@@ -152,9 +152,7 @@ fn game_workload_harness_runs_every_saved_query_on_both_engines() {
     );
     assert!(text.contains("## Game workload"), "{text}");
     let rows = query_rows(&text);
-    let saved = std::fs::read_dir(crate::support::repo_root().join("queries"))
-        .unwrap()
-        .count();
+    let saved = crate::support::saved_queries().len();
     assert_eq!(rows.len(), saved, "{text}");
     for row in rows {
         assert!(row.ends_with("| equal |"), "{row}");

@@ -26,6 +26,7 @@ mod pipelines;
 mod plans;
 mod postgres;
 mod postgres_wire;
+mod reco;
 mod regions;
 mod replication;
 mod reports;
