@@ -173,6 +173,14 @@ impl PipelineConfig {
             let fail = |message: String| Err(Error::config(path, line, column, &message));
             crate::lake::TableRef::parse(&t.to)
                 .map_err(|e| Error::config(path, line, column, &e.to_string()))?;
+            if !t.run.is_empty() || !t.params.is_empty() {
+                let (line, column) = at(if t.run.is_empty() { "params" } else { "run" });
+                let message = format!(
+                    "table {}: run and params are for [sink] pipelines (queries over the lake published to PostgreSQL)",
+                    t.to
+                );
+                return Err(Error::config(path, line, column, &message));
+            }
             if let Some(Err(expected)) = t.zstd_level.map(zstd_level) {
                 let (line, column) = at("zstd_level");
                 let message = format!("table {}: {expected}", t.to);

@@ -155,6 +155,19 @@ pub struct TableConfig {
     /// `[sink]` pipelines: a file holding the query (relative to the pipeline file), e.g.
     /// `../queries/friend_suggestions.sql`.
     pub query_file: Option<std::path::PathBuf>,
+    /// `[sink]` pipelines: SQL files run over the lake before this table's query, in order
+    /// (relative to the pipeline file), e.g. the saved queries that refresh the lake tables it
+    /// publishes: `run = ["../queries/reco/player_interests.sql"]`.
+    #[serde(default)]
+    pub run: Vec<std::path::PathBuf>,
+    /// The text of each `run` file, read when the pipeline is loaded.
+    #[serde(skip)]
+    pub run_sql: Vec<String>,
+    /// `[sink]` pipelines: values of the `$name` placeholders of `run` and the query, e.g.
+    /// `params = { as_of = "today" }`; relative dates (`today`, `yesterday`, `today-7d`, ...)
+    /// are resolved on the day of the run in the pipeline's `timezone`.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
     /// Lake table, `schema.table`.
     pub to: String,
     /// Sync mode.
@@ -336,23 +349,7 @@ impl PipelineConfig {
             let (line, column) = position_of(text, "schedule");
             Error::config(path, line, column, &e)
         })?;
-        for table in &mut config.tables {
-            if let Some(file) = &table.query_file {
-                let file = match path.parent() {
-                    Some(dir) if file.is_relative() => dir.join(file),
-                    _ => file.clone(),
-                };
-                let sql = std::fs::read_to_string(&file).map_err(|e| {
-                    let (line, column) = position_of(text, "query_file");
-                    let message = format!(
-                        "query_file {}: {e} (paths are relative to the pipeline file)",
-                        file.display()
-                    );
-                    Error::config(path, line, column, &message)
-                })?;
-                table.query = Some(sql);
-            }
-        }
+        config.read_sql_files(text, path)?;
         Ok(config)
     }
 

@@ -11,6 +11,7 @@ mod migrate;
 mod pg_copy;
 mod sink;
 mod snapshot;
+mod sql_files;
 
 pub use archive::archive_table;
 pub use cdc::{Step as CdcStep, follow, slot_name};
@@ -107,8 +108,8 @@ pub async fn run(
     Ok(reports)
 }
 
-/// Runs every table of a `[sink]` pipeline once: each query over the lake published to its
-/// PostgreSQL table.
+/// Runs every table of a `[sink]` pipeline once: its `run` files over the lake, then its query,
+/// whose result is published to its PostgreSQL table; `params` bound in both.
 pub async fn publish_all(
     session: &Session,
     pipeline: &PipelineConfig,
@@ -119,9 +120,23 @@ pub async fn publish_all(
             pipeline.name
         )));
     };
+    let zone =
+        crate::timing::zone_or_default(pipeline.timezone.as_deref()).map_err(Error::Invalid)?;
+    let today = chrono::Utc::now().with_timezone(&zone).date_naive();
     let mut reports = Vec::new();
     for table in &pipeline.tables {
-        reports.push(publish(session, url.expose(), table).await?);
+        let mut params = crate::query::Params::new();
+        for (name, value) in &table.params {
+            let value = crate::query::dates::resolve(value, today);
+            let (name, scalar) = crate::query::parse_param(&format!("{name}={value}"))?;
+            params.insert(name, scalar);
+        }
+        let session = session.clone().with_params(params);
+        for (file, sql) in table.run.iter().zip(&table.run_sql) {
+            tracing::info!(pipeline = %pipeline.name, file = %file.display(), "running");
+            session.collect_last(sql).await?;
+        }
+        reports.push(publish(&session, url.expose(), table).await?);
     }
     Ok(reports)
 }

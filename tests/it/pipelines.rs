@@ -678,50 +678,55 @@ pub(crate) async fn demo_lake_and_database() -> (TempLake, TestDb, tokio_postgre
     (lake, db, client)
 }
 
-/// The query of `pipelines/friend_suggestions.toml`.
-pub(crate) fn friend_suggestions_query() -> String {
-    let pipeline = crate::support::repo_root().join("pipelines/friend_suggestions.toml");
-    let text = std::fs::read_to_string(&pipeline).unwrap();
-    gamelake::pipeline::PipelineConfig::parse(&text.replace("${PG_URL}", "unused"), &pipeline)
+/// The day the tests compute recommendations as of: the day after the demo lake's last (the
+/// pipeline's `today` would find nobody who played lately in the fixed demo data).
+pub(crate) const RECO_AS_OF: &str = "2026-11-01";
+
+/// `pipelines/recommendations.toml` as the tests run it, written into `dir`: as of
+/// [`RECO_AS_OF`], its SQL files found in this checkout, then `edit` applied to its text.
+pub(crate) fn recommendations_pipeline(
+    dir: &std::path::Path,
+    edit: impl Fn(String) -> String,
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("pipelines/recommendations.toml"))
         .unwrap()
-        .tables[0]
-        .source_query()
+        .replace("as_of = \"today\"", &format!("as_of = \"{RECO_AS_OF}\""))
+        .replace(
+            "\"../queries/",
+            &format!("\"{}/queries/", repo_root().display()),
+        );
+    assert!(text.contains(RECO_AS_OF) && !text.contains("../queries"));
+    let path = dir.join("recommendations.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
 }
 
-/// How many rows that query answers over the lake at `loc` (through `gamelake sql`).
-pub(crate) fn friend_suggestions_count(loc: &str) -> i64 {
-    let query = friend_suggestions_query();
-    let csv = crate::support::sql_csv(
-        loc,
-        &["-c", &format!("SELECT count(*) AS n FROM ({query}) q")],
-    );
-    csv.lines().nth(1).unwrap().parse().unwrap()
+/// The rows of a query over the lake at `loc` (through `gamelake sql`), as CSV lines.
+pub(crate) fn lake_rows(loc: &str, sql: &str) -> Vec<String> {
+    let csv = crate::support::sql_csv(loc, &["-c", sql]);
+    csv.lines().skip(1).map(str::to_string).collect()
 }
 
-/// `[sink] kind = "postgres"`: friend suggestions computed over the lake fill a real PostgreSQL
-/// table; a reader polling during the refresh sees the old set or the new one, never an empty or
-/// partial table; the rows equal the query's answer in `gamelake sql`.
+/// PostgreSQL tables the game is reading: seven rows of an earlier set in each.
+const EARLIER_SUGGESTIONS: &str = "CREATE SCHEMA reco;
+     CREATE TABLE reco.item_suggestions (player_id bigint, item_id integer, rank integer, score double precision, reason text, computed_at date, PRIMARY KEY (player_id, item_id));
+     INSERT INTO reco.item_suggestions SELECT g, 1, 1, 1.0, 'interests', '2026-01-01' FROM generate_series(1, 7) g;
+     CREATE TABLE reco.friend_suggestions (player_id bigint, suggested_id bigint, rank integer, score double precision, mutual_friends integer, shared_interests double precision, computed_at date, PRIMARY KEY (player_id, suggested_id));
+     INSERT INTO reco.friend_suggestions SELECT g, g + 1, 1, 1.0, 1, 0.0, '2026-01-01' FROM generate_series(1, 7) g;";
+
+/// `[sink] kind = "postgres"`: `pipelines/recommendations.toml` recomputes the suggestions in
+/// the lake from the saved queries and publishes them into real PostgreSQL tables; a reader
+/// polling during the refresh sees the old set or the new one in each table, never an empty or
+/// partial one; the rows equal the lake's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sink_pipeline_publishes_friend_suggestions_atomically() {
-    use crate::support::{gamelake, repo_root, sql_csv};
-    use gamelake::sources::postgres::connect;
+async fn sink_pipeline_publishes_suggestions_atomically() {
+    use crate::support::gamelake;
 
     let (lake, db, client) = demo_lake_and_database().await;
     let (loc, url) = (lake.location(), db.url());
-    // An earlier set the game is reading now.
-    client
-        .batch_execute(
-            "CREATE SCHEMA reco;
-             CREATE TABLE reco.friend_suggestions (player_id bigint, suggested_id bigint, score double precision, computed_at timestamptz, PRIMARY KEY (player_id, suggested_id));
-             INSERT INTO reco.friend_suggestions SELECT g, g + 1, 1.0, now() FROM generate_series(1, 7) g;",
-        )
-        .await
-        .unwrap();
-
-    let pipeline = repo_root().join("pipelines/friend_suggestions.toml");
-    let query = friend_suggestions_query();
-    let new_count = friend_suggestions_count(&loc);
-    assert!(new_count > 100, "{new_count}");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = recommendations_pipeline(dir.path(), |t| t);
+    client.batch_execute(EARLIER_SUGGESTIONS).await.unwrap();
 
     // A reader in a loop on its own connection while the pipeline runs (twice).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -732,14 +737,18 @@ async fn sink_pipeline_publishes_friend_suggestions_atomically() {
             let mut seen = std::collections::BTreeSet::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let row = client
-                    .query_one("SELECT count(*) FROM reco.friend_suggestions", &[])
+                    .query_one(
+                        "SELECT (SELECT count(*) FROM reco.item_suggestions), (SELECT count(*) FROM reco.friend_suggestions)",
+                        &[],
+                    )
                     .await
                     .unwrap();
-                seen.insert(row.get::<_, i64>(0));
+                seen.insert((row.get::<_, i64>(0), row.get::<_, i64>(1)));
             }
             seen
         })
     };
+    let mut counts = Vec::new();
     for _ in 0..2 {
         let out = gamelake(
             &["--lake", &loc, "ingest", pipeline.to_str().unwrap()],
@@ -747,25 +756,45 @@ async fn sink_pipeline_publishes_friend_suggestions_atomically() {
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
-        assert!(
-            stderr.contains(&format!(
-                "reco.friend_suggestions: {new_count} rows published"
-            )),
-            "{stderr}"
+        let count = |table: &str| -> i64 {
+            lake_rows(&loc, &format!("SELECT count(*) FROM {table}"))[0]
+                .parse()
+                .unwrap()
+        };
+        let (items, friends) = (
+            count("reco.item_suggestions"),
+            count("reco.friend_suggestions"),
         );
+        assert!(items > 1000 && friends > 100, "{items} {friends}");
+        for (table, n) in [
+            ("reco.item_suggestions", items),
+            ("reco.friend_suggestions", friends),
+        ] {
+            assert!(
+                stderr.contains(&format!("{table}: {n} rows published")),
+                "{stderr}"
+            );
+        }
+        counts.push((items, friends));
     }
+    assert_eq!(
+        counts[0], counts[1],
+        "the same day gives the same suggestions"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen = reader.await.unwrap();
+    let (items, friends) = counts[0];
     assert!(
-        seen.iter().all(|n| *n == 7 || *n == new_count),
+        seen.iter()
+            .all(|&(i, f)| (i == 7 || i == items) && (f == 7 || f == friends)),
         "the reader saw {seen:?}"
     );
-    assert!(seen.contains(&new_count), "the reader saw {seen:?}");
+    assert!(seen.contains(&(items, friends)), "the reader saw {seen:?}");
 
-    // The table holds exactly the query's rows (computed_at aside).
+    // The tables hold exactly the lake's rows, computed as of the pipeline's day.
     let published = client
         .query(
-            "SELECT player_id, suggested_id, score FROM reco.friend_suggestions ORDER BY 1, 2",
+            "SELECT player_id, item_id, rank, score, reason, computed_at::text FROM reco.item_suggestions ORDER BY 1, 2",
             &[],
         )
         .await
@@ -774,32 +803,39 @@ async fn sink_pipeline_publishes_friend_suggestions_atomically() {
         .iter()
         .map(|r| {
             format!(
-                "{},{},{:?}",
+                "{},{},{},{:?},{},{}",
                 r.get::<_, i64>(0),
-                r.get::<_, i64>(1),
-                r.get::<_, f64>(2)
+                r.get::<_, i32>(1),
+                r.get::<_, i32>(2),
+                r.get::<_, f64>(3),
+                r.get::<_, String>(4),
+                r.get::<_, String>(5)
             )
         })
         .collect();
-    let ours = sql_csv(
+    let ours = lake_rows(
         &loc,
-        &[
-            "-c",
-            &format!("SELECT player_id, suggested_id, score FROM ({query}) q ORDER BY 1, 2"),
-        ],
+        "SELECT player_id, item_id, rank, score, reason, computed_at FROM reco.item_suggestions ORDER BY 1, 2",
     );
-    let ours: Vec<String> = ours.lines().skip(1).map(str::to_string).collect();
     assert_eq!(published, ours);
-    let stamps = client
-        .query_one(
-            "SELECT count(DISTINCT computed_at), max(computed_at) > now() - interval '5 minutes' FROM reco.friend_suggestions",
+    assert!(ours.iter().all(|l| l.ends_with(RECO_AS_OF)), "{ours:?}");
+    let friends_published = client
+        .query(
+            "SELECT player_id, suggested_id FROM reco.friend_suggestions ORDER BY 1, 2",
             &[],
         )
         .await
         .unwrap();
+    let friends_published: Vec<String> = friends_published
+        .iter()
+        .map(|r| format!("{},{}", r.get::<_, i64>(0), r.get::<_, i64>(1)))
+        .collect();
     assert_eq!(
-        (stamps.get::<_, i64>(0), stamps.get::<_, bool>(1)),
-        (1, true)
+        friends_published,
+        lake_rows(
+            &loc,
+            "SELECT player_id, suggested_id FROM reco.friend_suggestions ORDER BY 1, 2"
+        )
     );
 }
 
@@ -808,44 +844,41 @@ async fn sink_pipeline_publishes_friend_suggestions_atomically() {
 /// reading the old rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_into_a_table_that_does_not_fit_fails_and_keeps_the_old_rows() {
-    use crate::support::{gamelake, repo_root};
-
     let (lake, db, client) = demo_lake_and_database().await;
     let (loc, url) = (lake.location(), db.url());
-    let pipeline = repo_root().join("pipelines/friend_suggestions.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = recommendations_pipeline(dir.path(), |t| t);
     let cases = [
         (
-            "player_id bigint, suggested_id bigint, score uuid, computed_at timestamptz",
+            "player_id bigint, item_id integer, rank integer, score uuid, reason text, computed_at date",
             "\"score\" is of type uuid",
         ),
         (
-            "player_id bigint, suggested_id bigint, score double precision",
-            "column \"computed_at\" of relation \"friend_suggestions\" does not exist",
+            "player_id bigint, item_id integer, rank integer, score double precision, reason text",
+            "column \"computed_at\" of relation \"item_suggestions\" does not exist",
         ),
     ];
     for (columns, expected) in cases {
         client
             .batch_execute(&format!(
                 "DROP SCHEMA IF EXISTS reco CASCADE; CREATE SCHEMA reco;
-                 CREATE TABLE reco.friend_suggestions ({columns});
-                 INSERT INTO reco.friend_suggestions (player_id, suggested_id) SELECT g, g + 1 FROM generate_series(1, 7) g;"
+                 CREATE TABLE reco.item_suggestions ({columns});
+                 INSERT INTO reco.item_suggestions (player_id, item_id) SELECT g, 1 FROM generate_series(1, 7) g;"
             ))
             .await
             .unwrap();
-        let out = gamelake(
+        let stderr = gamelake_err(
             &["--lake", &loc, "ingest", pipeline.to_str().unwrap()],
             &[("PG_URL", &url)],
         );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{columns}: {stderr}");
         assert!(
-            stderr.contains("reco.friend_suggestions: the table does not fit the query's result")
+            stderr.contains("reco.item_suggestions: the table does not fit the query's result")
                 && stderr.contains(expected)
                 && stderr.contains("CAST"),
             "{columns}: {stderr}"
         );
         let kept: i64 = client
-            .query_one("SELECT count(*) FROM reco.friend_suggestions", &[])
+            .query_one("SELECT count(*) FROM reco.item_suggestions", &[])
             .await
             .unwrap()
             .get(0);

@@ -403,7 +403,7 @@ async fn a_failing_job_does_not_stop_the_others_and_metrics_count_runs() {
 }
 
 /// The real server (`gamelake serve --schedule --metrics`): a report every two seconds, a broken
-/// report beside it, and the friend-suggestions sink every two seconds into a real PostgreSQL;
+/// report beside it, and the recommendations sink every two seconds into a real PostgreSQL;
 /// the runs land in the lake and in PostgreSQL, and /metrics counts them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_scheduled_reports_and_sinks_and_counts_them_in_metrics() {
@@ -435,11 +435,12 @@ async fn serve_runs_scheduled_reports_and_sinks_and_counts_them_in_metrics() {
         format!("{every_two_seconds}[[query]]\nfile = \"../broken.sql\"\n"),
     )
     .unwrap();
-    let sink = std::fs::read_to_string(repo_root().join("pipelines/friend_suggestions.toml"))
-        .unwrap()
-        .replace("schedule = \"30 4 * * *\"", "schedule = \"*/2 * * * * *\"");
-    assert!(sink.contains("*/2 * * * * *"));
-    std::fs::write(pipelines.join("friend_suggestions.toml"), sink).unwrap();
+    crate::pipelines::recommendations_pipeline(&pipelines, |text| {
+        let every_two_seconds =
+            text.replace("schedule = \"30 4 * * *\"", "schedule = \"*/2 * * * * *\"");
+        assert!(every_two_seconds.contains("*/2 * * * * *"));
+        every_two_seconds
+    });
     // An unscheduled pipeline whose ${VAR} is not set is not loaded.
     let unscheduled = std::fs::read_to_string(repo_root().join("pipelines/oltp_snapshot.toml"))
         .unwrap()
@@ -488,7 +489,7 @@ async fn serve_runs_scheduled_reports_and_sinks_and_counts_them_in_metrics() {
         ) >= 2
             && count(
                 &metrics,
-                "gamelake_schedule_runs_total{job=\"pipeline/friend_suggestions\"}",
+                "gamelake_schedule_runs_total{job=\"pipeline/recommendations\"}",
             ) >= 1
             && count(
                 &metrics,
@@ -496,7 +497,7 @@ async fn serve_runs_scheduled_reports_and_sinks_and_counts_them_in_metrics() {
             ) >= 2
             && count(
                 &metrics,
-                "gamelake_schedule_run_seconds_count{job=\"pipeline/friend_suggestions\"}",
+                "gamelake_schedule_run_seconds_count{job=\"pipeline/recommendations\"}",
             ) >= 1
         {
             break;
@@ -547,12 +548,14 @@ async fn serve_runs_scheduled_reports_and_sinks_and_counts_them_in_metrics() {
             .all(|r| r.2 == Outcome::Failed)
     );
 
-    // The sink filled PostgreSQL with the query's rows.
-    let expected = crate::pipelines::friend_suggestions_count(&loc);
-    let published: i64 = pg
-        .query_one("SELECT count(*) FROM reco.friend_suggestions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(published, expected);
+    // The sink filled PostgreSQL with the suggestions the saved queries wrote to the lake.
+    for table in ["reco.item_suggestions", "reco.friend_suggestions"] {
+        let expected = crate::pipelines::lake_rows(&loc, &format!("SELECT count(*) FROM {table}"));
+        let published: i64 = pg
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(published.to_string(), expected[0], "{table}");
+    }
 }
