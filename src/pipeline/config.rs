@@ -558,6 +558,16 @@ mode = "snapshot"
                 "p.toml:",
                 "query_file nope.sql",
             ),
+            (
+                sink.replace("mode = ", "run = [\"nope.sql\"]\nmode = "),
+                "p.toml:7:",
+                "run nope.sql",
+            ),
+            (
+                GOOD.replace("[[table]]\n", "[[table]]\nparams = { day = \"today\" }\n"),
+                "p.toml:6:",
+                "run and params are for [sink] pipelines",
+            ),
         ];
         for (text, place, message) in cases {
             let err = PipelineConfig::parse(&text, Path::new("p.toml"))

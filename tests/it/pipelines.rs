@@ -2,7 +2,7 @@
 //! with the pipeline's position, and pipeline files with typos refused at the right line.
 
 use crate::postgres::TestDb;
-use crate::support::{DEMO_END, TempLake, gamelake_err, gamelake_ok, repo_root};
+use crate::support::{TempLake, gamelake_err, gamelake_ok, repo_root};
 use gamelake::sources::postgres::connect;
 
 /// A fresh lake holding a pipeline file: the lake, its location and the file's path.
@@ -659,20 +659,7 @@ async fn source_schema_changes_between_runs_fail_clearly_and_commit_nothing() {
 
 /// A demo lake at the test size, a fresh PostgreSQL database, and a connection to it.
 pub(crate) async fn demo_lake_and_database() -> (TempLake, TestDb, tokio_postgres::Client) {
-    let lake = TempLake::new();
-    gamelake_ok(
-        &[
-            "--lake",
-            &lake.location(),
-            "demo",
-            "--scale",
-            "0.01",
-            "--end",
-            DEMO_END,
-            "--no-queries",
-        ],
-        &[],
-    );
+    let lake = crate::support::demo_lake();
     let db = TestDb::new().await;
     let client = connect(&db.url()).await.unwrap();
     (lake, db, client)

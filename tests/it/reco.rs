@@ -1,7 +1,7 @@
 //! Recommendations (`queries/reco/`): computed as of a day they read nothing from that day on,
 //! the same day gives the same rows, and the offline evaluation runs and beats its baselines.
 
-use crate::support::{DEMO_END, TempLake, gamelake_ok, repo_root, run_tiny_benchmark};
+use crate::support::{demo_lake, gamelake_ok, repo_root, run_tiny_benchmark};
 
 /// The saved queries, in the order they run.
 const STEPS: [&str; 3] = ["player_interests", "item_suggestions", "friend_suggestions"];
@@ -46,30 +46,13 @@ fn assert_same(before: &[Vec<String>], after: &[Vec<String>], when: &str) {
     }
 }
 
-fn demo(loc: &str) {
-    gamelake_ok(
-        &[
-            "--lake",
-            loc,
-            "demo",
-            "--scale",
-            "0.01",
-            "--end",
-            DEMO_END,
-            "--no-queries",
-        ],
-        &[],
-    );
-}
-
 /// Rows added on the day itself and after it (purchases of every item by every buyer, play in
 /// every mode, new friendships) change nothing computed as of that day; computing again gives
 /// the same rows.
 #[test]
 fn suggestions_as_of_a_day_do_not_see_that_day_or_later() {
-    let lake = TempLake::new();
+    let lake = demo_lake();
     let loc = lake.location();
-    demo(&loc);
     let as_of = "2026-10-20";
     let before = compute(&loc, as_of);
     for (step, rows) in STEPS.iter().zip(&before) {

@@ -3,26 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::{DEMO_END, TempLake, gamelake, gamelake_ok, repo_root, sql_csv};
-
-/// The demo at the test size, once per test.
-fn demo_lake() -> TempLake {
-    let lake = TempLake::new();
-    gamelake_ok(
-        &[
-            "--lake",
-            &lake.location(),
-            "demo",
-            "--scale",
-            "0.01",
-            "--end",
-            DEMO_END,
-            "--no-queries",
-        ],
-        &[],
-    );
-    lake
-}
+use crate::support::{demo_lake, gamelake, gamelake_ok, repo_root, sql_csv};
 
 /// The `<td>` texts of each row of the page's tables, table by table.
 fn tables(page: &str) -> Vec<Vec<Vec<String>>> {

@@ -602,3 +602,22 @@ impl TcpProxy {
         }
     }
 }
+
+/// The demo at the test size, once per test.
+pub fn demo_lake() -> TempLake {
+    let lake = TempLake::new();
+    gamelake_ok(
+        &[
+            "--lake",
+            &lake.location(),
+            "demo",
+            "--scale",
+            "0.01",
+            "--end",
+            DEMO_END,
+            "--no-queries",
+        ],
+        &[],
+    );
+    lake
+}
